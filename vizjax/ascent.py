@@ -1,0 +1,305 @@
+"""The batched gradient-ascent engine: every filter of a layer in one compiled program.
+
+Read top to bottom:
+
+1. :func:`ascend_one` optimizes ONE image for ONE filter (the seed article's "classic" recipe):
+   ``g = d objective / d x;  g /= sqrt(mean(g**2)) + 1e-5;  x += step_size * g``, the whole step
+   loop inside ``lax.scan`` so no step returns to the host.
+2. :func:`compiled_ascent` is the only place that batches and compiles: ``jax.vmap`` over filter
+   indices, ``jax.jit`` with the filter axis sharded over every local device (a 1-D ``Mesh``).
+3. :func:`iter_chunks` cuts a run into chunks (padding the last), runs them, and yields numpy
+   :class:`Results` with the padding removed; :func:`visualize` collects them.
+
+A filter's result depends only on (weights, layer, filter, config): never on the chunk size, the
+padding, its neighbours in the chunk, or the number of devices or processes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vizjax import vgg
+from vizjax.config import DEFAULT_SIZE, AscentConfig
+from vizjax.errors import VizjaxError
+
+#: How many times the batched program was traced, per (layer, chunk size). Tests read it: a run
+#: must trace once per chunk shape, not once per chunk.
+TRACES: collections.Counter[tuple[str, int]] = collections.Counter()
+
+#: Filters per device per chunk that ``batch="auto"`` allows on each platform. On a 2-core CPU one
+#: image at a time is fastest (it stays in cache; see bench/README.md); accelerators want big batches
+#: and are limited by memory instead.
+AUTO_CAP_PER_DEVICE = {"cpu": 1}
+AUTO_CAP_DEFAULT = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+    """Results for ``n`` filters of one layer (numpy, host memory).
+
+    Attributes:
+      filters: int32 (n,) filter indices.
+      images: uint8 (n, H, W, 3) display images (Chollet's deprocess).
+      raw: float32 (n, H, W, 3) optimized images in RGB 0-255 units, unclipped.
+      objective: float32 (n, steps + 1) the objective before each step and after the last.
+      dead: bool (n,) the gradient was exactly zero at the start, so the image never moved.
+    """
+
+    layer: str
+    filters: np.ndarray
+    images: np.ndarray
+    raw: np.ndarray
+    objective: np.ndarray
+    dead: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.filters)
+
+    @staticmethod
+    def concat(parts: Sequence[Results]) -> Results:
+        if not parts:
+            raise VizjaxError("no results to concatenate")
+        cat = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+               for f in dataclasses.fields(Results) if f.name != "layer"}
+        return Results(layer=parts[0].layer, **cat)
+
+
+# ---------------------------------------------------------------------------------------------
+# One image, one filter.
+
+
+def deprocess(x: jax.Array) -> jax.Array:
+    """Chollet's display transform: standardize, x0.1, +0.5, clip to [0, 1], x255, uint8 (truncating)."""
+    x = x - jnp.mean(x)
+    x = x / (jnp.std(x) + 1e-5)
+    x = jnp.clip(x * 0.1 + 0.5, 0.0, 1.0)
+    return (x * 255.0).astype(jnp.uint8)
+
+
+def noise_image(config: AscentConfig) -> jax.Array:
+    """The shared start image: N(noise_mean, noise_std), ``config.size`` (default 128x128), float32."""
+    h, w = config.size or DEFAULT_SIZE
+    key = jax.random.key(config.seed)
+    return config.noise_mean + config.noise_std * jax.random.normal(key, (h, w, 3), jnp.float32)
+
+
+def filter_key(seed: int, layer: str, f: jax.Array | int) -> jax.Array:
+    """Per-filter randomness for recipes that need it: ``fold_in(fold_in(key(seed), layer), f)``."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), vgg.layer_index(layer)), f)
+
+
+def make_model(preprocessing: vgg.Preprocessing, config: AscentConfig) -> vgg.VGG16:
+    prep = preprocessing if config.preprocess else vgg.IDENTITY
+    return vgg.VGG16(preprocessing=prep, dtype=jnp.dtype(config.dtype))
+
+
+def objective(model: vgg.VGG16, params: Any, x: jax.Array, layer: str, f: jax.Array | int) -> jax.Array:
+    """Mean activation of channel ``f`` of ``layer`` for one image ``x (H, W, 3)`` (float32 scalar)."""
+    return jnp.mean(model.apply(params, x, layer, channel=f).astype(jnp.float32))
+
+
+def ascend_one(
+    model: vgg.VGG16,
+    params: Any,
+    x0: jax.Array,
+    f: jax.Array | int,
+    *,
+    layer: str,
+    steps: int,
+    step_size: float,
+    unroll: int = 1,
+) -> dict[str, jax.Array]:
+    """The classic recipe for one filter. Returns raw (H, W, 3), image, objective (steps+1,), dead."""
+    value_and_grad = jax.value_and_grad(lambda x: objective(model, params, x, layer, f))
+
+    def step(x: jax.Array, _: None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        value, g = value_and_grad(x)
+        rms = jnp.sqrt(jnp.mean(jnp.square(g)))
+        return x + step_size * (g / (rms + 1e-5)), (value, rms)
+
+    x, (values, rms) = lax.scan(step, x0.astype(jnp.float32), None, length=steps, unroll=unroll)
+    final = objective(model, params, x, layer, f)
+    return {
+        "raw": x,
+        "images": deprocess(x),
+        "objective": jnp.concatenate([values, final[None]]),
+        "dead": rms[0] == 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Many filters, one compiled program, every local device.
+
+
+def local_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh named ``filters`` over ``devices`` (default: every device of this process)."""
+    return Mesh(np.array(list(devices or jax.local_devices())), ("filters",))
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_ascent(
+    layer: str, preprocessing: vgg.Preprocessing, config: AscentConfig, mesh: Mesh
+) -> Callable[[Any, jax.Array, jax.Array], dict[str, jax.Array]]:
+    """The jitted, vmapped program ``(params, x0, filters[chunk]) -> dict of (chunk, ...) arrays``.
+
+    The one jit boundary of vizjax: params and the start image are replicated, the filter axis of
+    inputs and outputs is sharded over ``mesh``. Cached per (layer, config, mesh); jax caches the
+    compiled executable per chunk shape.
+    """
+    model = make_model(preprocessing, config)
+    platform = mesh.devices.flat[0].platform
+    unroll = config.unroll or (config.steps if platform == "cpu" else 1)
+
+    def batched(params: Any, x0: jax.Array, filters: jax.Array) -> dict[str, jax.Array]:
+        TRACES[(layer, filters.shape[0])] += 1  # runs at trace time only
+        one = functools.partial(
+            ascend_one, model, params, x0,
+            layer=layer, steps=config.steps, step_size=config.step_size, unroll=unroll,
+        )
+        return jax.vmap(one)(filters)
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sharded = NamedSharding(mesh, PartitionSpec("filters"))
+    return jax.jit(batched, in_shardings=(replicated, replicated, sharded), out_shardings=sharded)
+
+
+def _memory_budget(device: jax.Device) -> int | None:
+    """Bytes one device may use for activations, or None if unknown."""
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:  # CPU: physical memory, shared by the CPU "devices"
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+def auto_chunk(
+    fn: Callable[..., Any], params: Any, x0: jax.Array, n: int, mesh: Mesh
+) -> int:
+    """The largest chunk (a multiple of the device count) that fits in device memory.
+
+    Uses XLA's compiled memory analysis of a probe program with one filter per device: its
+    temporaries plus outputs are the per-filter cost (they scale linearly with the vmapped axis),
+    and 80% of the free device memory is the budget. Capped per platform (AUTO_CAP_PER_DEVICE) and
+    by the number of filters.
+    """
+    d = mesh.devices.size
+    device = mesh.devices.flat[0]
+    cap = AUTO_CAP_PER_DEVICE.get(device.platform, AUTO_CAP_DEFAULT)
+    per_device = min(cap, math.ceil(n / d))
+    if per_device > 1:
+        probe = fn.lower(params, x0, jnp.zeros((d,), jnp.int32)).compile()
+        mem = probe.memory_analysis()
+        budget = _memory_budget(device)
+        if mem is not None and budget:
+            per_filter = max(1, mem.temp_size_in_bytes + mem.output_size_in_bytes)
+            per_device = max(1, min(per_device, int(0.8 * budget) // per_filter))
+    return per_device * d
+
+
+def check_layer_size(layer: str, h: int, w: int) -> None:
+    need = vgg.min_input_size(layer)
+    if min(h, w) < need:
+        raise VizjaxError(
+            f"image size {h}x{w} is too small for {layer}: it needs at least {need}x{need} px"
+        )
+
+
+def check_filters(layer: str, filters: Sequence[int]) -> np.ndarray:
+    n = vgg.num_channels(layer)
+    arr = np.asarray(list(filters), dtype=np.int64).reshape(-1)
+    bad = arr[(arr < 0) | (arr >= n)]
+    if bad.size:
+        raise VizjaxError(f"filter index {int(bad[0])} out of range for {layer} (0..{n - 1})")
+    return arr.astype(np.int32)
+
+
+def iter_chunks(
+    layer: str,
+    filters: Sequence[int],
+    config: AscentConfig,
+    params: Any,
+    preprocessing: vgg.Preprocessing,
+    *,
+    x0: jax.Array | np.ndarray | None = None,
+    batch: int | str = "auto",
+    mesh: Mesh | None = None,
+) -> Iterator[Results]:
+    """Run ``filters`` of ``layer`` chunk by chunk, yielding each chunk's :class:`Results`.
+
+    Args:
+      params: ``{"params": {...}}`` as loaded by :func:`vizjax.weights.load_weights`.
+      x0: the start image (H, W, 3) in RGB 0-255 units; default: :func:`noise_image` of ``config``.
+      batch: filters per chunk, or ``"auto"`` (see :func:`auto_chunk`); rounded up to a multiple
+        of the device count.
+    """
+    vgg.layer_index(layer)
+    if vgg.LAYERS[vgg.layer_index(layer)][1] != "conv":
+        raise VizjaxError(f"{layer} is a pooling layer; choose a convolution (its filters)")
+    filt = check_filters(layer, filters)
+    x0 = noise_image(config) if x0 is None else jnp.asarray(x0, jnp.float32)
+    check_layer_size(layer, x0.shape[0], x0.shape[1])
+    if len(filt) == 0:
+        return
+    mesh = mesh or local_mesh()
+    d = mesh.devices.size
+    # Only the fields that shape the program key the compile cache (not the seed or start image).
+    program = config.replace(seed=0, init=None, init_sha256=None, size=None)
+    fn = compiled_ascent(layer, preprocessing, program, mesh)
+    params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+    if batch == "auto":
+        chunk = auto_chunk(fn, params, x0, len(filt), mesh)
+    else:
+        if int(batch) <= 0:
+            raise VizjaxError(f"batch must be a positive integer or 'auto', got {batch}")
+        chunk = math.ceil(int(batch) / d) * d
+    for start in range(0, len(filt), chunk):
+        real = filt[start : start + chunk]
+        # Pad with copies of the last real filter: valid indices, results discarded below.
+        padded = np.concatenate([real, np.full(chunk - len(real), real[-1], np.int32)])
+        out = jax.device_get(fn(params, x0, padded))
+        n = len(real)
+        yield Results(
+            layer=layer,
+            filters=real.copy(),
+            images=np.asarray(out["images"][:n]),
+            raw=np.asarray(out["raw"][:n]),
+            objective=np.asarray(out["objective"][:n]),
+            dead=np.asarray(out["dead"][:n]),
+        )
+
+
+def visualize(
+    layer: str,
+    filters: Sequence[int],
+    config: AscentConfig,
+    params: Any,
+    preprocessing: vgg.Preprocessing,
+    **kwargs: Any,
+) -> Results:
+    """All of :func:`iter_chunks`, concatenated: the Python API for downstream code.
+
+    Example::
+
+        w = vizjax.load_weights()
+        res = vizjax.visualize("block4_conv1", range(8), vizjax.AscentConfig(), w.params,
+                               w.preprocessing)
+        res.images.shape  # (8, 128, 128, 3) uint8
+    """
+    parts = list(iter_chunks(layer, filters, config, params, preprocessing, **kwargs))
+    if not parts:
+        raise VizjaxError("no filters to visualize")
+    return Results.concat(parts)

@@ -1,0 +1,242 @@
+"""VGG16 (Simonyan & Zisserman, 2014) in Flax, with Keras' layer names.
+
+The model is written for one image ``(H, W, 3)`` or a plain batch ``(N, H, W, 3)``, NHWC, any H and
+W. It takes RGB pixels on a 0-255 scale and applies the preprocessing of its weights itself, so
+callers never need to know whether the weights came from Keras ('caffe') or torchvision ('torch').
+
+``VGG16(...).apply(variables, image, layer="block3_conv3")`` runs the network up to and including
+``layer`` and computes nothing after it. With ``channel=f`` the target convolution computes only its
+output channel ``f`` (shape ``(..., H', W', 1)``): that is all an activation-maximization objective
+needs, and it saves the most expensive part of the last layer's forward and backward pass.
+
+Parameters are a plain dict ``{layer_name: {"kernel": (3, 3, Cin, Cout), "bias": (Cout,)}}`` (HWIO,
+as in both Keras and Flax) wrapped as ``{"params": ...}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from vizjax.errors import VizjaxError
+
+# (name, kind, input channels, output channels), in network order.
+_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+
+
+def _layer_table() -> tuple[tuple[str, str, int, int], ...]:
+    rows, cin = [], 3
+    for b, (n_convs, cout) in enumerate(_BLOCKS, start=1):
+        for c in range(1, n_convs + 1):
+            rows.append((f"block{b}_conv{c}", "conv", cin, cout))
+            cin = cout
+        rows.append((f"block{b}_pool", "pool", cout, cout))
+    return tuple(rows)
+
+
+LAYERS: tuple[tuple[str, str, int, int], ...] = _layer_table()
+LAYER_NAMES: tuple[str, ...] = tuple(r[0] for r in LAYERS)
+CONV_LAYERS: tuple[str, ...] = tuple(r[0] for r in LAYERS if r[1] == "conv")
+#: ``{conv_name: ((3, 3, cin, cout), (cout,))}`` -- the kernel and bias shapes every weight file must have.
+CONV_SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    name: ((3, 3, cin, cout), (cout,)) for name, kind, cin, cout in LAYERS if kind == "conv"
+}
+
+
+def num_channels(layer: str) -> int:
+    """Number of output channels (filters) of ``layer``."""
+    return LAYERS[layer_index(layer)][3]
+
+
+def layer_index(layer: str) -> int:
+    """Position of ``layer`` in the network; a clear error lists the valid names otherwise."""
+    try:
+        return LAYER_NAMES.index(layer)
+    except ValueError:
+        raise VizjaxError(
+            f"unknown layer {layer!r}; valid layers: {', '.join(LAYER_NAMES)}"
+        ) from None
+
+
+def num_pools_through(layer: str) -> int:
+    """How many 2x2 max-pools the signal passes through up to and including ``layer``."""
+    return sum(1 for name, kind, *_ in LAYERS[: layer_index(layer) + 1] if kind == "pool")
+
+
+def output_hw(layer: str, height: int, width: int) -> tuple[int, int]:
+    """Spatial size of ``layer``'s output for an ``height x width`` input (VALID pools floor)."""
+    h, w = height, width
+    for _, kind, *_ in LAYERS[: layer_index(layer) + 1]:
+        if kind == "pool":
+            h, w = h // 2, w // 2
+    return h, w
+
+
+def min_input_size(layer: str) -> int:
+    """Smallest square input for which ``layer``'s output is at least 1x1."""
+    return 2 ** num_pools_through(layer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """How RGB 0-255 pixels become network input: optional RGB->BGR, then ``(x / scale - mean) / std``.
+
+    ``mean`` and ``std`` are given in the channel order the network sees (after the flip).
+    """
+
+    name: str
+    bgr: bool
+    scale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, rgb: jax.Array) -> jax.Array:
+        x = rgb[..., ::-1] if self.bgr else rgb
+        mean = jnp.asarray(self.mean, x.dtype)
+        std = jnp.asarray(self.std, x.dtype)
+        return (x / self.scale - mean) / std
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        return cls(
+            name=str(d["name"]),
+            bgr=bool(d["bgr"]),
+            scale=float(d["scale"]),
+            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+        )
+
+
+#: torchvision's ImageNet models: RGB / 255, then per-channel mean and std.
+TORCH = Preprocessing("torch", False, 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+#: Keras' ``vgg16.preprocess_input`` ('caffe'): RGB->BGR, subtract the BGR ImageNet mean, no scaling.
+CAFFE = Preprocessing("caffe", True, 1.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0))
+#: Feed pixels unchanged (the seed article's code never calls ``preprocess_input``).
+IDENTITY = Preprocessing("none", False, 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """3x3 'SAME' cross-correlation of ``x (N, H, W, Cin)`` with ``kernel (3, 3, Cin, Cout)``, plus bias."""
+    y = lax.conv_general_dilated(
+        x, kernel, window_strides=(1, 1), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    return y + bias
+
+
+def max_pool2x2(x: jax.Array) -> jax.Array:
+    """2x2 max-pool, stride 2, VALID (odd trailing rows/columns are dropped, as in Keras)."""
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+class Conv3x3(nn.Module):
+    """A VGG convolution (+ ReLU) whose parameters are named ``kernel`` and ``bias`` as in Keras."""
+
+    cin: int
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, channel: jax.Array | int | None = None) -> jax.Array:
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (3, 3, self.cin, self.features), jnp.float32
+        )
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        if channel is not None:
+            # Only the one output channel the objective reads: a (3, 3, Cin, 1) kernel.
+            kernel = lax.dynamic_slice_in_dim(kernel, channel, 1, axis=3)
+            bias = lax.dynamic_slice_in_dim(bias, channel, 1, axis=0)
+        y = conv3x3(x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype))
+        return nn.relu(y)
+
+
+class VGG16(nn.Module):
+    """VGG16's convolutional part; see the module docstring.
+
+    Attributes:
+      preprocessing: applied to the RGB 0-255 input inside the forward.
+      dtype: compute dtype of weights and activations (``jnp.float32`` or ``jnp.bfloat16``).
+    """
+
+    preprocessing: Preprocessing = TORCH
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, image: jax.Array, layer: str = "block5_pool", channel: jax.Array | int | None = None
+    ) -> jax.Array:
+        """Run up to ``layer``; ``image`` is ``(H, W, 3)`` or ``(N, H, W, 3)``, RGB 0-255.
+
+        Returns ``layer``'s output (post-ReLU for convolutions) with the same leading shape as the
+        input; with ``channel`` the target layer must be a convolution and only that channel is
+        computed (last axis of size 1).
+        """
+        target = layer_index(layer)
+        if channel is not None and LAYERS[target][1] != "conv":
+            raise VizjaxError(f"channel= needs a convolution layer, not {layer!r}")
+        single = image.ndim == 3
+        x = image[None] if single else image
+        x = self.preprocessing(x.astype(jnp.float32))
+        for i, (name, kind, cin, cout) in enumerate(LAYERS[: target + 1]):
+            if kind == "conv":
+                x = Conv3x3(cin, cout, self.dtype, name=name)(x, channel if i == target else None)
+            else:
+                x = max_pool2x2(x)
+        return x[0] if single else x
+
+
+def init_params(seed: int = 0) -> dict[str, Any]:
+    """Random parameters with the real shapes (for tests and shape checks), as ``{"params": ...}``."""
+    variables = VGG16().init(jax.random.key(seed), jnp.zeros((32, 32, 3)), "block5_pool")
+    return jax.tree.map(np.asarray, dict(variables))
+
+
+def param_count(params: dict[str, Any]) -> int:
+    """Total number of scalars in a parameter tree."""
+    return int(sum(np.size(a) for a in jax.tree.leaves(params)))
+
+
+def summary(params: dict[str, Any] | None = None) -> str:
+    """A table in the spirit of Keras' ``model.summary()``: layer, type, output shape, parameters."""
+    counts = {}
+    if params is not None:
+        p = params.get("params", params)
+        counts = {name: param_count(p[name]) for name in p}
+    rule, thick = "_" * 65, "=" * 65
+    lines = [rule, f"{'Layer (type)':<29}{'Output Shape':<26}{'Param #':<10}", thick]
+    rows = [("input (InputLayer)", "(None, None, None, 3)", 0)]
+    for name, kind, cin, cout in LAYERS:
+        if kind == "conv":
+            n = counts.get(name, 9 * cin * cout + cout)
+            rows.append((f"{name} (Conv2D)", f"(None, None, None, {cout})", n))
+        else:
+            rows.append((f"{name} (MaxPooling2D)", f"(None, None, None, {cout})", 0))
+    for i, (label, shape, n) in enumerate(rows):
+        lines.append(f"{label:<29}{shape:<26}{n:<10,}")
+        lines.append(rule if i < len(rows) - 1 else thick)
+    total = sum(r[2] for r in rows)
+    lines += [f"Total params: {total:,}", f"Trainable params: {total:,}", "Non-trainable params: 0"]
+    return "\n".join(lines)
+
+
+def check_params(params: dict[str, Any], layers: Sequence[str] = CONV_LAYERS) -> None:
+    """Raise a one-line :class:`VizjaxError` unless every conv layer has kernel and bias of the right shape."""
+    p = params.get("params", params)
+    for name in layers:
+        kshape, bshape = CONV_SHAPES[name]
+        if name not in p:
+            raise VizjaxError(f"weights lack layer {name}")
+        for key, want in (("kernel", kshape), ("bias", bshape)):
+            got = tuple(np.shape(p[name].get(key))) if key in p[name] else None
+            if got != want:
+                raise VizjaxError(f"{name}/{key}: expected shape {want}, found {got}")

