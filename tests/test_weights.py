@@ -1,0 +1,122 @@
+"""Default weights (restricted unpickler, orbax + manifest) and Keras conversion to a weight set."""
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_keras import write_keras_h5
+
+from vizjax import vgg, weights
+from vizjax.cli import main
+from vizjax.errors import WeightsError
+
+
+def test_restricted_unpickler_loads_the_real_default_file():
+    path = weights.find_lpips_checkpoint()
+    params = weights.read_lpips_vgg16(path)
+    assert list(params) == list(vgg.CONV_LAYERS)
+    for name, (kshape, bshape) in vgg.CONV_SHAPES.items():
+        assert params[name]["kernel"].shape == kshape and params[name]["kernel"].dtype == np.float32
+        assert params[name]["bias"].shape == bshape
+    # Trained, not random: first-layer kernels have a clear structure and nonzero biases.
+    assert 0.1 < float(params["block1_conv1"]["kernel"].std()) < 1.0
+    assert float(np.abs(params["block1_conv1"]["bias"]).mean()) > 0.01
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_restricted_unpickler_refuses_a_malicious_pickle(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.ckpt"
+    bad.write_bytes(pickle.dumps({"VGG16_0": _Evil(marker)}))
+    with pytest.raises(WeightsError, match=r"refusing to unpickle (posix|os)\.system"):
+        weights.load_restricted_pickle(bad)
+    assert not marker.exists()
+
+
+def test_default_weights_manifest_and_verification(default_weights, tmp_path):
+    m = default_weights.manifest
+    assert default_weights.name == weights.DEFAULT_WEIGHTS
+    assert m["source_sha256"] == weights.sha256_file(weights.find_lpips_checkpoint())
+    assert m["preprocessing"]["name"] == "torch"
+    assert m["layers"]["block5_conv3"]["kernel"] == [3, 3, 512, 512]
+    assert default_weights.preprocessing == vgg.TORCH
+    assert weights.params_sha256(default_weights.params["params"]) == m["params_sha256"]
+
+
+def test_tampered_manifest_is_refused(tmp_path):
+    root = tmp_path / "w"
+    out = weights.save_weights(
+        {n: {"kernel": np.zeros(k, np.float32), "bias": np.zeros(b, np.float32)}
+         for n, (k, b) in vgg.CONV_SHAPES.items()},
+        root / "zeros", source="test", source_sha256="0", preprocessing=vgg.TORCH, licence="none")
+    assert weights.load_weights("zeros", root).name == "zeros"
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["params_sha256"] = "0" * 64
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="does not match its manifest"):
+        weights.load_weights("zeros", root)
+
+
+def test_unknown_weights_name_lists_what_exists(tmp_path):
+    with pytest.raises(WeightsError, match="unknown weights 'nope'; available: vgg16-torchvision"):
+        weights.load_weights("nope", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def keras_params():
+    rng = np.random.default_rng(5)
+    return {n: {"kernel": rng.standard_normal(k).astype(np.float32),
+                "bias": rng.standard_normal(b).astype(np.float32)}
+            for n, (k, b) in vgg.CONV_SHAPES.items()}
+
+
+def test_convert_keras_end_to_end(tmp_path, keras_params, capsys):
+    h5 = write_keras_h5(tmp_path / "vgg16_notop.h5", keras_params, "original_notop")
+    out = tmp_path / "weights" / "keras-vgg16"
+    assert main(["convert", str(h5), "--out", str(out)]) == 0
+    w = weights.load_weights("keras-vgg16", out.parent)
+    assert w.preprocessing == vgg.CAFFE
+    assert w.manifest["source_sha256"] == weights.sha256_file(h5)
+    for name in vgg.CONV_LAYERS:
+        for key in ("kernel", "bias"):
+            np.testing.assert_array_equal(w.params["params"][name][key], keras_params[name][key])
+    # Converting onto an existing set is refused, and leaves it intact.
+    assert main(["convert", str(h5), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["missing_layer", "wrong_shape", "truncated", "not_hdf5"])
+def test_convert_bad_files_give_one_line_and_write_nothing(tmp_path, keras_params, damage, capsys):
+    params = {n: dict(v) for n, v in keras_params.items()}
+    if damage == "missing_layer":
+        del params["block3_conv2"]
+    if damage == "wrong_shape":
+        params["block2_conv1"]["kernel"] = np.zeros((3, 3, 64, 64), np.float32)
+    h5 = tmp_path / "bad.h5"
+    if damage == "not_hdf5":
+        h5.write_text("not an hdf5 file\n")
+    else:
+        write_keras_h5(h5, params, "keras2")
+    if damage == "truncated":
+        data = h5.read_bytes()
+        h5.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "weights" / "bad"
+    assert main(["convert", str(h5), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vizjax: ") and "\n" not in err and "Traceback" not in err
+    expect = {"missing_layer": "block3_conv2", "wrong_shape": "(3, 3, 64, 128)",
+              "truncated": "truncated", "not_hdf5": "not an HDF5 file"}[damage]
+    assert expect in err
+    assert not out.exists()
+    assert not list(Path(tmp_path / "weights").glob(".*")) if out.parent.exists() else True

@@ -1,0 +1,80 @@
+"""Reproduce the seed article ("Do Filters Dream of Convolutional Cats?") on the default weights.
+
+The article (after F. Chollet's "How convolutional neural networks see the world") shows:
+block4_conv1 filter 0; the first 20 filters of block1_conv1, block2_conv2, block3_conv3,
+block4_conv1 and block5_conv1; and a cat photo nudged by block5_conv3 filter 0. We add one
+full-layer atlas (all 64 filters of block1_conv2) and a browser gallery of everything.
+All images come from one resumable atlas, ``<out>/atlas.h5``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vizjax import ascent, images
+from vizjax.atlas import open_atlas
+from vizjax.config import PRESETS
+from vizjax.run import run_atlas, start_image
+from vizjax.weights import DEFAULT_WEIGHTS, load_weights
+
+ARTICLE_LAYERS = ("block1_conv1", "block2_conv2", "block3_conv3", "block4_conv1", "block5_conv1")
+FULL_LAYER = "block1_conv2"
+CAT_LAYER, CAT_FILTER = "block5_conv3", 0
+
+
+def reproduce(
+    out: str | Path = "out",
+    *,
+    weights_name: str | None = None,
+    batch: int | str = "auto",
+    quiet: bool = False,
+) -> list[Path]:
+    """Write the article's pictures into ``out`` and return their paths (printing each)."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    w = load_weights(weights_name or DEFAULT_WEIGHTS)
+    config = PRESETS["classic"]
+    atlas_path = out / "atlas.h5"
+    run_atlas(atlas_path, [FULL_LAYER], "all", config, w, batch=batch, quiet=quiet)
+    run_atlas(atlas_path, list(ARTICLE_LAYERS), "0:20", config, w, batch=batch, quiet=quiet)
+
+    written = [atlas_path]
+    with open_atlas(atlas_path) as a:
+        written.append(images.save_png(a.layers["block4_conv1"].image(0),
+                                       out / "block4_conv1_filter0.png"))
+        for layer in (*ARTICLE_LAYERS, FULL_LAYER):
+            la = a.layers[layer]
+            fs = [int(f) for f in la.filters if f < 20] if layer != FULL_LAYER else list(la.filters)
+            tiles = np.stack([la.image(int(f)) for f in fs])
+            cols = 10 if layer != FULL_LAYER else 8
+            suffix = "first20" if layer != FULL_LAYER else "all"
+            written.append(images.save_png(
+                images.grid(tiles, [str(f) for f in fs], cols=cols),
+                out / f"grid_{layer}_{suffix}.png"))
+        entries = {
+            name: [{"filter": int(la.filters[i]), "image": la.images[i],
+                    "objective": float(la.objective[i, -1]), "dead": bool(la.dead[i])}
+                   for i in range(len(la.filters)) if la.done[i]]
+            for name, la in a.layers.items()
+        }
+    gallery = out / "gallery.html"
+    gallery.write_text(images.gallery_html("vizjax: the seed article's atlas", entries))
+    written.append(gallery)
+
+    # "How about a cat?": the photo, nudged by block5_conv3 filter 0 (its own size, 451x300).
+    cat_config = config.replace(init=str(images.sample_path()))
+    x0, cat_config = start_image(cat_config)
+    res = ascent.visualize(CAT_LAYER, [CAT_FILTER], cat_config, w.params, w.preprocessing,
+                           x0=x0, batch=1)
+    raw = np.clip(res.raw[0], 0, 255).astype(np.uint8)
+    before_after = images.grid(np.stack([x0.astype(np.uint8), raw]), cols=2)
+    written.append(images.save_png(res.images[0], out / f"cat_{CAT_LAYER}_filter{CAT_FILTER}.png"))
+    written.append(images.save_png(before_after, out / f"cat_before_after_{CAT_LAYER}.png"))
+
+    print(f"vizjax article: done in {time.perf_counter() - t0:.0f} s; wrote:")
+    for p in written:
+        print(f"  {p}")
+    return written

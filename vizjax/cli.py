@@ -1,0 +1,319 @@
+"""The ``vizjax`` command: a thin layer that parses arguments and calls the library.
+
+Every user-facing problem is a :class:`vizjax.errors.VizjaxError`, printed as one line
+(``vizjax: ...``) with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from vizjax import __version__
+from vizjax.config import PRESETS, AscentConfig, parse_size
+from vizjax.errors import VizjaxError
+
+
+def _batch(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}")
+    return value
+
+
+def _add_ascent_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("optimization (defaults reproduce the seed article)")
+    g.add_argument("--recipe", default="classic", choices=sorted(PRESETS))
+    g.add_argument("--size", type=parse_size, default=None,
+                   help="image size, 128 or HxW (default 128; a start image keeps its own size)")
+    g.add_argument("--steps", type=int, default=None, help="gradient-ascent steps (20)")
+    g.add_argument("--step-size", type=float, default=None, help="step size (1.0)")
+    g.add_argument("--seed", type=int, default=None, help="seed of the start noise (0)")
+    g.add_argument("--init", default=None, help="start from this image (e.g. a photo) instead of noise")
+    g.add_argument("--no-preprocess", action="store_true",
+                   help="feed the 0-255 image to the network raw, as the article's code does")
+    g.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
+    g.add_argument("--batch", type=_batch, default="auto",
+                   help="filters per compiled chunk, or auto (largest that fits; default)")
+    g.add_argument("--weights", default=None, help="weight set name (default vgg16-torchvision)")
+
+
+def _config(args: argparse.Namespace) -> AscentConfig:
+    base = PRESETS[args.recipe]
+    changes = {k: v for k, v in {
+        "size": args.size, "steps": args.steps, "step_size": args.step_size, "seed": args.seed,
+        "init": args.init, "dtype": args.dtype,
+    }.items() if v is not None}
+    if args.no_preprocess:
+        changes["preprocess"] = False
+    return base.replace(**changes)
+
+
+def _weights(args: argparse.Namespace):  # -> Weights
+    from vizjax.weights import DEFAULT_WEIGHTS, load_weights
+
+    return load_weights(args.weights or DEFAULT_WEIGHTS)
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from vizjax import vgg
+
+    params = _weights(args).params if args.weights else None
+    print(vgg.summary(params))
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from vizjax.weights import available, prepare_default, weights_dir
+
+    prepare_default()  # the default set is always there after this
+    print(f"weights directory: {weights_dir()}")
+    for name in available():
+        print(f"  {name}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from vizjax.weights import convert_keras
+
+    out = convert_keras(args.file, args.out)
+    print(f"wrote {out} (orbax checkpoint + manifest.json; preprocessing: caffe)")
+    return 0
+
+
+def cmd_atlas(args: argparse.Namespace) -> int:
+    from vizjax import distributed, vgg
+    from vizjax.run import run_atlas
+
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                           auto=args.distributed)
+    if args.all_layers:
+        layers = list(vgg.CONV_LAYERS)
+    elif args.layer:
+        layers = list(dict.fromkeys(args.layer))
+    else:
+        raise VizjaxError("give --layer L (repeatable) or --all-layers")
+    for layer in layers:
+        vgg.layer_index(layer)
+    config = _config(args)
+    summary = run_atlas(args.out, layers, args.filters, config, _weights(args),
+                        batch=args.batch, quiet=args.quiet)
+    if not args.quiet:
+        for layer, s in summary["layers"].items():
+            print(f"{layer}: {s['done']} filters ({s['computed']} computed now, "
+                  f"{s['dead_computed']} of them dead) in {s['seconds']} s", file=sys.stderr)
+    print(f"wrote {summary['out']}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from vizjax import ascent, images, vgg
+    from vizjax.run import start_image
+
+    vgg.layer_index(args.layer)
+    w = _weights(args)
+    config = _config(args)
+    x0, config = start_image(config)
+    res = ascent.visualize(args.layer, [args.filter], config, w.params, w.preprocessing, x0=x0,
+                           batch=1)
+    out = images.save_png(res.images[0], args.out)
+    status = " (dead filter: zero gradient at the start)" if res.dead[0] else ""
+    print(f"wrote {out}: {args.layer} filter {args.filter}, objective "
+          f"{res.objective[0, 0]:.4g} -> {res.objective[0, -1]:.4g}{status}")
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vizjax import images
+    from vizjax.atlas import open_atlas
+    from vizjax.run import parse_filters
+
+    with open_atlas(args.atlas) as a:
+        layer = _atlas_layer(a, args.layer)
+        wanted = parse_filters(args.filters, layer.num_filters, args.layer)
+        done = set(int(f) for f in layer.completed())
+        have = [f for f in wanted if f in done]
+        if not have:
+            raise VizjaxError(f"{args.atlas} has none of those filters of {args.layer} done")
+        tiles = np.stack([layer.image(f) for f in have])
+    pic = images.grid(tiles, labels=[str(f) for f in have] if not args.no_labels else None,
+                      cols=args.cols)
+    out = images.save_png(pic, args.out)
+    missing = len(wanted) - len(have)
+    print(f"wrote {out}: {len(have)} filters of {args.layer}"
+          + (f" ({missing} requested filters not in the atlas yet)" if missing else ""))
+    return 0
+
+
+def _atlas_layer(a, name: str):
+    if name not in a.layers:
+        raise VizjaxError(f"the atlas has no layer {name!r}; it has: {', '.join(a.layers) or 'none'}")
+    return a.layers[name]
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from vizjax.atlas import open_atlas
+
+    with open_atlas(args.atlas) as a:
+        if args.json:
+            out = {"attrs": {k: v for k, v in a.attrs.items() if k != "config"},
+                   "config": a.config, "layers": {}}
+        else:
+            print(f"{args.atlas}: {a.attrs.get('format')} v{a.attrs.get('format_version')}, "
+                  f"model {a.attrs.get('model')}, weights {a.attrs.get('weights')}, "
+                  f"created {a.attrs.get('created')}")
+            print("config: " + json.dumps(a.config, sort_keys=True))
+        for name, layer in a.layers.items():
+            done = layer.completed()
+            dead_rows = layer.dead[...] & layer.done
+            n_dead = int(dead_rows.sum())
+            dead_ids = [int(f) for f in layer.filters[dead_rows]]
+            obj = layer.objective[...][layer.done]
+            if args.json:
+                out["layers"][name] = {"num_filters": layer.num_filters, "rows": len(layer.filters),
+                                       "done": len(done), "dead": dead_ids}
+                continue
+            mean_final = float(obj[:, -1].mean()) if len(obj) else float("nan")
+            print(f"  {name}: {len(done)}/{len(layer.filters)} requested filters done "
+                  f"(layer has {layer.num_filters}); dead {n_dead}"
+                  + (f" {dead_ids[:20]}{'...' if n_dead > 20 else ''}" if n_dead else "")
+                  + f"; mean final objective {mean_final:.4g}")
+        if args.json:
+            print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from vizjax.atlas import merge_atlases
+
+    merge_atlases(args.out, args.parts)
+    print(f"wrote {args.out} from {len(args.parts)} parts")
+    return 0
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from vizjax import images
+    from vizjax.atlas import open_atlas
+
+    layers: dict[str, list[dict[str, object]]] = {}
+    with open_atlas(args.atlas) as a:
+        for name, layer in a.layers.items():
+            rows = [i for i in range(len(layer.filters)) if layer.done[i]]
+            objective = layer.objective[...]
+            layers[name] = [{"filter": int(layer.filters[i]), "image": layer.images[i],
+                             "objective": float(objective[i, -1]), "dead": bool(layer.dead[i])}
+                            for i in rows]
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(images.gallery_html(f"vizjax atlas {Path(args.atlas).name}", layers))
+    except OSError as e:
+        raise VizjaxError(f"cannot write {out}: {e.strerror or e}") from None
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_article(args: argparse.Namespace) -> int:
+    from vizjax.article import reproduce
+
+    reproduce(args.out, weights_name=args.weights, batch=args.batch, quiet=args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vizjax", description=__doc__.splitlines()[0] if __doc__
+                                else None)
+    p.add_argument("--version", action="version", version=f"vizjax {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("layers", help="print VGG16's layers, output shapes and parameter counts")
+    s.add_argument("--weights", default=None, help="count the parameters of this weight set")
+    s.set_defaults(func=cmd_layers)
+
+    s = sub.add_parser("weights", help="list prepared weight sets")
+    s.set_defaults(func=cmd_weights)
+
+    s = sub.add_parser("convert", help="convert a Keras VGG16 HDF5 weight file")
+    s.add_argument("file", help="Keras .h5 file (weights or full model)")
+    s.add_argument("--out", required=True, help="output directory, e.g. weights/keras-vgg16")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("atlas", help="optimize every requested filter into an HDF5 atlas (resumable)")
+    s.add_argument("--layer", action="append", help="layer name (repeatable)")
+    s.add_argument("--all-layers", action="store_true", help="every convolution layer")
+    s.add_argument("--filters", default="all", help="all | 0:20 | 0,5,7 (default all)")
+    s.add_argument("--out", required=True, help="atlas file (.h5)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_ascent_args(s)
+    d = s.add_argument_group("multi-process (jax.distributed)")
+    d.add_argument("--distributed", action="store_true",
+                   help="initialize jax.distributed from the cluster environment (Slurm, TPU pods)")
+    d.add_argument("--coordinator", default=None, help="host:port of process 0")
+    d.add_argument("--num-processes", type=int, default=None)
+    d.add_argument("--process-id", type=int, default=None)
+    s.set_defaults(func=cmd_atlas)
+
+    s = sub.add_parser("render", help="optimize one filter and write its PNG")
+    s.add_argument("--layer", required=True)
+    s.add_argument("--filter", type=int, required=True)
+    s.add_argument("--out", required=True, help="PNG path")
+    _add_ascent_args(s)
+    s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("grid", help="tile a layer's images from an atlas into one PNG")
+    s.add_argument("atlas")
+    s.add_argument("--layer", required=True)
+    s.add_argument("--filters", default="0:20", help="which filters (default 0:20)")
+    s.add_argument("--cols", type=int, default=None, help="tiles per row (default ~sqrt(n))")
+    s.add_argument("--no-labels", action="store_true", help="no filter numbers under the tiles")
+    s.add_argument("--out", required=True, help="PNG path")
+    s.set_defaults(func=cmd_grid)
+
+    s = sub.add_parser("info", help="summarize an atlas: layers, filters done, dead filters, config")
+    s.add_argument("atlas")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("merge", help="join atlas parts written by several processes")
+    s.add_argument("out")
+    s.add_argument("parts", nargs="+")
+    s.set_defaults(func=cmd_merge)
+
+    s = sub.add_parser("gallery", help="write a browser page with every image of an atlas")
+    s.add_argument("atlas")
+    s.add_argument("--out", required=True, help="HTML path")
+    s.set_defaults(func=cmd_gallery)
+
+    s = sub.add_parser("article", help="reproduce the seed article's figures into a folder")
+    s.add_argument("--out", default="out", help="output folder (default out/)")
+    s.add_argument("--weights", default=None)
+    s.add_argument("--batch", type=_batch, default="auto")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_article)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VizjaxError as e:
+        print(f"vizjax: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vizjax: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Multi-process runs through ``jax.distributed``: who does which filters, and waiting for the rest.
+
+Each process optimizes its own share of the filters on its own local devices (no cross-process
+communication is needed: filters are independent) and writes its own part file; process 0 waits
+for every process and joins the parts into one atlas (:func:`vizjax.atlas.merge_atlases`).
+
+Launch (one command per process; Slurm and Cloud TPU pods need no arguments at all, jax reads
+their environment)::
+
+    vizjax atlas --layer block5_conv1 --out atlas.h5 \\
+        --coordinator host0:1234 --num-processes 2 --process-id 0   # on host 0
+    ... --process-id 1                                              # on host 1
+    srun vizjax atlas --layer block5_conv1 --out atlas.h5 --distributed  # Slurm
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from vizjax.errors import VizjaxError
+
+
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    auto: bool = False,
+) -> None:
+    """Start ``jax.distributed`` from explicit arguments, or from the cluster's environment (``auto``)."""
+    if coordinator is None and not auto:
+        return
+    try:
+        if coordinator is not None:
+            if num_processes is None or process_id is None:
+                raise VizjaxError("--coordinator needs --num-processes and --process-id")
+            jax.distributed.initialize(coordinator, num_processes, process_id)
+        else:
+            jax.distributed.initialize()
+    except (RuntimeError, ValueError) as e:
+        raise VizjaxError(f"jax.distributed.initialize failed: {e}") from None
+
+
+def share(filters: Sequence[int], index: int | None = None, count: int | None = None) -> np.ndarray:
+    """This process's share of ``filters``: every ``count``-th one starting at ``index`` (balanced
+    across layers whose late filters are no costlier than early ones)."""
+    index = jax.process_index() if index is None else index
+    count = jax.process_count() if count is None else count
+    return np.asarray(list(filters), np.int32)[index::count]
+
+
+def barrier(name: str, timeout_s: float = 3600.0) -> None:
+    """Block until every process reaches ``name`` (no-op in a single-process run)."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as _dist  # the coordination service's barrier; no collective
+
+    client = _dist.global_state.client
+    if client is None:
+        raise VizjaxError("jax.distributed is not initialized")
+    client.wait_at_barrier(name, int(timeout_s * 1000))

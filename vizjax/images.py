@@ -1,0 +1,131 @@
+"""Image files and pictures: start images in, PNGs, grids and a browser gallery out.
+
+Everything here is I/O or pure numpy layout; nothing is differentiated.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from vizjax.errors import VizjaxError
+
+#: The seed article's "How about a cat?" photo: Chelsea the cat (CC0, Stefan van der Walt, from
+#: scikit-image's sample data), shipped with vizjax.
+CAT = "chelsea.png"
+
+
+def sample_path(name: str = CAT) -> Path:
+    """Path of a sample image shipped in ``vizjax/data``."""
+    return Path(str(resources.files("vizjax").joinpath("data", name)))
+
+
+def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image file as float32 (H, W, 3) RGB on a 0-255 scale, resized to ``size`` (h, w) if given."""
+    p = Path(path)
+    if not p.is_file():
+        raise VizjaxError(f"start image {p} does not exist")
+    try:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            if size is not None:
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise VizjaxError(f"start image {p} is not a readable image ({e})") from None
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a uint8 (H, W, 3) array as PNG, creating the parent directory."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(image, np.uint8)).save(p, format="PNG")
+    except OSError as e:
+        raise VizjaxError(f"cannot write {p}: {e.strerror or e}") from None
+    return p
+
+
+def to_png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+LABEL_H = 12
+
+
+def grid(
+    images: np.ndarray,
+    labels: Sequence[str] | None = None,
+    cols: int | None = None,
+    pad: int = 2,
+    background: int = 255,
+) -> np.ndarray:
+    """Tile ``images (n, H, W, 3)`` uint8 into one picture, ``cols`` per row (default ~sqrt(n)).
+
+    Each tile is ``pad`` px apart and from the border; with ``labels`` a ``LABEL_H`` px strip
+    under each tile carries its text. Size: ``(rows*(H+lh+pad)+pad, cols*(W+pad)+pad, 3)``.
+    """
+    images = np.asarray(images, np.uint8)
+    n, h, w = images.shape[:3]
+    if n == 0:
+        raise VizjaxError("no images to put in a grid")
+    cols = max(1, min(cols or math.ceil(math.sqrt(n)), n))
+    rows = math.ceil(n / cols)
+    lh = LABEL_H if labels is not None else 0
+    out = np.full((rows * (h + lh + pad) + pad, cols * (w + pad) + pad, 3), background, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        y, x = pad + r * (h + lh + pad), pad + c * (w + pad)
+        out[y : y + h, x : x + w] = im
+    if labels is not None:
+        canvas = Image.fromarray(out)
+        draw = ImageDraw.Draw(canvas)
+        for i, text in enumerate(labels):
+            r, c = divmod(i, cols)
+            draw.text((pad + c * (w + pad) + 1, pad + r * (h + lh + pad) + h), str(text),
+                      fill=(0, 0, 0))
+        out = np.asarray(canvas)
+    return out
+
+
+def gallery_html(title: str, layers: dict[str, list[dict[str, object]]]) -> str:
+    """A self-contained HTML page: per layer, every filter's image with its index and objective.
+
+    ``layers`` maps a layer name to entries ``{"filter", "image" (uint8 HxWx3), "objective"
+    (final value), "dead"}``. Images are embedded as PNG data URIs so the page is one file.
+    """
+    parts = [
+        "<!doctype html><meta charset=utf-8>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font:13px system-ui,sans-serif;margin:1em;background:#fafafa}"
+        "figure{display:inline-block;margin:3px;text-align:center}"
+        "img{width:128px;height:128px;image-rendering:pixelated;border:1px solid #ccc}"
+        "img:hover{width:256px;height:256px}.dead img{opacity:.35}"
+        "figcaption{font-size:11px;color:#444}</style>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for layer, entries in layers.items():
+        n_dead = sum(bool(e["dead"]) for e in entries)
+        parts.append(f"<h2 id='{html.escape(layer)}'>{html.escape(layer)} "
+                     f"<small>({len(entries)} filters, {n_dead} dead)</small></h2>")
+        for e in entries:
+            data = base64.b64encode(to_png_bytes(e["image"])).decode()  # type: ignore[arg-type]
+            cls = " class=dead" if e["dead"] else ""
+            tip = f"{layer} filter {e['filter']}: objective {float(e['objective']):.4g}"  # type: ignore[arg-type]
+            parts.append(
+                f"<figure{cls}><img alt='{html.escape(tip)}' title='{html.escape(tip)}' "
+                f"src='data:image/png;base64,{data}'><figcaption>{e['filter']}"
+                f"{' (dead)' if e['dead'] else ''}</figcaption></figure>"
+            )
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,164 @@
+"""A run: layers x filters -> an atlas file, chunk by chunk, resumable, with progress.
+
+This module joins the engine (:mod:`vizjax.ascent`) to the file (:mod:`vizjax.atlas`); the CLI and
+the article reproduction both call :func:`run_atlas`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vizjax import ascent, atlas, distributed, vgg
+from vizjax.config import DEFAULT_SIZE, AscentConfig
+from vizjax.errors import VizjaxError
+from vizjax.weights import Weights
+
+#: Keys of an atlas' config that may differ between runs adding to the same file.
+VOLATILE_KEYS = frozenset({"batch", "layers", "filters", "quiet", "out", "progress"})
+
+
+def parse_filters(spec: str | Sequence[int], num_filters: int, layer: str = "") -> list[int]:
+    """``"all"``, ``"0:20"``, ``"0,5,7"``, ``"0:4,9"`` or a sequence -> filter indices (checked)."""
+    if not isinstance(spec, str):
+        out = [int(f) for f in spec]
+    elif spec.strip() == "all":
+        out = list(range(num_filters))
+    else:
+        out = []
+        for part in spec.split(","):
+            part = part.strip()
+            try:
+                if ":" in part:
+                    a, b = part.split(":", 1)
+                    start, stop = int(a or 0), int(b) if b else num_filters
+                    if stop > num_filters:
+                        raise VizjaxError(
+                            f"filter range {part} goes past {layer or 'the layer'}'s "
+                            f"{num_filters} filters (0..{num_filters - 1})"
+                        )
+                    out.extend(range(start, stop))
+                elif part:
+                    out.append(int(part))
+            except ValueError:
+                raise VizjaxError(
+                    f"bad --filters {spec!r}: use all, 0:20 or 0,5,7"
+                ) from None
+    for f in out:
+        if not 0 <= f < num_filters:
+            raise VizjaxError(
+                f"filter index {f} out of range for {layer or 'the layer'} (0..{num_filters - 1})"
+            )
+    if not out:
+        raise VizjaxError(f"--filters {spec!r} selects no filter")
+    return list(dict.fromkeys(out))  # unique, order kept
+
+
+def start_image(config: AscentConfig) -> tuple[np.ndarray, AscentConfig]:
+    """The run's start image and the config with its size (and start image digest) filled in."""
+    from vizjax import images
+    from vizjax.weights import sha256_file
+
+    if config.init is None:
+        size = config.size or DEFAULT_SIZE
+        config = config.replace(size=tuple(size))
+        return np.asarray(ascent.noise_image(config)), config
+    x0 = images.load_image(config.init, config.size)
+    config = config.replace(
+        size=(int(x0.shape[0]), int(x0.shape[1])), init_sha256=sha256_file(config.init)
+    )
+    return x0, config
+
+
+def atlas_config(config: AscentConfig, weights: Weights, **extra: Any) -> dict[str, Any]:
+    """Every setting of a run, as stored in the atlas' ``config`` attribute."""
+    return {**config.to_json_dict(), "model": "vgg16", "weights": weights.name, **extra}
+
+
+def _progress(total: int, desc: str, quiet: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="filter", disable=quiet, file=sys.stderr,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+def run_atlas(
+    out: str | os.PathLike,
+    layers: Sequence[str],
+    filters: str | Sequence[int],
+    config: AscentConfig,
+    weights: Weights,
+    *,
+    batch: int | str = "auto",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Optimize ``filters`` of every layer in ``layers`` into the atlas ``out``; resume what exists.
+
+    In a ``jax.distributed`` job each process does its share of the filters into its own part file
+    and process 0 joins the parts into ``out``. Returns a summary:
+    ``{"out", "layers": {layer: {"done", "dead", "seconds"}}}``.
+    """
+    # Validate everything before compiling or writing anything.
+    for layer in layers:
+        if vgg.LAYERS[vgg.layer_index(layer)][1] != "conv":
+            raise VizjaxError(f"{layer} is a pooling layer; choose a convolution (its filters)")
+    x0, config = start_image(config)
+    for layer in layers:
+        ascent.check_layer_size(layer, *config.size)  # type: ignore[misc]
+    plan = {layer: parse_filters(filters, vgg.num_channels(layer), layer) for layer in layers}
+
+    out = Path(out)
+    nproc = _process_count()
+    part = atlas.part_path(out, _process_index(), nproc) if nproc > 1 else out
+    attrs = {
+        "model": "vgg16",
+        "weights": weights.name,
+        "weights_sha256": weights.source_sha256,
+        "preprocessing": json.dumps(dataclasses.asdict(weights.preprocessing), sort_keys=True),
+    }
+    cfg = atlas_config(config, weights, layers=list(layers),
+                       filters=filters if isinstance(filters, str) else list(filters), batch=batch)
+    summary: dict[str, Any] = {"out": str(out), "layers": {}}
+    with atlas.AtlasWriter(part, attrs, cfg, volatile_keys=VOLATILE_KEYS) as writer:
+        for layer in layers:
+            mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
+            todo = writer.begin_layer(layer, vgg.num_channels(layer), [int(f) for f in mine],
+                                      config.size, config.steps)  # type: ignore[arg-type]
+            bar = _progress(len(mine), layer, quiet)
+            bar.update(len(mine) - len(todo))
+            t0, dead = time.perf_counter(), 0
+            for res in ascent.iter_chunks(layer, todo, config, weights.params,
+                                          weights.preprocessing, x0=x0, batch=batch):
+                writer.write_chunk(layer, res)
+                dead += int(res.dead.sum())
+                bar.update(len(res))
+            bar.close()
+            summary["layers"][layer] = {"done": len(mine), "computed": len(todo),
+                                        "dead_computed": dead,
+                                        "seconds": round(time.perf_counter() - t0, 2)}
+    if nproc > 1:
+        distributed.barrier(f"vizjax-atlas-{out.name}-written")
+        if _process_index() == 0:
+            atlas.merge_atlases(out, [atlas.part_path(out, i, nproc) for i in range(nproc)])
+        distributed.barrier(f"vizjax-atlas-{out.name}-merged")
+    return summary
+
+
+def _process_count() -> int:
+    import jax
+
+    return jax.process_count()
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()
