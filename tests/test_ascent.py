@@ -33,16 +33,25 @@ def _close(got, want, rtol):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(scale, 1e-12))
 
 
-@pytest.mark.parametrize("layer,size,filters", [("block1_conv2", 32, [0, 9, 63]),
-                                                ("block5_conv1", 32, [0, 100, 511])])
+@pytest.mark.parametrize(
+    "layer,size,filters", [("block1_conv2", 32, [0, 9, 63]), ("block5_conv1", 32, [0, 100, 511])]
+)
 def test_engine_matches_plain_reference(default_weights, layer, size, filters):
     cfg = AscentConfig(size=(size, size), steps=5, step_size=1.0, seed=3)
-    res = ascent.visualize(layer, filters, cfg, default_weights.params,
-                           default_weights.preprocessing, batch=2)
+    res = ascent.visualize(
+        layer, filters, cfg, default_weights.params, default_weights.preprocessing, batch=2
+    )
     x0 = np.asarray(ascent.noise_image(cfg))
     for i, f in enumerate(filters):
-        raw, trace = _reference(default_weights.params, default_weights.preprocessing, x0, layer,
-                                f, cfg.steps, cfg.step_size)
+        raw, trace = _reference(
+            default_weights.params,
+            default_weights.preprocessing,
+            x0,
+            layer,
+            f,
+            cfg.steps,
+            cfg.step_size,
+        )
         _close(res.raw[i], raw, 1e-4)
         _close(res.objective[i], trace, 1e-4)
         np.testing.assert_array_equal(res.images[i], np.asarray(ascent.deprocess(res.raw[i])))
@@ -86,12 +95,28 @@ def test_compiled_once_per_chunk_shape(default_weights):
     cfg = AscentConfig(size=(32, 32), steps=3, step_size=0.5)  # a config no other test compiles
     one = ascent.local_mesh(jax.devices()[:1])
     before = ascent.TRACES[("block1_conv1", 2)]
-    chunks = list(ascent.iter_chunks("block1_conv1", range(7), cfg, default_weights.params,
-                                     default_weights.preprocessing, batch=2, mesh=one))
+    chunks = list(
+        ascent.iter_chunks(
+            "block1_conv1",
+            range(7),
+            cfg,
+            default_weights.params,
+            default_weights.preprocessing,
+            batch=2,
+            mesh=one,
+        )
+    )
     assert [len(c) for c in chunks] == [2, 2, 2, 1]
     assert ascent.TRACES[("block1_conv1", 2)] - before == 1
-    ascent.visualize("block1_conv1", range(4), cfg.replace(seed=9), default_weights.params,
-                     default_weights.preprocessing, batch=2, mesh=one)
+    ascent.visualize(
+        "block1_conv1",
+        range(4),
+        cfg.replace(seed=9),
+        default_weights.params,
+        default_weights.preprocessing,
+        batch=2,
+        mesh=one,
+    )
     assert ascent.TRACES[("block1_conv1", 2)] - before == 1  # a new seed reuses the program
 
 
@@ -119,8 +144,13 @@ def test_bfloat16_stays_close_to_float32_on_first_steps(default_weights):
     cfg = AscentConfig(size=(32, 32), steps=3)
     args = ("block3_conv1", [0, 1, 2, 3], cfg)
     f32 = ascent.visualize(*args, default_weights.params, default_weights.preprocessing)
-    bf16 = ascent.visualize(args[0], args[1], cfg.replace(dtype="bfloat16"),
-                            default_weights.params, default_weights.preprocessing)
+    bf16 = ascent.visualize(
+        args[0],
+        args[1],
+        cfg.replace(dtype="bfloat16"),
+        default_weights.params,
+        default_weights.preprocessing,
+    )
     assert bf16.raw.dtype == np.float32  # the image and its update stay float32
     rel = np.abs(bf16.objective - f32.objective) / np.abs(f32.objective).max(axis=1, keepdims=True)
     assert rel.max() < BF16_RTOL, rel.max()
@@ -138,8 +168,13 @@ def _article_objective(params, layer, f):
             if name.endswith("pool"):
                 x = lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
             else:
-                x = lax.conv_general_dilated(x, p[name]["kernel"], (1, 1), ((1, 1), (1, 1)),
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                x = lax.conv_general_dilated(
+                    x,
+                    p[name]["kernel"],
+                    (1, 1),
+                    ((1, 1), (1, 1)),
+                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                )
                 x = jnp.maximum(x + p[name]["bias"], 0)
         return jnp.mean(x[0, :, :, f])
 
@@ -149,8 +184,9 @@ def _article_objective(params, layer, f):
 def test_no_preprocess_mode_matches_the_articles_math(default_weights):
     layer, filters = "block3_conv1", [0, 5]
     cfg = AscentConfig(size=(40, 40), steps=4, preprocess=False)
-    res = ascent.visualize(layer, filters, cfg, default_weights.params,
-                           default_weights.preprocessing)
+    res = ascent.visualize(
+        layer, filters, cfg, default_weights.params, default_weights.preprocessing
+    )
     x0 = np.asarray(ascent.noise_image(cfg), np.float64)
     for i, f in enumerate(filters):
         calc = jax.value_and_grad(_article_objective(default_weights.params, layer, f))
@@ -163,15 +199,25 @@ def test_no_preprocess_mode_matches_the_articles_math(default_weights):
         trace.append(float(calc(jnp.asarray(x, jnp.float32))[0]))
         _close(res.raw[i], x, 1e-4)
         _close(res.objective[i], np.asarray(trace), 1e-4)
-    with_prep = ascent.visualize(layer, filters, cfg.replace(preprocess=True),
-                                 default_weights.params, default_weights.preprocessing)
+    with_prep = ascent.visualize(
+        layer,
+        filters,
+        cfg.replace(preprocess=True),
+        default_weights.params,
+        default_weights.preprocessing,
+    )
     assert not np.allclose(with_prep.objective, res.objective)
 
 
 def test_bad_requests_raise_clear_errors(default_weights):
-    args = (AscentConfig(size=(8, 8), steps=2), default_weights.params,
-            default_weights.preprocessing)
-    with pytest.raises(vgg.VizjaxError, match="too small for block5_conv1: it needs at least 16x16"):
+    args = (
+        AscentConfig(size=(8, 8), steps=2),
+        default_weights.params,
+        default_weights.preprocessing,
+    )
+    with pytest.raises(
+        vgg.VizjaxError, match="too small for block5_conv1: it needs at least 16x16"
+    ):
         ascent.visualize("block5_conv1", [0], *args)
     with pytest.raises(vgg.VizjaxError, match=r"filter index 64 out of range for block1_conv1"):
         ascent.visualize("block1_conv1", [64], *args)

@@ -35,8 +35,10 @@ def test_output_shape_of_every_layer(hw):
         out = jax.eval_shape(lambda x, layer=layer: model.apply(params, x, layer), x)
         assert out.shape == _expected_shape(layer, *hw), layer
         assert vgg.output_hw(layer, *hw) == out.shape[:2]
-    batch = jax.eval_shape(lambda x: model.apply(params, x, "block3_pool"),
-                           jax.ShapeDtypeStruct((2, *hw, 3), jnp.float32))
+    batch = jax.eval_shape(
+        lambda x: model.apply(params, x, "block3_pool"),
+        jax.ShapeDtypeStruct((2, *hw, 3), jnp.float32),
+    )
     assert batch.shape == (2, *_expected_shape("block3_pool", *hw))
 
 
@@ -63,8 +65,9 @@ def _numpy_vgg(params, prep, image, layer):
     return x
 
 
-@pytest.mark.parametrize("layer,hw", [("block1_conv2", (12, 10)), ("block3_conv1", (20, 18)),
-                                      ("block4_pool", (33, 35))])
+@pytest.mark.parametrize(
+    "layer,hw", [("block1_conv2", (12, 10)), ("block3_conv1", (20, 18)), ("block4_pool", (33, 35))]
+)
 def test_forward_matches_numpy_reference_on_real_weights(default_weights, layer, hw):
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (*hw, 3)).astype(np.float32)

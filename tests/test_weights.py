@@ -57,9 +57,16 @@ def test_default_weights_manifest_and_verification(default_weights, tmp_path):
 def test_tampered_manifest_is_refused(tmp_path):
     root = tmp_path / "w"
     out = weights.save_weights(
-        {n: {"kernel": np.zeros(k, np.float32), "bias": np.zeros(b, np.float32)}
-         for n, (k, b) in vgg.CONV_SHAPES.items()},
-        root / "zeros", source="test", source_sha256="0", preprocessing=vgg.TORCH, licence="none")
+        {
+            n: {"kernel": np.zeros(k, np.float32), "bias": np.zeros(b, np.float32)}
+            for n, (k, b) in vgg.CONV_SHAPES.items()
+        },
+        root / "zeros",
+        source="test",
+        source_sha256="0",
+        preprocessing=vgg.TORCH,
+        licence="none",
+    )
     assert weights.load_weights("zeros", root).name == "zeros"
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["params_sha256"] = "0" * 64
@@ -76,9 +83,13 @@ def test_unknown_weights_name_lists_what_exists(tmp_path):
 @pytest.fixture(scope="module")
 def keras_params():
     rng = np.random.default_rng(5)
-    return {n: {"kernel": rng.standard_normal(k).astype(np.float32),
-                "bias": rng.standard_normal(b).astype(np.float32)}
-            for n, (k, b) in vgg.CONV_SHAPES.items()}
+    return {
+        n: {
+            "kernel": rng.standard_normal(k).astype(np.float32),
+            "bias": rng.standard_normal(b).astype(np.float32),
+        }
+        for n, (k, b) in vgg.CONV_SHAPES.items()
+    }
 
 
 def test_convert_keras_end_to_end(tmp_path, keras_params, capsys):
@@ -115,8 +126,12 @@ def test_convert_bad_files_give_one_line_and_write_nothing(tmp_path, keras_param
     assert main(["convert", str(h5), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("vizjax: ") and "\n" not in err and "Traceback" not in err
-    expect = {"missing_layer": "block3_conv2", "wrong_shape": "(3, 3, 64, 128)",
-              "truncated": "truncated", "not_hdf5": "not an HDF5 file"}[damage]
+    expect = {
+        "missing_layer": "block3_conv2",
+        "wrong_shape": "(3, 3, 64, 128)",
+        "truncated": "truncated",
+        "not_hdf5": "not an HDF5 file",
+    }[damage]
     assert expect in err
     assert not out.exists()
     assert not list(Path(tmp_path / "weights").glob(".*")) if out.parent.exists() else True

@@ -43,21 +43,32 @@ def reproduce(
 
     written = [atlas_path]
     with open_atlas(atlas_path) as a:
-        written.append(images.save_png(a.layers["block4_conv1"].image(0),
-                                       out / "block4_conv1_filter0.png"))
+        written.append(
+            images.save_png(a.layers["block4_conv1"].image(0), out / "block4_conv1_filter0.png")
+        )
         for layer in (*ARTICLE_LAYERS, FULL_LAYER):
             la = a.layers[layer]
             fs = [int(f) for f in la.filters if f < 20] if layer != FULL_LAYER else list(la.filters)
             tiles = np.stack([la.image(int(f)) for f in fs])
             cols = 10 if layer != FULL_LAYER else 8
             suffix = "first20" if layer != FULL_LAYER else "all"
-            written.append(images.save_png(
-                images.grid(tiles, [str(f) for f in fs], cols=cols),
-                out / f"grid_{layer}_{suffix}.png"))
+            written.append(
+                images.save_png(
+                    images.grid(tiles, [str(f) for f in fs], cols=cols),
+                    out / f"grid_{layer}_{suffix}.png",
+                )
+            )
         entries = {
-            name: [{"filter": int(la.filters[i]), "image": la.images[i],
-                    "objective": float(la.objective[i, -1]), "dead": bool(la.dead[i])}
-                   for i in range(len(la.filters)) if la.done[i]]
+            name: [
+                {
+                    "filter": int(la.filters[i]),
+                    "image": la.images[i],
+                    "objective": float(la.objective[i, -1]),
+                    "dead": bool(la.dead[i]),
+                }
+                for i in range(len(la.filters))
+                if la.done[i]
+            ]
             for name, la in a.layers.items()
         }
     gallery = out / "gallery.html"
@@ -67,8 +78,9 @@ def reproduce(
     # "How about a cat?": the photo, nudged by block5_conv3 filter 0 (its own size, 451x300).
     cat_config = config.replace(init=str(images.sample_path()))
     x0, cat_config = start_image(cat_config)
-    res = ascent.visualize(CAT_LAYER, [CAT_FILTER], cat_config, w.params, w.preprocessing,
-                           x0=x0, batch=1)
+    res = ascent.visualize(
+        CAT_LAYER, [CAT_FILTER], cat_config, w.params, w.preprocessing, x0=x0, batch=1
+    )
     raw = np.clip(res.raw[0], 0, 255).astype(np.uint8)
     before_after = images.grid(np.stack([x0.astype(np.uint8), raw]), cols=2)
     written.append(images.save_png(res.images[0], out / f"cat_{CAT_LAYER}_filter{CAT_FILTER}.png"))

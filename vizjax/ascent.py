@@ -71,8 +71,11 @@ class Results:
     def concat(parts: Sequence[Results]) -> Results:
         if not parts:
             raise VizjaxError("no results to concatenate")
-        cat = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
-               for f in dataclasses.fields(Results) if f.name != "layer"}
+        cat = {
+            f.name: np.concatenate([getattr(p, f.name) for p in parts])
+            for f in dataclasses.fields(Results)
+            if f.name != "layer"
+        }
         return Results(layer=parts[0].layer, **cat)
 
 
@@ -105,7 +108,9 @@ def make_model(preprocessing: vgg.Preprocessing, config: AscentConfig) -> vgg.VG
     return vgg.VGG16(preprocessing=prep, dtype=jnp.dtype(config.dtype))
 
 
-def objective(model: vgg.VGG16, params: Any, x: jax.Array, layer: str, f: jax.Array | int) -> jax.Array:
+def objective(
+    model: vgg.VGG16, params: Any, x: jax.Array, layer: str, f: jax.Array | int
+) -> jax.Array:
     """Mean activation of channel ``f`` of ``layer`` for one image ``x (H, W, 3)`` (float32 scalar)."""
     return jnp.mean(model.apply(params, x, layer, channel=f).astype(jnp.float32))
 
@@ -165,8 +170,14 @@ def compiled_ascent(
     def batched(params: Any, x0: jax.Array, filters: jax.Array) -> dict[str, jax.Array]:
         TRACES[(layer, filters.shape[0])] += 1  # runs at trace time only
         one = functools.partial(
-            ascend_one, model, params, x0,
-            layer=layer, steps=config.steps, step_size=config.step_size, unroll=unroll,
+            ascend_one,
+            model,
+            params,
+            x0,
+            layer=layer,
+            steps=config.steps,
+            step_size=config.step_size,
+            unroll=unroll,
         )
         return jax.vmap(one)(filters)
 
@@ -186,9 +197,7 @@ def _memory_budget(device: jax.Device) -> int | None:
         return None
 
 
-def auto_chunk(
-    fn: Callable[..., Any], params: Any, x0: jax.Array, n: int, mesh: Mesh
-) -> int:
+def auto_chunk(fn: Callable[..., Any], params: Any, x0: jax.Array, n: int, mesh: Mesh) -> int:
     """The largest chunk (a multiple of the device count) that fits in device memory.
 
     Uses XLA's compiled memory analysis of a probe program with one filter per device: its
@@ -259,7 +268,11 @@ def iter_chunks(
     # Only the fields that shape the program key the compile cache (not the seed or start image).
     program = config.replace(seed=0, init=None, init_sha256=None, size=None)
     fn = compiled_ascent(layer, preprocessing, program, mesh)
-    params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+    # Explicit placement: in a multi-process job jit refuses host arrays with non-trivial shardings.
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sharded = NamedSharding(mesh, PartitionSpec("filters"))
+    params = jax.device_put(params, replicated)
+    x0 = jax.device_put(x0, replicated)
     if batch == "auto":
         chunk = auto_chunk(fn, params, x0, len(filt), mesh)
     else:
@@ -270,7 +283,7 @@ def iter_chunks(
         real = filt[start : start + chunk]
         # Pad with copies of the last real filter: valid indices, results discarded below.
         padded = np.concatenate([real, np.full(chunk - len(real), real[-1], np.int32)])
-        out = jax.device_get(fn(params, x0, padded))
+        out = jax.device_get(fn(params, x0, jax.device_put(padded, sharded)))
         n = len(real)
         yield Results(
             layer=layer,

@@ -23,7 +23,9 @@ def _batch(text: str) -> int | str:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be 'auto' or a positive integer, got {text!r}"
+        ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}")
     return value
@@ -32,26 +34,48 @@ def _batch(text: str) -> int | str:
 def _add_ascent_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimization (defaults reproduce the seed article)")
     g.add_argument("--recipe", default="classic", choices=sorted(PRESETS))
-    g.add_argument("--size", type=parse_size, default=None,
-                   help="image size, 128 or HxW (default 128; a start image keeps its own size)")
+    g.add_argument(
+        "--size",
+        type=parse_size,
+        default=None,
+        help="image size, 128 or HxW (default 128; a start image keeps its own size)",
+    )
     g.add_argument("--steps", type=int, default=None, help="gradient-ascent steps (20)")
     g.add_argument("--step-size", type=float, default=None, help="step size (1.0)")
     g.add_argument("--seed", type=int, default=None, help="seed of the start noise (0)")
-    g.add_argument("--init", default=None, help="start from this image (e.g. a photo) instead of noise")
-    g.add_argument("--no-preprocess", action="store_true",
-                   help="feed the 0-255 image to the network raw, as the article's code does")
+    g.add_argument(
+        "--init", default=None, help="start from this image (e.g. a photo) instead of noise"
+    )
+    g.add_argument(
+        "--no-preprocess",
+        action="store_true",
+        help="feed the 0-255 image to the network raw, as the article's code does",
+    )
     g.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
-    g.add_argument("--batch", type=_batch, default="auto",
-                   help="filters per compiled chunk, or auto (largest that fits; default)")
+    g.add_argument(
+        "--batch",
+        type=_batch,
+        default="auto",
+        help="filters per compiled chunk, or auto (largest that fits; default)",
+    )
     g.add_argument("--weights", default=None, help="weight set name (default vgg16-torchvision)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
 def _config(args: argparse.Namespace) -> AscentConfig:
     base = PRESETS[args.recipe]
-    changes = {k: v for k, v in {
-        "size": args.size, "steps": args.steps, "step_size": args.step_size, "seed": args.seed,
-        "init": args.init, "dtype": args.dtype,
-    }.items() if v is not None}
+    changes = {
+        k: v
+        for k, v in {
+            "size": args.size,
+            "steps": args.steps,
+            "step_size": args.step_size,
+            "seed": args.seed,
+            "init": args.init,
+            "dtype": args.dtype,
+        }.items()
+        if v is not None
+    }
     if args.no_preprocess:
         changes["preprocess"] = False
     return base.replace(**changes)
@@ -93,8 +117,9 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     from vizjax import distributed, vgg
     from vizjax.run import run_atlas
 
-    distributed.initialize(args.coordinator, args.num_processes, args.process_id,
-                           auto=args.distributed)
+    distributed.initialize(
+        args.coordinator, args.num_processes, args.process_id, auto=args.distributed
+    )
     if args.all_layers:
         layers = list(vgg.CONV_LAYERS)
     elif args.layer:
@@ -104,12 +129,16 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     for layer in layers:
         vgg.layer_index(layer)
     config = _config(args)
-    summary = run_atlas(args.out, layers, args.filters, config, _weights(args),
-                        batch=args.batch, quiet=args.quiet)
+    summary = run_atlas(
+        args.out, layers, args.filters, config, _weights(args), batch=args.batch, quiet=args.quiet
+    )
     if not args.quiet:
         for layer, s in summary["layers"].items():
-            print(f"{layer}: {s['done']} filters ({s['computed']} computed now, "
-                  f"{s['dead_computed']} of them dead) in {s['seconds']} s", file=sys.stderr)
+            print(
+                f"{layer}: {s['done']} filters ({s['computed']} computed now, "
+                f"{s['dead_computed']} of them dead) in {s['seconds']} s",
+                file=sys.stderr,
+            )
     print(f"wrote {summary['out']}")
     return 0
 
@@ -122,12 +151,15 @@ def cmd_render(args: argparse.Namespace) -> int:
     w = _weights(args)
     config = _config(args)
     x0, config = start_image(config)
-    res = ascent.visualize(args.layer, [args.filter], config, w.params, w.preprocessing, x0=x0,
-                           batch=1)
+    res = ascent.visualize(
+        args.layer, [args.filter], config, w.params, w.preprocessing, x0=x0, batch=1
+    )
     out = images.save_png(res.images[0], args.out)
     status = " (dead filter: zero gradient at the start)" if res.dead[0] else ""
-    print(f"wrote {out}: {args.layer} filter {args.filter}, objective "
-          f"{res.objective[0, 0]:.4g} -> {res.objective[0, -1]:.4g}{status}")
+    print(
+        f"wrote {out}: {args.layer} filter {args.filter}, objective "
+        f"{res.objective[0, 0]:.4g} -> {res.objective[0, -1]:.4g}{status}"
+    )
     return 0
 
 
@@ -146,18 +178,23 @@ def cmd_grid(args: argparse.Namespace) -> int:
         if not have:
             raise VizjaxError(f"{args.atlas} has none of those filters of {args.layer} done")
         tiles = np.stack([layer.image(f) for f in have])
-    pic = images.grid(tiles, labels=[str(f) for f in have] if not args.no_labels else None,
-                      cols=args.cols)
+    pic = images.grid(
+        tiles, labels=[str(f) for f in have] if not args.no_labels else None, cols=args.cols
+    )
     out = images.save_png(pic, args.out)
     missing = len(wanted) - len(have)
-    print(f"wrote {out}: {len(have)} filters of {args.layer}"
-          + (f" ({missing} requested filters not in the atlas yet)" if missing else ""))
+    print(
+        f"wrote {out}: {len(have)} filters of {args.layer}"
+        + (f" ({missing} requested filters not in the atlas yet)" if missing else "")
+    )
     return 0
 
 
 def _atlas_layer(a, name: str):
     if name not in a.layers:
-        raise VizjaxError(f"the atlas has no layer {name!r}; it has: {', '.join(a.layers) or 'none'}")
+        raise VizjaxError(
+            f"the atlas has no layer {name!r}; it has: {', '.join(a.layers) or 'none'}"
+        )
     return a.layers[name]
 
 
@@ -166,12 +203,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     with open_atlas(args.atlas) as a:
         if args.json:
-            out = {"attrs": {k: v for k, v in a.attrs.items() if k != "config"},
-                   "config": a.config, "layers": {}}
+            out = {
+                "attrs": {k: v for k, v in a.attrs.items() if k != "config"},
+                "config": a.config,
+                "layers": {},
+            }
         else:
-            print(f"{args.atlas}: {a.attrs.get('format')} v{a.attrs.get('format_version')}, "
-                  f"model {a.attrs.get('model')}, weights {a.attrs.get('weights')}, "
-                  f"created {a.attrs.get('created')}")
+            print(
+                f"{args.atlas}: {a.attrs.get('format')} v{a.attrs.get('format_version')}, "
+                f"model {a.attrs.get('model')}, weights {a.attrs.get('weights')}, "
+                f"created {a.attrs.get('created')}"
+            )
             print("config: " + json.dumps(a.config, sort_keys=True))
         for name, layer in a.layers.items():
             done = layer.completed()
@@ -180,14 +222,20 @@ def cmd_info(args: argparse.Namespace) -> int:
             dead_ids = [int(f) for f in layer.filters[dead_rows]]
             obj = layer.objective[...][layer.done]
             if args.json:
-                out["layers"][name] = {"num_filters": layer.num_filters, "rows": len(layer.filters),
-                                       "done": len(done), "dead": dead_ids}
+                out["layers"][name] = {
+                    "num_filters": layer.num_filters,
+                    "rows": len(layer.filters),
+                    "done": len(done),
+                    "dead": dead_ids,
+                }
                 continue
             mean_final = float(obj[:, -1].mean()) if len(obj) else float("nan")
-            print(f"  {name}: {len(done)}/{len(layer.filters)} requested filters done "
-                  f"(layer has {layer.num_filters}); dead {n_dead}"
-                  + (f" {dead_ids[:20]}{'...' if n_dead > 20 else ''}" if n_dead else "")
-                  + f"; mean final objective {mean_final:.4g}")
+            print(
+                f"  {name}: {len(done)}/{len(layer.filters)} requested filters done "
+                f"(layer has {layer.num_filters}); dead {n_dead}"
+                + (f" {dead_ids[:20]}{'...' if n_dead > 20 else ''}" if n_dead else "")
+                + f"; mean final objective {mean_final:.4g}"
+            )
         if args.json:
             print(json.dumps(out, indent=2, sort_keys=True))
     return 0
@@ -210,9 +258,15 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         for name, layer in a.layers.items():
             rows = [i for i in range(len(layer.filters)) if layer.done[i]]
             objective = layer.objective[...]
-            layers[name] = [{"filter": int(layer.filters[i]), "image": layer.images[i],
-                             "objective": float(objective[i, -1]), "dead": bool(layer.dead[i])}
-                            for i in rows]
+            layers[name] = [
+                {
+                    "filter": int(layer.filters[i]),
+                    "image": layer.images[i],
+                    "objective": float(objective[i, -1]),
+                    "dead": bool(layer.dead[i]),
+                }
+                for i in rows
+            ]
     out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,8 +285,10 @@ def cmd_article(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vizjax", description=__doc__.splitlines()[0] if __doc__
-                                else None)
+    p = argparse.ArgumentParser(
+        prog="vizjax",
+        description="Feature visualization for VGG16 in JAX: what each filter responds to.",
+    )
     p.add_argument("--version", action="version", version=f"vizjax {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -248,16 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output directory, e.g. weights/keras-vgg16")
     s.set_defaults(func=cmd_convert)
 
-    s = sub.add_parser("atlas", help="optimize every requested filter into an HDF5 atlas (resumable)")
+    s = sub.add_parser(
+        "atlas", help="optimize every requested filter into an HDF5 atlas (resumable)"
+    )
     s.add_argument("--layer", action="append", help="layer name (repeatable)")
     s.add_argument("--all-layers", action="store_true", help="every convolution layer")
     s.add_argument("--filters", default="all", help="all | 0:20 | 0,5,7 (default all)")
     s.add_argument("--out", required=True, help="atlas file (.h5)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_ascent_args(s)
     d = s.add_argument_group("multi-process (jax.distributed)")
-    d.add_argument("--distributed", action="store_true",
-                   help="initialize jax.distributed from the cluster environment (Slurm, TPU pods)")
+    d.add_argument(
+        "--distributed",
+        action="store_true",
+        help="initialize jax.distributed from the cluster environment (Slurm, TPU pods)",
+    )
     d.add_argument("--coordinator", default=None, help="host:port of process 0")
     d.add_argument("--num-processes", type=int, default=None)
     d.add_argument("--process-id", type=int, default=None)
@@ -279,7 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="PNG path")
     s.set_defaults(func=cmd_grid)
 
-    s = sub.add_parser("info", help="summarize an atlas: layers, filters done, dead filters, config")
+    s = sub.add_parser(
+        "info", help="summarize an atlas: layers, filters done, dead filters, config"
+    )
     s.add_argument("atlas")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_info)

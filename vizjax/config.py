@@ -48,7 +48,9 @@ class AscentConfig:
 
     def __post_init__(self) -> None:
         if self.recipe not in PRESETS_RECIPES:
-            raise VizjaxError(f"unknown recipe {self.recipe!r}; known: {', '.join(PRESETS_RECIPES)}")
+            raise VizjaxError(
+                f"unknown recipe {self.recipe!r}; known: {', '.join(PRESETS_RECIPES)}"
+            )
         if self.steps <= 0:
             raise VizjaxError(f"steps must be a positive integer, got {self.steps}")
         if self.dtype not in DTYPES:

@@ -93,8 +93,9 @@ def grid(
         draw = ImageDraw.Draw(canvas)
         for i, text in enumerate(labels):
             r, c = divmod(i, cols)
-            draw.text((pad + c * (w + pad) + 1, pad + r * (h + lh + pad) + h), str(text),
-                      fill=(0, 0, 0))
+            draw.text(
+                (pad + c * (w + pad) + 1, pad + r * (h + lh + pad) + h), str(text), fill=(0, 0, 0)
+            )
         out = np.asarray(canvas)
     return out
 
@@ -117,8 +118,10 @@ def gallery_html(title: str, layers: dict[str, list[dict[str, object]]]) -> str:
     ]
     for layer, entries in layers.items():
         n_dead = sum(bool(e["dead"]) for e in entries)
-        parts.append(f"<h2 id='{html.escape(layer)}'>{html.escape(layer)} "
-                     f"<small>({len(entries)} filters, {n_dead} dead)</small></h2>")
+        parts.append(
+            f"<h2 id='{html.escape(layer)}'>{html.escape(layer)} "
+            f"<small>({len(entries)} filters, {n_dead} dead)</small></h2>"
+        )
         for e in entries:
             data = base64.b64encode(to_png_bytes(e["image"])).decode()  # type: ignore[arg-type]
             cls = " class=dead" if e["dead"] else ""

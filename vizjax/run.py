@@ -49,9 +49,7 @@ def parse_filters(spec: str | Sequence[int], num_filters: int, layer: str = "") 
                 elif part:
                     out.append(int(part))
             except ValueError:
-                raise VizjaxError(
-                    f"bad --filters {spec!r}: use all, 0:20 or 0,5,7"
-                ) from None
+                raise VizjaxError(f"bad --filters {spec!r}: use all, 0:20 or 0,5,7") from None
     for f in out:
         if not 0 <= f < num_filters:
             raise VizjaxError(
@@ -86,8 +84,15 @@ def atlas_config(config: AscentConfig, weights: Weights, **extra: Any) -> dict[s
 def _progress(total: int, desc: str, quiet: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="filter", disable=quiet, file=sys.stderr,
-                dynamic_ncols=True, smoothing=0.1)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="filter",
+        disable=quiet,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
 
 
 def run_atlas(
@@ -116,6 +121,10 @@ def run_atlas(
     plan = {layer: parse_filters(filters, vgg.num_channels(layer), layer) for layer in layers}
 
     out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VizjaxError(f"cannot write atlas {out}: {e.strerror or e}") from None
     nproc = _process_count()
     part = atlas.part_path(out, _process_index(), nproc) if nproc > 1 else out
     attrs = {
@@ -124,30 +133,42 @@ def run_atlas(
         "weights_sha256": weights.source_sha256,
         "preprocessing": json.dumps(dataclasses.asdict(weights.preprocessing), sort_keys=True),
     }
-    cfg = atlas_config(config, weights, layers=list(layers),
-                       filters=filters if isinstance(filters, str) else list(filters), batch=batch)
+    cfg = atlas_config(
+        config,
+        weights,
+        layers=list(layers),
+        filters=filters if isinstance(filters, str) else list(filters),
+        batch=batch,
+    )
     summary: dict[str, Any] = {"out": str(out), "layers": {}}
     with atlas.AtlasWriter(part, attrs, cfg, volatile_keys=VOLATILE_KEYS) as writer:
         for layer in layers:
             mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
-            todo = writer.begin_layer(layer, vgg.num_channels(layer), [int(f) for f in mine],
-                                      config.size, config.steps)  # type: ignore[arg-type]
+            todo = writer.begin_layer(
+                layer, vgg.num_channels(layer), [int(f) for f in mine], config.size, config.steps
+            )  # type: ignore[arg-type]
             bar = _progress(len(mine), layer, quiet)
             bar.update(len(mine) - len(todo))
             t0, dead = time.perf_counter(), 0
-            for res in ascent.iter_chunks(layer, todo, config, weights.params,
-                                          weights.preprocessing, x0=x0, batch=batch):
+            for res in ascent.iter_chunks(
+                layer, todo, config, weights.params, weights.preprocessing, x0=x0, batch=batch
+            ):
                 writer.write_chunk(layer, res)
                 dead += int(res.dead.sum())
                 bar.update(len(res))
             bar.close()
-            summary["layers"][layer] = {"done": len(mine), "computed": len(todo),
-                                        "dead_computed": dead,
-                                        "seconds": round(time.perf_counter() - t0, 2)}
+            summary["layers"][layer] = {
+                "done": len(mine),
+                "computed": len(todo),
+                "dead_computed": dead,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
     if nproc > 1:
         distributed.barrier(f"vizjax-atlas-{out.name}-written")
         if _process_index() == 0:
-            atlas.merge_atlases(out, [atlas.part_path(out, i, nproc) for i in range(nproc)])
+            parts = [atlas.part_path(out, i, nproc) for i in range(nproc)]
+            # Keep what an earlier run already put in ``out``: merge it in as a part too.
+            atlas.merge_atlases(out, ([out] if out.exists() else []) + parts)
         distributed.barrier(f"vizjax-atlas-{out.name}-merged")
     return summary
 

@@ -192,8 +192,10 @@ def save_weights(
     except OSError as e:
         raise WeightsError(f"cannot write weights to {out}: {e.strerror or e}") from None
     try:
-        arrays = {n: {k: np.asarray(params[n][k], np.float32) for k in ("kernel", "bias")}
-                  for n in vgg.CONV_LAYERS}
+        arrays = {
+            n: {k: np.asarray(params[n][k], np.float32) for k in ("kernel", "bias")}
+            for n in vgg.CONV_LAYERS
+        }
         with ocp.PyTreeCheckpointer() as ckptr:
             ckptr.save(tmp / "params", arrays)
         manifest = {
@@ -204,8 +206,10 @@ def save_weights(
             "source_sha256": source_sha256,
             "licence": licence,
             "preprocessing": dataclasses.asdict(preprocessing),
-            "layers": {n: {"kernel": list(vgg.CONV_SHAPES[n][0]), "bias": list(vgg.CONV_SHAPES[n][1])}
-                       for n in vgg.CONV_LAYERS},
+            "layers": {
+                n: {"kernel": list(vgg.CONV_SHAPES[n][0]), "bias": list(vgg.CONV_SHAPES[n][1])}
+                for n in vgg.CONV_LAYERS
+            },
             "params_sha256": params_sha256(arrays),
             "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **(extra or {}),
@@ -225,8 +229,10 @@ def prepare_default(root: Path | None = None, *, quiet: bool = False) -> Path:
         return out
     src = find_lpips_checkpoint()
     if not quiet:
-        print(f"vizjax: preparing default weights {DEFAULT_WEIGHTS} from {src} -> {out}",
-              file=sys.stderr)
+        print(
+            f"vizjax: preparing default weights {DEFAULT_WEIGHTS} from {src} -> {out}",
+            file=sys.stderr,
+        )
     return save_weights(
         read_lpips_vgg16(src),
         out,
@@ -289,7 +295,9 @@ def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weigh
     for n in vgg.CONV_LAYERS:
         want = manifest["layers"][n]
         if [list(params[n]["kernel"].shape), list(params[n]["bias"].shape)] != [
-            want["kernel"], want["bias"]]:
+            want["kernel"],
+            want["bias"],
+        ]:
             raise WeightsError(f"{path}: {n} shapes differ from the manifest")
     if params_sha256(params) != manifest["params_sha256"]:
         raise WeightsError(f"{path}: checkpoint does not match its manifest (params_sha256)")

@@ -1,0 +1,274 @@
+"""The command line end to end: bad input, pictures, kill -9 and resume, a second writer, and a
+two-process jax.distributed run."""
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vizjax.atlas import open_atlas
+from vizjax.cli import main
+from vizjax.images import LABEL_H
+
+VIZJAX = [sys.executable, "-m", "vizjax"]
+SMALL = ["--size", "32", "--steps", "3", "--quiet"]
+
+
+def _fails(capsys, argv, expected):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vizjax: ") and "\n" not in err and "Traceback" not in err, err
+    assert expected in err, err
+    return err
+
+
+def test_bad_input_gives_one_clear_line(tmp_path, capsys):
+    out = str(tmp_path / "a.h5")
+    atlas = ["atlas", "--out", out, *SMALL]
+    err = _fails(capsys, [*atlas, "--layer", "block9_conv1"], "unknown layer 'block9_conv1'")
+    assert "block5_conv3" in err  # lists the valid ones
+    _fails(
+        capsys,
+        [*atlas, "--layer", "block1_conv1", "--filters", "64"],
+        "filter index 64 out of range for block1_conv1 (0..63)",
+    )
+    _fails(capsys, [*atlas, "--layer", "block1_conv1", "--filters", "60:70"], "goes past")
+    _fails(
+        capsys,
+        ["atlas", "--out", out, "--layer", "block5_conv1", "--size", "8"],
+        "too small for block5_conv1: it needs at least 16x16",
+    )
+    _fails(
+        capsys,
+        [*atlas, "--layer", "block1_conv1", "--steps", "0"],
+        "steps must be a positive integer",
+    )
+    _fails(
+        capsys,
+        [*atlas, "--layer", "block1_conv1", "--init", str(tmp_path / "none.png")],
+        "does not exist",
+    )
+    text = tmp_path / "cat.png"
+    text.write_text("not a picture")
+    _fails(capsys, [*atlas, "--layer", "block1_conv1", "--init", str(text)], "not a readable image")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    _fails(
+        capsys,
+        ["atlas", "--out", str(blocker / "a.h5"), "--layer", "block1_conv1", *SMALL],
+        "cannot write atlas",
+    )
+    notatlas = tmp_path / "other.h5"
+    notatlas.write_text("hello")
+    _fails(
+        capsys,
+        ["atlas", "--out", str(notatlas), "--layer", "block1_conv1", *SMALL],
+        "not a vizjax atlas",
+    )
+    _fails(
+        capsys, [*atlas, "--layer", "block1_conv1", "--weights", "nope"], "unknown weights 'nope'"
+    )
+    _fails(capsys, ["info", str(notatlas)], "not a vizjax atlas")
+    _fails(
+        capsys,
+        [
+            "render",
+            "--layer",
+            "block1_pool",
+            "--filter",
+            "0",
+            "--out",
+            str(tmp_path / "x.png"),
+            *SMALL,
+        ],
+        "pooling layer",
+    )
+    assert not Path(out).exists()
+
+
+def test_atlas_grid_render_info(tmp_path, capsys):
+    out = tmp_path / "a.h5"
+    assert (
+        main(["atlas", "--layer", "block1_conv1", "--filters", "0:6", "--out", str(out), *SMALL])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "grid",
+                str(out),
+                "--layer",
+                "block1_conv1",
+                "--filters",
+                "0:6",
+                "--cols",
+                "4",
+                "--out",
+                str(tmp_path / "g.png"),
+            ]
+        )
+        == 0
+    )
+    with Image.open(tmp_path / "g.png") as im:  # 4 columns, 2 rows, 2 px padding, label strips
+        assert im.size == (4 * 34 + 2, 2 * (32 + LABEL_H + 2) + 2)
+    assert (
+        main(
+            [
+                "render",
+                "--layer",
+                "block1_conv1",
+                "--filter",
+                "3",
+                "--size",
+                "40",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "r.png"),
+            ]
+        )
+        == 0
+    )
+    with Image.open(tmp_path / "r.png") as im:
+        assert im.size == (40, 40) and im.mode == "RGB"
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "block1_conv1: 6/6 requested filters done" in capsys.readouterr().out
+    assert main(["gallery", str(out), "--out", str(tmp_path / "g" / "index.html")]) == 0
+    assert (tmp_path / "g" / "index.html").read_text().count("<img") == 6
+    # Rendering one filter gives the same image as the atlas row (same config, same start).
+    with open_atlas(out) as a:
+        row = a.layers["block1_conv1"].image(3)
+    assert (
+        main(
+            [
+                "render",
+                "--layer",
+                "block1_conv1",
+                "--filter",
+                "3",
+                "--out",
+                str(tmp_path / "r3.png"),
+                *SMALL,
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "r3.png")), row)
+
+
+RESUME = [
+    "atlas",
+    "--layer",
+    "block2_conv2",
+    "--filters",
+    "0:24",
+    "--size",
+    "48",
+    "--steps",
+    "8",
+    "--batch",
+    "1",
+    "--quiet",
+]
+
+
+def test_kill_9_then_resume_equals_uninterrupted_and_second_writer_is_refused(tmp_path, capsys):
+    out = tmp_path / "a.h5"
+    journal = tmp_path / "a.h5.journal"
+    proc = subprocess.Popen([*VIZJAX, *RESUME, "--out", str(out)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(journal.glob("*.npz"))) < 3:
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGSTOP)  # freeze it mid-run: it still holds the writer lock
+        _fails(capsys, [*RESUME, "--out", str(out)], "being written by another process")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    with open_atlas(out) as a:  # readable right after the kill
+        assert len(a.layers["block2_conv2"].completed()) < 24
+    done = subprocess.run([*VIZJAX, *RESUME, "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ref = tmp_path / "ref.h5"
+    assert main([*RESUME, "--out", str(ref)]) == 0
+    with open_atlas(out) as a, open_atlas(ref) as b:
+        la, lb = a.layers["block2_conv2"], b.layers["block2_conv2"]
+        assert sorted(la.completed().tolist()) == list(range(24))
+        for f in range(24):
+            i, j = la.row(f), lb.row(f)
+            np.testing.assert_allclose(la.raw[i], lb.raw[j], rtol=1e-6)
+            np.testing.assert_array_equal(la.objective[i], lb.objective[j])
+    assert not journal.exists() or not list(journal.iterdir())
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_under_jax_distributed_equal_one_process(tmp_path):
+    args = [
+        "atlas",
+        "--layer",
+        "block1_conv2",
+        "--filters",
+        "0:7",
+        "--quiet",
+        "--size",
+        "32",
+        "--steps",
+        "3",
+    ]
+    port = _free_port()
+    out = tmp_path / "multi.h5"
+    procs = [
+        subprocess.Popen(
+            [
+                *VIZJAX,
+                *args,
+                "--out",
+                str(out),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err[-2000:]
+    single = tmp_path / "single.h5"
+    assert main([*args, "--out", str(single)]) == 0
+    with open_atlas(out) as a, open_atlas(single) as b:
+        la, lb = a.layers["block1_conv2"], b.layers["block1_conv2"]
+        assert la.completed().tolist() == list(range(7))
+        for f in range(7):
+            np.testing.assert_allclose(la.raw[la.row(f)], lb.raw[lb.row(f)], rtol=1e-5)
+            np.testing.assert_allclose(la.objective[la.row(f)], lb.objective[lb.row(f)], rtol=1e-5)
+    # Each process wrote its own share into its own part.
+    for i, share in enumerate(([0, 2, 4, 6], [1, 3, 5])):
+        with open_atlas(tmp_path / f"multi.part-{i + 1}-of-2.h5") as part:
+            assert sorted(part.layers["block1_conv2"].completed().tolist()) == share
+
+
+def test_python_dash_m_and_version():
+    r = subprocess.run([*VIZJAX, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("vizjax ")
