@@ -40,7 +40,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def analytic_forward_flops(layer: str, h: int, w: int) -> float:
     """2*H*W*9*Cin*Cout summed over the convolutions up to and including ``layer``."""
     total = 0.0
-    for name, kind, cin, cout in vgg.LAYERS[: vgg.layer_index(layer) + 1]:
+    for _name, kind, cin, cout in vgg.LAYERS[: vgg.layer_index(layer) + 1]:
         if kind == "pool":
             h, w = h // 2, w // 2
         else:
