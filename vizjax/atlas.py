@@ -10,7 +10,7 @@ Schema (version 1; other tools read it with plain h5py)::
         images    uint8   (n, H, W, 3)     the visualization, 0-255
         raw       float32 (n, H, W, 3)     the optimized image before conversion to uint8
         objective float32 (n, steps + 1)   objective value before the first and after every step
-        dead      bool    (n,)             the filter never activated
+        dead      bool    (n,)             zero gradient at the start: the image never moved
         done      bool    (n,)             the row holds committed data (rows are pre-allocated)
 
 Crash safety. HDF5 files updated in place can be left unreadable by ``kill -9``, so the atlas is
