@@ -103,9 +103,24 @@ def filter_key(seed: int, layer: str, f: jax.Array | int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), vgg.layer_index(layer)), f)
 
 
-def make_model(preprocessing: vgg.Preprocessing, config: AscentConfig) -> vgg.VGG16:
+#: Convolutions computed by Winograd F(2x2, 3x3) when ``conv`` is "winograd" (or "auto" on CPU):
+#: blocks 2-5, where it measured faster on XLA:CPU (+28% at block3_conv3, +36% at block5_conv1,
+#: 128 px; bench/README.md). On block1 (3 and 64 input channels at full resolution) XLA's own
+#: convolution was faster.
+WINOGRAD_LAYERS = tuple(n for n in vgg.CONV_LAYERS if not n.startswith("block1"))
+
+
+def make_model(
+    preprocessing: vgg.Preprocessing, config: AscentConfig, platform: str = "cpu"
+) -> vgg.VGG16:
+    """The network a config asks for: preprocessing on or off, dtype, convolution algorithm."""
     prep = preprocessing if config.preprocess else vgg.IDENTITY
-    return vgg.VGG16(preprocessing=prep, dtype=jnp.dtype(config.dtype))
+    wino = config.conv == "winograd" or (config.conv == "auto" and platform == "cpu")
+    return vgg.VGG16(
+        preprocessing=prep,
+        dtype=jnp.dtype(config.dtype),
+        winograd=WINOGRAD_LAYERS if wino else (),
+    )
 
 
 def objective(
@@ -163,8 +178,8 @@ def compiled_ascent(
     inputs and outputs is sharded over ``mesh``. Cached per (layer, config, mesh); jax caches the
     compiled executable per chunk shape.
     """
-    model = make_model(preprocessing, config)
     platform = mesh.devices.flat[0].platform
+    model = make_model(preprocessing, config, platform)
     unroll = config.unroll or (config.steps if platform == "cpu" else 1)
 
     def batched(params: Any, x0: jax.Array, filters: jax.Array) -> dict[str, jax.Array]:

@@ -12,6 +12,7 @@ from typing import Any
 from vizjax.errors import VizjaxError
 
 DTYPES = ("float32", "bfloat16")
+CONV_CHOICES = ("auto", "xla", "winograd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,8 @@ class AscentConfig:
         0-255 image raw, as the article's code does).
       unroll: how many steps XLA sees unrolled in the compiled loop; ``0`` = all on CPU (a rolled XLA
         while-loop around convolutions is ~3.5x slower there), 1 on accelerators.
+      conv: convolution algorithm (:mod:`vizjax.conv`): ``"xla"``, ``"winograd"`` (F(2x2, 3x3) for
+        the layers where it is faster on CPU), or ``"auto"`` (winograd on CPU, xla elsewhere).
     """
 
     recipe: str = "classic"
@@ -45,6 +48,7 @@ class AscentConfig:
     dtype: str = "float32"
     preprocess: bool = True
     unroll: int = 0
+    conv: str = "auto"
 
     def __post_init__(self) -> None:
         if self.recipe not in PRESETS_RECIPES:
@@ -57,6 +61,8 @@ class AscentConfig:
             raise VizjaxError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.size is not None and (len(self.size) != 2 or min(self.size) <= 0):
             raise VizjaxError(f"size must be two positive integers, got {self.size}")
+        if self.conv not in CONV_CHOICES:
+            raise VizjaxError(f"conv must be one of {', '.join(CONV_CHOICES)}, got {self.conv!r}")
         if self.unroll < 0:
             raise VizjaxError(f"unroll must be >= 0, got {self.unroll}")
 

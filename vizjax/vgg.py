@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from vizjax.conv import IMPLS
 from vizjax.errors import VizjaxError
 
 # (name, kind, input channels, output channels), in network order.
@@ -126,12 +127,12 @@ CAFFE = Preprocessing("caffe", True, 1.0, (103.939, 116.779, 123.68), (1.0, 1.0,
 IDENTITY = Preprocessing("none", False, 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 
 
-def conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """3x3 'SAME' cross-correlation of ``x (N, H, W, Cin)`` with ``kernel (3, 3, Cin, Cout)``, plus bias."""
-    y = lax.conv_general_dilated(
-        x, kernel, window_strides=(1, 1), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    return y + bias
+def conv3x3(x: jax.Array, kernel: jax.Array, bias: jax.Array, impl: str = "xla") -> jax.Array:
+    """3x3 'SAME' cross-correlation of ``x (N, H, W, Cin)`` with ``kernel (3, 3, Cin, Cout)``, plus bias.
+
+    ``impl`` picks the algorithm (:mod:`vizjax.conv`): ``"xla"`` or ``"winograd"``; same result.
+    """
+    return IMPLS[impl](x, kernel) + bias
 
 
 def max_pool2x2(x: jax.Array) -> jax.Array:
@@ -153,6 +154,7 @@ class Conv3x3(nn.Module):
     cin: int
     features: int
     dtype: Any = jnp.float32
+    impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, channel: jax.Array | int | None = None) -> jax.Array:
@@ -160,11 +162,13 @@ class Conv3x3(nn.Module):
             "kernel", nn.initializers.lecun_normal(), (3, 3, self.cin, self.features), jnp.float32
         )
         bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        impl = self.impl
         if channel is not None:
             # Only the one output channel the objective reads: a (3, 3, Cin, 1) kernel.
             kernel = lax.dynamic_slice_in_dim(kernel, channel, 1, axis=3)
             bias = lax.dynamic_slice_in_dim(bias, channel, 1, axis=0)
-        y = conv3x3(x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype))
+            impl = "xla"  # one output channel: nothing for Winograd to save
+        y = conv3x3(x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype), impl)
         return nn.relu(y)
 
 
@@ -174,10 +178,13 @@ class VGG16(nn.Module):
     Attributes:
       preprocessing: applied to the RGB 0-255 input inside the forward.
       dtype: compute dtype of weights and activations (``jnp.float32`` or ``jnp.bfloat16``).
+      winograd: the convolutions computed by Winograd F(2x2, 3x3) instead of XLA's convolution
+        (:mod:`vizjax.conv`; same result, faster on CPU).
     """
 
     preprocessing: Preprocessing = TORCH
     dtype: Any = jnp.float32
+    winograd: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(
@@ -197,7 +204,9 @@ class VGG16(nn.Module):
         x = self.preprocessing(x.astype(jnp.float32))
         for i, (name, kind, cin, cout) in enumerate(LAYERS[: target + 1]):
             if kind == "conv":
-                x = Conv3x3(cin, cout, self.dtype, name=name)(x, channel if i == target else None)
+                impl = "winograd" if name in self.winograd else "xla"
+                conv = Conv3x3(cin, cout, self.dtype, impl, name=name)
+                x = conv(x, channel if i == target else None)
             else:
                 x = max_pool2x2(x)
         return x[0] if single else x
