@@ -87,7 +87,7 @@ def run_batched(w, layer, n, size, steps, dtype, batch, repeats):
     params = jax.device_put(w.params, rep)
     x0 = jax.device_put(ascent.noise_image(cfg), rep)
     d = mesh.devices.size
-    chunk = ascent.auto_chunk(fn, params, x0, n, mesh) if batch == "auto" else int(batch)
+    chunk = ascent.auto_chunk(fn, params, x0, n, mesh, layer) if batch == "auto" else int(batch)
     chunk = -(-chunk // d) * d
     filters = np.arange(n, dtype=np.int32) % vgg.num_channels(layer)
     t = time.perf_counter()

@@ -272,3 +272,18 @@ def test_two_processes_under_jax_distributed_equal_one_process(tmp_path):
 def test_python_dash_m_and_version():
     r = subprocess.run([*VIZJAX, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("vizjax ")
+
+
+def test_start_image_is_identified_by_content_not_path(tmp_path, capsys):
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 40, 3), np.uint8)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(pixels).save(tmp_path / name)
+    Image.fromarray(255 - pixels).save(tmp_path / "other.png")
+    out = str(tmp_path / "init.h5")
+    args = ["atlas", "--layer", "block1_conv1", "--filters", "0:2", "--steps", "2", "--quiet",
+            "--out", out]
+    assert main([*args, "--init", str(tmp_path / "a.png")]) == 0
+    with open_atlas(out) as a:
+        assert a.layers["block1_conv1"].image_shape == (32, 40)  # the start image's own size
+    assert main([*args, "--init", str(tmp_path / "b.png")]) == 0  # same picture, other path
+    _fails(capsys, [*args, "--init", str(tmp_path / "other.png")], "init_sha256")

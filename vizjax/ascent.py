@@ -20,7 +20,6 @@ import collections
 import dataclasses
 import functools
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -38,11 +37,21 @@ from vizjax.errors import VizjaxError
 #: must trace once per chunk shape, not once per chunk.
 TRACES: collections.Counter[tuple[str, int]] = collections.Counter()
 
-#: Filters per device per chunk that ``batch="auto"`` allows on each platform. On a 2-core CPU one
-#: image at a time is fastest (it stays in cache; see bench/README.md); accelerators want big batches
-#: and are limited by memory instead.
-AUTO_CAP_PER_DEVICE = {"cpu": 1}
+#: Filters per device per chunk that ``batch="auto"`` allows on accelerators, which want big
+#: batches and are limited by memory instead (see :func:`auto_chunk`).
 AUTO_CAP_DEFAULT = 512
+
+
+def cpu_filters_per_device(layer: str, height: int, width: int) -> int:
+    """How many filters one CPU program should optimize at once (measured on a 2-core CPU).
+
+    One image at a time is fastest while the target layer is large: the working set stays in
+    cache. When the deep layers shrink to a few pixels (block5 at 64-128 px, block3 at 64 px), the
+    matrix products get too small to keep the cores busy and 8 filters per program are 1.3-1.5x
+    faster (bench/README.md).
+    """
+    h, w = vgg.output_hw(layer, height, width)
+    return 8 if h * w <= 256 else 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,10 +133,25 @@ def make_model(
 
 
 def objective(
-    model: vgg.VGG16, params: Any, x: jax.Array, layer: str, f: jax.Array | int
+    model: vgg.VGG16,
+    params: Any,
+    x: jax.Array,
+    layer: str,
+    f: jax.Array | int,
+    whole_layer: bool = False,
 ) -> jax.Array:
-    """Mean activation of channel ``f`` of ``layer`` for one image ``x (H, W, 3)`` (float32 scalar)."""
-    return jnp.mean(model.apply(params, x, layer, channel=f).astype(jnp.float32))
+    """Mean activation of channel ``f`` of ``layer`` for one image ``x (H, W, 3)`` (float32 scalar).
+
+    By default the target convolution computes only channel ``f``. With ``whole_layer`` it computes
+    every channel and then picks ``f``: more arithmetic, but under ``vmap`` with several filters per
+    device a per-filter kernel column turns into a grouped convolution, which XLA:CPU runs several
+    times slower than the whole layer (bench/README.md).
+    """
+    if whole_layer:
+        out = jnp.take(model.apply(params, x, layer), f, axis=-1)
+    else:
+        out = model.apply(params, x, layer, channel=f)
+    return jnp.mean(out.astype(jnp.float32))
 
 
 def ascend_one(
@@ -140,9 +164,12 @@ def ascend_one(
     steps: int,
     step_size: float,
     unroll: int = 1,
+    whole_layer: bool = False,
 ) -> dict[str, jax.Array]:
     """The classic recipe for one filter. Returns raw (H, W, 3), image, objective (steps+1,), dead."""
-    value_and_grad = jax.value_and_grad(lambda x: objective(model, params, x, layer, f))
+    value_and_grad = jax.value_and_grad(
+        lambda x: objective(model, params, x, layer, f, whole_layer)
+    )
 
     def step(x: jax.Array, _: None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         value, g = value_and_grad(x)
@@ -150,7 +177,7 @@ def ascend_one(
         return x + step_size * (g / (rms + 1e-5)), (value, rms)
 
     x, (values, rms) = lax.scan(step, x0.astype(jnp.float32), None, length=steps, unroll=unroll)
-    final = objective(model, params, x, layer, f)
+    final = objective(model, params, x, layer, f, whole_layer)
     return {
         "raw": x,
         "images": deprocess(x),
@@ -184,6 +211,9 @@ def compiled_ascent(
 
     def batched(params: Any, x0: jax.Array, filters: jax.Array) -> dict[str, jax.Array]:
         TRACES[(layer, filters.shape[0])] += 1  # runs at trace time only
+        # One filter per device: compute just its channel. Several: the whole target layer, since
+        # per-filter kernel columns would make a (slow) grouped convolution. Same result.
+        whole_layer = filters.shape[0] > mesh.devices.size
         one = functools.partial(
             ascend_one,
             model,
@@ -193,6 +223,7 @@ def compiled_ascent(
             steps=config.steps,
             step_size=config.step_size,
             unroll=unroll,
+            whole_layer=whole_layer,
         )
         return jax.vmap(one)(filters)
 
@@ -202,28 +233,30 @@ def compiled_ascent(
 
 
 def _memory_budget(device: jax.Device) -> int | None:
-    """Bytes one device may use for activations, or None if unknown."""
+    """Bytes one accelerator may still use, or None if it does not say."""
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    try:  # CPU: physical memory, shared by the CPU "devices"
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return None
+    return None
 
 
-def auto_chunk(fn: Callable[..., Any], params: Any, x0: jax.Array, n: int, mesh: Mesh) -> int:
-    """The largest chunk (a multiple of the device count) that fits in device memory.
+def auto_chunk(
+    fn: Callable[..., Any], params: Any, x0: jax.Array, n: int, mesh: Mesh, layer: str
+) -> int:
+    """The chunk size ``batch="auto"`` picks (a multiple of the device count).
 
-    Uses XLA's compiled memory analysis of a probe program with one filter per device: its
-    temporaries plus outputs are the per-filter cost (they scale linearly with the vmapped axis),
-    and 80% of the free device memory is the budget. Capped per platform (AUTO_CAP_PER_DEVICE) and
-    by the number of filters.
+    On accelerators: the largest chunk that fits in device memory, by XLA's compiled memory
+    analysis of a probe program with one filter per device (its temporaries plus outputs are the
+    per-filter cost, which scales linearly with the vmapped axis; the budget is 80% of the free
+    device memory), capped at AUTO_CAP_DEFAULT filters per device. On CPU speed, not memory, is
+    the limit: :func:`cpu_filters_per_device` (at most 8 images, far below any memory limit), so no
+    probe is compiled. Never more than the filters there are.
     """
     d = mesh.devices.size
     device = mesh.devices.flat[0]
-    cap = AUTO_CAP_PER_DEVICE.get(device.platform, AUTO_CAP_DEFAULT)
-    per_device = min(cap, math.ceil(n / d))
+    if device.platform == "cpu":
+        return min(cpu_filters_per_device(layer, x0.shape[0], x0.shape[1]), math.ceil(n / d)) * d
+    per_device = min(AUTO_CAP_DEFAULT, math.ceil(n / d))
     if per_device > 1:
         probe = fn.lower(params, x0, jnp.zeros((d,), jnp.int32)).compile()
         mem = probe.memory_analysis()
@@ -289,7 +322,7 @@ def iter_chunks(
     params = jax.device_put(params, replicated)
     x0 = jax.device_put(x0, replicated)
     if batch == "auto":
-        chunk = auto_chunk(fn, params, x0, len(filt), mesh)
+        chunk = auto_chunk(fn, params, x0, len(filt), mesh, layer)
     else:
         if int(batch) <= 0:
             raise VizjaxError(f"batch must be a positive integer or 'auto', got {batch}")

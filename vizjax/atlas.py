@@ -50,9 +50,10 @@ from vizjax.errors import AtlasError
 FORMAT = "vizjax-atlas"
 FORMAT_VERSION = 1
 #: Settings that may differ between runs writing the same atlas (they choose *what* to compute and
-#: how it is reported, not what a filter's image looks like).
+#: how it is reported, not what a filter's image looks like). The start image is compared by its
+#: sha256 (``init_sha256``), so the same photo at another path is the same run.
 VOLATILE_KEYS: frozenset[str] = frozenset(
-    {"batch", "layers", "filters", "quiet", "out", "progress"}
+    {"batch", "layers", "filters", "quiet", "out", "progress", "init"}
 )
 #: A commit waits at least this many times as long as the previous commit took, so that copying a
 #: large atlas never takes more than a small share of the run.

@@ -22,9 +22,6 @@ from vizjax.config import DEFAULT_SIZE, AscentConfig
 from vizjax.errors import VizjaxError
 from vizjax.weights import Weights
 
-#: Keys of an atlas' config that may differ between runs adding to the same file.
-VOLATILE_KEYS = frozenset({"batch", "layers", "filters", "quiet", "out", "progress"})
-
 
 def parse_filters(spec: str | Sequence[int], num_filters: int, layer: str = "") -> list[int]:
     """``"all"``, ``"0:20"``, ``"0,5,7"``, ``"0:4,9"`` or a sequence -> filter indices (checked)."""
@@ -141,7 +138,7 @@ def run_atlas(
         batch=batch,
     )
     summary: dict[str, Any] = {"out": str(out), "layers": {}}
-    with atlas.AtlasWriter(part, attrs, cfg, volatile_keys=VOLATILE_KEYS) as writer:
+    with atlas.AtlasWriter(part, attrs, cfg) as writer:
         for layer in layers:
             mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
             todo = writer.begin_layer(

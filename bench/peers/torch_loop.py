@@ -1,0 +1,130 @@
+"""The strongest peer in shared/NOTES-measured.md, re-measured on this machine: a hand-written PyTorch
+CPU loop (frozen weights, channels_last, one filter per batch), same work as bench/throughput.py.
+
+Not part of vizjax (torch is not a dependency). Run it in its own environment, with the weights
+exported by vizjax beside it::
+
+    .venv/bin/python bench/peers/torch_loop.py --export /tmp/vgg16.npz      # vizjax's venv
+    python -m venv /tmp/tv && /tmp/tv/bin/pip install torch==2.13.0 numpy
+    /tmp/tv/bin/python bench/peers/torch_loop.py --weights /tmp/vgg16.npz    # prints eff GFLOP/s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+
+
+def layer_table():
+    rows, cin = [], 3
+    for b, (n, cout) in enumerate(BLOCKS, start=1):
+        for c in range(1, n + 1):
+            rows.append((f"block{b}_conv{c}", cin, cout))
+            cin = cout
+        rows.append((f"block{b}_pool", cout, cout))
+    return rows
+
+
+def export(path: str) -> None:
+    from vizjax.weights import load_weights
+
+    w = load_weights()
+    arrays = {f"{n}/{k}": v for n, d in w.params["params"].items() for k, v in d.items()}
+    np.savez(path, **arrays)
+    print(f"wrote {path}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--export", help="write vizjax's default weights to this .npz and exit")
+    p.add_argument("--weights", help=".npz written by --export")
+    p.add_argument("--layer", default="block3_conv3")
+    p.add_argument("--filters", type=int, default=16)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    if args.export:
+        export(args.export)
+        return 0
+
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_grad_enabled(True)
+    raw = np.load(args.weights)
+    convs = []
+    flops = 0.0
+    h = w = args.size
+    for row in layer_table():
+        name = row[0]
+        if name.endswith("pool"):
+            convs.append(("pool", None, None))
+            h, w = h // 2, w // 2
+        else:
+            k = torch.from_numpy(np.ascontiguousarray(raw[f"{name}/kernel"].transpose(3, 2, 0, 1)))
+            b = torch.from_numpy(raw[f"{name}/bias"])
+            convs.append((name, k.contiguous(memory_format=torch.channels_last), b))
+            flops += 2.0 * h * w * 9 * row[1] * row[2]
+        if name == args.layer:
+            break
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def objective(x, f):
+        y = ((x / 255.0 - mean) / std).contiguous(memory_format=torch.channels_last)
+        for name, k, b in convs:
+            y = F.max_pool2d(y, 2) if name == "pool" else F.relu(F.conv2d(y, k, b, padding=1))
+        return y[:, f].mean()
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = 127 + 10 * torch.randn(1, 3, args.size, args.size, generator=gen)
+
+    def run():
+        finals = []
+        for f in range(args.filters):
+            x = x0.clone()
+            for _ in range(args.steps):
+                x.requires_grad_(True)
+                value = objective(x, f)
+                (g,) = torch.autograd.grad(value, x)
+                with torch.no_grad():
+                    x = x + g / (g.pow(2).mean().sqrt() + 1e-5)
+            finals.append(float(value))
+        return finals
+
+    run()  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    wall = statistics.median(times)
+    eff = 2 * flops * args.filters * args.steps / wall
+    print(
+        json.dumps(
+            {
+                "peer": f"pytorch {torch.__version__} hand-written loop, channels_last, "
+                "one filter per batch",
+                "layer": args.layer,
+                "filters": args.filters,
+                "size": args.size,
+                "steps": args.steps,
+                "wall_s": wall,
+                "eff_gflops": eff / 1e9,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
