@@ -97,7 +97,7 @@ def main() -> int:
                 (g,) = torch.autograd.grad(value, x)
                 with torch.no_grad():
                     x = x + g / (g.pow(2).mean().sqrt() + 1e-5)
-            finals.append(float(value))
+            finals.append(float(value.detach()))
         return finals
 
     run()  # warm-up
