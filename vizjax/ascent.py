@@ -46,12 +46,12 @@ def cpu_filters_per_device(layer: str, height: int, width: int) -> int:
     """How many filters one CPU program should optimize at once (measured on a 2-core CPU).
 
     One image at a time is fastest while the target layer is large: the working set stays in
-    cache. When the deep layers shrink to a few pixels (block5 at 64-128 px, block3 at 64 px), the
-    matrix products get too small to keep the cores busy and 8 filters per program are 1.3-1.5x
-    faster (bench/README.md).
+    cache. When the target layer's output is small (at most 64Ki values: block5 at 64-128 px,
+    block3 at 64 px), the matrix products get too small to keep the cores busy and 8 filters per
+    program are 1.1-1.9x faster (bench/README.md, scaling table).
     """
     h, w = vgg.output_hw(layer, height, width)
-    return 8 if h * w <= 256 else 1
+    return 8 if h * w * vgg.num_channels(layer) <= 65536 else 1
 
 
 @dataclasses.dataclass(frozen=True)
