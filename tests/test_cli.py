@@ -141,7 +141,7 @@ def test_atlas_grid_render_info(tmp_path, capsys):
     assert "block1_conv1: 6/6 requested filters done" in capsys.readouterr().out
     assert main(["gallery", str(out), "--out", str(tmp_path / "g" / "index.html")]) == 0
     assert (tmp_path / "g" / "index.html").read_text().count("<img") == 6
-    # Rendering one filter gives the same image as the atlas row (same config, same start).
+    # Rendering one filter gives the atlas row's image (same config, same start).
     with open_atlas(out) as a:
         row = a.layers["block1_conv1"].image(3)
     assert (
@@ -159,7 +159,12 @@ def test_atlas_grid_render_info(tmp_path, capsys):
         )
         == 0
     )
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "r3.png")), row)
+    # The atlas ran several filters per program (whole target layer), render one (its channel
+    # only): the same math with another summation order, so a display value may round to the
+    # neighbouring uint8 level.
+    rendered = np.asarray(Image.open(tmp_path / "r3.png")).astype(int)
+    assert np.abs(rendered - row).max() <= 1
+    assert np.mean(rendered != row) < 0.01
 
 
 RESUME = [
@@ -280,8 +285,18 @@ def test_start_image_is_identified_by_content_not_path(tmp_path, capsys):
         Image.fromarray(pixels).save(tmp_path / name)
     Image.fromarray(255 - pixels).save(tmp_path / "other.png")
     out = str(tmp_path / "init.h5")
-    args = ["atlas", "--layer", "block1_conv1", "--filters", "0:2", "--steps", "2", "--quiet",
-            "--out", out]
+    args = [
+        "atlas",
+        "--layer",
+        "block1_conv1",
+        "--filters",
+        "0:2",
+        "--steps",
+        "2",
+        "--quiet",
+        "--out",
+        out,
+    ]
     assert main([*args, "--init", str(tmp_path / "a.png")]) == 0
     with open_atlas(out) as a:
         assert a.layers["block1_conv1"].image_shape == (32, 40)  # the start image's own size
