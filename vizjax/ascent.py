@@ -303,7 +303,6 @@ def iter_chunks(
       batch: filters per chunk, or ``"auto"`` (see :func:`auto_chunk`); rounded up to a multiple
         of the device count.
     """
-    vgg.layer_index(layer)
     if vgg.LAYERS[vgg.layer_index(layer)][1] != "conv":
         raise VizjaxError(f"{layer} is a pooling layer; choose a convolution (its filters)")
     filt = check_filters(layer, filters)

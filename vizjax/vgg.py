@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -244,16 +243,3 @@ def summary(params: dict[str, Any] | None = None) -> str:
     total = sum(r[2] for r in rows)
     lines += [f"Total params: {total:,}", f"Trainable params: {total:,}", "Non-trainable params: 0"]
     return "\n".join(lines)
-
-
-def check_params(params: dict[str, Any], layers: Sequence[str] = CONV_LAYERS) -> None:
-    """Raise a one-line :class:`VizjaxError` unless every conv layer has kernel and bias of the right shape."""
-    p = params.get("params", params)
-    for name in layers:
-        kshape, bshape = CONV_SHAPES[name]
-        if name not in p:
-            raise VizjaxError(f"weights lack layer {name}")
-        for key, want in (("kernel", kshape), ("bias", bshape)):
-            got = tuple(np.shape(p[name].get(key))) if key in p[name] else None
-            if got != want:
-                raise VizjaxError(f"{name}/{key}: expected shape {want}, found {got}")
