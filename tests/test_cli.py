@@ -91,73 +91,31 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys):
     assert not Path(out).exists()
 
 
+def _ok(command: str, *paths) -> None:
+    """Run ``vizjax`` with the words of ``command`` followed by ``paths``; it must succeed."""
+    assert main([*command.split(), *map(str, paths)]) == 0
+
+
 def test_atlas_grid_render_info(tmp_path, capsys):
     out = tmp_path / "a.h5"
-    assert (
-        main(["atlas", "--layer", "block1_conv1", "--filters", "0:6", "--out", str(out), *SMALL])
-        == 0
-    )
-    assert (
-        main(
-            [
-                "grid",
-                str(out),
-                "--layer",
-                "block1_conv1",
-                "--filters",
-                "0:6",
-                "--cols",
-                "4",
-                "--out",
-                str(tmp_path / "g.png"),
-            ]
-        )
-        == 0
-    )
+    _ok("atlas --layer block1_conv1 --filters 0:6 --size 32 --steps 3 --quiet --out", out)
+    _ok("grid --layer block1_conv1 --filters 0:6 --cols 4 --out", tmp_path / "g.png", out)
     with Image.open(tmp_path / "g.png") as im:  # 4 columns, 2 rows, 2 px padding, label strips
         assert im.size == (4 * 34 + 2, 2 * (32 + LABEL_H + 2) + 2)
-    assert (
-        main(
-            [
-                "render",
-                "--layer",
-                "block1_conv1",
-                "--filter",
-                "3",
-                "--size",
-                "40",
-                "--steps",
-                "2",
-                "--out",
-                str(tmp_path / "r.png"),
-            ]
-        )
-        == 0
-    )
+    _ok("render --layer block1_conv1 --filter 3 --size 40 --steps 2 --out", tmp_path / "r.png")
     with Image.open(tmp_path / "r.png") as im:
         assert im.size == (40, 40) and im.mode == "RGB"
     capsys.readouterr()
-    assert main(["info", str(out)]) == 0
+    _ok("info", out)
     assert "block1_conv1: 6/6 requested filters done" in capsys.readouterr().out
-    assert main(["gallery", str(out), "--out", str(tmp_path / "g" / "index.html")]) == 0
+    _ok("gallery --out", tmp_path / "g" / "index.html", out)
     assert (tmp_path / "g" / "index.html").read_text().count("<img") == 6
     # Rendering one filter gives the atlas row's image (same config, same start).
     with open_atlas(out) as a:
         row = a.layers["block1_conv1"].image(3)
-    assert (
-        main(
-            [
-                "render",
-                "--layer",
-                "block1_conv1",
-                "--filter",
-                "3",
-                "--out",
-                str(tmp_path / "r3.png"),
-                *SMALL,
-            ]
-        )
-        == 0
+    _ok(
+        "render --layer block1_conv1 --filter 3 --size 32 --steps 3 --quiet --out",
+        tmp_path / "r3.png",
     )
     # The atlas ran several filters per program (whole target layer), render one (its channel
     # only): the same math with another summation order, so a display value may round to the

@@ -59,21 +59,7 @@ def reproduce(
                     out / f"grid_{layer}_{suffix}.png",
                 )
             )
-        entries = {
-            name: [
-                {
-                    "filter": int(la.filters[i]),
-                    "image": la.images[i],
-                    "objective": float(la.objective[i, -1]),
-                    "dead": bool(la.dead[i]),
-                }
-                for i in range(len(la.filters))
-                if la.done[i]
-            ]
-            for name, la in a.layers.items()
-        }
-    gallery = out / "gallery.html"
-    gallery.write_text(images.gallery_html("vizjax: the seed article's atlas", entries))
+        gallery = images.write_gallery(a, "vizjax: the seed article's atlas", out / "gallery.html")
     written.append(gallery)
 
     # "How about a cat?": the photo, nudged by block5_conv3 filter 0 (its own size, 451x300).

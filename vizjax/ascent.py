@@ -267,6 +267,12 @@ def auto_chunk(
     return per_device * d
 
 
+def check_conv_layer(layer: str) -> None:
+    """Filters belong to convolutions: refuse unknown names and pooling layers in one line."""
+    if vgg.LAYERS[vgg.layer_index(layer)][1] != "conv":
+        raise VizjaxError(f"{layer} is a pooling layer; choose a convolution (its filters)")
+
+
 def check_layer_size(layer: str, h: int, w: int) -> None:
     need = vgg.min_input_size(layer)
     if min(h, w) < need:
@@ -303,8 +309,7 @@ def iter_chunks(
       batch: filters per chunk, or ``"auto"`` (see :func:`auto_chunk`); rounded up to a multiple
         of the device count.
     """
-    if vgg.LAYERS[vgg.layer_index(layer)][1] != "conv":
-        raise VizjaxError(f"{layer} is a pooling layer; choose a convolution (its filters)")
+    check_conv_layer(layer)
     filt = check_filters(layer, filters)
     x0 = noise_image(config) if x0 is None else jnp.asarray(x0, jnp.float32)
     check_layer_size(layer, x0.shape[0], x0.shape[1])

@@ -253,26 +253,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     from vizjax import images
     from vizjax.atlas import open_atlas
 
-    layers: dict[str, list[dict[str, object]]] = {}
     with open_atlas(args.atlas) as a:
-        for name, layer in a.layers.items():
-            rows = [i for i in range(len(layer.filters)) if layer.done[i]]
-            objective = layer.objective[...]
-            layers[name] = [
-                {
-                    "filter": int(layer.filters[i]),
-                    "image": layer.images[i],
-                    "objective": float(objective[i, -1]),
-                    "dead": bool(layer.dead[i]),
-                }
-                for i in rows
-            ]
-    out = Path(args.out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(images.gallery_html(f"vizjax atlas {Path(args.atlas).name}", layers))
-    except OSError as e:
-        raise VizjaxError(f"cannot write {out}: {e.strerror or e}") from None
+        out = images.write_gallery(a, f"vizjax atlas {Path(args.atlas).name}", args.out)
     print(f"wrote {out}")
     return 0
 

@@ -132,3 +132,27 @@ def gallery_html(title: str, layers: dict[str, list[dict[str, object]]]) -> str:
                 f"{' (dead)' if e['dead'] else ''}</figcaption></figure>"
             )
     return "\n".join(parts) + "\n"
+
+
+def write_gallery(atlas: object, title: str, path: str | os.PathLike) -> Path:
+    """Write :func:`gallery_html` of every done row of an open :class:`vizjax.atlas.Atlas`."""
+    layers = {}
+    for name, layer in atlas.layers.items():  # type: ignore[attr-defined]
+        objective, dead = layer.objective[...], layer.dead[...]
+        layers[name] = [
+            {
+                "filter": int(layer.filters[i]),
+                "image": layer.images[i],
+                "objective": float(objective[i, -1]),
+                "dead": bool(dead[i]),
+            }
+            for i in range(len(layer.filters))
+            if layer.done[i]
+        ]
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(gallery_html(title, layers))
+    except OSError as e:
+        raise VizjaxError(f"cannot write {p}: {e.strerror or e}") from None
+    return p

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from vizjax import ascent, atlas, distributed, vgg
@@ -106,12 +107,12 @@ def run_atlas(
 
     In a ``jax.distributed`` job each process does its share of the filters into its own part file
     and process 0 joins the parts into ``out``. Returns a summary:
-    ``{"out", "layers": {layer: {"done", "dead", "seconds"}}}``.
+    ``{"out", "layers": {layer: {"done", "computed", "dead_computed", "seconds"}}}`` (filters
+    this process holds, computed in this run, dead among those, wall seconds).
     """
     # Validate everything before compiling or writing anything.
     for layer in layers:
-        if vgg.LAYERS[vgg.layer_index(layer)][1] != "conv":
-            raise VizjaxError(f"{layer} is a pooling layer; choose a convolution (its filters)")
+        ascent.check_conv_layer(layer)
     x0, config = start_image(config)
     for layer in layers:
         ascent.check_layer_size(layer, *config.size)  # type: ignore[misc]
@@ -122,8 +123,8 @@ def run_atlas(
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VizjaxError(f"cannot write atlas {out}: {e.strerror or e}") from None
-    nproc = _process_count()
-    part = atlas.part_path(out, _process_index(), nproc) if nproc > 1 else out
+    nproc = jax.process_count()
+    part = atlas.part_path(out, jax.process_index(), nproc) if nproc > 1 else out
     attrs = {
         "model": "vgg16",
         "weights": weights.name,
@@ -162,21 +163,9 @@ def run_atlas(
             }
     if nproc > 1:
         distributed.barrier(f"vizjax-atlas-{out.name}-written")
-        if _process_index() == 0:
+        if jax.process_index() == 0:
             parts = [atlas.part_path(out, i, nproc) for i in range(nproc)]
             # Keep what an earlier run already put in ``out``: merge it in as a part too.
             atlas.merge_atlases(out, ([out] if out.exists() else []) + parts)
         distributed.barrier(f"vizjax-atlas-{out.name}-merged")
     return summary
-
-
-def _process_count() -> int:
-    import jax
-
-    return jax.process_count()
-
-
-def _process_index() -> int:
-    import jax
-
-    return jax.process_index()
