@@ -1,0 +1,310 @@
+"""Dataset examples: receptive fields against a brute-force check, the top-k bookkeeping, a scan
+of a folder with a known winner and bad files, and resume after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from vizjax import exemplars, vgg
+
+
+def random_params(seed: int = 0) -> dict:
+    """VGG16's shapes with LeCun-normal kernels and zero biases, drawn by numpy: the same kind of
+    weights as ``vgg.init_params`` without tracing a Flax init (seconds on this CPU)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "params": {
+            name: {
+                "kernel": (rng.standard_normal(k) / np.sqrt(9 * k[2])).astype(np.float32),
+                "bias": np.zeros(b, np.float32),
+            }
+            for name, (k, b) in vgg.CONV_SHAPES.items()
+        }
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Receptive fields.
+
+
+def test_receptive_field_matches_brute_force_for_every_layer():
+    """Perturb one input pixel; the units that change must be exactly those whose computed field
+    holds the pixel, for every layer (pools included).
+
+    To see every dependence (a ReLU or a max could hide one), the random VGG16 gets non-negative
+    kernels, zero biases and no preprocessing, and the input is all zeros but one pixel: then every
+    unit that depends on the pixel is > 0 and every other one is exactly 0. At 128 px even
+    block5_pool's field (212 px) covers only part of the grid, so size, jump and offset all show.
+    """
+    size = 128
+    params = jax.tree.map(np.abs, random_params(seed=1))  # biases are zero
+    model = vgg.VGG16(preprocessing=vgg.IDENTITY)
+    pixels = [(0, 0), (size - 1, size - 1), (45, 90)]
+    x = np.zeros((len(pixels), size, size, 3), np.float32)
+    for b, (py, px) in enumerate(pixels):
+        x[b, py, px] = 1.0
+    # One forward to the last layer, keeping every convolution's output; each pool's output is the
+    # model's own pool applied to the convolution before it.
+    last, state = model.apply(params, x, "block5_pool", capture_intermediates=True)
+    outputs, prev = {}, None
+    for layer, kind, *_ in vgg.LAYERS:
+        if kind == "conv":
+            prev = state["intermediates"][layer]["__call__"][0]
+        else:
+            prev = vgg.max_pool2x2(prev)
+        outputs[layer] = prev
+    np.testing.assert_array_equal(outputs["block5_pool"], last)
+    partial = set()
+    for layer in vgg.LAYER_NAMES:
+        changed = np.asarray(jnp.any(outputs[layer] != 0, axis=-1))
+        rf = exemplars.receptive_field(layer)
+        h, w = vgg.output_hw(layer, size, size)
+        for b, (py, px) in enumerate(pixels):
+            y0, y1 = rf.span(np.arange(h))
+            x0, x1 = rf.span(np.arange(w))
+            expected = ((y0 <= py) & (py < y1))[:, None] & ((x0 <= px) & (px < x1))[None, :]
+            np.testing.assert_array_equal(changed[b], expected, err_msg=f"{layer} pixel {b}")
+            if 0 < expected.sum() < h * w:
+                partial.add(layer)
+    assert partial == set(vgg.LAYER_NAMES)  # no layer passed trivially (all units change)
+    # The well-known VGG16 figures, as a readable cross-check.
+    assert exemplars.receptive_field("block1_conv1") == exemplars.ReceptiveField(3, 1, -1)
+    assert exemplars.receptive_field("block3_conv3").size == 40
+    assert exemplars.receptive_field("block5_pool") == exemplars.ReceptiveField(212, 32, -90)
+
+
+def test_box_is_clipped_to_the_square():
+    rf = exemplars.receptive_field("block2_conv2")  # size 14, jump 2, offset -6
+    assert rf.box(0, 0, 32) == (0, 0, 8, 8)
+    assert rf.box(5, 3, 32) == (4, 0, 18, 14)
+    assert rf.box(15, 15, 32) == (24, 24, 32, 32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Top-k.
+
+
+def test_topk_does_not_depend_on_how_the_stream_is_cut_and_ties_go_to_the_earlier_image():
+    rng = np.random.default_rng(0)
+    n, c, top = 50, 6, 4
+    act = rng.integers(0, 5, (n, c)).astype(np.float32)  # many ties
+    pos = rng.integers(0, 9, (n, c, 2)).astype(np.int32)
+    results = []
+    for cut in (1, 7, 50):
+        t = exemplars.TopK.empty(c, top)
+        for i in range(0, n, cut):
+            t.update(act[i : i + cut], np.arange(i, min(i + cut, n)), pos[i : i + cut])
+        results.append(t)
+    for t in results[1:]:
+        np.testing.assert_array_equal(t.index, results[0].index)
+        np.testing.assert_array_equal(t.position, results[0].position)
+    t = results[0]
+    for ch in range(c):
+        expected = sorted(range(n), key=lambda i: (-act[i, ch], i))[:top]
+        assert t.index[ch].tolist() == expected
+        np.testing.assert_array_equal(t.activation[ch], act[expected, ch])
+        np.testing.assert_array_equal(t.position[ch], pos[expected, ch])
+
+
+def test_topk_with_fewer_images_than_top_keeps_empty_slots():
+    t = exemplars.TopK.empty(2, 3)
+    t.update(np.asarray([[1.0, 2.0]]), np.asarray([4]), np.zeros((1, 2, 2), np.int32))
+    assert t.index.tolist() == [[4, -1, -1], [4, -1, -1]]
+    assert np.isneginf(t.activation[:, 1:]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a folder.
+
+
+def test_load_square_resizes_the_short_side_and_cuts_the_centre(tmp_path):
+    im = np.zeros((40, 100, 3), np.uint8)
+    im[:, 30:70] = 255  # a white band in the middle 40 columns: exactly the centre square
+    Image.fromarray(im).save(tmp_path / "wide.png")
+    sq = exemplars.load_square(tmp_path / "wide.png", 20)
+    assert sq.shape == (20, 20, 3) and sq.dtype == np.uint8
+    assert sq[:, 1:-1].min() == 255  # bilinear may soften the outermost columns only
+
+
+def _colour_filter(weights):
+    """The block1_conv1 filter whose best flat colour comes nearest its best possible input.
+
+    Returns ``(filter, colour)``: ``colour`` (3,) in {0, 255} maximizes the filter's response to a
+    flat image (sign of its kernel summed over space, per input channel: the preprocessing is
+    increasing in every channel). For the chosen filter the flat colour reaches ~93% of the largest
+    response any 3x3 patch can give, so no image can beat it by much, and the margin to the next
+    corner colour is large.
+    """
+    k = np.asarray(weights.params["params"]["block1_conv1"]["kernel"], np.float64)  # (3,3,3,64)
+    b = np.asarray(weights.params["params"]["block1_conv1"]["bias"], np.float64)
+    p = weights.preprocessing
+    mean, std = np.asarray(p.mean), np.asarray(p.std)
+    assert not p.bgr and p.scale == 255.0  # torch preprocessing: the formulas below assume it
+    corners = np.asarray([[r, g, bl] for r in (0, 255) for g in (0, 255) for bl in (0, 255)])
+    flat = ((corners / 255 - mean) / std) @ k.sum((0, 1)) + b  # (8, 64): interior response
+    best_patch = (
+        (np.maximum(k, 0) / std[:, None]).sum((0, 1, 2)) + (-mean / std) @ k.sum((0, 1)) + b
+    )
+    top2 = np.sort(flat, axis=0)[-2:]
+    score = top2[1] / best_patch * (top2[1] - top2[0]) / np.abs(top2[1])
+    f = int(np.argmax(score))
+    assert top2[1, f] / best_patch[f] > 0.9
+    return f, corners[int(np.argmax(flat[:, f]))]
+
+
+def _write_folder(root, weights, n_noise=6):
+    """Flat images of all 8 RGB corner colours, noise, stripes, an unreadable PNG and a text file."""
+    f, colour = _colour_filter(weights)
+    rng = np.random.default_rng(0)
+    (root / "sub").mkdir(parents=True)
+    names = {}
+    for i, r in enumerate((0, 255)):
+        for j, g in enumerate((0, 255)):
+            for k, bl in enumerate((0, 255)):
+                name = f"flat_{i}{j}{k}.png"
+                Image.fromarray(np.full((36, 48, 3), (r, g, bl), np.uint8)).save(root / name)
+                names[(r, g, bl)] = name
+    for i in range(n_noise):
+        noise = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(root / "sub" / f"noise_{i}.jpg", quality=95)
+    stripes = np.zeros((32, 32, 3), np.uint8)
+    stripes[:, ::2] = 255
+    Image.fromarray(stripes).save(root / "stripes.png")
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a PNG header, no image
+    (root / "notes.txt").write_text("not an image\n")
+    return f, names[tuple(int(v) for v in colour)]
+
+
+def test_scan_ranks_the_known_image_first_and_counts_bad_files(tmp_path, default_weights):
+    f, known = _write_folder(tmp_path / "imgs", default_weights)
+    w = default_weights
+    layers = ["block1_conv1", "block2_conv1"]
+    res = exemplars.scan(
+        tmp_path / "imgs", layers, w.params, w.preprocessing, top=3, batch=3, input_size=32
+    )
+    assert len(res.listing) == 8 + 6 + 1 + 2
+    assert res.n_skipped == 2 and res.n_images == len(res.listing) - 2
+    t = res.top["block1_conv1"]
+    assert t.index.shape == (64, 3) and res.top["block2_conv1"].index.shape == (128, 3)
+    assert res.listing.paths[t.index[f, 0]] == known
+    assert t.activation[f, 0] > t.activation[f, 1] > 0
+    bad = {res.listing.paths.index("broken.png"), res.listing.paths.index("notes.txt")}
+    assert not bad & set(res.top["block2_conv1"].index.ravel().tolist())
+
+    arrays = exemplars.cut_crops(res, crop_size=16)
+    a = arrays["block1_conv1"]
+    assert a["paths"][f, 0] == known
+    assert a["crops"].shape == (64, 3, 16, 16, 3) and a["crops"].dtype == np.uint8
+    colour = np.asarray(Image.open(tmp_path / "imgs" / known))[0, 0]
+    assert (a["crops"][f, 0] == colour).all()  # a crop of a flat image is that colour
+    rf = exemplars.receptive_field("block2_conv1")
+    b = arrays["block2_conv1"]
+    for ch, r in [(0, 0), (5, 2), (127, 1)]:
+        y, x = b["position"][ch, r]
+        assert tuple(b["box"][ch, r]) == rf.box(int(y), int(x), 32)
+        assert 0 <= y < 16 and 0 <= x < 16  # block2's grid at 32 px
+
+
+def test_scan_of_a_folder_with_fewer_images_than_top(tmp_path):
+    (tmp_path / "one").mkdir()
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "one" / "a.png")
+    res = exemplars.scan(
+        tmp_path / "one", ["block1_conv1"], random_params(), vgg.IDENTITY, top=2, input_size=32
+    )
+    arrays = exemplars.cut_crops(res, crop_size=8)["block1_conv1"]
+    assert arrays["paths"][:, 0].tolist() == ["a.png"] * 64
+    assert arrays["paths"][:, 1].tolist() == [""] * 64
+    assert np.isnan(arrays["activation"][:, 1]).all()
+
+
+def test_missing_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(exemplars.VizjaxError, match="does not exist"):
+        exemplars.scan(tmp_path / "nope", ["block1_conv1"], random_params(), vgg.IDENTITY)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume after kill -9.
+
+_SCAN = textwrap.dedent(
+    """
+    import sys
+    from vizjax import exemplars, vgg
+    from test_exemplars import random_params
+    res = exemplars.scan(sys.argv[1], ["block1_conv2", "block3_conv1"], random_params(seed=3),
+                         vgg.IDENTITY, top=4, batch=4, input_size=32, state_path=sys.argv[2])
+    """
+)
+
+
+def _random_folder(root, n):
+    rng = np.random.default_rng(1)
+    root.mkdir()
+    for i in range(n):
+        h, w = rng.integers(32, 64, 2)
+        im = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(im).save(root / f"{i:04d}.png", compress_level=0)
+
+
+def test_scan_killed_after_a_committed_batch_resumes_to_the_uninterrupted_result(tmp_path):
+    n = 100
+    _random_folder(tmp_path / "imgs", n)
+    state = tmp_path / "state.npz"
+    # conftest's 4 CPU devices are inherited: batch 4 is one image per device, as in-process below.
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}  # to import random_params
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SCAN, str(tmp_path / "imgs"), str(state)], env=env
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not state.exists():
+            assert proc.poll() is None, "the scan finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGSTOP)  # freeze it, then check it is mid-way
+        with np.load(state) as z:
+            committed = int(z["counts"][0])
+        assert 0 < committed < n, committed
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+
+    layers = ["block1_conv2", "block3_conv1"]
+    args = (layers, random_params(seed=3), vgg.IDENTITY)
+    kw = dict(top=4, batch=4, input_size=32)
+    resumed = exemplars.scan(tmp_path / "imgs", *args, state_path=state, **kw)
+    assert resumed.resumed_from >= committed > 0
+    ref = exemplars.scan(tmp_path / "imgs", *args, **kw)
+    assert ref.resumed_from == 0 and resumed.n_images == ref.n_images == n
+    for layer in layers:
+        a, b = resumed.top[layer], ref.top[layer]
+        np.testing.assert_array_equal(a.index, b.index)
+        np.testing.assert_array_equal(a.activation, b.activation)
+        np.testing.assert_array_equal(a.position, b.position)
+    # A checkpoint of another scan (here: another top) is not resumed.
+    other = exemplars.scan(tmp_path / "imgs", *args, state_path=state, **{**kw, "top": 2})
+    assert other.resumed_from == 0
+    with np.load(state) as z:
+        assert json.loads(str(z["identity"]))["top"] == 2
+
+
+def test_compiled_forward_is_sharded_over_the_devices():
+    from vizjax.ascent import local_mesh
+
+    mesh = local_mesh()
+    fn = exemplars.compiled_forward(("block1_conv1",), vgg.IDENTITY, mesh)
+    x = np.zeros((2 * mesh.devices.size, 16, 16, 3), np.uint8)
+    mean, flat = fn(random_params(), x)["block1_conv1"]
+    assert mean.shape == (2 * mesh.devices.size, 64) and flat.dtype == jnp.int32
+    assert len(mean.sharding.device_set) == jax.device_count() == 4
