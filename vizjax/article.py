@@ -70,7 +70,7 @@ def reproduce(
     x0, _ = start_image(cat_config)
     with open_atlas(cat_path) as a:
         layer = a.layers[CAT_LAYER]
-        image, raw = layer.image(CAT_FILTER), layer.raw[layer.row(CAT_FILTER)]
+        image, raw = layer.image(CAT_FILTER), layer.raw[layer.row(CAT_FILTER)][0]
     before_after = images.grid(
         np.stack([x0.astype(np.uint8), np.clip(raw, 0, 255).astype(np.uint8)]), cols=2
     )

@@ -142,7 +142,7 @@ def write_gallery(atlas: object, title: str, path: str | os.PathLike) -> Path:
         layers[name] = [
             {
                 "filter": int(layer.filters[i]),
-                "image": layer.images[i],
+                "image": layer.images[i][0],  # atlas v2: (K, H, W, 3); the first image
                 "objective": float(objective[i, -1]),
                 "dead": bool(dead[i]),
             }
