@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from vizjax import __version__
 from vizjax.config import PRESETS, AscentConfig, parse_size
@@ -250,12 +249,30 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    from vizjax import images
-    from vizjax.atlas import open_atlas
+    from vizjax.gallery import write_site
 
-    with open_atlas(args.atlas) as a:
-        out = images.write_gallery(a, f"vizjax atlas {Path(args.atlas).name}", args.out)
-    print(f"wrote {out}")
+    out = write_site(args.atlas, args.out, layers=args.layer, quiet=args.quiet)
+    print(f"wrote {out} (open it in a browser; no server needed)")
+    return 0
+
+
+def cmd_exemplars(args: argparse.Namespace) -> int:
+    from vizjax.exemplars import run_exemplars
+
+    s = run_exemplars(
+        args.atlas,
+        args.images,
+        args.layer,
+        top=args.top,
+        batch=args.batch,
+        input_size=args.input_size,
+        crop_size=args.crop_size,
+        quiet=args.quiet,
+    )
+    print(
+        f"wrote the exemplars of {', '.join(s['layers'])} into {args.atlas}: "
+        f"{s['n_images']} images read, {s['n_skipped']} files skipped (not readable images)"
+    )
     return 0
 
 
@@ -333,10 +350,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("parts", nargs="+")
     s.set_defaults(func=cmd_merge)
 
-    s = sub.add_parser("gallery", help="write a browser page with every image of an atlas")
+    s = sub.add_parser(
+        "gallery",
+        help="write the atlas as a static website (index, a page per layer and per filter)",
+        description="A folder of HTML pages and PNG files, viewable from file:// (no server, "
+        "no network). --out DIR writes DIR/index.html and a subfolder per layer; --out NAME.html "
+        "writes one layer's page (pick it with --layer if the atlas has several) with its files "
+        "in NAME_files/. Keyboard: <- -> previous/next filter, ^ up.",
+    )
     s.add_argument("atlas")
-    s.add_argument("--out", required=True, help="HTML path")
+    s.add_argument("--out", required=True, help="folder for the site, or NAME.html for one layer")
+    s.add_argument("--layer", action="append", help="only this layer (repeatable; default: all)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_gallery)
+
+    s = sub.add_parser(
+        "exemplars",
+        help="find the images of a folder that drive each filter most (resumable)",
+        description="For every channel of the atlas' layers, the top images of a folder by mean "
+        "channel activation, with a crop of the receptive field around the most active unit. "
+        "Every file under IMAGES is tried (recursively); files that are not readable images "
+        "are skipped and counted. Each image is resized so its short side is --input-size and "
+        "centre-cropped. Kill it and rerun the same command: it resumes.",
+    )
+    s.add_argument("atlas")
+    s.add_argument("--images", required=True, help="folder of images (JPEG, PNG, ...)")
+    s.add_argument("--layer", action="append", help="layer (repeatable; default: all the atlas')")
+    s.add_argument("--top", type=int, default=9, help="images kept per filter (9)")
+    s.add_argument("--batch", type=int, default=16, help="images per forward pass (16)")
+    s.add_argument("--input-size", type=int, default=224, help="side of the network input (224)")
+    s.add_argument("--crop-size", type=int, default=64, help="side of the stored crops (64)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_exemplars)
 
     s = sub.add_parser("article", help="reproduce the seed article's figures into a folder")
     s.add_argument("--out", default="out", help="output folder (default out/)")

@@ -448,7 +448,8 @@ def cut_crops(
     ``{layer: {"paths" (C, top) str, "activation" (C, top) f32, "position" (C, top, 2) i32,
     "box" (C, top, 4) i32 (y0, x0, y1, x1; y1, x1 exclusive), "crops" (C, top, s, s, 3) u8}}``.
     Each image is decoded once for all the crops it gives (every layer, channel and rank); an
-    empty slot (fewer readable images than ``top``) has path "", activation NaN, zeros elsewhere.
+    empty slot (fewer readable images than ``top``) has path "", activation NaN, position and box
+    -1, a black crop (the schema's fill values).
     """
     from tqdm import tqdm
 
@@ -470,8 +471,8 @@ def cut_crops(
         out[layer] = {
             "paths": paths,
             "activation": np.where(valid, t.activation, np.nan).astype(np.float32),
-            "position": np.where(valid[..., None], t.position, 0).astype(np.int32),
-            "box": box,
+            "position": np.where(valid[..., None], t.position, -1).astype(np.int32),
+            "box": np.where(valid[..., None], box, -1).astype(np.int32),
             "crops": np.zeros((c, top, crop_size, crop_size, 3), np.uint8),
         }
     for i in tqdm(sorted(uses), desc="crops", unit="img", disable=quiet, file=sys.stderr):
@@ -547,6 +548,8 @@ def run_exemplars(
     from vizjax import atlas
 
     atlas_path = Path(atlas_path)
+    if crop_size < 1 or input_size < 1:
+        raise VizjaxError("--crop-size and --input-size must be positive integers")
     with atlas.open_atlas(atlas_path) as a:
         attrs, config, have = dict(a.attrs), dict(a.config), list(a.layers)
     layers = list(dict.fromkeys(layers or have))
