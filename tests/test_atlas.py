@@ -1,13 +1,17 @@
-"""Tests of vizjax.atlas: schema, resume after kill -9, single writer, config checks, merge."""
+"""Tests of vizjax.atlas (format v2) and vizjax.schema: layout, reader, kill -9 at any moment,
+single writer, config checks, v1 compatibility and upgrade, merge by hard links, exemplars."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,9 +20,20 @@ import numpy as np
 import pytest
 
 import vizjax.atlas
-from vizjax.atlas import AtlasWriter, merge_atlases, open_atlas, part_path
-from vizjax.errors import AtlasError
+from vizjax import schema
+from vizjax.atlas import (
+    AtlasWriter,
+    merge_atlases,
+    open_atlas,
+    part_path,
+    sidecar_path,
+    upgrade,
+    write_exemplars,
+)
+from vizjax.errors import AtlasError, VizjaxError
 
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_V1 = Path(__file__).parent / "data" / "atlas-v1.h5"
 HW = (8, 8)
 STEPS = 3
 ATTRS = {
@@ -30,359 +45,465 @@ ATTRS = {
 CONFIG = {"steps": STEPS, "size": 8, "lr": 0.05, "batch": 2, "layers": ["l1"], "out": "x.h5"}
 #: layer -> (num_filters, filters to compute), in network order.
 PLAN = {"l1": (6, [0, 1, 2, 3, 4, 5]), "l2": (4, [0, 1, 2, 3])}
+#: Every field a caller may pass (all but filters and done).
+FIELDS = [f.name for f in schema.ROW_FIELDS if f.name not in ("filters", "done")]
 
 
-def make_chunk(layer: str, filters) -> SimpleNamespace:
-    """Deterministic fake optimization results: each filter's arrays depend only on (layer, f)."""
+def make_rows(layer: str, filters, k: int = 1, num_filters: int | None = None) -> dict:
+    """Deterministic fake results with every field: each filter's values depend on (layer, f)."""
     filters = np.asarray(list(filters), dtype=np.int64)
-    rows = [np.random.default_rng([len(layer), ord(layer[-1]), int(f)]) for f in filters]
+    c = num_filters or PLAN.get(layer, (6,))[0]
     h, w = HW
-    return SimpleNamespace(
-        filters=filters,
-        images=np.stack([g.integers(0, 256, (h, w, 3), dtype=np.uint8) for g in rows])
-        if rows
-        else np.zeros((0, h, w, 3), np.uint8),
-        raw=np.stack([g.standard_normal((h, w, 3)).astype(np.float32) for g in rows])
-        if rows
-        else np.zeros((0, h, w, 3), np.float32),
-        objective=np.stack([g.standard_normal(STEPS + 1).astype(np.float32) for g in rows])
-        if rows
-        else np.zeros((0, STEPS + 1), np.float32),
-        dead=filters % 3 == 0,
-    )
+    gens = [np.random.default_rng([len(layer), ord(layer[-1]), int(f), k]) for f in filters]
+
+    def stack(make, shape, dtype):
+        return np.stack([make(g) for g in gens]) if gens else np.zeros((0, *shape), dtype)
+
+    final = stack(lambda g: g.random(k).astype(np.float32), (k,), np.float32)
+    final[filters % 3 == 0] = 0  # some dead filters
+    return {
+        "filters": filters,
+        "images": stack(lambda g: g.integers(0, 256, (k, h, w, 3), np.uint8), (k, h, w, 3), "u1"),
+        "raw": stack(lambda g: g.standard_normal((k, h, w, 3), np.float32), (k, h, w, 3), "f4"),
+        "objective": stack(lambda g: g.standard_normal(STEPS + 1, np.float32), (STEPS + 1,), "f4"),
+        "zero_start_grad": filters % 3 == 0,
+        "nonfinite": filters % 4 == 1,
+        "final_activation": final,
+        "activation_matrix": stack(lambda g: g.random((k, c), np.float32), (k, c), "f4"),
+        "robustness": stack(lambda g: g.random(k).astype(np.float32), (k,), "f4"),
+        "hf_energy": stack(lambda g: g.random(k).astype(np.float32), (k,), "f4"),
+    }
 
 
-def write_run(path, plan=PLAN, config=CONFIG, chunk=2, **kw) -> None:
+def expected_row(layer: str, f: int) -> dict:
+    """Every stored field of filter ``f``'s row, ``dead`` included (derived by the writer)."""
+    r = {k: v[0] for k, v in make_rows(layer, [f]).items() if k != "filters"}
+    r["dead"] = bool(np.all(r["final_activation"] == 0))
+    return r
+
+
+def write_run(path, plan=PLAN, config=CONFIG, chunk=2, finish=True) -> None:
     """An uninterrupted run: every layer of ``plan``, ``chunk`` filters at a time."""
-    with AtlasWriter(path, ATTRS, config, **kw) as w:
+    with AtlasWriter(path, ATTRS, config) as w:
         for layer, (n, filters) in plan.items():
             todo = w.begin_layer(layer, n, filters, HW, STEPS)
             for i in range(0, len(todo), chunk):
-                w.write_chunk(layer, make_chunk(layer, todo[i : i + chunk]))
+                w.write_chunk(layer, make_rows(layer, todo[i : i + chunk]))
+            if finish:
+                w.finish_layer(layer)
 
 
-def read_all(path) -> tuple[dict, dict]:
-    """``(root attrs, {layer: {dataset: array, "num_filters": n}})`` read with plain h5py."""
+def two_sessions(path) -> None:
+    """The kill campaigns' scenario: a first run does part of l1, a second resumes and adds l2."""
+    write_run(path, plan={"l1": (6, [3, 0, 1, 2])})
+    write_run(path, plan=PLAN)
+
+
+def done_rows_h5(path) -> dict[str, dict[int, dict[str, np.ndarray]]]:
+    """``{layer: {filter: {field: value}}}`` of the done rows, read with plain h5py."""
+    out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     with h5py.File(path, "r") as f:
-        attrs = dict(f.attrs)
-        layers = {
-            name: {**{k: g[k][...] for k in g}, "num_filters": g.attrs["num_filters"]}
-            for name, g in f["layers"].items()
-        }
-    return attrs, layers
+        for name, g in f["layers"].items():
+            done = g["done"][...]
+            filters = g["filters"][...]
+            data = {k: g[k][...] for k in FIELDS}
+            out[name] = {
+                int(filters[r]): {k: v[r] for k, v in data.items()} for r in np.flatnonzero(done)
+            }
+            assert len(out[name]) == int(done.sum()), "a filter done twice"
+    return out
 
 
-def assert_same_atlas(a, b, ignore_attrs=("created",)) -> None:
-    attrs_a, layers_a = read_all(a)
-    attrs_b, layers_b = read_all(b)
-    for k in ignore_attrs:
-        attrs_a.pop(k), attrs_b.pop(k)
-    assert attrs_a == attrs_b
-    assert list(layers_a) == list(layers_b)
-    for name in layers_a:
-        assert layers_a[name].keys() == layers_b[name].keys()
-        for k in layers_a[name]:
-            np.testing.assert_array_equal(layers_a[name][k], layers_b[name][k], err_msg=k)
+def assert_rows_equal(got: dict, want: dict, subset: bool = False) -> None:
+    """Every done row of ``got`` equals ``want``'s row of its filter (and the same filters are
+    done unless ``subset``)."""
+    for layer, rows in got.items():
+        if not subset:
+            assert sorted(rows) == sorted(want[layer]), layer
+        for f, row in rows.items():
+            for k, v in row.items():
+                np.testing.assert_array_equal(v, want[layer][f][k], err_msg=f"{layer} {f} {k}")
+    if not subset:
+        assert sorted(k for k, v in got.items() if v) == sorted(k for k, v in want.items() if v)
 
 
-def run_python(code: str, **kw) -> subprocess.Popen:
-    """Start ``python -c code`` with vizjax and this test module importable."""
-    root = Path(vizjax.atlas.__file__).resolve().parent.parent
+def referenced_only(path: Path) -> None:
+    """The data folder holds the segments the index refers to and nothing half-made."""
+    with h5py.File(path, "r") as f:
+        used = {s for g in f["layers"].values() for s, _, _ in json.loads(g.attrs["segments"])}
+    folder = vizjax.atlas.data_dir(path)
+    segs = {p.name for p in folder.iterdir() if re.match(r".+\.\d{6}\.h5$", p.name)}
+    assert segs == used
+    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
+    assert not list(path.parent.glob(path.name + ".tmp-*"))
+
+
+def run_python(code: str, *args: str, **kw) -> subprocess.Popen:
+    """Start ``python -c code args`` with vizjax and this test module importable."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(root), str(Path(__file__).parent), env.get("PYTHONPATH")) if p
+        p for p in (str(ROOT), str(Path(__file__).parent), env.get("PYTHONPATH")) if p
     )
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, **kw)
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env, **kw)
 
 
 # ---------------------------------------------------------------------------------------------
-# schema and reader
+# schema and layout
 
 
-def test_round_trip_plain_h5py(tmp_path):
+def test_readme_schema_is_generated_from_schema_module():
+    readme = (ROOT / "README.md").read_text()
+    assert schema.markdown() in readme, "run python -m vizjax.schema and paste it into README"
+    for field in (*schema.ROW_FIELDS, *schema.INDEX_DATASETS, *schema.EXEMPLAR_FIELDS):
+        assert f"| `{field.name}` |" in readme
+
+
+def test_layout_plain_h5py(tmp_path):
     out = tmp_path / "atlas.h5"
     write_run(out)
     with h5py.File(out, "r") as f:
         a = f.attrs
-        assert a["format"] == "vizjax-atlas" and a["format_version"] == 1
+        assert a["format"] == "vizjax-atlas" and a["format_version"] == 2
         for k, v in ATTRS.items():
             assert a[k] == v
         assert json.loads(a["config"]) == CONFIG
-        assert isinstance(a["vizjax_version"], str) and isinstance(a["jax_version"], str)
         assert len(a["created"]) == 20 and a["created"].endswith("Z")
         assert list(f["layers"]) == ["l1", "l2"]
         g = f["layers/l1"]
-        assert g.attrs["num_filters"] == 6
-        dtypes = {"filters": "int32", "images": "uint8", "raw": "float32"}
-        dtypes |= {"objective": "float32", "dead": "bool", "done": "bool"}
-        for k, dt in dtypes.items():
-            assert g[k].dtype == np.dtype(dt), k
-            assert g[k].maxshape[0] is None, k
-        assert g["images"].shape == (6, 8, 8, 3) and g["objective"].shape == (6, STEPS + 1)
-        for k in ("images", "raw"):
-            assert g[k].chunks == (1, 8, 8, 3)
-            assert g[k].compression == "gzip" and g[k].compression_opts == 4
-        assert g["raw"].shuffle
-        np.testing.assert_array_equal(g["filters"][...], range(6))
-        assert g["done"][...].all()
-        expect = make_chunk("l1", range(6))
-        for k in ("images", "raw", "objective", "dead"):
-            np.testing.assert_array_equal(g[k][...], getattr(expect, k), err_msg=k)
+        assert dict(g.attrs) | {"segments": None} == {
+            "num_filters": 6,
+            "k": 1,
+            "image_height": 8,
+            "image_width": 8,
+            "steps": STEPS,
+            "segments": None,
+        }
+        [[seg_name, start, stop]] = json.loads(g.attrs["segments"])
+        assert (start, stop) == (0, 6)
+        dims = {"K": 1, "H": 8, "W": 8, "T": STEPS, "C": 6}
+        for field in schema.ROW_FIELDS:
+            d = g[field.name]
+            assert d.is_virtual, field.name
+            assert d.dtype == np.dtype(field.dtype), field.name
+            assert d.shape == (6, *schema.row_shape(field, dims)), field.name
+            [src] = d.virtual_sources()
+            assert src.file_name == f"atlas.h5.d/{seg_name}"  # relative to the index
+        for field in schema.INDEX_DATASETS:
+            assert not g[field.name].is_virtual and g[field.name].shape == (6,)
+    # The segment: contiguous, uncompressed, allocated datasets.
+    with h5py.File(tmp_path / "atlas.h5.d" / seg_name, "r") as s:
+        assert s.attrs["format"] == "vizjax-atlas-segment" and s.attrs["layer"] == "l1"
+        for field in schema.ROW_FIELDS:
+            d = s[field.name]
+            assert d.chunks is None and d.compression is None and d.id.get_offset() is not None
+    assert_rows_equal(
+        done_rows_h5(out), {n: {f: expected_row(n, f) for f in fs} for n, (_, fs) in PLAN.items()}
+    )
+    referenced_only(out)
 
 
-def test_round_trip_reader(tmp_path):
+def test_readme_snippet_runs_on_a_v2_atlas(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Reading an atlas without vizjax") :]
+    code = section[section.index("```python\n") + 10 : section.index("```\n", 20)]
+    write_run(tmp_path / "atlas.h5", plan={"block4_conv1": (6, [5, 0, 3])})
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.move(tmp_path / "atlas.h5", other / "atlas.h5")  # the index and its folder move
+    shutil.move(tmp_path / "atlas.h5.d", other / "atlas.h5.d")
+    monkeypatch.chdir(other)
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 -- the README's own example, as a user would run it
+    np.testing.assert_array_equal(scope["filters"], [5, 0, 3])
+    want = make_rows("block4_conv1", [5, 0, 3])
+    np.testing.assert_array_equal(scope["images"], want["images"])
+    np.testing.assert_array_equal(scope["final"], want["objective"][:, -1])
+    np.testing.assert_array_equal(scope["dead"], [False, True, True])
+    assert scope["config"] == CONFIG
+
+
+def test_segment_is_sparse_and_a_commit_touches_no_index(tmp_path):
     out = tmp_path / "atlas.h5"
-    write_run(out, plan={"l1": (6, [5, 1, 3]), "l2": (4, [0, 1, 2, 3])})
+    with AtlasWriter(out, ATTRS, CONFIG) as w:
+        w.begin_layer("big", 512, range(512), (64, 64), STEPS)
+        [seg] = list((tmp_path / "atlas.h5.d").iterdir())
+        st = seg.stat()
+        assert st.st_size > 512 * 64 * 64 * 3 * 5  # images + raw allocated...
+        assert st.st_blocks * 512 < st.st_size / 20  # ...but not written: sparse
+        index = out.stat()
+        rows = make_rows("big", [7, 8], num_filters=512)
+        rows["images"] = np.zeros((2, 1, 64, 64, 3), np.uint8)
+        rows["raw"] = np.ones((2, 1, 64, 64, 3), np.float32)
+        w.write_chunk("big", rows)
+        assert (out.stat().st_ino, out.stat().st_mtime_ns) == (index.st_ino, index.st_mtime_ns)
+        with open_atlas(out) as a:  # the rows are visible without an index rewrite
+            np.testing.assert_array_equal(a.layers["big"].completed(), [7, 8])
+            assert a.layers["big"].raw[8].min() == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the reader
+
+
+def test_reader_api(tmp_path):
+    out = tmp_path / "atlas.h5"
+    write_run(out, plan={"l1": (6, [5, 1, 3, 0]), "l2": (4, [0, 1, 2, 3])})
     with open_atlas(out) as atlas:
-        assert atlas.attrs["format"] == "vizjax-atlas" and atlas.attrs["format_version"] == 1
+        assert atlas.format_version == 2 and atlas.config == CONFIG
         assert atlas.attrs["weights_sha256"] == ATTRS["weights_sha256"]
-        assert atlas.config == CONFIG
-        assert list(atlas.layers) == ["l1", "l2"]
         l1 = atlas.layers["l1"]
-        assert l1.name == "l1" and l1.num_filters == 6
-        assert l1.image_shape == HW and l1.steps == STEPS
-        np.testing.assert_array_equal(l1.filters, [5, 1, 3])  # row order = request order
-        np.testing.assert_array_equal(l1.completed(), [5, 1, 3])
-        expect = make_chunk("l1", [5, 1, 3])
-        assert l1.row(1) == 1
-        np.testing.assert_array_equal(l1.image(3), expect.images[2])
-        np.testing.assert_array_equal(l1.raw[0], expect.raw[0])
-        np.testing.assert_array_equal(l1.objective[...], expect.objective)
-        np.testing.assert_array_equal(l1.dead[...], expect.dead)
-        with pytest.raises(AtlasError, match="filter 0 of layer l1 is not in"):
-            l1.image(0)
+        assert (l1.name, l1.num_filters, l1.k, l1.image_shape, l1.steps) == ("l1", 6, 1, HW, 3)
+        np.testing.assert_array_equal(l1.filters, [5, 1, 3, 0])  # row order = request order
+        np.testing.assert_array_equal(l1.completed(), [5, 1, 3, 0])
+        want = make_rows("l1", [5, 1, 3, 0])
+        assert l1.row(3) == 2
+        np.testing.assert_array_equal(l1.image(3), want["images"][2, 0])
+        np.testing.assert_array_equal(l1.images_of(3), want["images"][2])
+        # Lazy fields: by name or attribute, numpy-style indexing of the rows.
+        raw = l1["raw"]
+        assert raw.shape == (4, 1, 8, 8, 3) and raw.dtype == np.float32 and len(raw) == 4
+        np.testing.assert_array_equal(raw[-1], want["raw"][3])
+        np.testing.assert_array_equal(l1.raw[1:3], want["raw"][1:3])
+        np.testing.assert_array_equal(l1.raw[::2, 0, 0, 0], want["raw"][::2, 0, 0, 0])
+        np.testing.assert_array_equal(l1.objective[:, -1], want["objective"][:, -1])
+        np.testing.assert_array_equal(l1.objective[[3, 0, 3]], want["objective"][[3, 0, 3]])
+        np.testing.assert_array_equal(
+            l1.hf_energy[np.array([1, 0, 0, 1], bool)], want["hf_energy"][[0, 3]]
+        )
+        np.testing.assert_array_equal(np.asarray(l1.dead), [False, False, True, True])
+        np.testing.assert_array_equal(l1.zero_start_grad[...], want["zero_start_grad"])
+        with pytest.raises(AtlasError, match="filter 2 of layer l1 is not in"):
+            l1.image(2)
+        with pytest.raises(AtlasError, match="k=1"):
+            l1.image(3, k=1)
+        with pytest.raises(KeyError, match="no field 'nope'"):
+            l1["nope"]
+        # Analysis.
+        d = l1.to_numpy()
+        assert set(d) == {*FIELDS, "filters", "selectivity", "specificity"}
+        for k in FIELDS:
+            np.testing.assert_array_equal(d[k], want[k] if k != "dead" else [0, 0, 1, 1], k)
+        fid = l1.fidelity
+        np.testing.assert_array_equal(fid["filter"], [5, 1, 3, 0])
+        np.testing.assert_allclose(fid["final_activation"], want["final_activation"][:, 0])
+        np.testing.assert_array_equal(fid["nonfinite"], [True, True, False, False])
+        am = want["activation_matrix"]  # (4, 1, 6)
+        expect = schema.index_datasets(np.array([5, 1, 3, 0]), np.ones(4, bool), am)
+        np.testing.assert_array_equal(fid["selectivity"], expect["selectivity"])
+        np.testing.assert_allclose(fid["specificity"], expect["specificity"], rtol=1e-6)
+        np.testing.assert_array_equal(l1.activation_matrix, am)
+        near = l1.nearest(5, k=2)
+        cols = am[:, 0, :].astype(np.float64)
+        cos = {
+            g: cols[:, 5] @ cols[:, g] / np.linalg.norm(cols[:, 5]) / np.linalg.norm(cols[:, g])
+            for g in (1, 3, 0)
+        }
+        assert [g for g, _ in near] == sorted(cos, key=lambda g: -cos[g])[:2]
+        assert near[0][1] == pytest.approx(cos[near[0][0]])
+        assert l1.exemplars(0) is None
 
 
-def test_reader_refuses_missing_and_foreign_files(tmp_path):
+def test_index_datasets_definition():
+    # Channel f's activations over the images of rows (filters 0, 1, 2); row 3 is not done.
+    a = np.array([[[4, 0, 1]], [[1, 2, 1]], [[1, 3, 1]], [[9, 9, 9]]], np.float32)
+    d = schema.index_datasets(np.array([0, 1, 2, 0]), np.array([1, 1, 1, 0], bool), a)
+    np.testing.assert_array_equal(d["selectivity"], [True, False, False, False])
+    np.testing.assert_allclose(d["specificity"][:3], [4 / 1, 2 / 1.5, 1 / 1])
+    assert np.isnan(d["specificity"][3])
+
+
+def test_xarray(tmp_path, monkeypatch):
+    pytest.importorskip("xarray")
+    out = tmp_path / "atlas.h5"
+    write_run(out, plan={"l1": (6, [2, 4])})
+    with open_atlas(out) as atlas:
+        ds = atlas.layers["l1"].to_xarray()
+        assert ds["images"].dims == ("filter", "k", "y", "x", "rgb")
+        assert ds["activation_matrix"].dims == ("filter", "k", "channel")
+        assert ds["objective"].dims == ("filter", "step") and ds.sizes["step"] == STEPS + 1
+        assert ds["filter"].values.tolist() == [2, 4]
+        np.testing.assert_array_equal(ds["raw"].sel(filter=4), make_rows("l1", [4])["raw"][0])
+        assert json.loads(ds.attrs["config"]) == CONFIG and ds.attrs["n_done"] == 2
+        monkeypatch.setitem(sys.modules, "xarray", None)
+        with pytest.raises(VizjaxError, match=r"pip install vizjax\[xarray\]"):
+            atlas.layers["l1"].to_xarray()
+
+
+def test_reader_refuses_missing_foreign_and_incomplete(tmp_path):
     with pytest.raises(AtlasError, match="no atlas at"):
         open_atlas(tmp_path / "missing.h5")
     text = tmp_path / "notes.h5"
     text.write_text("hello")
     with pytest.raises(AtlasError, match="exists and is not a vizjax atlas"):
         open_atlas(text)
-
-
-def test_not_done_rows_are_reported(tmp_path):
     out = tmp_path / "atlas.h5"
-    with AtlasWriter(out, ATTRS, CONFIG, commit_every=1e9) as w:
-        w.begin_layer("l1", 6, [0, 1, 2, 3], HW, STEPS)
-        w.write_chunk("l1", make_chunk("l1", [0, 1]))
-        # Rows are pre-allocated when the layer is begun; the chunk is only journaled so far.
-        with open_atlas(out) as atlas:
-            l1 = atlas.layers["l1"]
-            np.testing.assert_array_equal(l1.filters, [0, 1, 2, 3])
-            assert not l1.done.any() and l1.completed().size == 0
-            with pytest.raises(AtlasError, match="not done yet"):
-                l1.image(0)
-        assert len(list((tmp_path / "atlas.h5.journal").glob("*.npz"))) == 1
-        w.commit()
-        with open_atlas(out) as atlas:
-            np.testing.assert_array_equal(atlas.layers["l1"].completed(), [0, 1])
-    assert not (tmp_path / "atlas.h5.journal").exists()
-
-
-def test_commit_interval_adapts_to_commit_duration(tmp_path, monkeypatch):
-    out = tmp_path / "atlas.h5"
-    clock = SimpleNamespace(t=0.0)
-    monkeypatch.setattr(vizjax.atlas, "_clock", lambda: clock.t)
-    replace = vizjax.atlas._replace_atomically
-
-    def slow_replace(tmp, path):  # every commit "takes" 2 s
-        clock.t += 2.0
-        replace(tmp, path)
-
-    monkeypatch.setattr(vizjax.atlas, "_replace_atomically", slow_replace)
-
-    def done() -> int:
-        with open_atlas(out) as atlas:
-            return atlas.layers["l1"].completed().size
-
-    with AtlasWriter(out, ATTRS, CONFIG, commit_every=10) as w:
-        w.begin_layer("l1", 6, range(6), HW, STEPS)  # commits the new rows: interval 20 * 2 s
-        clock.t += 30
-        w.write_chunk("l1", make_chunk("l1", [0, 1]))
-        assert done() == 0  # 30 s < 40 s: only journaled
-        clock.t += 11
-        w.write_chunk("l1", make_chunk("l1", [2]))
-        assert done() == 3  # 41 s since the last commit
-        clock.t += 1
-        w.write_chunk("l1", make_chunk("l1", [3, 4, 5]))
-        assert done() == 6  # the layer is complete
-
-
-def test_exit_on_exception_commits_journal(tmp_path):
-    out = tmp_path / "atlas.h5"
-    with pytest.raises(KeyboardInterrupt):
-        with AtlasWriter(out, ATTRS, CONFIG, commit_every=1e9) as w:
-            w.begin_layer("l1", 6, range(6), HW, STEPS)
-            w.write_chunk("l1", make_chunk("l1", [0, 1]))
-            raise KeyboardInterrupt
-    with open_atlas(out) as atlas:
-        np.testing.assert_array_equal(atlas.layers["l1"].completed(), [0, 1])
-    # ... and the lock was released.
-    with AtlasWriter(out, ATTRS, CONFIG) as w:
-        assert w.begin_layer("l1", 6, range(6), HW, STEPS) == [2, 3, 4, 5]
+    write_run(out, plan={"l1": (6, [0])})
+    shutil.copy(out, tmp_path / "alone.h5")  # the index without its data folder
+    with pytest.raises(AtlasError, match=r"alone.h5.d/l1.000001.h5 is missing .*copy or move both"):
+        open_atlas(tmp_path / "alone.h5")
+    with h5py.File(out, "r+") as f:
+        f.attrs["format_version"] = 3
+    with pytest.raises(AtlasError, match="format version 3"):
+        open_atlas(out)
+    with pytest.raises(AtlasError, match="format version 3"):
+        AtlasWriter(out, ATTRS, CONFIG).__enter__()
 
 
 # ---------------------------------------------------------------------------------------------
-# resume
+# what write_chunk takes
 
 
-CRASH = """
-import os, signal, sys
-from test_atlas import ATTRS, CONFIG, HW, STEPS, make_chunk
-from vizjax.atlas import AtlasWriter
-w = AtlasWriter(sys.argv[1], ATTRS, CONFIG, commit_every=1e9).__enter__()
-todo = w.begin_layer("l1", 6, range(6), HW, STEPS)
-w.write_chunk("l1", make_chunk("l1", todo[:2]))
-w.write_chunk("l1", make_chunk("l1", todo[2:3]))
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def crash_run(out: Path) -> None:
-    """A writer killed with SIGKILL after journaling filters 0, 1, 2 of l1 without a commit."""
-    proc = run_python(CRASH.replace("sys.argv[1]", repr(str(out))))
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-    assert len(list(out.with_name(out.name + ".journal").glob("*.npz"))) == 2
-
-
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+def test_chunk_forms_fills_and_k(tmp_path):
     out = tmp_path / "atlas.h5"
-    crash_run(out)
-    # A temp file such as a commit killed half-way leaves behind.
-    (tmp_path / "atlas.h5.tmp-999999").write_bytes(b"torn")
-    with open_atlas(out) as atlas:  # readable: rows pre-allocated, nothing committed
-        assert atlas.layers["l1"].completed().size == 0
-
     with AtlasWriter(out, ATTRS, CONFIG) as w:
-        assert not (tmp_path / "atlas.h5.tmp-999999").exists()
-        assert w.begin_layer("l1", 6, range(6), HW, STEPS) == [3, 4, 5]
-        w.write_chunk("l1", make_chunk("l1", [3, 4, 5]))
-        assert w.begin_layer("l2", 4, range(4), HW, STEPS) == [0, 1, 2, 3]
-        w.write_chunk("l2", make_chunk("l2", range(4)))
-    assert not (tmp_path / "atlas.h5.journal").exists()
-
-    write_run(tmp_path / "clean.h5")
-    assert_same_atlas(out, tmp_path / "clean.h5")
-
-
-CRASH_IN_COMMIT = """
-import os, signal, sys
-import vizjax.atlas as A
-from test_atlas import ATTRS, CONFIG, HW, STEPS, make_chunk
-replace, calls = A._replace_atomically, []
-
-def replace_and_die(tmp, path):  # the 3rd replace is the chunk's commit
-    calls.append(tmp)
-    if len(calls) == 3 and WHEN == "before":
-        os.kill(os.getpid(), signal.SIGKILL)
-    replace(tmp, path)
-    if len(calls) == 3:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-A._replace_atomically = replace_and_die
-w = A.AtlasWriter(OUT, ATTRS, CONFIG, commit_every=1e9).__enter__()  # creates the file
-w.begin_layer("l1", 6, range(6), HW, STEPS)  # commits the rows
-w.write_chunk("l1", make_chunk("l1", [0, 1]))
-w.commit()
-"""
-
-
-@pytest.mark.parametrize("when", ["before", "after"])
-def test_kill_during_commit(tmp_path, when):
-    """Killed with the new file written but not renamed, or renamed but the journal not cleared."""
-    out = tmp_path / "atlas.h5"
-    code = CRASH_IN_COMMIT.replace("OUT", repr(str(out))).replace("WHEN", repr(when))
-    proc = run_python(code)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-    assert len(list(tmp_path.glob("atlas.h5.journal/*.npz"))) == 1
-    assert len(list(tmp_path.glob("atlas.h5.tmp-*"))) == (1 if when == "before" else 0)
-    with open_atlas(out) as atlas:
-        assert atlas.layers["l1"].completed().size == (0 if when == "before" else 2)
-
-    with AtlasWriter(out, ATTRS, CONFIG) as w:
-        assert not list(tmp_path.glob("atlas.h5.tmp-*"))
-        assert w.begin_layer("l1", 6, range(6), HW, STEPS) == [2, 3, 4, 5]
-        w.write_chunk("l1", make_chunk("l1", [2, 3, 4, 5]))
-        w.begin_layer("l2", 4, range(4), HW, STEPS)
-        w.write_chunk("l2", make_chunk("l2", range(4)))
-    write_run(tmp_path / "clean.h5")
-    assert_same_atlas(out, tmp_path / "clean.h5")
-
-
-def test_journal_of_another_run_is_kept_and_refused(tmp_path):
-    out = tmp_path / "atlas.h5"
-    crash_run(out)
-    out.unlink()  # the atlas is gone; only the journal tells what the run was
-    journal = tmp_path / "atlas.h5.journal"
-    with pytest.raises(AtlasError, match=r"journal .* another run \(steps 3 \(journal\) vs 9"):
-        AtlasWriter(out, ATTRS, {**CONFIG, "steps": 9}).__enter__()
-    assert len(list(journal.glob("*.npz"))) == 2
-    # With the run's own settings the journal is applied and the layer rebuilt from it.
-    with AtlasWriter(out, ATTRS, CONFIG) as w:
-        assert w.begin_layer("l1", 6, range(6), HW, STEPS) == [3, 4, 5]
+        w.begin_layer("l1", 6, range(6), HW, STEPS)
+        # An object with attributes, only some fields: the others get their fill value.
+        full = make_rows("l1", [0, 1])
+        w.write_chunk("l1", SimpleNamespace(filters=full["filters"], images=full["images"]))
+        # Format-1 shaped engine results: no K axis, `dead` = zero gradient at the start.
+        v1 = make_rows("l1", [2, 3])
+        w.write_chunk(
+            "l1",
+            SimpleNamespace(
+                filters=v1["filters"],
+                images=v1["images"][:, 0],
+                raw=v1["raw"][:, 0],
+                objective=np.array([[1, 2, 3, 0], [1, 2, 3, 4]], np.float32),
+                dead=np.array([True, False]),
+            ),
+        )
+        with pytest.raises(AtlasError, match=r"raw has shape \(1, 1, 4, 8, 3\), expected"):
+            w.write_chunk("l1", {"filters": [4], "raw": np.zeros((1, 1, 4, 8, 3))})
+        with pytest.raises(AtlasError, match=r"unknown fields \['colour'\]"):
+            w.write_chunk("l1", {"filters": [4], "colour": np.zeros(1)})
+        with pytest.raises(AtlasError, match="done is set by the writer"):
+            w.write_chunk("l1", {"filters": [4], "done": [True]})
+        with pytest.raises(AtlasError, match=r"filters \[7\] that were not begun"):
+            w.write_chunk("l1", {"filters": [7]})
+        with pytest.raises(AtlasError, match="layer l9 was not begun"):
+            w.write_chunk("l9", {"filters": [0]})
+        # K = 2 images per filter, in another layer.
+        w.begin_layer("l2", 4, [1], HW, STEPS, k=2)
+        w.write_chunk("l2", make_rows("l2", [1], k=2))
+        with pytest.raises(AtlasError, match="k=1, 3 steps"):
+            w.begin_layer("l2", 4, [1], HW, STEPS)
     with open_atlas(out) as atlas:
         l1 = atlas.layers["l1"]
-        np.testing.assert_array_equal(l1.completed(), [0, 1, 2])
-        np.testing.assert_array_equal(l1.image(2), make_chunk("l1", [2]).images[0])
+        np.testing.assert_array_equal(l1.completed(), [0, 1, 2, 3])
+        np.testing.assert_array_equal(l1.images[:2], full["images"])
+        assert np.isnan(l1.raw[:2]).all() and np.isnan(l1.final_activation[:2]).all()
+        assert not l1.dead[:2].any() and not l1.zero_start_grad[:2].any()
+        np.testing.assert_array_equal(l1.images[2:4], v1["images"])
+        np.testing.assert_array_equal(l1.zero_start_grad[2:4], [True, False])
+        np.testing.assert_array_equal(l1.dead[2:4], [True, False])  # objective[:, -1] == 0
+        l2 = atlas.layers["l2"]
+        assert l2.k == 2 and l2.images.shape == (1, 2, 8, 8, 3)
+        np.testing.assert_array_equal(l2.image(1, k=1), make_rows("l2", [1], k=2)["images"][0, 1])
 
 
-def test_second_run_adds_filters_to_existing_layer(tmp_path):
+def test_write_fields_and_finish_layer(tmp_path):
+    out = tmp_path / "atlas.h5"
+    with AtlasWriter(out, ATTRS, CONFIG) as w:
+        w.begin_layer("l1", 6, range(4), HW, STEPS)
+        w.write_chunk("l1", {"filters": [0, 1, 2], "images": make_rows("l1", range(3))["images"]})
+        w.write_fields("l1", [2, 0], {"final_activation": np.array([[0.0], [5.0]])})
+        am = np.random.default_rng(0).random((2, 1, 6)).astype(np.float32)
+        w.write_fields("l1", [0, 1], {"activation_matrix": am})
+        with pytest.raises(AtlasError, match="filter 3 of layer l1 is not done"):
+            w.write_fields("l1", [3], {"robustness": np.ones((1, 1))})
+        assert w.layer_rows("l1").tolist() == [0, 1, 2, 3]
+        with pytest.raises(AtlasError, match=r"shape \(2,\), expected \(4,\)"):
+            w.finish_layer("l1", {"specificity": np.ones(2)})
+        w.finish_layer("l1", {"specificity": np.arange(4)})
+        with h5py.File(out, "r") as f:
+            np.testing.assert_array_equal(f["layers/l1/specificity"][...], [0, 1, 2, 3])
+    with open_atlas(out) as atlas:
+        l1 = atlas.layers["l1"]
+        np.testing.assert_array_equal(l1.final_activation[[0, 2], 0], [5, 0])
+        np.testing.assert_array_equal(l1.dead[:3], [False, False, True])
+        np.testing.assert_array_equal(l1.activation_matrix[:2], am)
+        assert np.isnan(l1.activation_matrix[2]).all()
+        np.testing.assert_array_equal(l1.images[:3], make_rows("l1", range(3))["images"])
+
+
+# ---------------------------------------------------------------------------------------------
+# resume, refusals, single writer
+
+
+def test_resume_adds_a_segment_for_new_filters(tmp_path):
     out = tmp_path / "atlas.h5"
     write_run(out, plan={"l1": (6, [4, 0])}, config={**CONFIG, "filters": [4, 0]})
     with AtlasWriter(out, ATTRS, {**CONFIG, "filters": None, "batch": 8}) as w:
-        assert w.begin_layer("l1", 6, [0, 1, 4, 5], HW, STEPS) == [1, 5]
-        w.write_chunk("l1", make_chunk("l1", [1, 5]))
+        assert w.begin_layer("l1", 6, [0, 1, 4, 5, 1], HW, STEPS) == [1, 5]
+        w.write_chunk("l1", make_rows("l1", [1, 5]))
+    with h5py.File(out, "r") as f:
+        assert [s for s, _, _ in json.loads(f["layers/l1"].attrs["segments"])] == [
+            "l1.000001.h5",
+            "l1.000002.h5",
+        ]
     with open_atlas(out) as atlas:
         l1 = atlas.layers["l1"]
         np.testing.assert_array_equal(l1.filters, [4, 0, 1, 5])
         assert l1.done.all()
-        for f in (0, 1, 4, 5):
-            np.testing.assert_array_equal(l1.image(f), make_chunk("l1", [f]).images[0])
         assert atlas.config["filters"] == [4, 0]  # the file keeps the first run's settings
+    assert_rows_equal(done_rows_h5(out), {"l1": {f: expected_row("l1", f) for f in (0, 1, 4, 5)}})
 
 
-# ---------------------------------------------------------------------------------------------
-# refusals
+def test_next_writer_removes_what_killed_writers_left(tmp_path):
+    out = tmp_path / "atlas.h5"
+    write_run(out, plan={"l1": (6, [0])})
+    folder = tmp_path / "atlas.h5.d"
+    litter = [folder / "l1.000007.h5", folder / ".tmp-l1.000008.h5", tmp_path / "atlas.h5.tmp-99"]
+    for p in litter:
+        p.write_bytes(b"torn")
+    keep = sidecar_path(out, "exemplars.state.npz")
+    keep.write_bytes(b"state of another module")
+    with AtlasWriter(out, ATTRS, CONFIG) as w:
+        assert w.begin_layer("l1", 6, [0, 1], HW, STEPS) == [1]
+    assert not any(p.exists() for p in litter) and keep.exists()
+    referenced_only(out)
+    with h5py.File(out, "r") as f:  # numbering goes on after the highest name seen
+        assert json.loads(f["layers/l1"].attrs["segments"])[1][0] == "l1.000009.h5"
+    for bad in ("l1.000001.h5", "exemplars.l1.h5", ".tmp-x", "a/b", ""):
+        with pytest.raises(ValueError):
+            sidecar_path(out, bad)
 
 
 def test_shape_mismatches_refused(tmp_path):
     out = tmp_path / "atlas.h5"
     write_run(out, plan={"l1": (6, [0, 1])})
     with AtlasWriter(out, ATTRS, CONFIG) as w:
-        with pytest.raises(AtlasError, match="layer l1 .* 8x8 images, 3 steps.* 16x16 images"):
+        with pytest.raises(AtlasError, match="layer l1 .* 8x8 images, k=1, 3 steps.* 16x16 images"):
             w.begin_layer("l1", 6, [2], (16, 16), STEPS)
         with pytest.raises(AtlasError, match="has filters 0..5; got 6"):
             w.begin_layer("l1", 6, [6], HW, STEPS)
-        with pytest.raises(AtlasError, match="not begun"):
-            w.write_chunk("l1", make_chunk("l1", [2]))
-        w.begin_layer("l1", 6, [2, 3], HW, STEPS)
-        bad = make_chunk("l1", [2])
-        bad.objective = bad.objective[:, :2]
-        with pytest.raises(AtlasError, match=r"objective has shape \(1, 2\), expected \(1, 4\)"):
-            w.write_chunk("l1", bad)
-        with pytest.raises(AtlasError, match="filters \\[5\\] that were not begun"):
-            w.write_chunk("l1", make_chunk("l1", [5]))
+        with pytest.raises(AtlasError, match="use letters, digits"):
+            w.begin_layer("../x", 6, [0], HW, STEPS)
 
 
-def test_config_mismatch_refused(tmp_path):
+def test_config_mismatch_refused_and_file_untouched(tmp_path):
     out = tmp_path / "atlas.h5"
     write_run(out, plan={"l1": (6, [0])}, config={**CONFIG, "steps": 20})
+    before = out.read_bytes()
     with pytest.raises(
         AtlasError,
         match=r"refusing to mix runs: steps 20 \(file\) vs 3 \(this run\) .*another --out",
     ):
         AtlasWriter(out, ATTRS, CONFIG).__enter__()
+    with pytest.raises(AtlasError, match=r"lr 0.05 \(file\) vs \(unset\) \(this run\)"):
+        AtlasWriter(
+            out, ATTRS, {k: v for k, v in CONFIG.items() if k != "lr"} | {"steps": 20}
+        ).__enter__()
     other_weights = {**ATTRS, "weights_sha256": "cd" * 32}
     with pytest.raises(AtlasError, match="refusing to mix runs: weights_sha256"):
         AtlasWriter(out, other_weights, {**CONFIG, "steps": 20}).__enter__()
+    assert out.read_bytes() == before
     # Volatile keys may differ; and the refusals above released the lock.
     with AtlasWriter(out, ATTRS, {**CONFIG, "steps": 20, "batch": 64, "quiet": True}):
         pass
 
 
-def test_non_atlas_files_refused(tmp_path):
+def test_non_atlas_and_unwritable_paths_refused(tmp_path):
     text = tmp_path / "notes.h5"
     text.write_text("not hdf5")
     with pytest.raises(AtlasError, match=r"notes.h5 exists and is not a vizjax atlas"):
@@ -392,19 +513,7 @@ def test_non_atlas_files_refused(tmp_path):
         f["x"] = 1
     with pytest.raises(AtlasError, match="exists and is not a vizjax atlas"):
         AtlasWriter(other, ATTRS, CONFIG).__enter__()
-    assert text.read_text() == "not hdf5"  # untouched
-
-    future = tmp_path / "future.h5"
-    write_run(future, plan={})
-    with h5py.File(future, "r+") as f:
-        f.attrs["format_version"] = 2
-    with pytest.raises(AtlasError, match="format version 2"):
-        AtlasWriter(future, ATTRS, CONFIG).__enter__()
-    with pytest.raises(AtlasError, match="format version 2"):
-        open_atlas(future)
-
-
-def test_unwritable_path_refused(tmp_path):
+    assert text.read_text() == "not hdf5"
     with pytest.raises(AtlasError, match="cannot write atlas .*directory .* does not exist"):
         AtlasWriter(tmp_path / "nope" / "atlas.h5", ATTRS, CONFIG).__enter__()
     (tmp_path / "file").write_text("")
@@ -424,85 +533,231 @@ def test_read_only_directory_refused(tmp_path):
         ro.chmod(0o755)
 
 
-def test_second_writer_in_same_process_refused(tmp_path):
+def test_second_writer_refused(tmp_path):
     out = tmp_path / "atlas.h5"
     with AtlasWriter(out, ATTRS, CONFIG):
         with pytest.raises(
             AtlasError, match=rf"being written by another process \(pid {os.getpid()}\)"
         ):
             AtlasWriter(out, ATTRS, CONFIG).__enter__()
+        with pytest.raises(AtlasError, match="being written by another process"):
+            merge_atlases(out, [out])
     with AtlasWriter(out, ATTRS, CONFIG):  # released on exit
         pass
 
 
-LIVE_WRITER = """
+PAUSED_WRITER = """
 import sys
-from test_atlas import ATTRS, CONFIG, HW, STEPS, make_chunk
-from vizjax.atlas import AtlasWriter
-with AtlasWriter(sys.argv[1], ATTRS, CONFIG) as w:
+import vizjax.atlas as A
+from test_atlas import ATTRS, CONFIG, HW, STEPS, make_rows
+
+def pause(point):  # between a chunk's synced data and its done bytes
+    if point == "chunk.synced":
+        print("paused", flush=True)
+        sys.stdin.readline()
+
+with A.AtlasWriter(sys.argv[1], ATTRS, CONFIG) as w:
     todo = w.begin_layer("l1", 6, range(6), HW, STEPS)
-    w.write_chunk("l1", make_chunk("l1", todo[:2]))
-    w.commit()
-    print("ready", flush=True)
-    sys.stdin.readline()
-    w.write_chunk("l1", make_chunk("l1", todo[2:]))
+    w.write_chunk("l1", make_rows("l1", todo[:2]))
+    A._fault = pause
+    w.write_chunk("l1", make_rows("l1", todo[2:4]))
 """
 
 
-def test_other_process_writing(tmp_path):
+def test_reader_during_a_write_sees_only_complete_rows(tmp_path):
     out = tmp_path / "atlas.h5"
     proc = run_python(
-        LIVE_WRITER.replace("sys.argv[1]", repr(str(out))),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+        PAUSED_WRITER, str(out), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
-        assert proc.stdout.readline().strip() == "ready"
+        assert proc.stdout.readline().strip() == "paused"
         with pytest.raises(
             AtlasError, match=rf"being written by another process \(pid {proc.pid}\)"
         ):
             AtlasWriter(out, ATTRS, CONFIG).__enter__()
-        early = open_atlas(out)  # a reader while the writer is live
+        # Rows 2 and 3 hold their data but are not done: readers do not see them.
+        early = open_atlas(out)
         np.testing.assert_array_equal(early.layers["l1"].completed(), [0, 1])
+        assert_rows_equal(done_rows_h5(out), {"l1": {f: expected_row("l1", f) for f in (0, 1)}})
         proc.stdin.write("go\n")
         proc.stdin.flush()
         assert proc.wait(timeout=60) == 0
     finally:
         proc.kill()
         proc.wait()
-    # The early reader still sees the version it opened; a new one sees the final file.
-    np.testing.assert_array_equal(early.layers["l1"].completed(), [0, 1])
-    np.testing.assert_array_equal(early.layers["l1"].image(1), make_chunk("l1", [1]).images[0])
+    np.testing.assert_array_equal(early.layers["l1"].completed(), [0, 1])  # its snapshot
     early.close()
     with open_atlas(out) as atlas:
-        np.testing.assert_array_equal(atlas.layers["l1"].completed(), range(6))
+        np.testing.assert_array_equal(atlas.layers["l1"].completed(), [0, 1, 2, 3])
 
 
 # ---------------------------------------------------------------------------------------------
-# merge
+# kill -9 at any moment
 
 
-def test_part_path():
-    assert part_path("out/atlas.h5", 0, 2) == Path("out/atlas.part-1-of-2.h5")
-    assert part_path("atlas.h5", 1, 2).name == "atlas.part-2-of-2.h5"
-    with pytest.raises(ValueError):
-        part_path("atlas.h5", 2, 2)
+KILLED = """
+import os, signal, sys
+import vizjax.atlas as A
+import test_atlas as T
+
+out, what, point, nth = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+seen = 0
+
+def fault(name):
+    global seen
+    if point in (name, "*"):
+        seen += 1
+        if seen == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+A._fault = fault
+print("ready", flush=True)
+if what == "write":
+    T.two_sessions(out)
+elif what == "merge":
+    A.merge_atlases(out, sys.argv[5:])
+elif what == "upgrade":
+    A.upgrade(out)
+print(seen, flush=True)
+"""
 
 
-def test_merge_of_parts_equals_single_run(tmp_path):
+def run_killed(what: str, out: Path, point: str, nth: int, *args: str) -> tuple[bool, int]:
+    """Run a scenario in a subprocess that SIGKILLs itself at the ``nth`` fault ``point``
+    (``"*"``: any point); ``(killed, points seen)``."""
+    proc = run_python(KILLED, str(out), what, point, str(nth), *args, stdout=subprocess.PIPE)
+    stdout, _ = proc.communicate(timeout=120)
+    if proc.returncode == -signal.SIGKILL:
+        return True, nth
+    assert proc.returncode == 0
+    return False, int(stdout.split()[-1])
+
+
+@pytest.fixture(scope="module")
+def clean_write(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("clean") / "atlas.h5"
+    two_sessions(path)
+    return done_rows_h5(path)
+
+
+def check_after_kill_write(out: Path, clean: dict) -> None:
+    if out.exists():
+        assert_rows_equal(done_rows_h5(out), clean, subset=True)  # plain h5py, complete rows
+        with open_atlas(out):
+            pass
+    two_sessions(out)  # the rerun
+    assert_rows_equal(done_rows_h5(out), clean)
+    referenced_only(out)
+
+
+@pytest.mark.parametrize(
+    "point,nth",
+    [
+        ("index.written", 1),  # the first index, written but not renamed
+        ("segment.created", 1),
+        ("segment.renamed", 2),  # a segment nobody refers to yet
+        ("chunk.data", 5),  # some fields of a chunk written
+        ("chunk.synced", 3),  # data durable, done bytes not written
+        ("chunk.done", 2),
+        ("index.written", 5),  # an index rewrite at a layer's end
+        ("index.renamed", 4),
+    ],
+)
+def test_kill_9_while_writing(tmp_path, clean_write, point, nth):
+    out = tmp_path / "atlas.h5"
+    killed, _ = run_killed("write", out, point, nth)
+    assert killed
+    check_after_kill_write(out, clean_write)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_while_writing(tmp_path, clean_write):
+    _, total = run_killed("write", tmp_path / "count.h5", "*", 10**9)
+    rng = np.random.default_rng(1234)
+    for i, nth in enumerate(
+        rng.choice(np.arange(1, total + 1), size=min(40, total), replace=False)
+    ):
+        out = tmp_path / f"atlas{i}.h5"
+        assert run_killed("write", out, "*", int(nth))[0]
+        check_after_kill_write(out, clean_write)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_times_while_writing(tmp_path, clean_write):
+    """SIGKILL from outside after a random delay: moments inside system calls too."""
+    rng = np.random.default_rng(99)
+    t0 = time.perf_counter()
+    run_killed("write", tmp_path / "timing.h5", "none", 1)
+    took = time.perf_counter() - t0  # an upper bound of the scenario's own time
+    killed = 0
+    for i in range(20):
+        out = tmp_path / f"atlas{i}.h5"
+        proc = run_python(KILLED, str(out), "write", "none", "1", stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        try:
+            proc.wait(timeout=float(rng.uniform(0, took / 2)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            killed += 1
+        proc.wait()
+        check_after_kill_write(out, clean_write)
+    assert killed >= 10
+
+
+def make_parts(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Two overlapping, unordered parts of ``atlas.h5``; filter 5 of l1 is done in both, with
+    different data in the second so that which one wins shows."""
     out = tmp_path / "atlas.h5"
     p1, p2 = part_path(out, 0, 2), part_path(out, 1, 2)
-    # Overlapping, unordered parts; part 2 also has a layer part 1 lacks.
     write_run(p1, plan={"l1": (6, [4, 0, 2, 5])}, config={**CONFIG, "filters": [4, 0, 2, 5]})
-    write_run(
-        p2, plan={"l1": (6, [1, 3, 5]), "l2": (4, [3, 2, 1, 0])}, config={**CONFIG, "batch": 1}
-    )
+    with AtlasWriter(p2, ATTRS, {**CONFIG, "batch": 1}) as w:
+        w.begin_layer("l1", 6, [1, 5, 3], HW, STEPS)
+        w.write_chunk("l1", make_rows("l1", [1, 3]))
+        other = make_rows("l1", [5])
+        other["images"] = 255 - other["images"]
+        w.write_chunk("l1", other)
+        w.begin_layer("l2", 4, [3, 2, 1, 0], HW, STEPS)
+        w.write_chunk("l2", make_rows("l2", [3, 2, 1, 0]))
+    return out, p1, p2
+
+
+EXPECTED_MERGE = {
+    "l1": {f: expected_row("l1", f) for f in range(6)},
+    "l2": {f: expected_row("l2", f) for f in range(4)},
+}
+
+
+def done_filters(rows: dict) -> dict[str, list[int]]:
+    return {layer: sorted(r) for layer, r in rows.items()}
+
+
+def test_merge_links_parts_and_resolves_duplicates(tmp_path):
+    out, p1, p2 = make_parts(tmp_path)
+    part_bytes = {p: p.read_bytes() for p in (p1, p2)}
     merge_atlases(out, [p1, p2])
-    write_run(tmp_path / "single.h5")
-    assert_same_atlas(out, tmp_path / "single.h5", ignore_attrs=("created", "config"))
+    assert_rows_equal(done_rows_h5(out), EXPECTED_MERGE)  # filter 5 from the first part
+    referenced_only(out)
     with open_atlas(out) as atlas:
         assert atlas.config["filters"] == [4, 0, 2, 5]  # root attributes of the first part
+        np.testing.assert_array_equal(atlas.layers["l1"].filters, [4, 0, 2, 5, 1, 3])
+    # No data copied: every segment of the output is a hard link to a part's segment.
+    inodes = {p.stat().st_ino for p in (tmp_path / "atlas.part-1-of-2.h5.d").iterdir()}
+    inodes |= {p.stat().st_ino for p in (tmp_path / "atlas.part-2-of-2.h5.d").iterdir()}
+    for seg in (tmp_path / "atlas.h5.d").iterdir():
+        assert seg.stat().st_ino in inodes and seg.stat().st_nlink == 2
+    # A measure written into the merged atlas does not change the parts (the segment is copied).
+    with AtlasWriter(out, ATTRS, {**CONFIG, "filters": [4, 0, 2, 5]}) as w:
+        w.write_fields("l1", [4], {"robustness": np.full((1, 1), 7.0)})
+    with open_atlas(out) as a, open_atlas(p1) as b:
+        assert a.layers["l1"].robustness[0, 0] == 7
+        assert b.layers["l1"].robustness[0, 0] == make_rows("l1", [4])["robustness"][0, 0]
+    assert {p: p.read_bytes() for p in (p1, p2)} == part_bytes
+    # Merging into an atlas that is itself a part reuses its segments in place.
+    merge_atlases(out, [out, p2])
+    got = done_rows_h5(out)
+    assert got["l1"][4]["robustness"][0] == 7
+    got["l1"][4]["robustness"] = EXPECTED_MERGE["l1"][4]["robustness"]
+    assert_rows_equal(got, EXPECTED_MERGE)
 
 
 def test_merge_refuses_mixed_runs(tmp_path):
@@ -514,3 +769,236 @@ def test_merge_refuses_mixed_runs(tmp_path):
     assert not (tmp_path / "out.h5").exists()
     with pytest.raises(AtlasError, match="no atlas at"):
         merge_atlases(tmp_path / "out.h5", [p1, tmp_path / "missing.h5"])
+
+
+@pytest.mark.parametrize(
+    "point,nth", [("merge.linked", 2), ("merge.index", 1), ("index.written", 1)]
+)
+def test_kill_9_while_merging(tmp_path, point, nth):
+    out, p1, p2 = make_parts(tmp_path)
+    merge_atlases(out, [p1])  # the old out
+    old = done_rows_h5(out)
+    assert run_killed("merge", out, point, nth, str(p1), str(p2))[0]
+    got = done_rows_h5(out)
+    assert done_filters(got) in (done_filters(old), done_filters(EXPECTED_MERGE))  # old or new
+    assert_rows_equal(got, EXPECTED_MERGE, subset=True)
+    merge_atlases(out, [p1, p2])
+    assert_rows_equal(done_rows_h5(out), EXPECTED_MERGE)
+    referenced_only(out)
+
+
+@pytest.mark.slow
+def test_kill_9_at_every_merge_moment(tmp_path):
+    out, p1, p2 = make_parts(tmp_path)
+    _, total = run_killed("merge", tmp_path / "count.h5", "*", 10**9, str(p1), str(p2))
+    for nth in range(1, total + 1):
+        dst = tmp_path / f"m{nth}.h5"
+        merge_atlases(dst, [p1])
+        old = done_rows_h5(dst)
+        assert run_killed("merge", dst, "*", nth, str(p1), str(p2))[0]
+        got = done_rows_h5(dst)
+        assert done_filters(got) in (done_filters(old), done_filters(EXPECTED_MERGE))
+        assert_rows_equal(got, EXPECTED_MERGE, subset=True)
+        merge_atlases(dst, [p1, p2])
+        assert_rows_equal(done_rows_h5(dst), EXPECTED_MERGE)
+
+
+# ---------------------------------------------------------------------------------------------
+# format 1
+
+
+def v1_contents(path) -> dict:
+    """A format 1 file's done rows in format 2 names and shapes, read with plain h5py."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        for name, g in f["layers"].items():
+            rows = {}
+            for r in np.flatnonzero(g["done"][...]):
+                dims = {"K": 1, "H": 32, "W": 32, "T": 3, "C": int(g.attrs["num_filters"])}
+                fields = {k: schema.fill_array(schema.ROW_FIELD[k], 1, dims)[0] for k in FIELDS}
+                fields.update(
+                    images=g["images"][r][None],
+                    raw=g["raw"][r][None],
+                    objective=g["objective"][r],
+                    zero_start_grad=g["dead"][r],
+                    dead=g["objective"][r][-1] == 0,
+                )
+                rows[int(g["filters"][r])] = fields
+            out[name] = rows
+    return out
+
+
+def assert_nan_equal(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for layer in got:
+        assert sorted(got[layer]) == sorted(want[layer])
+        for f in got[layer]:
+            for k in FIELDS:
+                np.testing.assert_array_equal(got[layer][f][k], want[layer][f][k], err_msg=k)
+
+
+def test_v1_fixture_reads_with_v2_names(tmp_path):
+    want = v1_contents(FIXTURE_V1)
+    with open_atlas(FIXTURE_V1) as atlas:
+        assert atlas.format_version == 1 and list(atlas.layers) == ["block1_conv1", "block2_conv1"]
+        assert atlas.config["steps"] == 3
+        for name, layer in atlas.layers.items():
+            assert (layer.k, layer.image_shape, layer.steps) == (1, (32, 32), 3)
+            np.testing.assert_array_equal(layer.completed(), [0, 1, 2])
+            assert layer.image(1).shape == (32, 32, 3) and layer.image(1).dtype == np.uint8
+            assert layer.images_of(2).shape == (1, 32, 32, 3)
+            assert layer.raw.shape == (3, 1, 32, 32, 3)
+            assert layer.activation_matrix is None and layer.nearest(0) == []
+            assert layer.exemplars(0) is None
+            d = layer.to_numpy()
+            for f in range(3):
+                r = layer.row(f)
+                for k in FIELDS:
+                    np.testing.assert_array_equal(d[k][r], want[name][f][k], err_msg=k)
+            assert np.isnan(layer.fidelity["robustness"]).all()
+            assert not layer.fidelity["selectivity"].any()
+
+
+def test_upgrade_round_trip(tmp_path):
+    path = tmp_path / "v1.h5"
+    shutil.copy(FIXTURE_V1, path)
+    want = v1_contents(path)
+    assert upgrade(path) is True
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == 2
+        with h5py.File(FIXTURE_V1, "r") as v1:
+            for k in ("created", "config", "weights_sha256", "preprocessing", "jax_version"):
+                assert f.attrs[k] == v1.attrs[k]
+    assert_nan_equal(done_rows_h5(path), want)
+    assert upgrade(path) is False
+    referenced_only(path)
+
+
+def test_writer_upgrades_v1_and_resumes(tmp_path):
+    path = tmp_path / "v1.h5"
+    shutil.copy(FIXTURE_V1, path)
+    with h5py.File(path, "r") as f:
+        attrs = {k: f.attrs[k] for k in ATTRS}
+        config = json.loads(f.attrs["config"])
+    # A fake format 1 journal entry (a chunk a killed v1 writer did not commit): filter 3.
+    journal = tmp_path / "v1.h5.journal"
+    journal.mkdir()
+    chunk = make_rows("block1_conv1", [3], num_filters=64)
+    np.savez(
+        journal / "0001.npz",
+        layer=np.array("block1_conv1"),
+        config=np.array(json.dumps(config)),
+        weights_sha256=np.array(attrs["weights_sha256"]),
+        filters=chunk["filters"],
+        images=np.zeros((1, 32, 32, 3), np.uint8),
+        raw=np.ones((1, 32, 32, 3), np.float32),
+        objective=np.ones((1, 4), np.float32),
+        dead=np.array([True]),
+    )
+    with pytest.raises(AtlasError, match="refusing to mix runs: steps"):
+        AtlasWriter(path, attrs, {**config, "steps": 9}).__enter__()
+    assert path.read_bytes() == FIXTURE_V1.read_bytes()  # refused before upgrading
+    with AtlasWriter(path, attrs, config) as w:
+        assert w.begin_layer("block1_conv1", 64, range(5), (32, 32), 3) == [4]
+    assert not journal.exists()
+    with open_atlas(path) as atlas:
+        l1 = atlas.layers["block1_conv1"]
+        assert atlas.format_version == 2
+        np.testing.assert_array_equal(l1.completed(), [0, 1, 2, 3])
+        assert l1.raw[l1.row(3)].min() == 1 and l1.zero_start_grad[l1.row(3)]
+    with open_atlas(FIXTURE_V1) as v1, open_atlas(path) as v2:
+        for f in range(3):
+            a, b = v1.layers["block2_conv1"], v2.layers["block2_conv1"]
+            np.testing.assert_array_equal(a.images_of(f), b.images_of(f))
+
+
+def test_merge_of_a_v1_part(tmp_path):
+    v2 = tmp_path / "v2.h5"
+    with h5py.File(FIXTURE_V1, "r") as f:
+        attrs = {k: f.attrs[k] for k in ATTRS}
+        config = json.loads(f.attrs["config"])
+    with AtlasWriter(v2, attrs, config) as w:
+        w.begin_layer("block1_conv1", 64, [2, 3], (32, 32), 3)
+        w.write_chunk("block1_conv1", {"filters": [3], "objective": np.ones((1, 4))})
+    merge_atlases(tmp_path / "out.h5", [FIXTURE_V1, v2])
+    with open_atlas(tmp_path / "out.h5") as atlas:
+        np.testing.assert_array_equal(atlas.layers["block1_conv1"].completed(), [0, 1, 2, 3])
+        np.testing.assert_array_equal(atlas.layers["block2_conv1"].completed(), [0, 1, 2])
+    assert_nan_equal(
+        {
+            k: {f: r for f, r in v.items() if f < 3}
+            for k, v in done_rows_h5(tmp_path / "out.h5").items()
+        },
+        v1_contents(FIXTURE_V1),
+    )
+
+
+def test_kill_9_while_upgrading(tmp_path):
+    path = tmp_path / "v1.h5"
+    shutil.copy(FIXTURE_V1, path)
+    want = v1_contents(path)
+    assert run_killed("upgrade", path, "upgrade.rows", 2)[0]
+    assert path.read_bytes() == FIXTURE_V1.read_bytes()  # still the format 1 atlas
+    assert run_killed("upgrade", path, "index.renamed", 1)[0]
+    assert_nan_equal(done_rows_h5(path), want)  # already format 2
+    assert upgrade(path) is False
+    referenced_only(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# exemplars
+
+
+def exemplar_arrays(c: int = 6, top: int = 3, s: int = 4) -> tuple[dict, dict]:
+    rng = np.random.default_rng(5)
+    paths = np.array([[f"img{i}_{j}.jpg" for j in range(top)] for i in range(c)], dtype=object)
+    paths[1, 2] = ""  # fewer images than top for channel 1
+    arrays = {
+        "paths": paths,
+        "activation": np.sort(rng.random((c, top)).astype(np.float32))[:, ::-1],
+        "position": rng.integers(0, 14, (c, top, 2)).astype(np.int32),
+        "box": rng.integers(0, 224, (c, top, 4)).astype(np.int32),
+        "crops": rng.integers(0, 256, (c, top, s, s, 3)).astype(np.uint8),
+    }
+    attrs = {
+        "images_dir": "/data/imgs",
+        "listing_sha256": "ef" * 32,
+        "n_images": 18,
+        "n_skipped": 1,
+        "top": top,
+        "input_size": 224,
+        "receptive_field": 5,
+        "crop_size": s,
+    }
+    return arrays, attrs
+
+
+def test_exemplars(tmp_path):
+    out = tmp_path / "atlas.h5"
+    write_run(out, plan={"l1": (6, [0, 1])})
+    arrays, attrs = exemplar_arrays()
+    assert write_exemplars(out, "l1", arrays, attrs) == tmp_path / "atlas.h5.d/exemplars.l1.h5"
+    with h5py.File(out, "r") as f:  # plain h5py through the external link
+        assert f["layers/l1/exemplars/paths"][0, 1].decode() == "img0_1.jpg"
+        assert f["layers/l1/exemplars"].attrs["top"] == 3
+    with open_atlas(out) as atlas:
+        e = atlas.layers["l1"].exemplars(1)
+        assert e["paths"] == ["img1_0.jpg", "img1_1.jpg"] and e["images_dir"] == "/data/imgs"
+        np.testing.assert_array_equal(e["crops"], arrays["crops"][1, :2])
+        np.testing.assert_array_equal(e["box"], arrays["box"][1, :2])
+        assert atlas.layers["l1"].exemplar_attrs["n_skipped"] == 1
+    # Through an open writer (its lock), and kept by later index rewrites.
+    with AtlasWriter(out, ATTRS, CONFIG) as w:
+        arrays["activation"][:] = 0
+        write_exemplars(out, "l1", arrays, attrs)
+        w.begin_layer("l1", 6, [2], HW, STEPS)
+    with open_atlas(out) as atlas:
+        assert (atlas.layers["l1"].exemplars(3)["activation"] == 0).all()
+    with pytest.raises(AtlasError, match=r"missing fields \['crops'\]"):
+        write_exemplars(out, "l1", {k: v for k, v in arrays.items() if k != "crops"}, attrs)
+    with pytest.raises(AtlasError, match="5 channels, the layer has 6"):
+        write_exemplars(out, "l1", exemplar_arrays(c=5)[0], attrs)
+    with pytest.raises(AtlasError, match=r"missing attributes \['n_images'\]"):
+        write_exemplars(out, "l1", arrays, {k: v for k, v in attrs.items() if k != "n_images"})
+    with pytest.raises(AtlasError, match="no atlas at"):
+        write_exemplars(tmp_path / "none.h5", "l1", arrays, attrs)

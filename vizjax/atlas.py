@@ -1302,7 +1302,11 @@ def _write_exemplars(
         with h5py.File(tmp, "w") as f:
             for k, v in attrs.items():
                 f.attrs[k] = v
-            f.create_dataset("paths", data=data["paths"].astype(str), dtype=h5py.string_dtype())
+            f.create_dataset(
+                "paths",
+                data=[[str(p) for p in row] for row in data["paths"]],
+                dtype=h5py.string_dtype(),
+            )
             for name in ("activation", "position", "box"):
                 f.create_dataset(name, data=data[name])
             crops = data["crops"]
@@ -1507,6 +1511,8 @@ def merge_atlases(
             store.layers[name].exemplars = src.exists()
         _fault("merge.index")
         store.write_index()
+        # The old index' segments that the new one does not map are nobody's now.
+        store.cleanup()
     except OSError as e:
         raise AtlasError(f"cannot write atlas {out}: {_os_reason(e)}") from e
     finally:
@@ -1582,9 +1588,13 @@ class LazyField:
             data = np.zeros((0, *self.shape[1:]), self.dtype)
         else:
             data = self._read(rows)
+        if isinstance(how, int):  # one row: its axis is gone
+            return data[0][rest] if rest else data[0]
         if how is not None:
             data = data[how]
-        return data[rest] if rest else data
+        if key is Ellipsis or (isinstance(key, tuple) and key and key[0] is Ellipsis):
+            return data[rest]
+        return data[(slice(None), *rest)] if rest else data
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         a = self[...]

@@ -305,13 +305,22 @@ def _shape_text(field: Field, row: str = "n") -> str:
     return "(" + ", ".join([row, *field.shape]) + (",)" if not field.shape else ")")
 
 
-def _field_table(fields: tuple[Field, ...], row: str = "n", since: bool = True) -> list[str]:
-    head = "| name | dtype | shape | fill | meaning |" + (" since |" if since else "")
-    rule = "|---|---|---|---|---|" + ("---|" if since else "")
-    lines = [head, rule]
+def _fill_text(fill: Any) -> str:
+    if isinstance(fill, float) and np.isnan(fill):
+        return "NaN"
+    return '""' if fill == "" else str(fill)
+
+
+def _field_table(
+    fields: tuple[Field, ...], row: str = "n", since: bool = True, fill: bool = True
+) -> list[str]:
+    cols = ["name", "dtype", "shape", *(["fill"] if fill else []), "meaning"]
+    cols += ["since"] if since else []
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for f in fields:
-        fill = "NaN" if isinstance(f.fill, float) and np.isnan(f.fill) else repr(f.fill)
-        cells = [f"`{f.name}`", f.dtype, _shape_text(f, row), fill, f.meaning]
+        cells = [f"`{f.name}`", f.dtype, _shape_text(f, row)]
+        cells += [_fill_text(f.fill)] if fill else []
+        cells.append(f.meaning)
         if since:
             cells.append(f"v{f.since}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -351,7 +360,7 @@ def markdown() -> str:
         "root attributes as above with `format_version` 1, and per layer `/layers/<layer>` "
         "(attribute `num_filters`) the datasets:",
         "",
-        *_field_table(V1_ROW_FIELDS, since=False),
+        *_field_table(V1_ROW_FIELDS, since=False, fill=False),
     ]
     return "\n".join(lines) + "\n"
 
