@@ -458,20 +458,28 @@ def _filter_page(
         badges.append('<span class="badge warn">NaN/Inf during the ascent</span>')
 
     row = d.layer.row(f)
-    per_k = {
-        "final activation": d.final[i],
-        "robustness": np.asarray(d.layer.robustness[row], np.float64),
-        "high-frequency energy": np.asarray(d.layer.hf_energy[row], np.float64),
-    }
-    fid_rows = [
-        f"<tr><td>{_e(name)}</td><td>{_e(', '.join(_num(x) for x in np.ravel(v)))}</td></tr>"
-        for name, v in per_k.items()
-    ]
-    if d.measured:
-        fid_rows.append(
-            f"<tr><td>selective</td><td>{'yes' if d.fid['selectivity'][i] else 'no'}</td></tr>"
-        )
-    fid_rows.append(f"<tr><td>specificity</td><td>{_num(d.fid['specificity'][i])}</td></tr>")
+    measures: list[tuple[str, str | None]] = []  # (name, text, or None if not measured)
+    for name, v in (
+        ("final activation", d.final[i]),
+        ("robustness", np.asarray(d.layer.robustness[row], np.float64)),
+        ("high-frequency energy", np.asarray(d.layer.hf_energy[row], np.float64)),
+    ):
+        ok = np.isfinite(v).any()
+        measures.append((name, ", ".join(_num(x) for x in np.ravel(v)) if ok else None))
+    selective = "yes" if d.fid["selectivity"][i] else "no"
+    measures.append(("selective", selective if d.measured else None))
+    spec = float(d.fid["specificity"][i])
+    measures.append(("specificity", _num(spec) if math.isfinite(spec) else None))
+    fid_rows = [f"<tr><td>{n}</td><td>{_e(t)}</td></tr>" for n, t in measures if t is not None]
+    missing = [n for n, t in measures if t is None]
+    note = (
+        "Robustness: median activation under random jitter/scale/rotation over the unperturbed "
+        "one. High-frequency energy: share of the image's power above half Nyquist. Selective: "
+        "its image excites it more than every other filter's image does. Specificity: its "
+        "activation on its own image over the mean on the other filters' images."
+    )
+    if missing:
+        note += f" Not measured in this atlas: {', '.join(missing)}."
 
     body = [
         nav,
@@ -486,10 +494,7 @@ def _filter_page(
         "<table>",
         *fid_rows,
         "</table>",
-        '<p class="note">— : not measured. Robustness: median activation under random '
-        "jitter/scale/rotation over the unperturbed one; selective: its image excites it more "
-        "than every other filter's image does; specificity: its activation on its own image "
-        "over the mean on the other filters' images.</p>",
+        f'<p class="note">{_e(note)}</p>',
     ]
     body += ["<h2>dataset exemplars</h2>", *_exemplar_html(page, layout, d.name, f, exemplars)]
     body.append("<h2>most similar filters</h2>")
