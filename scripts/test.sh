@@ -9,4 +9,18 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# The browser test (tests/test_gallery_browser.py) drives Debian's headless Chromium. Install it
+# where we can (root with apt-get, as in CI); elsewhere that one test is skipped and says why.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing chromium and chromium-driver with apt-get (for the browser test)"
+    log=$(mktemp)
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends chromium chromium-driver; } >"$log" 2>&1; then
+      tail -n 5 "$log"
+      echo "test.sh: could not install Chromium; the browser test will be skipped"
+    fi
+    rm -f "$log"
+  fi
+fi
 exec .venv/bin/python -m pytest "$@"
