@@ -143,11 +143,18 @@ RESUME = [
 
 def test_kill_9_then_resume_equals_uninterrupted_and_second_writer_is_refused(tmp_path, capsys):
     out = tmp_path / "a.h5"
-    journal = tmp_path / "a.h5.journal"
     proc = subprocess.Popen([*VIZJAX, *RESUME, "--out", str(out)], stderr=subprocess.PIPE)
+
+    def done() -> int:  # rows committed so far (each chunk is durable when written)
+        if not out.exists():
+            return 0
+        with open_atlas(out) as a:
+            layer = a.layers.get("block2_conv2")
+            return 0 if layer is None else len(layer.completed())
+
     try:
         deadline = time.monotonic() + 120
-        while len(list(journal.glob("*.npz"))) < 3:
+        while done() < 3:
             assert proc.poll() is None, "the run finished before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -171,7 +178,7 @@ def test_kill_9_then_resume_equals_uninterrupted_and_second_writer_is_refused(tm
             i, j = la.row(f), lb.row(f)
             np.testing.assert_allclose(la.raw[i], lb.raw[j], rtol=1e-6)
             np.testing.assert_array_equal(la.objective[i], lb.objective[j])
-    assert not journal.exists() or not list(journal.iterdir())
+    assert not list(tmp_path.glob("a.h5.tmp-*")) and not list(tmp_path.glob("a.h5.d/.tmp-*"))
 
 
 def _free_port():
@@ -222,7 +229,7 @@ def test_two_processes_under_jax_distributed_equal_one_process(tmp_path):
     assert main([*args, "--out", str(single)]) == 0
     with open_atlas(out) as a, open_atlas(single) as b:
         la, lb = a.layers["block1_conv2"], b.layers["block1_conv2"]
-        assert la.completed().tolist() == list(range(7))
+        assert sorted(la.completed().tolist()) == list(range(7))  # merge keeps part order
         for f in range(7):
             np.testing.assert_allclose(la.raw[la.row(f)], lb.raw[lb.row(f)], rtol=1e-5)
             np.testing.assert_allclose(la.objective[la.row(f)], lb.objective[lb.row(f)], rtol=1e-5)
