@@ -308,3 +308,74 @@ def test_compiled_forward_is_sharded_over_the_devices():
     mean, flat = fn(random_params(), x)["block1_conv1"]
     assert mean.shape == (2 * mesh.devices.size, 64) and flat.dtype == jnp.int32
     assert len(mean.sharding.device_set) == jax.device_count() == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# The command: into an atlas, with the atlas' weights.
+
+
+def _atlas_for(path, weights, sha=None, name=None):
+    """An atlas with block1_conv1 and block2_conv1 rows, made with ``weights`` (or claiming to be)."""
+    import dataclasses
+
+    from vizjax.atlas import AtlasWriter
+
+    attrs = {
+        "model": "vgg16",
+        "weights": name or weights.name,
+        "weights_sha256": sha or weights.source_sha256,
+        "preprocessing": json.dumps(dataclasses.asdict(weights.preprocessing), sort_keys=True),
+    }
+    with AtlasWriter(path, attrs, {"steps": 1}) as w:
+        for layer in ("block1_conv1", "block2_conv1"):
+            w.begin_layer(layer, vgg.num_channels(layer), [0, 1], (8, 8), 1)
+            w.write_chunk(layer, {"filters": np.array([0, 1])})
+    return path
+
+
+def test_exemplars_command_stores_them_in_the_atlas(tmp_path, default_weights, capsys):
+    from vizjax.atlas import open_atlas, sidecar_path
+    from vizjax.cli import main
+
+    f, known = _write_folder(tmp_path / "imgs", default_weights)
+    atlas = _atlas_for(tmp_path / "a.h5", default_weights)
+    argv = ["exemplars", str(atlas), "--images", str(tmp_path / "imgs"), "--input-size", "32"]
+    assert main([*argv, "--top", "4", "--crop-size", "12", "--layer", "block1_conv1"]) == 0
+    assert "15 images read, 2 files skipped" in capsys.readouterr().out
+    with open_atlas(atlas) as a:
+        layer = a.layers["block1_conv1"]
+        ex = layer.exemplars(f)
+        assert ex["paths"][0] == known and len(ex["paths"]) == 4
+        assert ex["crops"].shape == (4, 12, 12, 3)
+        assert np.all(np.diff(ex["activation"]) <= 0)  # descending
+        attrs = layer.exemplar_attrs
+        assert attrs["n_images"] == 15 and attrs["n_skipped"] == 2 and attrs["top"] == 4
+        assert attrs["receptive_field"] == 3 and attrs["input_size"] == 32
+        assert attrs["listing_sha256"] == exemplars.list_images(tmp_path / "imgs").sha256
+        assert a.layers["block2_conv1"].exemplars(0) is None  # not asked for
+    assert not sidecar_path(atlas, "exemplars.state.npz").exists()  # done: no state left
+    # The default is every layer of the atlas.
+    assert main([*argv, "--top", "2", "--crop-size", "8", "--quiet"]) == 0
+    with open_atlas(atlas) as a:
+        assert a.layers["block2_conv1"].exemplar_attrs["top"] == 2
+
+
+def test_exemplars_command_refuses_with_one_line(tmp_path, default_weights, capsys):
+    from vizjax.cli import main
+
+    (tmp_path / "imgs").mkdir()
+    foreign = _atlas_for(tmp_path / "foreign.h5", default_weights, sha="ab" * 32)
+    unknown = _atlas_for(tmp_path / "unknown.h5", default_weights, name="no-such-weights")
+    ok = _atlas_for(tmp_path / "ok.h5", default_weights)
+    imgs = ["--images", str(tmp_path / "imgs"), "--quiet"]
+    for argv, expected in [
+        (["exemplars", str(foreign), *imgs], "are not the ones the atlas was made with"),
+        (["exemplars", str(unknown), *imgs], "weights 'no-such-weights' are not available here"),
+        (["exemplars", str(ok), *imgs, "--layer", "block3_conv1"], "has no layer 'block3_conv1'"),
+        (["exemplars", str(ok), "--images", str(tmp_path / "none")], "does not exist"),
+        (["exemplars", str(tmp_path / "no.h5"), *imgs], "no atlas at"),
+        (["exemplars", str(ok), *imgs, "--top", "0"], "must be positive"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("vizjax: ") and "\n" not in err and expected in err, err
