@@ -568,6 +568,9 @@ def run_exemplars(
     prep = w.preprocessing if config.get("preprocess", True) else vgg.IDENTITY
     state_path = Path(atlas.sidecar_path(atlas_path, "exemplars.state.npz"))
     with _scan_lock(Path(atlas.sidecar_path(atlas_path, "exemplars.lock"))):
+        # We hold the lock: a temp checkpoint is a leftover of a killed scan.
+        for tmp in state_path.parent.glob(f"{state_path.name}.tmp-*"):
+            tmp.unlink(missing_ok=True)
         result = scan(
             image_dir,
             layers,
