@@ -552,7 +552,7 @@ class _Store:
         self.dir = data_dir(path)
         self.root = root
         self.layers: dict[str, _Layer] = {}
-        self._seq = 0
+        self._seq = self._max_seq()  # segment names are never reused, even of deleted files
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -585,7 +585,6 @@ class _Store:
                 if len(derived) == len(schema.INDEX_DATASETS):
                     layer.derived = derived
                 store.layers[name] = layer
-        store._seq = store._max_seq()
         return store
 
     def _max_seq(self) -> int:
@@ -1179,12 +1178,7 @@ def _upgrade_locked(path: Path) -> None:
         root = {k: _text(v) for k, v in f.attrs.items()}
         layers = _v1_layers(f)
     store = _Store(path, root)
-    store.cleanup()
-    if store.dir.exists():
-        # A killed upgrade's segments: nothing refers to them (the file is still format 1).
-        for p in store.dir.iterdir():
-            if _SEGMENT_RE.match(p.name):
-                p.unlink()
+    store.cleanup()  # no layers yet: a killed upgrade's segments go too (nothing refers to them)
     journal = _v1_journal(path, root)
     extra: dict[str, dict[int, tuple[Path, int]]] = {}  # layer -> filter -> (journal file, row)
     for p in journal:
@@ -1445,7 +1439,6 @@ def merge_atlases(
                 old = _Store.load(out)
                 old.cleanup()
                 old.close()
-        store._seq = store._max_seq()
         out_dir = store.dir.resolve() if store.dir.exists() else None
         linked: dict[str, _Segment] = {}  # source path -> segment in out's folder
 
