@@ -354,6 +354,12 @@ def test_exemplars_command_stores_them_in_the_atlas(tmp_path, default_weights, c
         assert attrs["listing_sha256"] == exemplars.list_images(tmp_path / "imgs").sha256
         assert a.layers["block2_conv1"].exemplars(0) is None  # not asked for
     assert not sidecar_path(atlas, "exemplars.state.npz").exists()  # done: no state left
+    # The same command again has nothing to do; a changed folder is scanned again.
+    assert main([*argv, "--top", "4", "--crop-size", "12", "--layer", "block1_conv1"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    (tmp_path / "imgs" / "new.png").write_bytes((tmp_path / "imgs" / known).read_bytes())
+    assert main([*argv, "--top", "4", "--crop-size", "12", "--layer", "block1_conv1"]) == 0
+    assert "16 images read" in capsys.readouterr().out
     # The default is every layer of the atlas.
     assert main([*argv, "--top", "2", "--crop-size", "8", "--quiet"]) == 0
     with open_atlas(atlas) as a:

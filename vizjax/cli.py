@@ -269,8 +269,9 @@ def cmd_exemplars(args: argparse.Namespace) -> int:
         crop_size=args.crop_size,
         quiet=args.quiet,
     )
+    what = "are up to date (same files, same settings) in" if s["up_to_date"] else "written into"
     print(
-        f"wrote the exemplars of {', '.join(s['layers'])} into {args.atlas}: "
+        f"exemplars of {', '.join(s['layers'])} {what} {args.atlas}: "
         f"{s['n_images']} images read, {s['n_skipped']} files skipped (not readable images)"
     )
     return 0

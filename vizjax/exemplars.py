@@ -543,7 +543,9 @@ def run_exemplars(
     """Find the dataset examples of every channel of ``layers`` (default: all the atlas' layers)
     in ``image_dir`` and store them in the atlas; resumable (checkpoint beside the atlas).
 
-    Returns ``{"layers", "n_images", "n_skipped", "listing_sha256"}``.
+    Exemplars already stored for the same listing digest, ``top``, ``input_size`` and
+    ``crop_size`` are kept as they are (nothing is computed). Returns
+    ``{"layers", "n_images", "n_skipped", "listing_sha256", "up_to_date"}``.
     """
     from vizjax import atlas
 
@@ -552,6 +554,7 @@ def run_exemplars(
         raise VizjaxError("--crop-size and --input-size must be positive integers")
     with atlas.open_atlas(atlas_path) as a:
         attrs, config, have = dict(a.attrs), dict(a.config), list(a.layers)
+        stored = {name: layer.exemplar_attrs for name, layer in a.layers.items()}
     layers = list(dict.fromkeys(layers or have))
     for layer in layers:
         vgg.layer_index(layer)
@@ -562,7 +565,20 @@ def run_exemplars(
     if not layers:
         raise VizjaxError(f"{atlas_path} has no layers yet")
     image_dir = Path(image_dir)
-    list_images(image_dir)  # fail early, before loading weights, on a missing folder
+    listing = list_images(image_dir)  # fails early, before loading weights, on a missing folder
+    wanted = {"listing_sha256": listing.sha256, "top": top, "input_size": input_size}
+    wanted["crop_size"] = crop_size
+    if all(
+        stored[layer] and all(stored[layer].get(k) == v for k, v in wanted.items())
+        for layer in layers
+    ):  # the same folder (paths, sizes, mtimes) with the same settings: nothing would change
+        return {
+            "layers": layers,
+            "n_images": int(stored[layers[0]]["n_images"]),
+            "n_skipped": int(stored[layers[0]]["n_skipped"]),
+            "listing_sha256": listing.sha256,
+            "up_to_date": True,
+        }
     w = _weights_for(attrs)
     # The network as the atlas ran it: with the weights' preprocessing unless it was switched off.
     prep = w.preprocessing if config.get("preprocess", True) else vgg.IDENTITY
@@ -607,4 +623,5 @@ def run_exemplars(
         "n_images": result.n_images,
         "n_skipped": result.n_skipped,
         "listing_sha256": result.listing.sha256,
+        "up_to_date": False,
     }
