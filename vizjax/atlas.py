@@ -330,6 +330,7 @@ class _Segment:
     done: np.ndarray  # (m,) bool, as last read or written by this process
     offsets: dict[str, int]  # field -> file offset of row 0
     fd: int = -1  # opened on first use
+    writable: bool = False  # fd was opened read-write
 
     @property
     def name(self) -> str:
@@ -339,13 +340,11 @@ class _Segment:
         return _row_bytes(schema.ROW_FIELD[field], _dims(self.geometry))
 
     def open(self, write: bool) -> int:
-        if self.fd < 0 or (write and not self._writable):
+        if self.fd < 0 or (write and not self.writable):
             self.close()
             self.fd = os.open(self.path, os.O_RDWR if write else os.O_RDONLY)
-            self._writable = write
+            self.writable = write
         return self.fd
-
-    _writable: bool = False
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -1451,7 +1450,7 @@ def merge_atlases(
                     dst = store.new_segment_path(name)
                     _link_or_copy(seg.path, dst)
                     _fault("merge.linked")
-                    linked[key] = dataclasses.replace(seg, path=dst, fd=-1)
+                    linked[key] = dataclasses.replace(seg, path=dst, fd=-1, writable=False)
             return linked[key]
 
         chosen: dict[str, set[int]] = {}
