@@ -171,6 +171,12 @@ def test_readme_snippet_runs_on_a_v2_atlas(tmp_path, monkeypatch):
     assert scope["config"] == CONFIG
 
 
+def test_atlas_names_with_percent_and_spaces(tmp_path):
+    out = tmp_path / "run %b 100%.h5"  # HDF5 reads % in VDS source names as a pattern
+    write_run(out, plan={"l1": (6, [2, 0])})
+    assert_rows_equal(done_rows_h5(out), {"l1": {f: expected_row("l1", f) for f in (0, 2)}})
+
+
 def test_segment_is_sparse_and_a_commit_touches_no_index(tmp_path):
     out = tmp_path / "atlas.h5"
     with AtlasWriter(out, ATTRS, CONFIG) as w:

@@ -682,9 +682,9 @@ class _Store:
             vl = h5py.VirtualLayout((n, *row), field.dtype)
             dst = 0
             for seg, a, b in layer.runs:
-                src = h5py.VirtualSource(
-                    f"{self.dir.name}/{seg.name}", field.name, shape=(len(seg.filters), *row)
-                )
+                # HDF5 reads "%" in a VDS source name as a printf-like pattern: escape it.
+                source = f"{self.dir.name}/{seg.name}".replace("%", "%%")
+                src = h5py.VirtualSource(source, field.name, shape=(len(seg.filters), *row))
                 vl[dst : dst + b - a] = src[a:b]
                 dst += b - a
             g.create_virtual_dataset(field.name, vl, fillvalue=field.fill)
