@@ -74,6 +74,10 @@ _LAYER_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 _COPY_ROWS = 32
 
 
+#: fdatasync where the OS has it (Linux); fsync elsewhere (macOS has no fdatasync).
+_fdatasync = getattr(os, "fdatasync", os.fsync)
+
+
 def _fault(point: str) -> None:
     """A named moment of a write (tests replace this to ``kill -9`` the process right there)."""
 
@@ -473,7 +477,7 @@ def _write_rows(
                 _pwrite_all(fd, _bytes_of(block), seg.offsets[name] + rb * start)
             _fault("chunk.data")  # some fields written, others not
     for seg, _ in plan:
-        os.fdatasync(seg.fd)
+        _fdatasync(seg.fd)
     _fault("chunk.synced")
     if not mark_done:
         return
@@ -482,7 +486,7 @@ def _write_rows(
             _pwrite_all(seg.fd, memoryview(b"\x01" * len(idx)), seg.offsets["done"] + start)
         _fault("chunk.done")
     for seg, runs in plan:
-        os.fdatasync(seg.fd)
+        _fdatasync(seg.fd)
         for start, idx in runs:
             seg.done[start : start + len(idx)] = True
 
