@@ -565,7 +565,9 @@ class _Store:
         segments: dict[str, _Segment] = {}
         with _open_h5(path) as f:
             if _check_root(f, path) != 2:
-                raise AtlasError(f"{path} is a format 1 atlas; upgrade it first")
+                raise AtlasError(
+                    f"{path} is a format 1 atlas; upgrade it first (vizjax.atlas.upgrade)"
+                )
             store = cls(path, {k: _text(v) for k, v in f.attrs.items()})
             for name, g in f.get("layers", {}).items():
                 try:
