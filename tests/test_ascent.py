@@ -6,8 +6,20 @@ import numpy as np
 import pytest
 from jax import lax
 
-from vizjax import ascent, vgg
-from vizjax.config import AscentConfig
+from vizjax import ascent, optim, vgg
+from vizjax.execution import Execution
+from vizjax.recipe import CLASSIC
+
+
+def AscentConfig(size=None, steps=20, step_size=1.0, seed=0, preprocess=True):  # noqa: N802
+    """The classic recipe with the settings these tests vary (the engine's API before recipes)."""
+    return CLASSIC.replace(
+        size=size,
+        steps=steps,
+        seed=seed,
+        preprocess=preprocess,
+        optimizer=optim.Optimizer("classic", lr=step_size),
+    )
 
 
 def _reference(params, prep, x0, layer, f, steps, step_size):
@@ -39,7 +51,12 @@ def _close(got, want, rtol):
 def test_engine_matches_plain_reference(default_weights, layer, size, filters):
     cfg = AscentConfig(size=(size, size), steps=5, step_size=1.0, seed=3)
     res = ascent.visualize(
-        layer, filters, cfg, default_weights.params, default_weights.preprocessing, batch=2
+        layer,
+        filters,
+        cfg,
+        default_weights.params,
+        default_weights.preprocessing,
+        execution=Execution(batch=2),
     )
     x0 = np.asarray(ascent.noise_image(cfg))
     for i, f in enumerate(filters):
@@ -50,11 +67,13 @@ def test_engine_matches_plain_reference(default_weights, layer, size, filters):
             layer,
             f,
             cfg.steps,
-            cfg.step_size,
+            cfg.optimizer.lr,
         )
-        _close(res.raw[i], raw, 1e-4)
+        _close(res.raw[i, 0], raw, 1e-4)
         _close(res.objective[i], trace, 1e-4)
-        np.testing.assert_array_equal(res.images[i], np.asarray(ascent.deprocess(res.raw[i])))
+        np.testing.assert_array_equal(
+            res.images[i, 0], np.asarray(ascent.deprocess(res.raw[i, 0]))
+        )
     assert res.objective.shape == (len(filters), cfg.steps + 1)
 
 
@@ -76,13 +95,16 @@ def test_results_do_not_depend_on_chunking_devices_or_padding(default_weights):
     args = ("block2_conv1", filters, cfg, default_weights.params, default_weights.preprocessing)
     one = ascent.local_mesh(jax.devices()[:1])
     assert len(jax.devices()) == 4
-    base = ascent.visualize(*args, batch=1, mesh=one)
+    def run(*a, batch, **kw):
+        return ascent.visualize(*a, execution=Execution(batch=batch), **kw)
+
+    base = run(*args, batch=1, mesh=one)
     runs = {
-        "chunk 8, 1 device": ascent.visualize(*args, batch=8, mesh=one),
-        "chunk 8, 4 devices": ascent.visualize(*args, batch=8),
-        "chunk 3, 4 devices": ascent.visualize(*args, batch=3),
-        "auto, 4 devices": ascent.visualize(*args, batch="auto"),
-        "reversed order": ascent.visualize(*args[:1], filters[::-1], *args[2:], batch=2),
+        "chunk 8, 1 device": run(*args, batch=8, mesh=one),
+        "chunk 8, 4 devices": run(*args, batch=8),
+        "chunk 3, 4 devices": run(*args, batch=3),
+        "auto, 4 devices": run(*args, batch="auto"),
+        "reversed order": run(*args[:1], filters[::-1], *args[2:], batch=2),
     }
     for name, res in runs.items():
         order = np.argsort(res.filters)
@@ -102,7 +124,7 @@ def test_compiled_once_per_chunk_shape(default_weights):
             cfg,
             default_weights.params,
             default_weights.preprocessing,
-            batch=2,
+            execution=Execution(batch=2),
             mesh=one,
         )
     )
@@ -114,7 +136,7 @@ def test_compiled_once_per_chunk_shape(default_weights):
         cfg.replace(seed=9),
         default_weights.params,
         default_weights.preprocessing,
-        batch=2,
+        execution=Execution(batch=2),
         mesh=one,
     )
     assert ascent.TRACES[("block1_conv1", 2)] - before == 1  # a new seed reuses the program
@@ -127,11 +149,11 @@ def test_objective_rises_for_live_filters_and_dead_ones_are_reported(default_wei
     conv["bias"][5] = -1.0  # relu(-1) == 0 everywhere: zero gradient, a dead filter
     cfg = AscentConfig(size=(32, 32), steps=5)
     res = ascent.visualize("block2_conv1", range(8), cfg, params, default_weights.preprocessing)
-    assert res.dead.tolist() == [f == 5 for f in range(8)]
-    live = ~res.dead
+    assert res.zero_start_grad.tolist() == [f == 5 for f in range(8)]
+    live = ~res.zero_start_grad
     assert np.all(res.objective[live, -1] > res.objective[live, 0])
     assert np.all(np.diff(res.objective[live], axis=1) > 0)
-    np.testing.assert_array_equal(res.raw[5], np.asarray(ascent.noise_image(cfg)))
+    np.testing.assert_array_equal(res.raw[5, 0], np.asarray(ascent.noise_image(cfg)))
     assert np.all(res.objective[5] == 0)
 
 
@@ -145,11 +167,10 @@ def test_bfloat16_stays_close_to_float32_on_first_steps(default_weights):
     args = ("block3_conv1", [0, 1, 2, 3], cfg)
     f32 = ascent.visualize(*args, default_weights.params, default_weights.preprocessing)
     bf16 = ascent.visualize(
-        args[0],
-        args[1],
-        cfg.replace(dtype="bfloat16"),
+        *args,
         default_weights.params,
         default_weights.preprocessing,
+        execution=Execution(dtype="bfloat16"),
     )
     assert bf16.raw.dtype == np.float32  # the image and its update stay float32
     rel = np.abs(bf16.objective - f32.objective) / np.abs(f32.objective).max(axis=1, keepdims=True)
@@ -194,10 +215,10 @@ def test_no_preprocess_mode_matches_the_articles_math(default_weights):
         for _ in range(cfg.steps):  # the article: grads /= sqrt(mean(grads**2)) + 1e-5; x += grads
             value, g = calc(jnp.asarray(x, jnp.float32))
             g = np.asarray(g, np.float64)
-            x += g / (np.sqrt(np.mean(np.square(g))) + 1e-5) * cfg.step_size
+            x += g / (np.sqrt(np.mean(np.square(g))) + 1e-5) * cfg.optimizer.lr
             trace.append(float(value))
         trace.append(float(calc(jnp.asarray(x, jnp.float32))[0]))
-        _close(res.raw[i], x, 1e-4)
+        _close(res.raw[i, 0], x, 1e-4)
         _close(res.objective[i], np.asarray(trace), 1e-4)
     with_prep = ascent.visualize(
         layer,
@@ -224,4 +245,4 @@ def test_bad_requests_raise_clear_errors(default_weights):
     with pytest.raises(vgg.VizjaxError, match="pooling layer"):
         ascent.visualize("block1_pool", [0], *args)
     with pytest.raises(vgg.VizjaxError, match="steps must be a positive integer"):
-        AscentConfig(steps=0)
+        AscentConfig(steps=0)  # the recipe refuses it

@@ -3,7 +3,8 @@
 The public API, imported lazily so that ``import vizjax`` (and the CLI's error paths) stay fast::
 
     load_weights, Weights                 vizjax.weights
-    AscentConfig, PRESETS                 vizjax.config
+    Recipe, PRESETS, preset               vizjax.recipe
+    Execution                             vizjax.execution
     visualize, iter_chunks, Results       vizjax.ascent
     run_atlas                             vizjax.run
     open_atlas, merge_atlases             vizjax.atlas
@@ -21,8 +22,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_weights": "weights",
     "Weights": "weights",
-    "AscentConfig": "config",
-    "PRESETS": "config",
+    "Recipe": "recipe",
+    "PRESETS": "recipe",
+    "preset": "recipe",
+    "Execution": "execution",
     "visualize": "ascent",
     "iter_chunks": "ascent",
     "Results": "ascent",

@@ -17,7 +17,8 @@ import numpy as np
 
 from vizjax import images
 from vizjax.atlas import open_atlas
-from vizjax.config import PRESETS
+from vizjax.execution import Execution
+from vizjax.recipe import PRESETS
 from vizjax.run import run_atlas, start_image
 from vizjax.weights import DEFAULT_WEIGHTS, load_weights
 
@@ -38,9 +39,12 @@ def reproduce(
     t0 = time.perf_counter()
     w = load_weights(weights_name or DEFAULT_WEIGHTS)
     config = PRESETS["classic"]
+    execution = Execution(batch=batch)
     atlas_path = out / "atlas.h5"
-    run_atlas(atlas_path, [FULL_LAYER], "all", config, w, batch=batch, quiet=quiet)
-    run_atlas(atlas_path, list(ARTICLE_LAYERS), "0:20", config, w, batch=batch, quiet=quiet)
+    run_atlas(atlas_path, [FULL_LAYER], "all", config, w, execution=execution, quiet=quiet)
+    run_atlas(
+        atlas_path, list(ARTICLE_LAYERS), "0:20", config, w, execution=execution, quiet=quiet
+    )
 
     written = [atlas_path]
     with open_atlas(atlas_path) as a:
@@ -66,7 +70,15 @@ def reproduce(
     # A run of its own (another start image is another config), kept in its own atlas.
     cat_config = config.replace(init=str(images.sample_path()))
     cat_path = out / "cat.h5"
-    run_atlas(cat_path, [CAT_LAYER], [CAT_FILTER], cat_config, w, batch=1, quiet=quiet)
+    run_atlas(
+        cat_path,
+        [CAT_LAYER],
+        [CAT_FILTER],
+        cat_config,
+        w,
+        execution=execution.replace(batch=1),
+        quiet=quiet,
+    )
     x0, _ = start_image(cat_config)
     with open_atlas(cat_path) as a:
         layer = a.layers[CAT_LAYER]

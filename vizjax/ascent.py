@@ -1,17 +1,20 @@
-"""The batched gradient-ascent engine: every filter of a layer in one compiled program.
+"""The engine: every filter of a layer optimized by one compiled program, on every local device.
 
 Read top to bottom:
 
-1. :func:`ascend_one` optimizes ONE image for ONE filter (the seed article's "classic" recipe):
-   ``g = d objective / d x;  g /= sqrt(mean(g**2)) + 1e-5;  x += step_size * g``, the whole step
-   loop inside ``lax.scan`` so no step returns to the host.
-2. :func:`compiled_ascent` is the only place that batches and compiles: ``jax.vmap`` over filter
-   indices, ``jax.jit`` with the filter axis sharded over every local device (a 1-D ``Mesh``).
+1. :func:`make_net` builds what :mod:`vizjax.render` needs from the network for one filter: the
+   activations its objective reads, on the one-channel fast path when it can.
+2. :func:`compiled_program` is the only place that batches and compiles: ``jax.vmap`` of the
+   render over filter indices and ``jax.jit`` with the filter axis sharded over a 1-D ``Mesh`` of
+   the local devices. It compiles three entry points of the same computation -- ``init``,
+   ``advance`` (a segment of steps) and ``finish`` -- so a long recipe can run as a host loop over
+   short compiled segments (XLA:CPU) or as one rolled loop (accelerators); see
+   :mod:`vizjax.execution`. The state never leaves the devices between segments.
 3. :func:`iter_chunks` cuts a run into chunks (padding the last), runs them, and yields numpy
    :class:`Results` with the padding removed; :func:`visualize` collects them.
 
-A filter's result depends only on (weights, layer, filter, config): never on the chunk size, the
-padding, its neighbours in the chunk, or the number of devices or processes.
+A filter's result depends only on (weights, layer, filter, recipe): never on the chunk size, the
+padding, its neighbours in the chunk, the segment length, or the number of devices or processes.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vizjax import vgg
-from vizjax.config import DEFAULT_SIZE, AscentConfig
+from vizjax import render, vgg
 from vizjax.errors import VizjaxError
+from vizjax.execution import Execution, auto_segment, segments
+from vizjax.recipe import DEFAULT_SIZE, Recipe
+
+DEFAULT_EXECUTION = Execution()
 
 #: How many times the batched program was traced, per (layer, chunk size). Tests read it: a run
 #: must trace once per chunk shape, not once per chunk.
@@ -40,6 +45,12 @@ TRACES: collections.Counter[tuple[str, int]] = collections.Counter()
 #: Filters per device per chunk that ``batch="auto"`` allows on accelerators, which want big
 #: batches and are limited by memory instead (see :func:`auto_chunk`).
 AUTO_CAP_DEFAULT = 512
+
+#: Convolutions computed by Winograd F(2x2, 3x3) when ``conv`` is "winograd" (or "auto" on CPU):
+#: blocks 2-5, where it measured faster on XLA:CPU (+28% at block3_conv3, +36% at block5_conv1,
+#: 128 px; bench/README.md). On block1 (3 and 64 input channels at full resolution) XLA's own
+#: convolution was faster.
+WINOGRAD_LAYERS = tuple(n for n in vgg.CONV_LAYERS if not n.startswith("block1"))
 
 
 def cpu_filters_per_device(layer: str, height: int, width: int) -> int:
@@ -56,14 +67,16 @@ def cpu_filters_per_device(layer: str, height: int, width: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Results:
-    """Results for ``n`` filters of one layer (numpy, host memory).
+    """Results for ``n`` filters of one layer (numpy, host memory), named as the atlas' fields.
 
     Attributes:
       filters: int32 (n,) filter indices.
-      images: uint8 (n, H, W, 3) display images (Chollet's deprocess).
-      raw: float32 (n, H, W, 3) optimized images in RGB 0-255 units, unclipped.
+      images: uint8 (n, K, H, W, 3) display images.
+      raw: float32 (n, K, H, W, 3) optimized images in RGB 0-255 units (unclipped for pixels).
       objective: float32 (n, steps + 1) the objective before each step and after the last.
-      dead: bool (n,) the gradient was exactly zero at the start, so the image never moved.
+      zero_start_grad: bool (n,) the gradient was exactly zero at the start (with the classic
+        recipe the image never moved).
+      nonfinite: bool (n,) NaN/Inf appeared during the ascent (the image is the last finite one).
     """
 
     layer: str
@@ -71,7 +84,8 @@ class Results:
     images: np.ndarray
     raw: np.ndarray
     objective: np.ndarray
-    dead: np.ndarray
+    zero_start_grad: np.ndarray
+    nonfinite: np.ndarray
 
     def __len__(self) -> int:
         return len(self.filters)
@@ -89,101 +103,74 @@ class Results:
 
 
 # ---------------------------------------------------------------------------------------------
-# One image, one filter.
+# The start image and the keys.
 
 
-def deprocess(x: jax.Array) -> jax.Array:
-    """Chollet's display transform: standardize, x0.1, +0.5, clip to [0, 1], x255, uint8 (truncating)."""
-    x = x - jnp.mean(x)
-    x = x / (jnp.std(x) + 1e-5)
-    x = jnp.clip(x * 0.1 + 0.5, 0.0, 1.0)
-    return (x * 255.0).astype(jnp.uint8)
+def noise_image(recipe: Recipe) -> jax.Array:
+    """The shared start image: N(noise_mean, noise_std) from ``key(seed)``, ``recipe.size``
+    (default 128x128), float32."""
+    h, w = recipe.size or DEFAULT_SIZE
+    key = jax.random.key(recipe.seed)
+    return recipe.noise_mean + recipe.noise_std * jax.random.normal(key, (h, w, 3), jnp.float32)
 
 
-def noise_image(config: AscentConfig) -> jax.Array:
-    """The shared start image: N(noise_mean, noise_std), ``config.size`` (default 128x128), float32."""
-    h, w = config.size or DEFAULT_SIZE
-    key = jax.random.key(config.seed)
-    return config.noise_mean + config.noise_std * jax.random.normal(key, (h, w, 3), jnp.float32)
-
-
-def filter_key(seed: int, layer: str, f: jax.Array | int) -> jax.Array:
-    """Per-filter randomness for recipes that need it: ``fold_in(fold_in(key(seed), layer), f)``."""
+def filter_key(seed: jax.Array | int, layer: str, f: jax.Array | int) -> jax.Array:
+    """Per-filter randomness: ``fold_in(fold_in(key(seed), layer index), f)``."""
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), vgg.layer_index(layer)), f)
 
 
-#: Convolutions computed by Winograd F(2x2, 3x3) when ``conv`` is "winograd" (or "auto" on CPU):
-#: blocks 2-5, where it measured faster on XLA:CPU (+28% at block3_conv3, +36% at block5_conv1,
-#: 128 px; bench/README.md). On block1 (3 and 64 input channels at full resolution) XLA's own
-#: convolution was faster.
-WINOGRAD_LAYERS = tuple(n for n in vgg.CONV_LAYERS if not n.startswith("block1"))
+def deprocess(x: jax.Array) -> jax.Array:
+    """Chollet's display transform (:func:`vizjax.render.deprocess`)."""
+    return render.deprocess(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# One filter: the network as the objective reads it.
 
 
 def make_model(
-    preprocessing: vgg.Preprocessing, config: AscentConfig, platform: str = "cpu"
+    preprocessing: vgg.Preprocessing, recipe: Recipe, execution: Execution, platform: str = "cpu"
 ) -> vgg.VGG16:
-    """The network a config asks for: preprocessing on or off, dtype, convolution algorithm."""
-    prep = preprocessing if config.preprocess else vgg.IDENTITY
-    wino = config.conv == "winograd" or (config.conv == "auto" and platform == "cpu")
+    """The network a run asks for: preprocessing on or off, dtype, convolution algorithm."""
+    prep = preprocessing if recipe.preprocess else vgg.IDENTITY
+    wino = execution.conv == "winograd" or (execution.conv == "auto" and platform == "cpu")
     return vgg.VGG16(
         preprocessing=prep,
-        dtype=jnp.dtype(config.dtype),
+        dtype=jnp.dtype(execution.dtype),
         winograd=WINOGRAD_LAYERS if wino else (),
     )
 
 
-def objective(
-    model: vgg.VGG16,
-    params: Any,
-    x: jax.Array,
-    layer: str,
-    f: jax.Array | int,
-    whole_layer: bool = False,
-) -> jax.Array:
-    """Mean activation of channel ``f`` of ``layer`` for one image ``x (H, W, 3)`` (float32 scalar).
+def network_layers(objective: Any) -> tuple[str, ...]:
+    """The network layers an objective reads (without the image itself), in network order."""
+    names = [n for n in objective.layers() if n != "input"]
+    return tuple(sorted(names, key=vgg.layer_index))
 
-    By default the target convolution computes only channel ``f``. With ``whole_layer`` it computes
-    every channel and then picks ``f``: more arithmetic, but under ``vmap`` with several filters per
-    device a per-filter kernel column turns into a grouped convolution, which XLA:CPU runs several
-    times slower than the whole layer (bench/README.md).
+
+def make_net(
+    model: vgg.VGG16, params: Any, objective: Any, layer: str, f: jax.Array, fast: bool
+) -> render.Net:
+    """``net(views, redirect) -> {layer: activations}`` for filter ``f``.
+
+    With ``fast`` (one filter per device, an objective that reads only channel ``f`` of the target
+    layer, which is the deepest it reads), the target convolution computes only that channel.
+    Otherwise the whole layer is computed and the objective picks: under ``vmap`` with several
+    filters per device, per-filter kernel columns become a grouped convolution, which XLA:CPU runs
+    several times slower than the whole layer (bench/README.md).
     """
-    if whole_layer:
-        out = jnp.take(model.apply(params, x, layer), f, axis=-1)
-    else:
-        out = model.apply(params, x, layer, channel=f)
-    return jnp.mean(out.astype(jnp.float32))
+    outputs = network_layers(objective) or (layer,)
+    channel = f if fast else None
+
+    def net(views: jax.Array, redirect: jax.Array | None) -> dict[str, jax.Array]:
+        return model.apply(params, views, outputs=outputs, channel=channel, redirect=redirect)
+
+    return net
 
 
-def ascend_one(
-    model: vgg.VGG16,
-    params: Any,
-    x0: jax.Array,
-    f: jax.Array | int,
-    *,
-    layer: str,
-    steps: int,
-    step_size: float,
-    unroll: int = 1,
-    whole_layer: bool = False,
-) -> dict[str, jax.Array]:
-    """The classic recipe for one filter. Returns raw (H, W, 3), image, objective (steps+1,), dead."""
-    value_and_grad = jax.value_and_grad(
-        lambda x: objective(model, params, x, layer, f, whole_layer)
-    )
-
-    def step(x: jax.Array, _: None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        value, g = value_and_grad(x)
-        rms = jnp.sqrt(jnp.mean(jnp.square(g)))
-        return x + step_size * (g / (rms + 1e-5)), (value, rms)
-
-    x, (values, rms) = lax.scan(step, x0.astype(jnp.float32), None, length=steps, unroll=unroll)
-    final = objective(model, params, x, layer, f, whole_layer)
-    return {
-        "raw": x,
-        "images": deprocess(x),
-        "objective": jnp.concatenate([values, final[None]]),
-        "dead": rms[0] == 0.0,
-    }
+def can_use_fast_path(objective: Any, layer: str) -> bool:
+    """One output channel suffices: the objective reads channel f of ``layer`` and nothing deeper."""
+    names = network_layers(objective)
+    return bool(names) and names[-1] == layer and objective.channel_only(layer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,41 +182,113 @@ def local_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(list(devices or jax.local_devices())), ("filters",))
 
 
-@functools.lru_cache(maxsize=64)
-def compiled_ascent(
-    layer: str, preprocessing: vgg.Preprocessing, config: AscentConfig, mesh: Mesh
-) -> Callable[[Any, jax.Array, jax.Array], dict[str, jax.Array]]:
-    """The jitted, vmapped program ``(params, x0, filters[chunk]) -> dict of (chunk, ...) arrays``.
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """The compiled entry points of one (layer, recipe, execution, mesh), all vmapped over filters
+    and sharded over the mesh: ``init(params, start, filters, seed) -> state``, ``advance[n](params,
+    start, filters, seed, state, first) -> state`` for each segment length ``n``, and
+    ``finish(params, start, filters, seed, state) -> outputs``. :meth:`run` chains them for one
+    chunk; only ``first`` (a step number) crosses from the host between segments."""
 
-    The one jit boundary of vizjax: params and the start image are replicated, the filter axis of
-    inputs and outputs is sharded over ``mesh``. Cached per (layer, config, mesh); jax caches the
-    compiled executable per chunk shape.
+    init: Callable[..., Any]
+    advance: dict[int, Callable[..., Any]]
+    finish: Callable[..., Any]
+    plan: tuple[tuple[int, int], ...]  # (first step, n steps) per segment
+
+    def run(self, params: Any, start: jax.Array, filters: jax.Array, seed: jax.Array) -> Any:
+        state = self.init(params, start, filters, seed)
+        for first, n in self.plan:
+            state = self.advance[n](params, start, filters, seed, state, np.int32(first))
+        return self.finish(params, start, filters, seed, state)
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_program(
+    layer: str,
+    preprocessing: vgg.Preprocessing,
+    recipe: Recipe,
+    execution: Execution,
+    mesh: Mesh,
+) -> Program:
+    """The one jit boundary of vizjax; see the module docstring.
+
+    ``recipe`` and ``execution`` must be their ``.program()`` forms (what shapes the program), so
+    runs that differ only in seed, start image or chunk size share it. Params, the start image and
+    the seed are replicated; the filter axis of everything else is sharded over ``mesh``. jax
+    caches the executables per chunk shape and image size.
     """
     platform = mesh.devices.flat[0].platform
-    model = make_model(preprocessing, config, platform)
-    unroll = config.unroll or (config.steps if platform == "cpu" else 1)
+    model = make_model(preprocessing, recipe, execution, platform)
+    objective = recipe.objective.build(layer, recipe.images)
+    plan = tuple(segments(recipe.steps, execution.segment or auto_segment(recipe.steps, platform)))
+    from_start = recipe.init is not None
 
-    def batched(params: Any, x0: jax.Array, filters: jax.Array) -> dict[str, jax.Array]:
-        TRACES[(layer, filters.shape[0])] += 1  # runs at trace time only
+    def per_filter(params, start, filters, seed, fn, state=None):
+        """``fn(net, f, key, hw, state_f)`` written for one filter, vmapped over ``filters``."""
         # One filter per device: compute just its channel. Several: the whole target layer, since
         # per-filter kernel columns would make a (slow) grouped convolution. Same result.
-        whole_layer = filters.shape[0] > mesh.devices.size
-        one = functools.partial(
-            ascend_one,
-            model,
-            params,
-            x0,
-            layer=layer,
-            steps=config.steps,
-            step_size=config.step_size,
-            unroll=unroll,
-            whole_layer=whole_layer,
-        )
-        return jax.vmap(one)(filters)
+        fast = filters.shape[0] <= mesh.devices.size and can_use_fast_path(objective, layer)
+        hw = (start.shape[0], start.shape[1])
 
-    replicated = NamedSharding(mesh, PartitionSpec())
-    sharded = NamedSharding(mesh, PartitionSpec("filters"))
-    return jax.jit(batched, in_shardings=(replicated, replicated, sharded), out_shardings=sharded)
+        def one(f: jax.Array, s: Any) -> Any:
+            net = make_net(model, params, objective, layer, f, fast)
+            return fn(net, f, filter_key(seed, layer, f), hw, s)
+
+        return jax.vmap(one)(filters, state)
+
+    def init(params, start, filters, seed):
+        TRACES[(layer, filters.shape[0])] += 1  # runs at trace time only
+        return per_filter(
+            params,
+            start,
+            filters,
+            seed,
+            lambda net, f, key, hw, s: render.init(recipe, start, key, from_start),
+        )
+
+    def advance(n: int) -> Callable[..., Any]:
+        unroll = execution.unroll or (n if platform == "cpu" else 1)
+
+        def entry(params, start, filters, seed, state, first):
+            return per_filter(
+                params,
+                start,
+                filters,
+                seed,
+                lambda net, f, key, hw, s: render.advance(
+                    recipe, objective, net, s, f, key, first, n, hw, unroll
+                ),
+                state,
+            )
+
+        return entry
+
+    def finish(params, start, filters, seed, state):
+        return per_filter(
+            params,
+            start,
+            filters,
+            seed,
+            lambda net, f, key, hw, s: render.finish(recipe, objective, net, s, f, key, hw),
+            state,
+        )
+
+    rep = NamedSharding(mesh, PartitionSpec())
+    shard = NamedSharding(mesh, PartitionSpec("filters"))
+    return Program(
+        init=jax.jit(init, in_shardings=(rep, rep, shard, rep), out_shardings=shard),
+        advance={
+            n: jax.jit(
+                advance(n),
+                in_shardings=(rep, rep, shard, rep, shard, rep),
+                out_shardings=shard,
+                donate_argnums=(4,),
+            )
+            for n in sorted({n for _, n in plan})
+        },
+        finish=jax.jit(finish, in_shardings=(rep, rep, shard, rep, shard), out_shardings=shard),
+        plan=plan,
+    )
 
 
 def _memory_budget(device: jax.Device) -> int | None:
@@ -241,13 +300,13 @@ def _memory_budget(device: jax.Device) -> int | None:
 
 
 def auto_chunk(
-    fn: Callable[..., Any], params: Any, x0: jax.Array, n: int, mesh: Mesh, layer: str
+    program: Program, params: Any, start: jax.Array, seed: jax.Array, n: int, mesh: Mesh, layer: str
 ) -> int:
     """The chunk size ``batch="auto"`` picks (a multiple of the device count).
 
     On accelerators: the largest chunk that fits in device memory, by XLA's compiled memory
-    analysis of a probe program with one filter per device (its temporaries plus outputs are the
-    per-filter cost, which scales linearly with the vmapped axis; the budget is 80% of the free
+    analysis of the step segment with one filter per device (its temporaries plus arguments are
+    the per-filter cost, which scales linearly with the vmapped axis; the budget is 80% of the free
     device memory), capped at AUTO_CAP_DEFAULT filters per device. On CPU speed, not memory, is
     the limit: :func:`cpu_filters_per_device` (at most 8 images, far below any memory limit), so no
     probe is compiled. Never more than the filters there are.
@@ -255,14 +314,23 @@ def auto_chunk(
     d = mesh.devices.size
     device = mesh.devices.flat[0]
     if device.platform == "cpu":
-        return min(cpu_filters_per_device(layer, x0.shape[0], x0.shape[1]), math.ceil(n / d)) * d
+        return (
+            min(cpu_filters_per_device(layer, start.shape[0], start.shape[1]), math.ceil(n / d)) * d
+        )
     per_device = min(AUTO_CAP_DEFAULT, math.ceil(n / d))
     if per_device > 1:
-        probe = fn.lower(params, x0, jnp.zeros((d,), jnp.int32)).compile()
-        mem = probe.memory_analysis()
+        filters = jax.device_put(
+            jnp.zeros((d,), jnp.int32), NamedSharding(mesh, PartitionSpec("filters"))
+        )
+        state = jax.eval_shape(program.init, params, start, filters, seed)
+        first, steps = program.plan[0]
+        probe = program.advance[steps].lower(params, start, filters, seed, state, np.int32(0))
+        mem = probe.compile().memory_analysis()
         budget = _memory_budget(device)
         if mem is not None and budget:
-            per_filter = max(1, mem.temp_size_in_bytes + mem.output_size_in_bytes)
+            per_filter = max(
+                1, mem.temp_size_in_bytes + mem.output_size_in_bytes + mem.argument_size_in_bytes
+            )
             per_device = max(1, min(per_device, int(0.8 * budget) // per_filter))
     return per_device * d
 
@@ -273,12 +341,25 @@ def check_conv_layer(layer: str) -> None:
         raise VizjaxError(f"{layer} is a pooling layer; choose a convolution (its filters)")
 
 
-def check_layer_size(layer: str, h: int, w: int) -> None:
+def check_layer_size(layer: str, h: int, w: int, recipe: Recipe | None = None) -> None:
+    """The image must be large enough for ``layer`` after the recipe's transforms."""
+    from vizjax import transform
+
     need = vgg.min_input_size(layer)
     if min(h, w) < need:
         raise VizjaxError(
             f"image size {h}x{w} is too small for {layer}: it needs at least {need}x{need} px"
         )
+    if recipe is not None:
+        try:
+            th, tw = transform.out_hw(recipe.transforms, (h, w))
+        except ValueError as e:
+            raise VizjaxError(f"image size {h}x{w}: {e}") from None
+        if min(th, tw) < need:
+            raise VizjaxError(
+                f"image size {h}x{w} is too small for {layer} after the recipe's transforms "
+                f"({th}x{tw}): it needs at least {need}x{need} px there"
+            )
 
 
 def check_filters(layer: str, filters: Sequence[int]) -> np.ndarray:
@@ -293,64 +374,57 @@ def check_filters(layer: str, filters: Sequence[int]) -> np.ndarray:
 def iter_chunks(
     layer: str,
     filters: Sequence[int],
-    config: AscentConfig,
+    recipe: Recipe,
     params: Any,
     preprocessing: vgg.Preprocessing,
     *,
-    x0: jax.Array | np.ndarray | None = None,
-    batch: int | str = "auto",
+    execution: Execution = DEFAULT_EXECUTION,
+    start: jax.Array | np.ndarray | None = None,
     mesh: Mesh | None = None,
 ) -> Iterator[Results]:
     """Run ``filters`` of ``layer`` chunk by chunk, yielding each chunk's :class:`Results`.
 
     Args:
       params: ``{"params": {...}}`` as loaded by :func:`vizjax.weights.load_weights`.
-      x0: the start image (H, W, 3) in RGB 0-255 units; default: :func:`noise_image` of ``config``.
-      batch: filters per chunk, or ``"auto"`` (see :func:`auto_chunk`); rounded up to a multiple
-        of the device count.
+      start: the shared start image (H, W, 3) in RGB 0-255 units; default: :func:`noise_image`
+        of ``recipe`` (a run with a start photo passes the photo and sets ``recipe.init``).
+      execution: dtype, convolution, loop structure and ``batch`` (filters per chunk, or
+        ``"auto"``, see :func:`auto_chunk`; rounded up to a multiple of the device count).
     """
     check_conv_layer(layer)
     filt = check_filters(layer, filters)
-    x0 = noise_image(config) if x0 is None else jnp.asarray(x0, jnp.float32)
-    check_layer_size(layer, x0.shape[0], x0.shape[1])
+    start = noise_image(recipe) if start is None else jnp.asarray(start, jnp.float32)
+    check_layer_size(layer, start.shape[0], start.shape[1], recipe)
     if len(filt) == 0:
         return
     mesh = mesh or local_mesh()
     d = mesh.devices.size
-    # Only the fields that shape the program key the compile cache (not the seed or start image).
-    program = config.replace(seed=0, init=None, init_sha256=None, size=None)
-    fn = compiled_ascent(layer, preprocessing, program, mesh)
+    program = compiled_program(layer, preprocessing, recipe.program(), execution.program(), mesh)
     # Explicit placement: in a multi-process job jit refuses host arrays with non-trivial shardings.
     replicated = NamedSharding(mesh, PartitionSpec())
     sharded = NamedSharding(mesh, PartitionSpec("filters"))
     params = jax.device_put(params, replicated)
-    x0 = jax.device_put(x0, replicated)
-    if batch == "auto":
-        chunk = auto_chunk(fn, params, x0, len(filt), mesh, layer)
+    start = jax.device_put(start, replicated)
+    seed = jax.device_put(np.int32(recipe.seed), replicated)
+    if execution.batch == "auto":
+        chunk = auto_chunk(program, params, start, seed, len(filt), mesh, layer)
     else:
-        if int(batch) <= 0:
-            raise VizjaxError(f"batch must be a positive integer or 'auto', got {batch}")
-        chunk = math.ceil(int(batch) / d) * d
-    for start in range(0, len(filt), chunk):
-        real = filt[start : start + chunk]
+        chunk = math.ceil(int(execution.batch) / d) * d
+    for first in range(0, len(filt), chunk):
+        real = filt[first : first + chunk]
         # Pad with copies of the last real filter: valid indices, results discarded below.
         padded = np.concatenate([real, np.full(chunk - len(real), real[-1], np.int32)])
-        out = jax.device_get(fn(params, x0, jax.device_put(padded, sharded)))
+        out = jax.device_get(program.run(params, start, jax.device_put(padded, sharded), seed))
         n = len(real)
         yield Results(
-            layer=layer,
-            filters=real.copy(),
-            images=np.asarray(out["images"][:n]),
-            raw=np.asarray(out["raw"][:n]),
-            objective=np.asarray(out["objective"][:n]),
-            dead=np.asarray(out["dead"][:n]),
+            layer=layer, filters=real.copy(), **{k: np.asarray(v[:n]) for k, v in out.items()}
         )
 
 
 def visualize(
     layer: str,
     filters: Sequence[int],
-    config: AscentConfig,
+    recipe: Recipe,
     params: Any,
     preprocessing: vgg.Preprocessing,
     **kwargs: Any,
@@ -360,11 +434,11 @@ def visualize(
     Example::
 
         w = vizjax.load_weights()
-        res = vizjax.visualize("block4_conv1", range(8), vizjax.AscentConfig(), w.params,
+        res = vizjax.visualize("block4_conv1", range(8), vizjax.preset("lucid"), w.params,
                                w.preprocessing)
-        res.images.shape  # (8, 128, 128, 3) uint8
+        res.images.shape  # (8, 1, 128, 128, 3) uint8: n filters, K images each
     """
-    parts = list(iter_chunks(layer, filters, config, params, preprocessing, **kwargs))
+    parts = list(iter_chunks(layer, filters, recipe, params, preprocessing, **kwargs))
     if not parts:
         raise VizjaxError("no filters to visualize")
     return Results.concat(parts)

@@ -12,8 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from vizjax import __version__
-from vizjax.config import PRESETS, AscentConfig, parse_size
 from vizjax.errors import VizjaxError
+from vizjax.execution import DTYPES, Execution
+from vizjax.recipe import PRESETS, Recipe, apply_override, parse_size, preset
 
 
 def _batch(text: str) -> int | str:
@@ -30,18 +31,33 @@ def _batch(text: str) -> int | str:
     return value
 
 
-def _add_ascent_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("optimization (defaults reproduce the seed article)")
-    g.add_argument("--recipe", default="classic", choices=sorted(PRESETS))
+def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = "lucid") -> None:
+    g = p.add_argument_group("the picture (a recipe and overrides of its fields)")
+    g.add_argument(
+        "--recipe",
+        default=default_recipe,
+        choices=list(PRESETS),
+        help=f"named recipe (default {default_recipe}); classic is the seed article's",
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any recipe field, e.g. optimizer.lr=0.02, param.decay=1.5, "
+        "transforms=none, objective.tv=0.5 (repeatable)",
+    )
     g.add_argument(
         "--size",
         type=parse_size,
         default=None,
         help="image size, 128 or HxW (default 128; a start image keeps its own size)",
     )
-    g.add_argument("--steps", type=int, default=None, help="gradient-ascent steps (20)")
-    g.add_argument("--step-size", type=float, default=None, help="step size (1.0)")
-    g.add_argument("--seed", type=int, default=None, help="seed of the start noise (0)")
+    g.add_argument("--steps", type=int, default=None, help="optimization steps (the recipe's)")
+    g.add_argument(
+        "--step-size", type=float, default=None, help="learning rate (= --set optimizer.lr=)"
+    )
+    g.add_argument("--seed", type=int, default=None, help="seed of every random draw (0)")
     g.add_argument(
         "--init", default=None, help="start from this image (e.g. a photo) instead of noise"
     )
@@ -50,34 +66,48 @@ def _add_ascent_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="feed the 0-255 image to the network raw, as the article's code does",
     )
-    g.add_argument("--dtype", choices=["float32", "bfloat16"], default=None)
-    g.add_argument(
+    e = p.add_argument_group("execution (how fast, not what picture)")
+    e.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    e.add_argument(
         "--batch",
         type=_batch,
         default="auto",
         help="filters per compiled chunk, or auto (largest that fits; default)",
     )
-    g.add_argument("--weights", default=None, help="weight set name (default vgg16-torchvision)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    e.add_argument(
+        "--segment",
+        type=int,
+        default=0,
+        help="steps per compiled call (0 = auto: all on accelerators, short segments on CPU)",
+    )
+    e.add_argument("--weights", default=None, help="weight set name (default vgg16-torchvision)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
-def _config(args: argparse.Namespace) -> AscentConfig:
-    base = PRESETS[args.recipe]
+def _recipe(args: argparse.Namespace) -> Recipe:
+    """The preset named by ``--recipe`` with the command line's overrides applied."""
+    recipe = preset(args.recipe)
+    for assignment in args.set:
+        recipe = apply_override(recipe, assignment)
     changes = {
         k: v
         for k, v in {
             "size": args.size,
             "steps": args.steps,
-            "step_size": args.step_size,
             "seed": args.seed,
             "init": args.init,
-            "dtype": args.dtype,
         }.items()
         if v is not None
     }
+    if args.step_size is not None:
+        changes["optimizer"] = recipe.optimizer.replace(lr=args.step_size)
     if args.no_preprocess:
         changes["preprocess"] = False
-    return base.replace(**changes)
+    return recipe.replace(**changes)
+
+
+def _execution(args: argparse.Namespace) -> Execution:
+    return Execution(dtype=args.dtype, batch=args.batch, segment=args.segment)
 
 
 def _weights(args: argparse.Namespace):  # -> Weights
@@ -127,15 +157,24 @@ def cmd_atlas(args: argparse.Namespace) -> int:
         raise VizjaxError("give --layer L (repeatable) or --all-layers")
     for layer in layers:
         vgg.layer_index(layer)
-    config = _config(args)
+    recipe = _recipe(args)
     summary = run_atlas(
-        args.out, layers, args.filters, config, _weights(args), batch=args.batch, quiet=args.quiet
+        args.out,
+        layers,
+        args.filters,
+        recipe,
+        _weights(args),
+        execution=_execution(args),
+        quiet=args.quiet,
     )
     if not args.quiet:
         for layer, s in summary["layers"].items():
+            flags = f"{s['zero_start_grad_computed']} with zero gradient at the start"
+            if s["nonfinite_computed"]:
+                flags += f", {s['nonfinite_computed']} non-finite"
             print(
-                f"{layer}: {s['done']} filters ({s['computed']} computed now, "
-                f"{s['dead_computed']} of them dead) in {s['seconds']} s",
+                f"{layer}: {s['done']} filters ({s['computed']} computed now, {flags}) "
+                f"in {s['seconds']} s",
                 file=sys.stderr,
             )
     print(f"wrote {summary['out']}")
@@ -148,13 +187,20 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     vgg.layer_index(args.layer)
     w = _weights(args)
-    config = _config(args)
-    x0, config = start_image(config)
+    x0, recipe = start_image(_recipe(args))
     res = ascent.visualize(
-        args.layer, [args.filter], config, w.params, w.preprocessing, x0=x0, batch=1
+        args.layer,
+        [args.filter],
+        recipe,
+        w.params,
+        w.preprocessing,
+        start=x0,
+        execution=_execution(args).replace(batch=1),
     )
-    out = images.save_png(res.images[0], args.out)
-    status = " (dead filter: zero gradient at the start)" if res.dead[0] else ""
+    out = images.save_png(images.grid(res.images[0], cols=len(res.images[0]), pad=0), args.out)
+    status = (
+        " (zero gradient at the start: the image never moved)" if res.zero_start_grad[0] else ""
+    )
     print(
         f"wrote {out}: {args.layer} filter {args.filter}, objective "
         f"{res.objective[0, 0]:.4g} -> {res.objective[0, -1]:.4g}{status}"

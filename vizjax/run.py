@@ -19,9 +19,12 @@ import jax
 import numpy as np
 
 from vizjax import ascent, atlas, distributed, vgg
-from vizjax.config import DEFAULT_SIZE, AscentConfig
 from vizjax.errors import VizjaxError
+from vizjax.execution import Execution
+from vizjax.recipe import DEFAULT_SIZE, Recipe
 from vizjax.weights import Weights
+
+DEFAULT_EXECUTION = Execution()
 
 
 def parse_filters(spec: str | Sequence[int], num_filters: int, layer: str = "") -> list[int]:
@@ -58,25 +61,48 @@ def parse_filters(spec: str | Sequence[int], num_filters: int, layer: str = "") 
     return list(dict.fromkeys(out))  # unique, order kept
 
 
-def start_image(config: AscentConfig) -> tuple[np.ndarray, AscentConfig]:
-    """The run's start image and the config with its size (and start image digest) filled in."""
+def start_image(recipe: Recipe) -> tuple[np.ndarray, Recipe]:
+    """The run's shared start image and the recipe with its size (and start photo digest) filled in.
+
+    Without a photo: N(noise_mean, noise_std) noise from ``key(seed)`` at ``recipe.size`` (default
+    128x128). With one (``recipe.init``): the photo, at its own size unless ``size`` is given.
+    """
     from vizjax import images
     from vizjax.weights import sha256_file
 
-    if config.init is None:
-        size = config.size or DEFAULT_SIZE
-        config = config.replace(size=tuple(size))
-        return np.asarray(ascent.noise_image(config)), config
-    x0 = images.load_image(config.init, config.size)
-    config = config.replace(
-        size=(int(x0.shape[0]), int(x0.shape[1])), init_sha256=sha256_file(config.init)
+    if recipe.init is None:
+        recipe = recipe.replace(size=tuple(recipe.size or DEFAULT_SIZE))
+        return np.asarray(ascent.noise_image(recipe)), recipe
+    x0 = images.load_image(recipe.init, recipe.size)
+    recipe = recipe.replace(
+        size=(int(x0.shape[0]), int(x0.shape[1])), init_sha256=sha256_file(recipe.init)
     )
-    return x0, config
+    return x0, recipe
 
 
-def atlas_config(config: AscentConfig, weights: Weights, **extra: Any) -> dict[str, Any]:
-    """Every setting of a run, as stored in the atlas' ``config`` attribute."""
-    return {**config.to_json_dict(), "model": "vgg16", "weights": weights.name, **extra}
+#: Config keys that may differ between runs into the same atlas: they choose *what* is computed
+#: and *how fast*, not what a filter's picture is (the start photo counts by its sha256).
+VOLATILE_KEYS = frozenset(
+    {"batch", "layers", "filters", "quiet", "out", "progress", "init", "conv", "segment", "unroll"}
+)
+
+
+def atlas_config(
+    recipe: Recipe, execution: Execution, weights: Weights, **extra: Any
+) -> dict[str, Any]:
+    """Every setting of a run, as stored in the atlas' ``config`` attribute: ``recipe`` (its JSON,
+    without the start photo's path), the execution settings flat beside it, ``init`` (the path),
+    the model and weights, plus ``extra`` (layers, filters)."""
+    rec = recipe.to_json()
+    init = rec.pop("init")
+    return {
+        "recipe": rec,
+        **execution.to_json(),
+        "init": init,
+        "model": "vgg16",
+        "weights": weights.name,
+        **extra,
+    }
 
 
 def _progress(total: int, desc: str, quiet: bool) -> Any:
@@ -97,25 +123,26 @@ def run_atlas(
     out: str | os.PathLike,
     layers: Sequence[str],
     filters: str | Sequence[int],
-    config: AscentConfig,
+    recipe: Recipe,
     weights: Weights,
     *,
-    batch: int | str = "auto",
+    execution: Execution = DEFAULT_EXECUTION,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Optimize ``filters`` of every layer in ``layers`` into the atlas ``out``; resume what exists.
 
     In a ``jax.distributed`` job each process does its share of the filters into its own part file
     and process 0 joins the parts into ``out``. Returns a summary:
-    ``{"out", "layers": {layer: {"done", "computed", "dead_computed", "seconds"}}}`` (filters
-    this process holds, computed in this run, dead among those, wall seconds).
+    ``{"out", "layers": {layer: {"done", "computed", "zero_start_grad_computed",
+    "nonfinite_computed", "seconds"}}}`` (filters this process holds, computed in this run,
+    how many of those had a zero gradient at the start / went non-finite, wall seconds).
     """
     # Validate everything before compiling or writing anything.
     for layer in layers:
         ascent.check_conv_layer(layer)
-    x0, config = start_image(config)
+    x0, recipe = start_image(recipe)
     for layer in layers:
-        ascent.check_layer_size(layer, *config.size)  # type: ignore[misc]
+        ascent.check_layer_size(layer, *recipe.size, recipe)  # type: ignore[misc]
     plan = {layer: parse_filters(filters, vgg.num_channels(layer), layer) for layer in layers}
 
     out = Path(out)
@@ -132,33 +159,46 @@ def run_atlas(
         "preprocessing": json.dumps(dataclasses.asdict(weights.preprocessing), sort_keys=True),
     }
     cfg = atlas_config(
-        config,
+        recipe,
+        execution,
         weights,
         layers=list(layers),
         filters=filters if isinstance(filters, str) else list(filters),
-        batch=batch,
     )
     summary: dict[str, Any] = {"out": str(out), "layers": {}}
-    with atlas.AtlasWriter(part, attrs, cfg) as writer:
+    with atlas.AtlasWriter(part, attrs, cfg, volatile_keys=VOLATILE_KEYS) as writer:
         for layer in layers:
             mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
             todo = writer.begin_layer(
-                layer, vgg.num_channels(layer), [int(f) for f in mine], config.size, config.steps
-            )  # type: ignore[arg-type]
+                layer,
+                vgg.num_channels(layer),
+                [int(f) for f in mine],
+                recipe.size,  # type: ignore[arg-type]
+                recipe.steps,
+                k=recipe.images,
+            )
             bar = _progress(len(mine), layer, quiet)
             bar.update(len(mine) - len(todo))
-            t0, dead = time.perf_counter(), 0
+            t0, zero, nonfinite = time.perf_counter(), 0, 0
             for res in ascent.iter_chunks(
-                layer, todo, config, weights.params, weights.preprocessing, x0=x0, batch=batch
+                layer,
+                todo,
+                recipe,
+                weights.params,
+                weights.preprocessing,
+                execution=execution,
+                start=x0,
             ):
                 writer.write_chunk(layer, res)
-                dead += int(res.dead.sum())
+                zero += int(res.zero_start_grad.sum())
+                nonfinite += int(res.nonfinite.sum())
                 bar.update(len(res))
             bar.close()
             summary["layers"][layer] = {
                 "done": len(mine),
                 "computed": len(todo),
-                "dead_computed": dead,
+                "zero_start_grad_computed": zero,
+                "nonfinite_computed": nonfinite,
                 "seconds": round(time.perf_counter() - t0, 2),
             }
     if nproc > 1:

@@ -5,9 +5,11 @@ W. It takes RGB pixels on a 0-255 scale and applies the preprocessing of its wei
 callers never need to know whether the weights came from Keras ('caffe') or torchvision ('torch').
 
 ``VGG16(...).apply(variables, image, layer="block3_conv3")`` runs the network up to and including
-``layer`` and computes nothing after it. With ``channel=f`` the target convolution computes only its
-output channel ``f`` (shape ``(..., H', W', 1)``): that is all an activation-maximization objective
-needs, and it saves the most expensive part of the last layer's forward and backward pass.
+``layer`` and computes nothing after it; ``outputs=("block3_conv1", "block4_conv2")`` returns a dict
+of several layers (what an objective asks for). With ``channel=f`` the target convolution computes
+only its output channel ``f`` (shape ``(..., H', W', 1)``): the fast path for objectives that read
+one channel, saving the most expensive part of the last layer's forward and backward pass. Lucid's
+redirected ReLU gradient (:func:`redirected_relu`) is switched on by ``redirect=``.
 
 Parameters are a plain dict ``{layer_name: {"kernel": (3, 3, Cin, Cout), "bias": (Cout,)}}`` (HWIO,
 as in both Keras and Flax) wrapped as ``{"params": ...}``.
@@ -147,6 +149,38 @@ def max_pool2x2(x: jax.Array) -> jax.Array:
     return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
 
 
+@jax.custom_vjp
+def redirected_relu(x: jax.Array, on: jax.Array) -> jax.Array:
+    """ReLU whose gradient, while ``on`` (a 0-d bool), is Lucid's *redirected* gradient.
+
+    Lucid (``lucid/misc/redirected_relu_grad.py``): where the true ReLU gradient of an example is
+    zero everywhere (its unit never turned on, so the ascent cannot start), let through the
+    gradient that pushes the ReLU's input *up* and block the one that would push a negative input
+    further down; examples whose true gradient is non-zero keep it. Off, it is the plain ReLU
+    gradient. The check is per example (leading axis), as Lucid does per batch entry.
+    """
+    return jnp.maximum(x, 0)
+
+
+def _redirected_relu_fwd(x: jax.Array, on: jax.Array):
+    return jnp.maximum(x, 0), (x, on)
+
+
+def _redirected_relu_bwd(res, g: jax.Array):
+    x, on = res
+    relu_grad = jnp.where(x < 0, jnp.zeros_like(g), g)
+    # We differentiate the objective (ascent), Lucid the loss = -objective (descent): the
+    # gradient that pushes a negative input lower is the negative one here.
+    redirected = jnp.where((x < 0) & (g < 0), jnp.zeros_like(g), g)
+    axes = tuple(range(1, g.ndim))
+    passes = jnp.any(relu_grad != 0, axis=axes, keepdims=True)  # |relu_grad| > 0 per example
+    grad = jnp.where(on & ~passes, redirected, relu_grad)
+    return grad, np.zeros(np.shape(on), jax.dtypes.float0)
+
+
+redirected_relu.defvjp(_redirected_relu_fwd, _redirected_relu_bwd)
+
+
 class Conv3x3(nn.Module):
     """A VGG convolution (+ ReLU) whose parameters are named ``kernel`` and ``bias`` as in Keras."""
 
@@ -156,7 +190,12 @@ class Conv3x3(nn.Module):
     impl: str = "xla"
 
     @nn.compact
-    def __call__(self, x: jax.Array, channel: jax.Array | int | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        channel: jax.Array | int | None = None,
+        redirect: jax.Array | None = None,
+    ) -> jax.Array:
         kernel = self.param(
             "kernel", nn.initializers.lecun_normal(), (3, 3, self.cin, self.features), jnp.float32
         )
@@ -168,7 +207,7 @@ class Conv3x3(nn.Module):
             bias = lax.dynamic_slice_in_dim(bias, channel, 1, axis=0)
             impl = "xla"  # one output channel: nothing for Winograd to save
         y = conv3x3(x.astype(self.dtype), kernel.astype(self.dtype), bias.astype(self.dtype), impl)
-        return nn.relu(y)
+        return nn.relu(y) if redirect is None else redirected_relu(y, redirect)
 
 
 class VGG16(nn.Module):
@@ -187,28 +226,43 @@ class VGG16(nn.Module):
 
     @nn.compact
     def __call__(
-        self, image: jax.Array, layer: str = "block5_pool", channel: jax.Array | int | None = None
-    ) -> jax.Array:
-        """Run up to ``layer``; ``image`` is ``(H, W, 3)`` or ``(N, H, W, 3)``, RGB 0-255.
+        self,
+        image: jax.Array,
+        layer: str | None = "block5_pool",
+        channel: jax.Array | int | None = None,
+        *,
+        outputs: tuple[str, ...] | None = None,
+        redirect: jax.Array | None = None,
+    ) -> jax.Array | dict[str, jax.Array]:
+        """Run up to ``layer`` (or the deepest of ``outputs``); ``image`` is ``(H, W, 3)`` or
+        ``(N, H, W, 3)``, RGB 0-255.
 
         Returns ``layer``'s output (post-ReLU for convolutions) with the same leading shape as the
-        input; with ``channel`` the target layer must be a convolution and only that channel is
-        computed (last axis of size 1).
+        input, or with ``outputs`` a dict of those layers' outputs. With ``channel`` the last layer
+        computed must be a convolution and only that channel of it is computed (last axis of size
+        1): the fast path for objectives that read one channel. ``redirect`` (a 0-d bool) switches
+        every ReLU to :func:`redirected_relu`'s gradient while true.
         """
-        target = layer_index(layer)
+        names = (layer,) if outputs is None else tuple(outputs)
+        if not names or any(n is None for n in names):
+            raise VizjaxError("give a layer or a non-empty outputs=(...) of layer names")
+        target = max(layer_index(n) for n in names)
         if channel is not None and LAYERS[target][1] != "conv":
-            raise VizjaxError(f"channel= needs a convolution layer, not {layer!r}")
+            raise VizjaxError(f"channel= needs a convolution layer, not {LAYER_NAMES[target]!r}")
         single = image.ndim == 3
         x = image[None] if single else image
         x = self.preprocessing(x.astype(jnp.float32))
+        found = {}
         for i, (name, kind, cin, cout) in enumerate(LAYERS[: target + 1]):
             if kind == "conv":
                 impl = "winograd" if name in self.winograd else "xla"
                 conv = Conv3x3(cin, cout, self.dtype, impl, name=name)
-                x = conv(x, channel if i == target else None)
+                x = conv(x, channel if i == target else None, redirect)
             else:
                 x = max_pool2x2(x)
-        return x[0] if single else x
+            if name in names:
+                found[name] = x[0] if single else x
+        return found[names[0]] if outputs is None else found
 
 
 def init_params(seed: int = 0) -> dict[str, Any]:

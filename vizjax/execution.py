@@ -1,0 +1,84 @@
+"""How a run executes: dtype, convolution algorithm, loop structure, chunk size.
+
+Kept apart from :class:`vizjax.recipe.Recipe` (what makes the picture): none of these changes a
+filter's picture beyond float rounding, except ``dtype`` (bfloat16 is ~1% off float32), which is
+why ``dtype`` is part of an atlas' identity and the others are not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from vizjax.errors import VizjaxError
+
+DTYPES = ("float32", "bfloat16")
+CONVS = ("auto", "xla", "winograd")
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """Run settings.
+
+    Attributes:
+      dtype: compute dtype of weights and activations; the image and its optimizer state stay
+        float32.
+      conv: ``"xla"``, ``"winograd"`` (F(2x2, 3x3) for blocks 2-5; faster on CPU) or ``"auto"``
+        (winograd on CPU, xla on accelerators).
+      segment: steps per compiled call; the host calls it ``steps / segment`` times, carrying the
+        state on the device. 0 = auto (:func:`auto_segment`).
+      unroll: steps unrolled inside a segment's ``lax.scan``; 0 = auto (the whole segment on
+        CPU, 1 on accelerators).
+      batch: filters per chunk (one compiled program per chunk shape), or ``"auto"``.
+    """
+
+    dtype: str = "float32"
+    conv: str = "auto"
+    segment: int = 0
+    unroll: int = 0
+    batch: int | str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise VizjaxError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.conv not in CONVS:
+            raise VizjaxError(f"conv must be one of {', '.join(CONVS)}, got {self.conv!r}")
+        if self.segment < 0 or self.unroll < 0:
+            raise VizjaxError("segment and unroll must be >= 0 (0 = auto)")
+        if self.batch != "auto" and (not isinstance(self.batch, int) or self.batch <= 0):
+            raise VizjaxError(f"batch must be a positive integer or 'auto', got {self.batch!r}")
+
+    def replace(self, **changes: Any) -> Execution:
+        return dataclasses.replace(self, **changes)
+
+    def program(self) -> Execution:
+        """The settings that shape a compiled program (the chunk size is its input shape)."""
+        return dataclasses.replace(self, batch="auto")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: Steps per compiled segment on CPU: XLA:CPU runs a ``lax.scan`` *rolled* around convolutions
+#: 1.5-3.5x slower than the same steps unrolled (bench/README.md), and compile time grows with the
+#: unrolled length, so long recipes run as a host loop over short, fully unrolled segments.
+CPU_SEGMENT_MAX = 32
+CPU_SEGMENT_LONG = 8
+
+
+def auto_segment(steps: int, platform: str) -> int:
+    """Steps per compiled call: all of them on accelerators (one rolled loop) and for short
+    recipes on CPU (<= CPU_SEGMENT_MAX, e.g. the article's 20); otherwise the largest divisor of
+    ``steps`` in 4..CPU_SEGMENT_LONG*2 closest to CPU_SEGMENT_LONG, else CPU_SEGMENT_LONG (the last
+    segment is shorter)."""
+    if platform != "cpu" or steps <= CPU_SEGMENT_MAX:
+        return steps
+    divisors = [d for d in range(4, 2 * CPU_SEGMENT_LONG + 1) if steps % d == 0]
+    if divisors:
+        return min(divisors, key=lambda d: (abs(d - CPU_SEGMENT_LONG), -d))
+    return CPU_SEGMENT_LONG
+
+
+def segments(steps: int, segment: int) -> list[tuple[int, int]]:
+    """``[(first_step, n_steps), ...]`` covering ``steps`` in segments of ``segment``."""
+    return [(s, min(segment, steps - s)) for s in range(0, steps, segment)]

@@ -1,0 +1,306 @@
+"""Transforms: random changes of one image that the visualization must survive (Lucid's ``transform``).
+
+Each transform is a frozen dataclass called as ``t(u, image) -> image`` on ONE image
+``(H, W, 3)`` in RGB 0-255 units, where ``u`` holds the ``t.draws(hw)`` uniform random numbers in
+[0, 1) it consumes. The render draws them from ``fold_in(filter_key, step)`` -- so a filter's
+picture never depends on its neighbours in a batch -- for all the steps of a compiled segment at
+once, in one vectorized call: with keys drawn inside every unrolled step, XLA compiled a copy of
+the threefry hash per draw per step (measured: ~1.1 s of compile time per Lucid step, most of it
+random number generation). :func:`sample` draws them from a key for one call. Everything is
+``jax.numpy``/``lax`` inside the compiled program: no host round trip. ``out_hw(hw)`` gives the
+static output size (XLA needs static shapes).
+
+:data:`STANDARD` is Lucid's ``standard_transforms`` with its exact settings: pad 12 with grey (0.5
+of Lucid's [0, 1] range, 127.5 here), jitter 8, scale from [0.90, 0.92, ..., 1.10], rotate by one of
+``list(range(-10, 11)) + 5 * [0]`` degrees (Lucid converts with 3.14 instead of pi, nearest-neighbour
+sampling, zero fill: reproduced), jitter 4. One difference, forced by static shapes: Lucid's scale
+resizes the whole canvas (the next transforms then see a different size); here the image is zoomed
+about its centre inside a canvas of fixed size (edges extended), so every step has the same shape.
+
+:class:`Crops` is MACO's augmentation (several random crops per step, resized, with noise): it
+returns a batch ``(n, M, M, 3)`` and must come last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.scipy import ndimage
+
+Hw = tuple[int, int]
+
+
+def _index(u: jax.Array, n: int) -> jax.Array:
+    """A uniform integer in 0..n-1 from a uniform ``u`` in [0, 1)."""
+    return jnp.minimum(jnp.floor(u * n).astype(jnp.int32), n - 1)
+
+
+def _choice(u: jax.Array, values: Sequence[float]) -> jax.Array:
+    """One of ``values`` (uniformly by index, so repeated values weigh more, as in Lucid)."""
+    return jnp.asarray(np.asarray(values, np.float32))[_index(u, len(values))]
+
+
+def _normal(u: jax.Array) -> jax.Array:
+    """Standard normal deviates from uniforms in [0, 1) (inverse CDF, clipped away from 0)."""
+    return jax.scipy.special.ndtri(jnp.clip(u, 1e-7, 1 - 1e-7))
+
+
+def _resample(
+    image: jax.Array, rows: jax.Array, cols: jax.Array, order: int, mode: str, cval: float
+) -> jax.Array:
+    """``image (H, W, 3)`` sampled at float pixel coordinates ``rows, cols (H', W')``."""
+    return jax.vmap(
+        lambda ch: ndimage.map_coordinates(ch, [rows, cols], order=order, mode=mode, cval=cval),
+        in_axes=2,
+        out_axes=2,
+    )(image)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pad:
+    """Pad ``width`` pixels on every side with the constant ``value`` (Lucid: 0.5 -> 127.5)."""
+
+    kind: ClassVar[str] = "pad"
+    width: int = 12
+    value: float = 127.5
+
+    def draws(self, hw: Hw) -> int:
+        return 0
+
+    def __call__(self, u: jax.Array, image: jax.Array) -> jax.Array:
+        w = self.width
+        return jnp.pad(image, ((w, w), (w, w), (0, 0)), constant_values=self.value)
+
+    def out_hw(self, hw: Hw) -> Hw:
+        return hw[0] + 2 * self.width, hw[1] + 2 * self.width
+
+
+@dataclasses.dataclass(frozen=True)
+class Jitter:
+    """Random translation by up to ``d`` pixels.
+
+    ``mode="crop"`` (Lucid's ``jitter``): a random ``(H - d) x (W - d)`` crop, offsets uniform in
+    0..d. ``mode="roll"`` (tf-keras-vis' ``Jitter``): a cyclic shift by integers uniform in
+    ``[-d, d)`` along each axis, same size.
+    """
+
+    kind: ClassVar[str] = "jitter"
+    d: int = 8
+    mode: str = "crop"
+
+    def draws(self, hw: Hw) -> int:
+        return 2
+
+    def __call__(self, u: jax.Array, image: jax.Array) -> jax.Array:
+        h, w, c = image.shape
+        if self.mode == "roll":
+            shift = _index(u, 2 * self.d) - self.d
+            return jnp.roll(image, (shift[0], shift[1]), axis=(0, 1))
+        off = _index(u, self.d + 1)
+        return lax.dynamic_slice(image, (off[0], off[1], 0), (h - self.d, w - self.d, c))
+
+    def out_hw(self, hw: Hw) -> Hw:
+        return hw if self.mode == "roll" else (hw[0] - self.d, hw[1] - self.d)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """Zoom about the centre by a factor drawn from ``scales`` (or uniform in ``[low, high]`` when
+    ``scales`` is empty); bilinear; the canvas keeps its size (edges extended)."""
+
+    kind: ClassVar[str] = "scale"
+    scales: tuple[float, ...] = tuple(1 + (i - 5) / 50.0 for i in range(11))
+    low: float = 0.9
+    high: float = 1.1
+
+    def draws(self, hw: Hw) -> int:
+        return 1
+
+    def __call__(self, u: jax.Array, image: jax.Array) -> jax.Array:
+        if self.scales:
+            s = _choice(u[0], self.scales)
+        else:
+            s = self.low + (self.high - self.low) * u[0]
+        h, w, _ = image.shape
+        # Output pixel (i, j) shows input ((i - c) / s + c): a zoom by s about the centre c.
+        ci, cj = (h - 1) / 2.0, (w - 1) / 2.0
+        ii, jj = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32))
+        rows, cols = (ii.T - ci) / s + ci, (jj.T - cj) / s + cj
+        return _resample(image, rows, cols, 1, "nearest", 0.0)
+
+    def out_hw(self, hw: Hw) -> Hw:
+        return hw
+
+
+@dataclasses.dataclass(frozen=True)
+class Rotate:
+    """Rotate about the centre by an angle (degrees) drawn from ``angles``, or uniform in
+    ``[-degrees, degrees]`` when ``angles`` is empty (tf-keras-vis' ``Rotate2D``).
+
+    Lucid's settings by default: angles ``list(range(-10, 11)) + 5 * [0]``, converted with
+    ``pi = 3.14``, nearest-neighbour sampling, zero fill (``tf.contrib.image.rotate``).
+    tf-keras-vis: bilinear (``order=1``) with reflected edges.
+    """
+
+    kind: ClassVar[str] = "rotate"
+    angles: tuple[float, ...] = tuple(float(a) for a in [*range(-10, 11), 0, 0, 0, 0, 0])
+    degrees: float = 0.0
+    pi: float = 3.14
+    order: int = 0
+    fill: str = "constant"
+
+    def draws(self, hw: Hw) -> int:
+        return 1
+
+    def __call__(self, u: jax.Array, image: jax.Array) -> jax.Array:
+        if self.angles:
+            a = _choice(u[0], self.angles)
+        else:
+            a = self.degrees * (2.0 * u[0] - 1.0)
+        theta = self.pi * a / 180.0
+        h, w, _ = image.shape
+        ci, cj = (h - 1) / 2.0, (w - 1) / 2.0
+        ii, jj = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32))
+        y, x = ii.T - ci, jj.T - cj
+        cos, sin = jnp.cos(theta), jnp.sin(theta)
+        rows, cols = cos * y - sin * x + ci, sin * y + cos * x + cj
+        mode = "mirror" if self.fill == "reflect" else self.fill
+        return _resample(image, rows, cols, self.order, mode, 0.0)
+
+    def out_hw(self, hw: Hw) -> Hw:
+        return hw
+
+
+@dataclasses.dataclass(frozen=True)
+class Blur:
+    """Lucid's 3x3 blur (centre 1, the rest 0.5, normalized at the borders)."""
+
+    kind: ClassVar[str] = "blur"
+
+    def draws(self, hw: Hw) -> int:
+        return 0
+
+    def __call__(self, u: jax.Array, image: jax.Array) -> jax.Array:
+        return blur3x3(image)
+
+    def out_hw(self, hw: Hw) -> Hw:
+        return hw
+
+
+def blur3x3(image: jax.Array) -> jax.Array:
+    """Lucid's ``_tf_blur`` on ``(H, W, 3)``: per-channel 3x3 kernel, centre 1, rest 0.5, divided by
+    the same convolution of ones (so borders are not darkened)."""
+    k = np.full((3, 3), 0.5, np.float32)
+    k[1, 1] = 1.0
+
+    def conv(x: jax.Array) -> jax.Array:
+        return jax.vmap(
+            lambda ch: jax.scipy.signal.convolve2d(ch, jnp.asarray(k), mode="same"),
+            in_axes=2,
+            out_axes=2,
+        )(x)
+
+    return conv(image) / conv(jnp.ones_like(image))
+
+
+@dataclasses.dataclass(frozen=True)
+class Crops:
+    """MACO's augmentation (Horama's ``optimization_step``): ``n`` random square crops, resized to
+    ``out`` x ``out`` (bilinear; ``out=0``: the input size), plus N(0, noise) and U(-noise/2,
+    noise/2) noise. Centres ~ 0.5 + 0.15 N(0, 1) of the image; side = ``U(box)`` of its size
+    (outside the image: grey 127.5). Returns ``(n, out, out, 3)``: it must be the last transform.
+    """
+
+    kind: ClassVar[str] = "crops"
+    n: int = 4
+    box: tuple[float, float] = (0.6, 0.8)
+    out: int = 0
+    noise: float = 2.55
+
+    def draws(self, hw: Hw) -> int:
+        oh, ow = self.out_hw(hw)
+        return self.n * (3 + 2 * oh * ow * 3)
+
+    def __call__(self, u: jax.Array, image: jax.Array) -> jax.Array:
+        h, w, _ = image.shape
+        oh, ow = self.out_hw((h, w))
+        box, pixels = u[: 3 * self.n].reshape(self.n, 3), u[3 * self.n :]
+        gauss, unif = pixels.reshape(2, self.n, oh, ow, 3)
+
+        def one(b: jax.Array) -> jax.Array:
+            centre = 0.5 + 0.15 * _normal(b[:2])
+            side = self.box[0] + (self.box[1] - self.box[0]) * b[2]
+            u_ = (jnp.arange(oh, dtype=jnp.float32) + 0.5) / oh - 0.5
+            v_ = (jnp.arange(ow, dtype=jnp.float32) + 0.5) / ow - 0.5
+            rows = (centre[0] + side * u_) * h - 0.5
+            cols = (centre[1] + side * v_) * w - 0.5
+            rr, cc = jnp.meshgrid(rows, cols, indexing="ij")
+            return _resample(image, rr, cc, 1, "constant", 127.5)
+
+        crops = jax.vmap(one)(box)
+        return crops + self.noise * _normal(gauss) + self.noise * (unif - 0.5)
+
+    def out_hw(self, hw: Hw) -> Hw:
+        return (self.out, self.out) if self.out else hw
+
+
+Transform = Pad | Jitter | Scale | Rotate | Blur | Crops
+KINDS: dict[str, type] = {c.kind: c for c in (Pad, Jitter, Scale, Rotate, Blur, Crops)}
+
+#: Lucid's ``transform.standard_transforms``, exactly (see the module docstring).
+STANDARD: tuple[Transform, ...] = (
+    Pad(12, 127.5),
+    Jitter(8),
+    Scale(),
+    Rotate(),
+    Jitter(4),
+)
+
+
+def draws(transforms: Sequence[Transform], hw: Hw) -> int:
+    """How many uniforms one call of :func:`apply` consumes for an ``hw`` image (static)."""
+    total = 0
+    for t in transforms:
+        total += t.draws(hw)
+        hw = t.out_hw(hw)
+    return total
+
+
+def sample(transforms: Sequence[Transform], key: jax.Array, hw: Hw) -> jax.Array:
+    """The uniforms one call of :func:`apply` consumes, drawn from ``key``."""
+    return jax.random.uniform(key, (draws(transforms, hw),), jnp.float32)
+
+
+def apply(transforms: Sequence[Transform], u: jax.Array, image: jax.Array) -> jax.Array:
+    """Apply ``transforms`` in order, each taking its share of the uniforms ``u``
+    (``draws(transforms, hw)`` of them; see :func:`sample`).
+
+    Returns ``(1, H', W', 3)`` -- or ``(n, M, M, 3)`` when the last is :class:`Crops` -- a batch of
+    views of one image for the network.
+    """
+    used = 0
+    for i, t in enumerate(transforms):
+        if isinstance(t, Crops) and i != len(transforms) - 1:
+            raise ValueError("crops must be the last transform")
+        k = t.draws(image.shape[:2])
+        image = t(u[used : used + k], image)
+        used += k
+    return image if image.ndim == 4 else image[None]
+
+
+def out_hw(transforms: Sequence[Transform], hw: Hw) -> Hw:
+    """The spatial size the network sees after ``transforms`` (static)."""
+    for t in transforms:
+        hw = t.out_hw(hw)
+    return hw
+
+
+def views(transforms: Sequence[Transform]) -> int:
+    """Views of one image per step (the crops' ``n``, else 1)."""
+    return transforms[-1].n if transforms and isinstance(transforms[-1], Crops) else 1
