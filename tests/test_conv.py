@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from vizjax import ascent, conv
-from vizjax.config import AscentConfig
+from vizjax.execution import Execution
+from vizjax.recipe import CLASSIC
 
 
 @pytest.mark.parametrize(
@@ -26,12 +27,10 @@ def test_winograd_matches_xla_forward_and_both_gradients(shape):
 
 
 def test_engine_gives_the_same_images_with_either_convolution(default_weights):
-    cfg = AscentConfig(size=(32, 32), steps=4, conv="xla")
-    args = ("block4_conv1", [0, 7, 300])
-    a = ascent.visualize(*args, cfg, default_weights.params, default_weights.preprocessing)
-    b = ascent.visualize(
-        *args, cfg.replace(conv="winograd"), default_weights.params, default_weights.preprocessing
-    )
+    cfg = CLASSIC.replace(size=(32, 32), steps=4)
+    args = ("block4_conv1", [0, 7, 300], cfg, default_weights.params, default_weights.preprocessing)
+    a = ascent.visualize(*args, execution=Execution(conv="xla"))
+    b = ascent.visualize(*args, execution=Execution(conv="winograd"))
     np.testing.assert_allclose(b.raw, a.raw, rtol=1e-4, atol=1e-4 * np.abs(a.raw).max())
     np.testing.assert_allclose(
         b.objective, a.objective, rtol=1e-4, atol=1e-4 * np.abs(a.objective).max()
