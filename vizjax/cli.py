@@ -7,14 +7,27 @@ Every user-facing problem is a :class:`vizjax.errors.VizjaxError`, printed as on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from vizjax import __version__
 from vizjax.errors import VizjaxError
 from vizjax.execution import DTYPES, Execution
 from vizjax.recipe import PRESETS, Recipe, apply_override, parse_size, preset
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one ``vizjax: ...`` line (exit status 2) like every other
+    refusal, instead of a usage block; ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("vizjax").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"vizjax: {where}{message} (see {self.prog} --help)\n")
 
 
 def _batch(text: str) -> int | str:
@@ -28,6 +41,24 @@ def _batch(text: str) -> int | str:
         ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except VizjaxError as e:  # argparse shows ArgumentTypeError's text as it is
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _finite(text: str) -> float:
+    """A float that is finite: ``nan``/``inf`` would poison every filter, so refuse them here."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 
@@ -49,13 +80,13 @@ def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = "lucid") 
     )
     g.add_argument(
         "--size",
-        type=parse_size,
+        type=_size,
         default=None,
         help="image size, 128 or HxW (default 128; a start image keeps its own size)",
     )
     g.add_argument("--steps", type=int, default=None, help="optimization steps (the recipe's)")
     g.add_argument(
-        "--step-size", type=float, default=None, help="learning rate (= --set optimizer.lr=)"
+        "--step-size", type=_finite, default=None, help="learning rate (= --set optimizer.lr=)"
     )
     g.add_argument("--seed", type=int, default=None, help="seed of every random draw (0)")
     g.add_argument(
@@ -100,7 +131,7 @@ def _recipe(args: argparse.Namespace) -> Recipe:
         if v is not None
     }
     if args.step_size is not None:
-        changes["optimizer"] = recipe.optimizer.replace(lr=args.step_size)
+        changes["optimizer"] = dataclasses.replace(recipe.optimizer, lr=args.step_size)
     if args.no_preprocess:
         changes["preprocess"] = False
     return recipe.replace(**changes)
@@ -331,7 +362,7 @@ def cmd_article(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="vizjax",
         description="Feature visualization for VGG16 in JAX: what each filter responds to.",
     )

@@ -120,16 +120,32 @@ class Recipe:
         return cls(**{k: _decode(hints[k], v, k) for k, v in data.items()})
 
 
+#: Upper bounds that turn a typo (``--steps 2000000000``, ``--size 100000``) into one line instead
+#: of an out-of-memory crash minutes later. Far above anything useful: VGG16 at 4096x4096 px
+#: already needs ~4 GB per image for block1's activations alone.
+MAX_STEPS = 1_000_000
+MAX_SIDE = 4096
+MAX_IMAGES = 256
+#: Seeds travel as int32 (the compiled program's seed argument).
+SEED_RANGE = (-(2**31), 2**31 - 1)
+
+
 def _check(r: Recipe) -> None:
     """One-line VizjaxErrors for recipes that cannot run."""
-    if not isinstance(r.steps, int) or r.steps <= 0:
-        raise VizjaxError(f"steps must be a positive integer, got {r.steps}")
-    if not isinstance(r.images, int) or r.images <= 0:
-        raise VizjaxError(f"images must be a positive integer, got {r.images}")
+    if not isinstance(r.steps, int) or not 0 < r.steps <= MAX_STEPS:
+        raise VizjaxError(f"steps must be a positive integer up to {MAX_STEPS}, got {r.steps}")
+    if not isinstance(r.images, int) or not 0 < r.images <= MAX_IMAGES:
+        raise VizjaxError(f"images must be a positive integer up to {MAX_IMAGES}, got {r.images}")
+    if not isinstance(r.seed, int) or not SEED_RANGE[0] <= r.seed <= SEED_RANGE[1]:
+        raise VizjaxError(
+            f"seed must be an integer in {SEED_RANGE[0]}..{SEED_RANGE[1]}, got {r.seed}"
+        )
+    if r.redirect_relu < 0:
+        raise VizjaxError(f"redirect_relu must be >= 0, got {r.redirect_relu}")
     if r.display not in DISPLAYS:
         raise VizjaxError(f"display must be one of {', '.join(DISPLAYS)}, got {r.display!r}")
-    if r.size is not None and (len(r.size) != 2 or min(r.size) <= 0):
-        raise VizjaxError(f"size must be two positive integers, got {r.size}")
+    if r.size is not None and (len(r.size) != 2 or min(r.size) <= 0 or max(r.size) > MAX_SIDE):
+        raise VizjaxError(f"size must be two positive integers up to {MAX_SIDE}, got {r.size}")
     if r.objective.kind not in objectives.Spec.KINDS:
         raise VizjaxError(
             f"objective.kind must be one of {', '.join(objectives.Spec.KINDS)}, "
@@ -299,8 +315,10 @@ def parse_size(text: str) -> tuple[int, int]:
         raise VizjaxError(f"size must look like 128 or 96x160, got {text!r}") from None
     if len(parts) == 1:
         parts = parts * 2
-    if len(parts) != 2 or min(parts) <= 0:
-        raise VizjaxError(f"size must look like 128 or 96x160 (positive), got {text!r}")
+    if len(parts) != 2 or min(parts) <= 0 or max(parts) > MAX_SIDE:
+        raise VizjaxError(
+            f"size must look like 128 or 96x160 (positive, at most {MAX_SIDE}), got {text!r}"
+        )
     return parts[0], parts[1]
 
 
