@@ -216,15 +216,24 @@ def _save(image: np.ndarray, path: Path) -> None:
     Image.fromarray(np.asarray(image, np.uint8)).save(path, format="PNG", optimize=False)
 
 
-def _thumbnail(image: np.ndarray) -> np.ndarray | None:
-    """``image`` shrunk to at most THUMB px (aspect kept), or None if it is that small already."""
+def _save_thumbnail(image: np.ndarray, path: Path) -> bool:
+    """Save ``image`` shrunk to at most THUMB px (aspect kept) as a 256-colour PNG; False (nothing
+    written) if it is that small already and can serve as its own thumbnail.
+
+    The palette cuts a layer page's bytes by 60% (the noise-like textures of feature
+    visualizations compress badly in RGB: 22.8 -> 8.6 KB per 96 px thumbnail on block5_conv1,
+    mean error 3.9 of 255 levels, not visible at that size); the full images stay exact RGB.
+    """
     h, w = image.shape[:2]
     if max(h, w) <= THUMB:
-        return None
+        return False
     s = THUMB / max(h, w)
     im = Image.fromarray(np.asarray(image, np.uint8))
     im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
-    return np.asarray(im)
+    im = im.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, format="PNG")
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,9 +609,7 @@ def write_site(
                 images = d.layer.images_of(f)
                 for k, im in enumerate(images):
                     _save(im, layout.image(d.name, f, k))
-                thumb = _thumbnail(images[0])
-                if thumb is not None:
-                    _save(thumb, layout.thumb(d.name, f))
+                _save_thumbnail(images[0], layout.thumb(d.name, f))
                 ex = d.layer.exemplars(f) if d.exemplar_attrs else None
                 if ex:
                     for r, crop in enumerate(ex["crops"]):
