@@ -134,6 +134,15 @@ def test_load_square_resizes_the_short_side_and_cuts_the_centre(tmp_path):
     sq = exemplars.load_square(tmp_path / "wide.png", 20)
     assert sq.shape == (20, 20, 3) and sq.dtype == np.uint8
     assert sq[:, 1:-1].min() == 255  # bilinear may soften the outermost columns only
+    # 16-bit greys are scaled, not clipped; transparent pixels become grey; big JPEGs decode
+    # at a reduced scale first (same result up to rounding).
+    Image.fromarray(np.full((24, 24), 51400, np.uint16)).save(tmp_path / "g16.png")
+    assert exemplars.load_square(tmp_path / "g16.png", 16).max() == 200
+    Image.fromarray(np.zeros((24, 24, 4), np.uint8)).save(tmp_path / "clear.png")
+    assert (exemplars.load_square(tmp_path / "clear.png", 16) == 127).all()
+    Image.fromarray(np.full((1200, 1600, 3), (200, 40, 90), np.uint8)).save(tmp_path / "big.jpg")
+    big = exemplars.load_square(tmp_path / "big.jpg", 32).astype(int)
+    assert big.shape == (32, 32, 3) and np.abs(big - (200, 40, 90)).max() <= 3
 
 
 def _colour_filter(weights):
