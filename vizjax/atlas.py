@@ -230,7 +230,9 @@ def _check_root(f: h5py.File, path: Path) -> int:
     if _text(f.attrs.get("format")) != FORMAT:
         raise AtlasError(f"{path} exists and is not a vizjax atlas")
     version = _text(f.attrs.get("format_version"))
-    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise AtlasError(f"{path} is damaged: format_version {version!r} is not an integer")
+    if not 1 <= version <= FORMAT_VERSION:
         raise AtlasError(
             f"{path} has atlas format version {version}; this vizjax reads up to "
             f"{FORMAT_VERSION} (upgrade vizjax)"
@@ -431,6 +433,8 @@ def _open_segment(path: Path, layer: str, geometry: Geometry | None) -> _Segment
             done = f["done"][...].astype(bool)
             for field in schema.ROW_FIELDS:
                 d = f[field.name]
+                if not isinstance(d, h5py.Dataset):
+                    raise ValueError(f"{field.name} is not a dataset")
                 shape = (len(filters), *schema.row_shape(field, dims))
                 if d.shape != shape or d.dtype != np.dtype(field.dtype):
                     raise ValueError(f"{field.name} has shape {d.shape} {d.dtype}")
@@ -438,8 +442,9 @@ def _open_segment(path: Path, layer: str, geometry: Geometry | None) -> _Segment
                 if offset is None or d.chunks is not None or d.compression:
                     raise ValueError(f"{field.name} is not contiguous and allocated")
                 offsets[field.name] = int(offset)
-    except (OSError, KeyError, ValueError) as e:
-        raise AtlasError(f"atlas data file {path} is damaged or foreign ({e})") from e
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        msg = " ".join(str(e).split())
+        raise AtlasError(f"atlas data file {path} is damaged or foreign ({msg})") from None
     return _Segment(path, layer, seg_geometry, filters, done, offsets)
 
 
@@ -829,6 +834,12 @@ class AtlasWriter:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def __enter__(self) -> AtlasWriter:
+        if self.path.exists():
+            # Refuse a foreign file or another run's atlas before creating the lock file beside
+            # it (checked again under the lock below: the file may change in between).
+            with _open_h5(self.path) as f:
+                _check_root(f, self.path)
+                self._check_run(dict(f.attrs))
         self._lock = _acquire_lock(self.path)
         try:
             self._store = self._open()
@@ -1383,6 +1394,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     _replace_atomically(tmp, dst)
 
 
+def _remove_new_files(folder: Path, before: set[str] | None) -> None:
+    """Delete the files a failed merge added to ``folder`` (and the folder if it made it)."""
+    if not folder.is_dir():
+        return
+    for name in set(os.listdir(folder)) - (before or set()):
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+    if before is None:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def merge_atlases(
     out: str | os.PathLike[str],
     parts: Sequence[str | os.PathLike[str]],
@@ -1404,7 +1427,14 @@ def merge_atlases(
     if not parts:
         raise AtlasError("merge needs at least one part")
     out = Path(out)
+    for p in map(Path, parts):
+        # The reader checks every part's structure first: a damaged part is refused in one line
+        # before anything is linked or written.
+        open_atlas(p).close()
     lock = _acquire_lock(out)
+    # What out's folder holds now: a failed merge removes what it added (nothing refers to it).
+    before = set(os.listdir(data_dir(out))) if data_dir(out).is_dir() else None
+    index_written = False
     sources: list[tuple[Path, int, dict[str, Any], Any]] = []  # (path, version, root, data)
     v1_files: list[h5py.File] = []
     store: _Store | None = None
@@ -1509,11 +1539,14 @@ def merge_atlases(
             store.layers[name].exemplars = src.exists()
         _fault("merge.index")
         store.write_index()
+        index_written = True
         # The old index' segments that the new one does not map are nobody's now.
         store.cleanup()
     except OSError as e:
         raise AtlasError(f"cannot write atlas {out}: {_os_reason(e)}") from e
     finally:
+        if not index_written:
+            _remove_new_files(data_dir(out), before)
         for f in v1_files:
             f.close()
         for _, version, _, data in sources:
@@ -1603,14 +1636,72 @@ class LazyField:
 
 
 def _h5_reader(ds: h5py.Dataset) -> Callable[[slice | np.ndarray], np.ndarray]:
+    name, file = ds.name, ds.file.filename
+
     def read(rows: slice | np.ndarray) -> np.ndarray:
-        if isinstance(rows, slice):
-            return ds[rows]
-        if rows[-1] - rows[0] + 1 <= 2 * len(rows):  # dense: one hyperslab, then pick
-            return ds[int(rows[0]) : int(rows[-1]) + 1][rows - rows[0]]
-        return ds[rows.tolist()]
+        try:
+            if isinstance(rows, slice):
+                return ds[rows]
+            if rows[-1] - rows[0] + 1 <= 2 * len(rows):  # dense: one hyperslab, then pick
+                return ds[int(rows[0]) : int(rows[-1]) + 1][rows - rows[0]]
+            return ds[rows.tolist()]
+        except OSError as e:  # a damaged data file under the virtual dataset
+            msg = " ".join(str(e).split())
+            raise AtlasError(f"cannot read {name} of atlas {file} ({msg})") from None
 
     return read
+
+
+#: Bound of the integer attributes of a layer (channels, K, H, W, steps) a reader accepts.
+_MAX_DIM = 1 << 24
+
+
+def _int_attr(a: Mapping[str, Any], key: str, lo: int, hi: int, default: int | None = None) -> int:
+    """Layer attribute ``key`` as an int in ``lo..hi``; ValueError naming it otherwise."""
+    v = a.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"attribute {key} is {v!r}, expected an integer in {lo}..{hi}")
+    return v
+
+
+def _dataset(g: h5py.Group, name: str) -> h5py.Dataset:
+    """Dataset ``name`` of ``g``; ValueError if it is missing or not a dataset."""
+    ds = g.get(name)
+    if ds is None:
+        raise ValueError(f"{name} is missing")
+    if not isinstance(ds, h5py.Dataset):
+        raise ValueError(f"{name} is a {type(ds).__name__}, not a dataset")
+    return ds
+
+
+def _read_rows(ds: h5py.Dataset, name: str, kinds: str) -> np.ndarray:
+    """A small 1-D per-row dataset (filters, done), checked and read."""
+    if ds.ndim != 1 or ds.dtype.kind not in kinds:
+        raise ValueError(f"{name} is {ds.dtype} {ds.shape}, expected one value per row")
+    out = ds[...]
+    return out.astype(np.int32) if kinds != "b" else out.astype(bool)
+
+
+def _segments_attr(text: Any) -> list[tuple[str, int, int]]:
+    """The ``segments`` layer attribute, checked: ``[[file, start, stop], ...]`` with segment
+    file names (no folders) and ``0 <= start <= stop``."""
+    try:
+        spec = json.loads(text)
+    except (TypeError, ValueError):
+        raise ValueError("attribute segments is not JSON") from None
+    out = []
+    for item in spec if isinstance(spec, list) else [spec]:
+        ok = isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in item[1:])
+        if (
+            not ok
+            or not _SEGMENT_RE.match(item[0])
+            or "/" in item[0]
+            or not 0 <= item[1] <= item[2]
+        ):
+            raise ValueError(f"attribute segments has an entry {item!r}")
+        out.append((item[0], item[1], item[2]))
+    return out
 
 
 class AtlasLayer:
@@ -1625,28 +1716,86 @@ class AtlasLayer:
         self.name = name
         self._atlas = atlas
         self._group = group
+        if not isinstance(group, h5py.Group):
+            raise ValueError(f"it is a {type(group).__name__}, not a group")
         a = {k: _text(v) for k, v in group.attrs.items()}
-        self.num_filters = int(a["num_filters"])
+        self.num_filters = _int_attr(a, "num_filters", 1, _MAX_DIM)
         self.format_version = atlas.format_version
         self._fields: dict[str, LazyField] = {}
+        self._segments: list[tuple[str, int, int]] = []
         if atlas.format_version == 1:
-            h, w = group["images"].shape[1:3]
+            images = _dataset(group, "images")
+            if images.ndim != 4 or images.shape[3] != 3:
+                raise ValueError(f"images has shape {images.shape}, expected (n, H, W, 3)")
+            objective = _dataset(group, "objective")
+            if objective.ndim != 2 or objective.shape[1] < 1:
+                raise ValueError(f"objective has shape {objective.shape}, expected (n, T+1)")
+            h, w = images.shape[1:3]
             self.k, self.image_shape = 1, (int(h), int(w))
-            self.steps = int(group["objective"].shape[1]) - 1
+            self.steps = int(objective.shape[1]) - 1
+            fields: tuple[schema.Field, ...] = schema.V1_ROW_FIELDS
         else:
-            self.k = int(a.get("k", 1))
-            self.image_shape = (int(a.get("image_height", 0)), int(a.get("image_width", 0)))
-            self.steps = int(a.get("steps", 0))
-            for fname, _, _ in json.loads(a.get("segments", "[]")):
+            self.k = _int_attr(a, "k", 1, _MAX_DIM, default=1)
+            self.image_shape = (
+                _int_attr(a, "image_height", 0, _MAX_DIM, default=0),
+                _int_attr(a, "image_width", 0, _MAX_DIM, default=0),
+            )
+            self.steps = _int_attr(a, "steps", 0, _MAX_DIM, default=0)
+            self._segments = _segments_attr(a.get("segments", "[]"))
+            fields = schema.ROW_FIELDS if "k" in a else ()
+            for fname, _, _ in self._segments:
                 p = data_dir(atlas.path) / fname
                 if not p.exists():
                     raise AtlasError(
                         f"atlas data file {p} is missing (an atlas is {atlas.path.name} plus its "
                         f"folder {data_dir(atlas.path).name}; copy or move both)"
                     )
-        self.filters: np.ndarray = group["filters"][...].astype(np.int32)
-        self.done: np.ndarray = group["done"][...].astype(bool)
+        self.filters: np.ndarray = _read_rows(_dataset(group, "filters"), "filters", "iu")
+        self.done: np.ndarray = _read_rows(_dataset(group, "done"), "done", "b")
+        n = len(self.filters)
+        if self.done.shape != (n,):
+            raise ValueError(f"done has shape {self.done.shape}, filters ({n},)")
+        # Every field's shape and dtype is checked here, on open, so a damaged or crafted file
+        # is refused in one line instead of failing (or reading gigabytes) later.
+        for field in fields:
+            ds = _dataset(group, field.name)
+            want = (n, *schema.row_shape(field, self.dims))
+            if ds.shape != want or ds.dtype.kind != np.dtype(field.dtype).kind:
+                raise ValueError(
+                    f"{field.name} is {ds.dtype} {ds.shape}, expected {field.dtype} {want}"
+                )
+        for field in schema.INDEX_DATASETS if atlas.format_version == 2 else ():
+            if field.name in group:
+                ds = _dataset(group, field.name)
+                if ds.shape != (n,) or ds.dtype.kind != np.dtype(field.dtype).kind:
+                    raise ValueError(f"{field.name} is {ds.dtype} {ds.shape}, expected ({n},)")
+        if n and (self.filters.min() < 0 or self.filters.max() >= self.num_filters):
+            raise ValueError(f"filters outside 0..{self.num_filters - 1}")
+        if len(np.unique(self.filters)) != n:
+            raise ValueError("a filter has several rows")
+        if atlas.format_version == 2 and "k" not in a and n:
+            raise ValueError(f"{n} rows but no image geometry (k, image_height, ...)")
+        if atlas.format_version == 2 and fields:
+            self._check_segments(atlas.path, n)
         self._rows = {int(f): i for i, f in enumerate(self.filters)}
+
+    def _check_segments(self, path: Path, n: int) -> None:
+        """The index' ``segments`` map exactly its rows, each to a valid segment of this layer."""
+        if sum(b - a for _, a, b in self._segments) != n:
+            raise ValueError(
+                f"segments map {sum(b - a for _, a, b in self._segments)} rows, not {n}"
+            )
+        geometry: Geometry = (self.num_filters, self.k, self.image_shape, self.steps)
+        filters = []
+        for fname, a, b in self._segments:
+            seg = _open_segment(data_dir(path) / fname, self.name, geometry)
+            if b > len(seg.filters):
+                raise ValueError(
+                    f"segments maps rows {a}:{b} of {fname}, it has {len(seg.filters)}"
+                )
+            filters.append(seg.filters[a:b])
+        if n and not np.array_equal(np.concatenate(filters), self.filters):
+            raise ValueError("filters differ from the segments' filters")
 
     @property
     def dims(self) -> dict[str, int]:
@@ -1911,16 +2060,30 @@ class Atlas:
         self.format_version = version
         self._file = f
         self.attrs: dict[str, Any] = {k: _text(v) for k, v in f.attrs.items()}
-        try:
-            self.config: dict[str, Any] = json.loads(self.attrs.get("config", "{}"))
-        except (TypeError, ValueError) as e:
-            raise AtlasError(f"{path} has an unreadable config attribute") from e
+        for attr in schema.ROOT_ATTRS:  # present ones must have their type (str for JSON)
+            value = self.attrs.get(attr.name)
+            kind = int if attr.type == "int" else str
+            if value is not None and (not isinstance(value, kind) or "\x00" in str(value)):
+                raise AtlasError(f"{path} is damaged (attribute {attr.name} is {value!r})")
+        for key in ("config", "preprocessing"):
+            try:
+                value = json.loads(self.attrs.get(key, "{}"))
+            except (TypeError, ValueError):
+                value = None
+            if not isinstance(value, dict):
+                raise AtlasError(f"{path} has an unreadable {key} attribute (not a JSON object)")
+            if key == "config":
+                self.config: dict[str, Any] = value
+        layers = f.get("layers", {})
+        if not isinstance(layers, h5py.Group | dict):
+            raise AtlasError(f"{path} is damaged (layers is a {type(layers).__name__})")
         self.layers: dict[str, AtlasLayer] = {}
-        for name, g in f.get("layers", {}).items():
+        for name, g in layers.items():
             try:
                 self.layers[name] = AtlasLayer(self, name, g)
-            except (KeyError, ValueError, TypeError) as e:
-                raise AtlasError(f"layer {name} of {path} is damaged ({e})") from e
+            except (KeyError, ValueError, TypeError, OSError) as e:
+                msg = " ".join(str(e).split())
+                raise AtlasError(f"layer {name} of {path} is damaged ({msg})") from None
 
     def close(self) -> None:
         self._file.close()
@@ -1948,6 +2111,14 @@ def open_atlas(path: str | os.PathLike[str]) -> Atlas:
     f = _open_h5(p)
     try:
         return Atlas(p, f, _check_root(f, p))
+    except AtlasError:
+        f.close()
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+        # h5py reports damaged metadata (an attribute's heap, an object header) as any of these.
+        f.close()
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise AtlasError(f"{p} is damaged ({msg})") from None
     except BaseException:
         f.close()
         raise

@@ -147,6 +147,19 @@ def _weights(args: argparse.Namespace):  # -> Weights
     return load_weights(args.weights or DEFAULT_WEIGHTS)
 
 
+def _probe_inputs(args: argparse.Namespace) -> None:
+    """Walk the HDF5 files a command reads from elsewhere in a child process first: HDF5 can
+    crash the process on some damaged files (:mod:`vizjax.probe`)."""
+    from vizjax.probe import atlas_files, check_hdf5
+
+    if args.command in ("info", "grid", "gallery", "exemplars"):
+        check_hdf5(atlas_files(args.atlas))
+    elif args.command == "merge":
+        check_hdf5([f for part in args.parts for f in atlas_files(part)])
+    elif args.command == "convert":
+        check_hdf5([args.file])
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
     from vizjax import vgg
 
@@ -473,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _probe_inputs(args)
         return int(args.func(args) or 0)
     except VizjaxError as e:
         print(f"vizjax: {e}", file=sys.stderr)
