@@ -71,9 +71,7 @@ def test_engine_matches_plain_reference(default_weights, layer, size, filters):
         )
         _close(res.raw[i, 0], raw, 1e-4)
         _close(res.objective[i], trace, 1e-4)
-        np.testing.assert_array_equal(
-            res.images[i, 0], np.asarray(ascent.deprocess(res.raw[i, 0]))
-        )
+        np.testing.assert_array_equal(res.images[i, 0], np.asarray(ascent.deprocess(res.raw[i, 0])))
     assert res.objective.shape == (len(filters), cfg.steps + 1)
 
 
@@ -95,6 +93,7 @@ def test_results_do_not_depend_on_chunking_devices_or_padding(default_weights):
     args = ("block2_conv1", filters, cfg, default_weights.params, default_weights.preprocessing)
     one = ascent.local_mesh(jax.devices()[:1])
     assert len(jax.devices()) == 4
+
     def run(*a, batch, **kw):
         return ascent.visualize(*a, execution=Execution(batch=batch), **kw)
 

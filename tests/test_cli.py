@@ -16,7 +16,8 @@ from vizjax.cli import main
 from vizjax.images import LABEL_H
 
 VIZJAX = [sys.executable, "-m", "vizjax"]
-SMALL = ["--size", "32", "--steps", "3", "--quiet"]
+#: The classic recipe (cheap to compile) wherever the recipe is not what a test is about.
+SMALL = ["--recipe", "classic", "--size", "32", "--steps", "3", "--quiet"]
 
 
 def _fails(capsys, argv, expected):
@@ -98,11 +99,17 @@ def _ok(command: str, *paths) -> None:
 
 def test_atlas_grid_render_info(tmp_path, capsys):
     out = tmp_path / "a.h5"
-    _ok("atlas --layer block1_conv1 --filters 0:6 --size 32 --steps 3 --quiet --out", out)
+    _ok(
+        "atlas --recipe classic --layer block1_conv1 --filters 0:6 --size 32 --steps 3 --quiet --out",
+        out,
+    )
     _ok("grid --layer block1_conv1 --filters 0:6 --cols 4 --out", tmp_path / "g.png", out)
     with Image.open(tmp_path / "g.png") as im:  # 4 columns, 2 rows, 2 px padding, label strips
         assert im.size == (4 * 34 + 2, 2 * (32 + LABEL_H + 2) + 2)
-    _ok("render --layer block1_conv1 --filter 3 --size 40 --steps 2 --out", tmp_path / "r.png")
+    _ok(
+        "render --recipe classic --layer block1_conv1 --filter 3 --size 40 --steps 2 --out",
+        tmp_path / "r.png",
+    )
     with Image.open(tmp_path / "r.png") as im:
         assert im.size == (40, 40) and im.mode == "RGB"
     capsys.readouterr()
@@ -114,7 +121,7 @@ def test_atlas_grid_render_info(tmp_path, capsys):
     with open_atlas(out) as a:
         row = a.layers["block1_conv1"].image(3)
     _ok(
-        "render --layer block1_conv1 --filter 3 --size 32 --steps 3 --quiet --out",
+        "render --recipe classic --layer block1_conv1 --filter 3 --size 32 --steps 3 --quiet --out",
         tmp_path / "r3.png",
     )
     # The atlas ran several filters per program (whole target layer), render one (its channel
@@ -127,6 +134,8 @@ def test_atlas_grid_render_info(tmp_path, capsys):
 
 RESUME = [
     "atlas",
+    "--recipe",
+    "classic",
     "--layer",
     "block2_conv2",
     "--filters",
@@ -190,6 +199,8 @@ def _free_port():
 def test_two_processes_under_jax_distributed_equal_one_process(tmp_path):
     args = [
         "atlas",
+        "--recipe",
+        "classic",
         "--layer",
         "block1_conv2",
         "--filters",
@@ -252,6 +263,8 @@ def test_start_image_is_identified_by_content_not_path(tmp_path, capsys):
     out = str(tmp_path / "init.h5")
     args = [
         "atlas",
+        "--recipe",
+        "classic",
         "--layer",
         "block1_conv1",
         "--filters",

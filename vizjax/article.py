@@ -42,9 +42,7 @@ def reproduce(
     execution = Execution(batch=batch)
     atlas_path = out / "atlas.h5"
     run_atlas(atlas_path, [FULL_LAYER], "all", config, w, execution=execution, quiet=quiet)
-    run_atlas(
-        atlas_path, list(ARTICLE_LAYERS), "0:20", config, w, execution=execution, quiet=quiet
-    )
+    run_atlas(atlas_path, list(ARTICLE_LAYERS), "0:20", config, w, execution=execution, quiet=quiet)
 
     written = [atlas_path]
     with open_atlas(atlas_path) as a:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vizjax import render, vgg
+from vizjax import fidelity, render, vgg
 from vizjax.errors import VizjaxError
 from vizjax.execution import Execution, auto_segment, segments
 from vizjax.recipe import DEFAULT_SIZE, Recipe
@@ -77,6 +77,8 @@ class Results:
       zero_start_grad: bool (n,) the gradient was exactly zero at the start (with the classic
         recipe the image never moved).
       nonfinite: bool (n,) NaN/Inf appeared during the ascent (the image is the last finite one).
+      activation_matrix, final_activation, robustness, hf_energy: the measures of
+        :mod:`vizjax.fidelity`, shapes (n, K, C), (n, K), (n, K), (n, K); None if not measured.
     """
 
     layer: str
@@ -86,6 +88,10 @@ class Results:
     objective: np.ndarray
     zero_start_grad: np.ndarray
     nonfinite: np.ndarray
+    activation_matrix: np.ndarray | None = None
+    final_activation: np.ndarray | None = None
+    robustness: np.ndarray | None = None
+    hf_energy: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.filters)
@@ -94,11 +100,11 @@ class Results:
     def concat(parts: Sequence[Results]) -> Results:
         if not parts:
             raise VizjaxError("no results to concatenate")
-        cat = {
-            f.name: np.concatenate([getattr(p, f.name) for p in parts])
-            for f in dataclasses.fields(Results)
-            if f.name != "layer"
-        }
+        cat = {}
+        for f in dataclasses.fields(Results):
+            values = [getattr(p, f.name) for p in parts]
+            if f.name != "layer" and all(v is not None for v in values):
+                cat[f.name] = np.concatenate(values)
         return Results(layer=parts[0].layer, **cat)
 
 
@@ -129,10 +135,10 @@ def deprocess(x: jax.Array) -> jax.Array:
 
 
 def make_model(
-    preprocessing: vgg.Preprocessing, recipe: Recipe, execution: Execution, platform: str = "cpu"
+    preprocessing: vgg.Preprocessing, preprocess: bool, execution: Execution, platform: str = "cpu"
 ) -> vgg.VGG16:
     """The network a run asks for: preprocessing on or off, dtype, convolution algorithm."""
-    prep = preprocessing if recipe.preprocess else vgg.IDENTITY
+    prep = preprocessing if preprocess else vgg.IDENTITY
     wino = execution.conv == "winograd" or (execution.conv == "auto" and platform == "cpu")
     return vgg.VGG16(
         preprocessing=prep,
@@ -218,7 +224,7 @@ def compiled_program(
     caches the executables per chunk shape and image size.
     """
     platform = mesh.devices.flat[0].platform
-    model = make_model(preprocessing, recipe, execution, platform)
+    model = make_model(preprocessing, recipe.preprocess, execution, platform)
     objective = recipe.objective.build(layer, recipe.images)
     plan = tuple(segments(recipe.steps, execution.segment or auto_segment(recipe.steps, platform)))
     from_start = recipe.init is not None
@@ -289,6 +295,31 @@ def compiled_program(
         finish=jax.jit(finish, in_shardings=(rep, rep, shard, rep, shard), out_shardings=shard),
         plan=plan,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_measure(
+    layer: str, preprocessing: vgg.Preprocessing, preprocess: bool, execution: Execution, mesh: Mesh
+) -> Callable[..., dict[str, Any]]:
+    """``(params, raw (n, K, H, W, 3), display (n, K, H, W, 3), filters (n,)) -> measures`` of
+    :mod:`vizjax.fidelity`, vmapped over filters and sharded like the ascent (the same jit
+    boundary's second program: the ascent runs it on each chunk before the images leave the
+    devices; ``vizjax fidelity`` runs it on stored images)."""
+    platform = mesh.devices.flat[0].platform
+    model = make_model(preprocessing, preprocess, execution, platform)
+    index = vgg.layer_index(layer)
+
+    def measure(params, raw, display, filters):
+        def acts(x: jax.Array) -> jax.Array:
+            return model.apply(params, x, layer)
+
+        return jax.vmap(
+            lambda r, d, f: fidelity.measure_one(acts, r, d, f, fidelity.measure_key(index, f))
+        )(raw, display, filters)
+
+    rep = NamedSharding(mesh, PartitionSpec())
+    shard = NamedSharding(mesh, PartitionSpec("filters"))
+    return jax.jit(measure, in_shardings=(rep, shard, shard, shard), out_shardings=shard)
 
 
 def _memory_budget(device: jax.Device) -> int | None:
@@ -381,6 +412,7 @@ def iter_chunks(
     execution: Execution = DEFAULT_EXECUTION,
     start: jax.Array | np.ndarray | None = None,
     mesh: Mesh | None = None,
+    measure: bool = False,
 ) -> Iterator[Results]:
     """Run ``filters`` of ``layer`` chunk by chunk, yielding each chunk's :class:`Results`.
 
@@ -390,6 +422,8 @@ def iter_chunks(
         of ``recipe`` (a run with a start photo passes the photo and sets ``recipe.init``).
       execution: dtype, convolution, loop structure and ``batch`` (filters per chunk, or
         ``"auto"``, see :func:`auto_chunk`; rounded up to a multiple of the device count).
+      measure: also compute the :mod:`vizjax.fidelity` measures of each chunk's images (on the
+        devices, before the images come back).
     """
     check_conv_layer(layer)
     filt = check_filters(layer, filters)
@@ -410,11 +444,21 @@ def iter_chunks(
         chunk = auto_chunk(program, params, start, seed, len(filt), mesh, layer)
     else:
         chunk = math.ceil(int(execution.batch) / d) * d
+    measure_fn = (
+        compiled_measure(layer, preprocessing, recipe.preprocess, execution.program(), mesh)
+        if measure
+        else None
+    )
     for first in range(0, len(filt), chunk):
         real = filt[first : first + chunk]
         # Pad with copies of the last real filter: valid indices, results discarded below.
-        padded = np.concatenate([real, np.full(chunk - len(real), real[-1], np.int32)])
-        out = jax.device_get(program.run(params, start, jax.device_put(padded, sharded), seed))
+        padded = jax.device_put(
+            np.concatenate([real, np.full(chunk - len(real), real[-1], np.int32)]), sharded
+        )
+        out = program.run(params, start, padded, seed)
+        if measure_fn is not None:
+            out = {**out, **measure_fn(params, out["raw"], out["images"], padded)}
+        out = jax.device_get(out)
         n = len(real)
         yield Results(
             layer=layer, filters=real.copy(), **{k: np.asarray(v[:n]) for k, v in out.items()}

@@ -90,6 +90,14 @@ def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = "lucid") 
     )
     g.add_argument("--seed", type=int, default=None, help="seed of every random draw (0)")
     g.add_argument(
+        "--diversity",
+        type=int,
+        default=None,
+        metavar="K",
+        help="K images per filter, pushed apart (Lucid's diversity objective; weight "
+        "objective.diversity, default 10)",
+    )
+    g.add_argument(
         "--init", default=None, help="start from this image (e.g. a photo) instead of noise"
     )
     g.add_argument(
@@ -134,7 +142,8 @@ def _recipe(args: argparse.Namespace) -> Recipe:
         changes["optimizer"] = dataclasses.replace(recipe.optimizer, lr=args.step_size)
     if args.no_preprocess:
         changes["preprocess"] = False
-    return recipe.replace(**changes)
+    recipe = recipe.replace(**changes)
+    return recipe.with_diversity(args.diversity) if args.diversity else recipe
 
 
 def _execution(args: argparse.Namespace) -> Execution:
@@ -288,45 +297,83 @@ def _atlas_layer(a, name: str):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vizjax import fidelity
     from vizjax.atlas import open_atlas
 
+    photo = fidelity.photo_hf_energy()
     with open_atlas(args.atlas) as a:
-        if args.json:
-            out = {
-                "attrs": {k: v for k, v in a.attrs.items() if k != "config"},
-                "config": a.config,
-                "layers": {},
-            }
-        else:
-            print(
-                f"{args.atlas}: {a.attrs.get('format')} v{a.attrs.get('format_version')}, "
-                f"model {a.attrs.get('model')}, weights {a.attrs.get('weights')}, "
-                f"created {a.attrs.get('created')}"
-            )
-            print("config: " + json.dumps(a.config, sort_keys=True))
+        out = {
+            "attrs": {k: v for k, v in a.attrs.items() if k != "config"},
+            "config": a.config,
+            "photo_hf_energy": photo,
+            "layers": {},
+        }
         for name, layer in a.layers.items():
-            done = layer.completed()
-            dead_rows = layer.dead[...] & layer.done
-            n_dead = int(dead_rows.sum())
-            dead_ids = [int(f) for f in layer.filters[dead_rows]]
-            obj = layer.objective[...][layer.done]
-            if args.json:
-                out["layers"][name] = {
-                    "num_filters": layer.num_filters,
-                    "rows": len(layer.filters),
-                    "done": len(done),
-                    "dead": dead_ids,
-                }
-                continue
-            mean_final = float(obj[:, -1].mean()) if len(obj) else float("nan")
-            print(
-                f"  {name}: {len(done)}/{len(layer.filters)} requested filters done "
-                f"(layer has {layer.num_filters}); dead {n_dead}"
-                + (f" {dead_ids[:20]}{'...' if n_dead > 20 else ''}" if n_dead else "")
-                + f"; mean final objective {mean_final:.4g}"
-            )
-        if args.json:
-            print(json.dumps(out, indent=2, sort_keys=True))
+            table = layer.fidelity
+            s = fidelity.summarize(table)
+            out["layers"][name] = {
+                "num_filters": layer.num_filters,
+                "rows": len(layer.filters),
+                **s,
+                "dead": [int(f) for f in table["filter"][np.asarray(table["dead"], bool)]],
+                "nonfinite_filters": [
+                    int(f) for f in table["filter"][np.asarray(table["nonfinite"], bool)]
+                ],
+            }
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True, default=_json_default))
+        return 0
+    attrs = out["attrs"]
+    print(
+        f"{args.atlas}: {attrs.get('format')} v{attrs.get('format_version')}, "
+        f"model {attrs.get('model')}, weights {attrs.get('weights')}, created {attrs.get('created')}"
+    )
+    print("config: " + json.dumps(out["config"], sort_keys=True))
+    for name, s in out["layers"].items():
+        dead = s["dead"]
+        print(
+            f"  {name}: {s['done']}/{s['rows']} requested filters done (layer has "
+            f"{s['num_filters']}); dead {_pct(s['dead_fraction'])}"
+            + (f" {dead[:20]}{'...' if len(dead) > 20 else ''}" if dead else "")
+            + f"; selectivity {_pct(s['selectivity'])}; median robustness "
+            f"{s['median_robustness']:.2f}; median HF energy {s['median_hf_energy']:.3f} "
+            f"(cat photo {photo:.3f}); mean final activation {s['mean_final_activation']:.4g}"
+            + (f"; zero gradient at start {s['zero_start_grad']}" if s["zero_start_grad"] else "")
+            + (f"; NON-FINITE {s['nonfinite_filters']}" if s["nonfinite"] else "")
+        )
+    return 0
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.0f}%"
+
+
+def _json_default(value: object) -> object:
+    """numpy scalars and arrays in ``--json`` output; NaN stays NaN (JSON's common extension)."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from vizjax.run import measure_atlas
+
+    summary = measure_atlas(
+        args.atlas,
+        args.layer,
+        execution=Execution(batch=args.batch),
+        force=args.force,
+        quiet=args.quiet,
+    )
+    for layer, s in summary["layers"].items():
+        print(f"{layer}: measured {s['measured']} filters in {s['seconds']} s", file=sys.stderr)
+    print(f"wrote the measures into {args.atlas}; see: vizjax info {args.atlas}")
     return 0
 
 
@@ -435,6 +482,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("atlas")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser(
+        "fidelity",
+        help="compute the fidelity measures of an atlas written without them (or again)",
+    )
+    s.add_argument("atlas")
+    s.add_argument("--layer", action="append", help="only this layer (repeatable)")
+    s.add_argument("--force", action="store_true", help="measure filters already measured too")
+    s.add_argument("--batch", type=_batch, default="auto", help="images per compiled chunk")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_fidelity)
 
     s = sub.add_parser("merge", help="join atlas parts written by several processes")
     s.add_argument("out")

@@ -38,6 +38,11 @@ from vizjax import objectives, optim, param, transform
 from vizjax.errors import VizjaxError
 
 DISPLAYS = ("deprocess", "clip")
+#: Weight of the diversity term when ``--diversity K`` does not say. Measured (lucid, block3_conv1,
+#: 64 px, 64 steps, K = 3): the images' mean pairwise Gram cosine similarity is 0.98 at weight 0,
+#: 0.96 at 1, 0.28 at 10 (their activations 20% lower), 0.05 at 100 (activations near 0). Lucid's
+#: notebook uses 1e2 x its own (K - 1)-times larger sum on GoogLeNet; activations differ per layer.
+DEFAULT_DIVERSITY_WEIGHT = 10.0
 
 
 def _input(default: Any) -> Any:
@@ -96,6 +101,13 @@ class Recipe:
 
     def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
+
+    def with_diversity(self, k: int, weight: float | None = None) -> Recipe:
+        """``k`` images per filter pushed apart by ``weight`` x their mean pairwise Gram cosine
+        similarity (default: the recipe's ``objective.diversity``, or
+        :data:`DEFAULT_DIVERSITY_WEIGHT` when that is 0)."""
+        w = weight if weight is not None else self.objective.diversity or DEFAULT_DIVERSITY_WEIGHT
+        return self.replace(images=k, objective=dataclasses.replace(self.objective, diversity=w))
 
     def program(self) -> Recipe:
         """The recipe as the compiled program sees it: inputs at their defaults, except that

@@ -16,6 +16,7 @@ segments (:mod:`vizjax.execution`): :func:`init` makes the :class:`State`, :func
    recipe.redirect_relu``);
 4. ``value = objective(acts, f)``; the optimizer gets ``-grad(value)`` (optax minimizes).
 
+
 Flags: ``zero_start_grad`` -- the gradient was exactly zero at step 0 (with the classic recipe the
 image never moves); ``nonfinite`` -- a NaN/Inf appeared in the objective or the update; the image is
 then kept at its last finite value, so one absurd filter never poisons the others.
@@ -149,17 +150,16 @@ def advance(
         i, ut, um = xs
         params = s.params
         if recipe.modifiers:
-            params = jax.vmap(lambda uk, x: transform.apply(recipe.modifiers, uk, x)[0])(
-                um, params
-            )
+            params = jax.vmap(lambda uk, x: transform.apply(recipe.modifiers, uk, x)[0])(um, params)
         redirect = (i <= redirect_steps) if redirect_steps else None
 
-        def loss(p: Any) -> tuple[jax.Array, jax.Array]:
-            value = _evaluate(recipe, objective, net, p, f, ut, hw, redirect)
-            return -value, value
+        def climb(p: Any) -> jax.Array:
+            return _evaluate(recipe, objective, net, p, f, ut, hw, redirect)
 
-        (_, value), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        updates, opt_state = opt.update(grads, s.opt_state, params)
+        # The gradient of the objective (the redirected ReLU's rule is written for ascent); optax
+        # minimizes, so it gets the negated gradient (an exact negation).
+        value, grads = jax.value_and_grad(climb)(params)
+        updates, opt_state = opt.update(jax.tree.map(jnp.negative, grads), s.opt_state, params)
         new = optax.apply_updates(params, updates)
         leaves = jax.tree.leaves(new)
         finite = jnp.isfinite(value) & jnp.all(

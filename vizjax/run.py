@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -188,12 +189,14 @@ def run_atlas(
                 weights.preprocessing,
                 execution=execution,
                 start=x0,
+                measure=True,
             ):
                 writer.write_chunk(layer, res)
                 zero += int(res.zero_start_grad.sum())
                 nonfinite += int(res.nonfinite.sum())
                 bar.update(len(res))
             bar.close()
+            writer.finish_layer(layer)  # selectivity, specificity over the layer's stored images
             summary["layers"][layer] = {
                 "done": len(mine),
                 "computed": len(todo),
@@ -208,4 +211,79 @@ def run_atlas(
             # Keep what an earlier run already put in ``out``: merge it in as a part too.
             atlas.merge_atlases(out, ([out] if out.exists() else []) + parts)
         distributed.barrier(f"vizjax-atlas-{out.name}-merged")
+    return summary
+
+
+def measure_atlas(
+    path: str | os.PathLike,
+    layers: Sequence[str] | None = None,
+    *,
+    execution: Execution = DEFAULT_EXECUTION,
+    force: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Compute the :mod:`vizjax.fidelity` measures of an atlas' done filters that lack them (all of
+    them with ``force``), store them, and recompute each layer's selectivity/specificity.
+
+    For atlases written before the measures existed (a format 1 atlas is upgraded to format 2 by
+    the writer first). Uses the atlas' own weights (refused if missing or different) and its
+    preprocessing setting; ``execution`` gives the dtype-independent chunking. Returns
+    ``{"layers": {layer: {"measured", "seconds"}}}``.
+    """
+    from vizjax.weights import load_weights
+
+    path = Path(path)
+    with atlas.open_atlas(path) as a:
+        attrs, config = dict(a.attrs), dict(a.config)
+        names = list(a.layers)
+    for name in layers or ():
+        if name not in names:
+            raise VizjaxError(f"the atlas has no layer {name!r}; it has: {', '.join(names)}")
+    weights = load_weights(str(attrs.get("weights")))
+    if attrs.get("weights_sha256") and attrs["weights_sha256"] != weights.source_sha256:
+        raise VizjaxError(
+            f"{path} was made with other weights than the prepared {weights.name} "
+            "(sha256 differs); prepare the same weights first"
+        )
+    # Format 2 configs nest the recipe; format 1 had flat keys and "recipe": "classic".
+    recipe_cfg = config.get("recipe")
+    preprocess = bool((recipe_cfg if isinstance(recipe_cfg, dict) else config).get("preprocess", 1))
+    execution = execution.replace(dtype=str(config.get("dtype", execution.dtype)))
+    root = {k: str(attrs[k]) for k in ("model", "weights", "weights_sha256", "preprocessing")}
+    mesh = ascent.local_mesh()
+    d = mesh.devices.size
+    summary: dict[str, Any] = {"layers": {}}
+    with atlas.AtlasWriter(path, root, config, volatile_keys=VOLATILE_KEYS) as writer:
+        with atlas.open_atlas(path) as a:
+            for name in layers or names:
+                layer = a.layers[name]
+                table = layer.fidelity
+                # hf_energy is finite for every measured image (robustness may be NaN: dead filter).
+                unmeasured = ~np.isfinite(np.asarray(table["hf_energy"], np.float64))
+                todo = [
+                    int(f) for f, u in zip(table["filter"], unmeasured, strict=True) if force or u
+                ]
+                t0 = time.perf_counter()
+                fn = ascent.compiled_measure(
+                    name, weights.preprocessing, preprocess, execution.program(), mesh
+                )
+                chunk = d * (8 if execution.batch == "auto" else math.ceil(execution.batch / d))
+                bar = _progress(len(todo), f"{name} (measures)", quiet)
+                for i in range(0, len(todo), chunk):
+                    real = todo[i : i + chunk]
+                    padded = real + [real[-1]] * (chunk - len(real))
+                    rows = [layer.row(f) for f in padded]
+                    raw = np.stack([layer.raw[r] for r in rows])
+                    display = np.stack([layer.images[r] for r in rows])
+                    m = jax.device_get(
+                        fn(weights.params, raw, display, np.asarray(padded, np.int32))
+                    )
+                    writer.write_fields(name, real, {k: v[: len(real)] for k, v in m.items()})
+                    bar.update(len(real))
+                bar.close()
+                writer.finish_layer(name)
+                summary["layers"][name] = {
+                    "measured": len(todo),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
     return summary

@@ -100,7 +100,7 @@ class Jitter:
     def __call__(self, u: jax.Array, image: jax.Array) -> jax.Array:
         h, w, c = image.shape
         if self.mode == "roll":
-            shift = _index(u, 2 * self.d) - self.d
+            shift = _index(u, max(2 * self.d, 1)) - self.d
             return jnp.roll(image, (shift[0], shift[1]), axis=(0, 1))
         off = _index(u, self.d + 1)
         return lax.dynamic_slice(image, (off[0], off[1], 0), (h - self.d, w - self.d, c))

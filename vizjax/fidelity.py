@@ -1,0 +1,160 @@
+"""Fidelity: cheap, well-defined measures of how good a filter's picture is, written for ONE image.
+
+The engine (:mod:`vizjax.ascent`) vmaps them over a chunk's images and compiles them beside the
+ascent; the atlas stores them per filter (:mod:`vizjax.schema`). Definitions (fixed: a measure is
+never tuned to flatter a recipe):
+
+* ``activation_matrix (K, C)`` -- the mean activation of every channel of the layer on each of the
+  filter's final images (RGB 0-255, as the network saw them, no transform). Its column ``f`` is
+  ``final_activation``: the filter's channel mean on its own image. ``dead``: it is exactly 0 on
+  every image (the filter never turned on). Across a layer's rows the atlas derives
+  ``selectivity`` (the filter's own image is the argmax of its column over the layer's images) and
+  ``specificity`` (own activation / mean activation of the filter over the other filters' images).
+* ``robustness (K,)`` -- the median over 8 random draws of the filter's activation on its image
+  moved by a random affine map -- translation uniform in +-8 px on each axis, scale uniform in
+  [0.9, 1.1], rotation uniform in +-10 degrees, about the centre, bilinear, edges reflected --
+  divided by the activation on the unmoved image (NaN when that is 0). Draw ``d`` of filter ``f``
+  uses ``fold_in(fold_in(fold_in(key(0), layer), f), d)``: the same perturbations for every recipe
+  and atlas. Near 1: the picture shows the feature; near 0: an adversarial texture that only works
+  pixel-exact.
+* ``hf_energy (K,)`` -- the fraction of the display image's luminance power spectrum (mean
+  removed; Y = 0.299 R + 0.587 G + 0.114 B) at radial frequencies above half the Nyquist frequency
+  (``sqrt(fy^2 + fx^2) > 0.25`` cycles per pixel). 0 for a flat image, ~1 for a pixel
+  checkerboard; natural photos are low (the shipped cat photo: :func:`photo_hf_energy`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy import ndimage
+
+#: Perturbations per image for ``robustness``.
+DRAWS = 8
+MAX_SHIFT = 8.0
+SCALE = (0.9, 1.1)
+MAX_DEGREES = 10.0
+
+#: ``acts(images (B, H, W, 3)) -> (B, h, w, C)``: the layer's activations (post-ReLU).
+Acts = Callable[[jax.Array], jax.Array]
+
+
+def channel_means(acts: Acts, image: jax.Array) -> jax.Array:
+    """``(C,)`` mean activation of every channel of the layer on one image ``(H, W, 3)``."""
+    return jnp.mean(acts(image[None])[0].astype(jnp.float32), axis=(0, 1))
+
+
+def perturb(image: jax.Array, u: jax.Array) -> jax.Array:
+    """``image (H, W, 3)`` moved by the affine map that 4 uniforms ``u`` in [0, 1) pick (see the
+    module docstring): shift (2), scale, angle."""
+    h, w, _ = image.shape
+    ty, tx = MAX_SHIFT * (2 * u[0] - 1), MAX_SHIFT * (2 * u[1] - 1)
+    s = SCALE[0] + (SCALE[1] - SCALE[0]) * u[2]
+    theta = math.pi / 180 * MAX_DEGREES * (2 * u[3] - 1)
+    ci, cj = (h - 1) / 2.0, (w - 1) / 2.0
+    ii, jj = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
+    )
+    # Output pixel p shows input c + R(-theta) (p - c - t) / s.
+    y, x = (ii - ci - ty) / s, (jj - cj - tx) / s
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    rows, cols = cos * y + sin * x + ci, -sin * y + cos * x + cj
+    return jax.vmap(
+        lambda ch: ndimage.map_coordinates(ch, [rows, cols], order=1, mode="mirror"),
+        in_axes=2,
+        out_axes=2,
+    )(image)
+
+
+def robustness(acts: Acts, image: jax.Array, f: jax.Array, key: jax.Array) -> jax.Array:
+    """Median over :data:`DRAWS` perturbations of channel ``f``'s mean activation, divided by the
+    unperturbed one (NaN where that is 0). ``key``: the filter's measure key."""
+    u = jax.random.uniform(key, (DRAWS, 4), jnp.float32)
+    moved = jax.vmap(lambda ud: perturb(image, ud))(u)
+    both = jnp.concatenate([image[None], moved])
+    a = jnp.mean(jnp.take(acts(both), f, axis=-1).astype(jnp.float32), axis=(1, 2))
+    base = a[0]
+    return jnp.where(base > 0, jnp.median(a[1:]) / jnp.where(base > 0, base, 1.0), jnp.nan)
+
+
+def hf_energy(display: jax.Array) -> jax.Array:
+    """Fraction of the luminance power above half Nyquist of a uint8 or 0-255 ``(H, W, 3)``."""
+    rgb = display.astype(jnp.float32) / 255.0
+    y = rgb @ jnp.asarray([0.299, 0.587, 0.114], jnp.float32)
+    y = y - jnp.mean(y)
+    power = jnp.square(jnp.abs(jnp.fft.fft2(y)))
+    h, w = y.shape
+    radius = np.sqrt(np.fft.fftfreq(h)[:, None] ** 2 + np.fft.fftfreq(w)[None, :] ** 2)
+    total = jnp.sum(power)
+    high = jnp.sum(jnp.where(jnp.asarray(radius > 0.25), power, 0.0))
+    return jnp.where(total > 0, high / jnp.where(total > 0, total, 1.0), 0.0)
+
+
+def measure_key(layer_index: int, f: jax.Array | int) -> jax.Array:
+    """The robustness draws' key of filter ``f``: fixed seed 0, then the layer, then the filter."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(0), layer_index), f)
+
+
+def measure_one(
+    acts: Acts, raw: jax.Array, display: jax.Array, f: jax.Array, key: jax.Array
+) -> dict[str, jax.Array]:
+    """Every measure of one filter's K images ``raw (K, H, W, 3)`` (what the network saw) and
+    ``display (K, H, W, 3)`` uint8: ``activation_matrix (K, C)``, ``final_activation (K,)``,
+    ``robustness (K,)``, ``hf_energy (K,)``."""
+    matrix = jax.vmap(lambda x: channel_means(acts, x))(raw)
+    keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(jnp.arange(raw.shape[0]))
+    return {
+        "activation_matrix": matrix,
+        "final_activation": jnp.take(matrix, f, axis=-1),
+        "robustness": jax.vmap(lambda x, k: robustness(acts, x, f, k))(raw, keys),
+        "hf_energy": jax.vmap(hf_energy)(display),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def photo_hf_energy() -> float:
+    """:func:`hf_energy` of the cat photo shipped with vizjax (451x300), the natural reference."""
+    from vizjax import images
+
+    return float(hf_energy(jnp.asarray(images.load_image(images.sample_path()))))
+
+
+def summarize(table: dict[str, np.ndarray]) -> dict[str, float | int]:
+    """Layer figures from an atlas layer's per-filter table (``AtlasLayer.fidelity``).
+
+    ``done``; ``dead_fraction`` (final activation exactly 0); ``zero_start_grad`` and ``nonfinite``
+    (counts); ``selectivity`` (fraction of the live filters whose own image is the argmax of their
+    column); ``median_specificity``, ``median_robustness``, ``median_hf_energy`` (over live filters
+    where defined; NaN if none); ``mean_final_activation``. Measures not computed count as absent.
+    """
+    n = len(table["filter"])
+    dead = np.asarray(table["dead"], bool)
+    live = ~dead
+
+    def median(name: str) -> float:
+        v = np.asarray(table[name], np.float64)[live]
+        v = v[np.isfinite(v)]
+        return float(np.median(v)) if len(v) else float("nan")
+
+    measured = live & np.isfinite(np.asarray(table["specificity"], np.float64))
+    final = np.asarray(table["final_activation"], np.float64)
+    return {
+        "done": n,
+        "dead_fraction": float(dead.mean()) if n else float("nan"),
+        "zero_start_grad": int(np.sum(table["zero_start_grad"])),
+        "nonfinite": int(np.sum(table["nonfinite"])),
+        "selectivity": float(np.mean(np.asarray(table["selectivity"], bool)[measured]))
+        if measured.any()
+        else float("nan"),
+        "median_specificity": median("specificity"),
+        "median_robustness": median("robustness"),
+        "median_hf_energy": median("hf_energy"),
+        "mean_final_activation": float(np.nanmean(final))
+        if np.isfinite(final).any()
+        else float("nan"),
+    }
