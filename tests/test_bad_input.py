@@ -1,0 +1,747 @@
+"""Bad-input campaign: odd CLI values, crafted atlases, Keras weight files, pickles and start images.
+
+Every malformed input must end in ONE ``vizjax: ...`` line on stderr and exit status 2 -- no
+traceback, no partial output file, nothing written anywhere but where ``--out`` points (and
+there, nothing either). Each parametrized case is one distinct malformed input; the README's "Bad
+input and faults" section gives the count.
+
+Speed: commands run in-process through ``vizjax.cli.main``; the atlas cases copy one small
+synthetic atlas; valid ascents are never run (the writer is replaced by a sentinel that stops a
+run which got through validation), so the whole module takes seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copyreg
+import io
+import json
+import pickle
+import shutil
+import struct
+import sys
+import zlib
+from pathlib import Path
+from unittest import mock
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from vizjax import probe
+from vizjax.cli import main
+from vizjax.errors import WeightsError
+from vizjax.vgg import CONV_SHAPES
+
+sys.path.insert(0, str(Path(__file__).parent))
+import synthetic_atlas  # noqa: E402
+from test_keras import write_keras_h5  # noqa: E402
+
+CLASSIC = ["--recipe", "classic", "--quiet"]
+
+
+class Reached(Exception):
+    """Raised instead of writing: the input passed every check (a valid case)."""
+
+
+def run_cli(argv: list[str]) -> tuple[int | None, str]:
+    """``vizjax ARGV`` in-process: ``(exit status, stderr)``; ``None`` if it got past validation."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main(argv)
+    except Reached:
+        return None, err.getvalue()
+    except SystemExit as e:  # argparse
+        rc = e.code
+    return rc, err.getvalue()
+
+
+def assert_refused(argv: list[str], folder: Path, expected: str = "") -> str:
+    """The command exits 2 with one ``vizjax:`` line (containing ``expected``) and ``folder``
+    (where its output would go) holds nothing new."""
+    before = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    rc, err = run_cli(argv)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and lines[0].startswith("vizjax: "), (rc, err)
+    assert "Traceback" not in err and expected in err, err
+    after = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    assert after == before, f"{argv} left {sorted(set(after) - set(before))}"
+    return lines[0]
+
+
+@pytest.fixture
+def no_writes(monkeypatch, tmp_path, default_weights):
+    """Work in an empty folder; cached weights; the atlas writer replaced by the Reached
+    sentinel. Yields the folder; asserts at the end that nothing was written into it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("vizjax.cli._weights", lambda args: default_weights)
+    monkeypatch.setattr("vizjax.run.atlas.AtlasWriter", mock.Mock(side_effect=Reached))
+    yield tmp_path
+    assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI values
+
+ATLAS = ["atlas", "--out", "o/a.h5", "--layer", "block1_conv1", "--size", "32", *CLASSIC]
+
+CLI_CASES = {
+    "size 0x32": (["--size", "0x32"], "size must look like"),
+    "size 32x0": (["--size", "32x0"], "size must look like"),
+    "size huge": (["--size", "100000"], "at most 4096"),
+    "size 3 parts": (["--size", "32x32x3"], "size must look like"),
+    "size text": (["--size", "big"], "size must look like"),
+    "step-size nan": (["--step-size", "nan"], "finite"),
+    "step-size inf": (["--step-size", "inf"], "finite"),
+    "step-size -1": (["--step-size", "-1"], "optimizer.lr must be positive"),
+    "step-size 0": (["--step-size", "0"], "optimizer.lr must be positive"),
+    "step-size text": (["--step-size", "fast"], "must be a number"),
+    "steps 0": (["--steps", "0"], "steps must be a positive integer"),
+    "steps -1": (["--steps", "-1"], "steps must be a positive integer"),
+    "steps huge": (["--steps", "2000000000"], "up to 1000000"),
+    "steps float": (["--steps", "1.5"], "invalid int value"),
+    "seed huge": (["--seed", str(2**40)], "seed must be an integer"),
+    "seed text": (["--seed", "x"], "invalid int value"),
+    "batch 0": (["--batch", "0"], "positive integer"),
+    "batch -3": (["--batch", "-3"], "positive integer"),
+    "batch text": (["--batch", "many"], "positive integer"),
+    "filters past": (["--filters", "64"], "filter index 64 out of range"),
+    "filters range past": (["--filters", "60:70"], "goes past"),
+    "filters negative": (["--filters", "-1"], "out of range"),
+    "filters empty range": (["--filters", "5:5"], "selects no filter"),
+    "filters float": (["--filters", "1e3"], "bad --filters"),
+    "filters garbage": (["--filters", "a-b"], "bad --filters"),
+    "layer unknown": (["--layer", "block9_conv1"], "unknown layer"),
+    "layer pool": (["--layer", "block1_pool"], "pooling layer"),
+    "set no =": (["--set", "steps"], "key=value"),
+    "set unknown key": (["--set", "nope=1"], "has no field"),
+    "set bad int": (["--set", "steps=abc"], "not a valid int"),
+    "set nan lr": (["--set", "optimizer.lr=nan"], "not a valid finite number"),
+    "set unknown param": (["--set", "param=bogus"], "unknown kind"),
+    "set bad index": (["--set", "transforms.99.d=1"], "not an index"),
+    "set images 0": (["--set", "images=0"], "images must be a positive integer"),
+    "set unknown optimizer": (["--set", "optimizer.name=lbfgs"], "optimizer.name must be"),
+    "set display": (["--set", "display=3d"], "display must be one of"),
+    "unknown option": (["--bogus"], "unrecognized arguments"),
+    "unknown recipe": (["--recipe", "nope"], "invalid choice"),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_cli_value_is_refused_in_one_line(case, no_writes):
+    extra, expected = CLI_CASES[case]
+    assert_refused([*ATLAS, *extra], no_writes, expected)
+
+
+def test_cli_without_a_command_or_out(no_writes):
+    assert_refused(["frobnicate"], no_writes, "invalid choice")
+    assert_refused(["atlas", "--layer", "block1_conv1"], no_writes, "required: --out")
+
+
+_KEYS = [
+    "steps",
+    "seed",
+    "images",
+    "size",
+    "display",
+    "preprocess",
+    "redirect_relu",
+    "noise_std",
+    "optimizer.lr",
+    "optimizer.name",
+    "optimizer.b1",
+    "param",
+    "param.decay",
+    "transforms",
+    "transforms.0.d",
+    "objective.kind",
+    "objective.tv",
+    "modifiers",
+    "optimizer",
+    "nope.deeper",
+]
+_NUMBERS = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["nan", "inf", "-inf", "1e38", "-0", "0", "", " ", "0x10", "1_0", "None"]),
+    st.text(max_size=10),
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    layer=st.one_of(st.sampled_from(["block1_conv1", "block3_conv1", "block1_pool"]), st.text()),
+    filters=st.one_of(st.sampled_from(["all", "0:3", "0,1", "::", ":3"]), st.text("0123:,- ")),
+    size=st.one_of(st.sampled_from(["32", "0x32", "8x64", "5000", "x"]), st.text(max_size=8)),
+    values=st.fixed_dictionaries({k: _NUMBERS for k in ("steps", "step", "seed", "batch")}),
+    which=st.sets(st.sampled_from(["steps", "step", "seed", "batch"])),
+    sets=st.lists(st.tuples(st.sampled_from(_KEYS), _NUMBERS), max_size=2),
+)
+def test_any_cli_value_is_accepted_or_refused_in_one_line(
+    layer, filters, size, values, which, sets, no_writes
+):
+    """Property: whatever the values, the command either gets through validation (and would
+    write) or says why not in one line with status 2; it never shows a traceback or writes."""
+    flags = {"steps": "--steps", "step": "--step-size", "seed": "--seed", "batch": "--batch"}
+    argv = ["atlas", "--out", "o/a.h5", *CLASSIC, "--layer", layer, "--filters", filters]
+    argv += ["--size", size]
+    argv += [x for k in sorted(which) for x in (flags[k], values[k])]
+    argv += [x for k, v in sets for x in ("--set", f"{k}={v}")]
+    rc, err = run_cli(argv)
+    if rc is None:  # valid: it got to the writer (which only made the output's folder)
+        shutil.rmtree(no_writes / "o")
+    else:
+        lines = err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and lines[0].startswith("vizjax: "), (argv, rc, err)
+    assert not list(no_writes.iterdir())
+
+
+# --------------------------------------------------------------------------------------------------
+# start images (--init)
+
+
+def _png(w: int, h: int, data: bytes = b"") -> bytes:
+    """A PNG whose header declares ``w x h`` RGB pixels (its data need not match)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(data))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _truncated(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)).save(buf, fmt)
+    return buf.getvalue()[: len(buf.getvalue()) // 2]
+
+
+def _float_tiff() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ones((40, 40), np.float32)).save(buf, "TIFF")
+    return buf.getvalue()
+
+
+IMAGE_CASES = {
+    "zero width": (lambda: _png(0, 32), "not a readable image"),
+    "decompression bomb": (lambda: _png(100_000, 100_000, b"\0" * 100), "not a readable image"),
+    "bomb under PIL's limit": (lambda: _png(12_000, 12_000, b"\0" * 100), "12000x12000 px"),
+    "truncated PNG": (lambda: _truncated("PNG"), "not a readable image"),
+    "truncated JPEG": (lambda: _truncated("JPEG"), "not a readable image"),
+    "empty file": (lambda: b"", "not a readable image"),
+    "text file": (lambda: b"a cat, honestly\n", "not a readable image"),
+    "float TIFF": (_float_tiff, "floating-point pixels"),
+    "1x1 at its own size": (lambda: _png_of(np.zeros((1, 1, 3), np.uint8)), "too small"),
+}
+
+
+def _png_of(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", list(IMAGE_CASES))
+def test_bad_start_image_is_refused_in_one_line(case, no_writes, tmp_path_factory):
+    make, expected = IMAGE_CASES[case]
+    path = tmp_path_factory.mktemp("img") / "start.png"
+    path.write_bytes(make())
+    # block2 needs 2x2 px: a 1x1 start image at its own size is too small.
+    argv = ["atlas", "--out", "o/a.h5", "--layer", "block2_conv1", *CLASSIC, "--init", str(path)]
+    assert_refused(argv, no_writes, expected)
+
+
+def test_start_image_that_is_a_folder(no_writes, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("img")
+    argv = ["atlas", "--out", "o/a.h5", "--layer", "block1_conv1", *CLASSIC, "--init", str(folder)]
+    assert_refused(argv, no_writes, "is not a file")
+
+
+def test_odd_but_valid_start_images_read_right(tmp_path):
+    """16-bit, CMYK, palette, alpha and animated images are read as 8-bit RGB the way a viewer
+    shows them (not clipped, not with garbage under transparent pixels)."""
+    from vizjax.images import TRANSPARENT_FILL, load_image
+
+    grey16 = np.full((20, 24), 65535 // 2, np.uint16)
+    grey16[0, 0] = 65535
+    Image.fromarray(grey16).save(tmp_path / "g16.png")
+    x = load_image(tmp_path / "g16.png")
+    assert x.shape == (20, 24, 3) and x[0, 0, 0] == 255 and x[5, 5, 0] == 127  # /257, rounded
+
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 200  # red, but fully transparent on the left half
+    rgba[:, 4:, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    x = load_image(tmp_path / "alpha.png")
+    np.testing.assert_array_equal(x[0, 0], TRANSPARENT_FILL)
+    np.testing.assert_array_equal(x[0, 7], (200, 0, 0))
+
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert tuple(load_image(tmp_path / "anim.gif")[3, 3]) == (255, 0, 0)  # the first frame
+
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    r, g, b = load_image(tmp_path / "cmyk.jpg")[4, 4]
+    assert r > 200 and g < 60 and b < 60
+    Image.new("RGB", (8, 8), (0, 204, 0)).convert("P").save(tmp_path / "pal.png")  # web palette
+    assert tuple(load_image(tmp_path / "pal.png")[4, 4]) == (0, 204, 0)
+    assert load_image(tmp_path / "pal.png", (32, 40)).shape == (32, 40, 3)
+
+
+# --------------------------------------------------------------------------------------------------
+# pickles: every opcode that could call or import something
+
+
+MARKER = "vizjax-pickle-ran"
+_P = pickle
+
+
+def _s(b: bytes) -> bytes:
+    return _P.SHORT_BINUNICODE + bytes([len(b)]) + b
+
+
+def _pickles(marker: Path) -> dict[str, bytes]:
+    cmd = _s(f"touch {marker}".encode())
+    system = b"cos\nsystem\n"
+    return {
+        "GLOBAL+REDUCE": system + cmd + _P.TUPLE1 + _P.REDUCE + _P.STOP,
+        "STACK_GLOBAL": _P.PROTO
+        + b"\x04"
+        + _s(b"os")
+        + _s(b"system")
+        + _P.STACK_GLOBAL
+        + cmd
+        + _P.TUPLE1
+        + _P.REDUCE
+        + _P.STOP,
+        "INST": _P.MARK + cmd + b"ios\nsystem\n" + _P.STOP,
+        "OBJ": _P.MARK + system + cmd + _P.OBJ + _P.STOP,
+        "NEWOBJ": _P.PROTO + b"\x02" + system + cmd + _P.TUPLE1 + _P.NEWOBJ + _P.STOP,
+        "NEWOBJ_EX": _P.PROTO
+        + b"\x04"
+        + system
+        + cmd
+        + _P.TUPLE1
+        + _P.EMPTY_DICT
+        + _P.NEWOBJ_EX
+        + _P.STOP,
+        "BUILD": system + _P.EMPTY_DICT + _P.BUILD + _P.STOP,
+        "EXT1": _P.PROTO + b"\x02" + _P.EXT1 + b"\xf0" + _P.STOP,
+        "EXT2": _P.PROTO + b"\x02" + _P.EXT2 + b"\xf0\x00" + _P.STOP,
+        "EXT4": _P.PROTO + b"\x02" + _P.EXT4 + b"\xf0\x00\x00\x00" + _P.STOP,
+        "PERSID": _P.PERSID + b"x\n" + _P.STOP,
+        "BINPERSID": _s(b"x") + _P.BINPERSID + _P.STOP,
+        "builtins.eval": b"cbuiltins\neval\n" + _s(b"1+1") + _P.TUPLE1 + _P.REDUCE + _P.STOP,
+        "numpy.load": b"cnumpy\nload\n" + _s(b"x") + _P.TUPLE1 + _P.REDUCE + _P.STOP,
+        "object array": pickle.dumps({"VGG16_0": np.array([1, "a"], dtype=object)}),
+        "terabyte array": b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+        b"(I1000000000000\ntC\x01b\x87R.",
+        "truncated": pickle.dumps({"a": np.zeros(3)})[:20],
+        "empty": b"",
+        "list, not a checkpoint": pickle.dumps([1, 2, 3]),
+    }
+
+
+@pytest.fixture
+def extension_240():
+    """An EXT code registered for os.system: EXT1/2/4 must still go through find_class."""
+    copyreg.add_extension("os", "system", 240)
+    yield
+    copyreg.remove_extension("os", "system", 240)
+
+
+@pytest.mark.parametrize("case", list(_pickles(Path("x"))))
+def test_crafted_pickle_is_refused_and_runs_nothing(case, tmp_path, extension_240):
+    from vizjax.weights import read_lpips_vgg16
+
+    marker = tmp_path / MARKER
+    path = tmp_path / "vgg16.ckpt"
+    path.write_bytes(_pickles(marker)[case])
+    with pytest.raises(WeightsError) as e:
+        read_lpips_vgg16(path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+    assert not marker.exists()
+
+
+def test_crafted_default_checkpoint_through_the_cli(tmp_path, monkeypatch):
+    """`vizjax weights` preparing the default set from a malicious pickle: one line, nothing run,
+    no half-prepared weight set."""
+    marker = tmp_path / MARKER
+    path = tmp_path / "vgg16.ckpt"
+    path.write_bytes(_pickles(marker)["GLOBAL+REDUCE"])
+    monkeypatch.setenv("VIZJAX_WEIGHTS_DIR", str(tmp_path / "w"))
+    monkeypatch.setattr("vizjax.weights.find_lpips_checkpoint", lambda: path)
+    assert_refused(["weights"], tmp_path, "refusing to unpickle os.system")
+    assert not marker.exists() and not (tmp_path / "w").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Keras HDF5 weight files (`vizjax convert`)
+
+
+def _kernel(f: h5py.File, layer: str = "block1_conv1") -> str:
+    return f"{layer}/{layer}/kernel:0"
+
+
+def _replace(path: str, **kw):
+    def edit(f: h5py.File) -> None:
+        del f[path]
+        f.create_dataset(path, **kw)
+
+    return edit
+
+
+def _set_attr(obj: str, key: str, value) -> callable:
+    return lambda f: f[obj].attrs.__setitem__(key, value)
+
+
+K1 = "block1_conv1/block1_conv1/kernel:0"
+KERAS_CASES = {
+    "layer_names an int": (_set_attr("/", "layer_names", 5), "no such group"),
+    "layer_names floats": (_set_attr("/", "layer_names", np.arange(3.0)), "no such group"),
+    "layer_names empty": (_set_attr("/", "layer_names", np.asarray([], "S1")), "missing layer"),
+    "layer_names not UTF-8": (_set_attr("/", "layer_names", np.array([b"\xff\xfe"])), "corrupt"),
+    "layer_names missing": (lambda f: f.attrs.__delitem__("layer_names"), "no Keras"),
+    "weight_names an int": (_set_attr("block1_conv1", "weight_names", 7), "lists weight 7"),
+    "weight_names missing": (
+        lambda f: f["block1_conv1"].attrs.__delitem__("weight_names"),
+        "missing layer block1_conv1",
+    ),
+    "kernel is a group": (lambda f: (f.__delitem__(K1), f.create_group(K1)), "is a group"),
+    "kernel of strings": (
+        _replace(K1, data=np.array(["a"] * 4, dtype=h5py.string_dtype())),
+        "expected real numbers",
+    ),
+    "kernel complex": (
+        _replace(K1, data=np.ones((3, 3, 3, 64), np.complex64)),
+        "expected real numbers",
+    ),
+    "kernel compound": (
+        _replace(K1, data=np.zeros((3, 3, 3, 64), dtype=[("a", "f4"), ("b", "i4")])),
+        "expected real numbers",
+    ),
+    "kernel variable-length": (
+        lambda f: (f.__delitem__(K1), f.create_dataset(K1, (2,), dtype=h5py.vlen_dtype("f4"))),
+        "expected real numbers",
+    ),
+    "kernel declares 100 GB": (
+        _replace(K1, shape=(3, 3, 3, 10**9), dtype="f4", chunks=(1, 1, 1, 1024)),
+        "larger than any VGG16 weight",
+    ),
+    "kernel scalar": (_replace(K1, data=np.float32(1)), "expected shape (3, 3, 3, 64), found ()"),
+    "kernel wrong shape": (
+        _replace(K1, data=np.zeros((3, 3, 64, 64), np.float32)),
+        "expected shape (3, 3, 3, 64)",
+    ),
+    "bias wrong shape": (
+        _replace("block1_conv1/block1_conv1/bias:0", data=np.zeros(63, np.float32)),
+        "expected shape (64,)",
+    ),
+    "kernel empty": (_replace(K1, shape=(0,), dtype="f4"), "found (0,)"),
+    "kernel NaN": (_replace(K1, data=np.full((3, 3, 3, 64), np.nan, np.float32)), "NaN or inf"),
+    "bias Inf": (
+        _replace("block5_conv3/block5_conv3/bias:0", data=np.full(512, np.inf, np.float32)),
+        "NaN or infinite",
+    ),
+    "layer is a dataset": (
+        lambda f: (f.__delitem__("block2_conv1"), f.create_dataset("block2_conv1", data=[0])),
+        "is a dataset, not a group",
+    ),
+    "kernel links to another file": (
+        lambda f: (f.__delitem__(K1), f.__setitem__(K1, h5py.ExternalLink("/etc/hostname", "/x"))),
+        "corrupt",
+    ),
+    "kernel soft-link loop": (
+        lambda f: (f.__delitem__(K1), f.__setitem__(K1, h5py.SoftLink("/" + K1))),
+        "corrupt",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def keras_weights() -> dict:
+    rng = np.random.default_rng(0)
+    return {
+        n: {
+            "kernel": rng.standard_normal(k, dtype=np.float32),
+            "bias": rng.standard_normal(b, dtype=np.float32),
+        }
+        for n, (k, b) in CONV_SHAPES.items()
+    }
+
+
+@pytest.mark.parametrize("case", list(KERAS_CASES))
+def test_crafted_keras_file_is_refused_by_convert(case, tmp_path, keras_weights, monkeypatch):
+    edit, expected = KERAS_CASES[case]
+    path = write_keras_h5(tmp_path / "vgg.h5", keras_weights, "keras2")
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(probe, "check_hdf5", lambda files: None)  # probed once below
+    assert_refused(["convert", str(path), "--out", str(out / "w")], out, expected)
+
+
+def test_keras_file_path_is_probed_for_crashes(tmp_path):
+    """`convert` walks a file from elsewhere in a child process first (see vizjax.probe)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    crash = tmp_path / "weights.h5"
+    shutil.copy(Path(__file__).parent / "data" / "hdf5-crash.h5", crash)
+    line = assert_refused(["convert", str(crash), "--out", str(out / "w")], out, str(crash))
+    assert "damaged" in line or "Keras" in line
+
+
+# --------------------------------------------------------------------------------------------------
+# atlases from elsewhere (`info`, `info --json`, `grid`, `gallery`, `merge`)
+
+L = "layers/block1_conv1"
+
+
+def _attr(obj: str, key: str, value):
+    return lambda f: f[obj].attrs.__setitem__(key, value)
+
+
+def _del_attr(obj: str, key: str):
+    return lambda f: f[obj].attrs.__delitem__(key)
+
+
+def _group(path: str):
+    def edit(f: h5py.File) -> None:
+        del f[path]
+        f.create_group(path)
+
+    return edit
+
+
+def _segment(atlas: Path) -> Path:
+    return sorted((atlas.parent / (atlas.name + ".d")).glob("block1_conv1.*.h5"))[0]
+
+
+def _segment_edit(edit):
+    def apply(atlas: Path) -> None:
+        with h5py.File(_segment(atlas), "r+") as f:
+            edit(f)
+
+    return apply
+
+
+def _truncate(size):
+    def apply(p: Path) -> None:
+        with open(p, "r+b") as fh:
+            fh.truncate(size(p.stat().st_size))
+
+    return apply
+
+
+def _flip_bytes(p: Path) -> None:
+    b = bytearray(p.read_bytes())
+    for i in np.random.default_rng(1).integers(512, len(b), 40):
+        b[i] ^= 0xFF
+    p.write_bytes(bytes(b))
+
+
+def _first_segment_range(start: int, stop: int):
+    def edit(f: h5py.File) -> None:
+        name = json.loads(f[L].attrs["segments"])[0][0]
+        f[L].attrs["segments"] = json.dumps([[name, start, stop]])
+
+    return edit
+
+
+#: name -> (edit of the open index file, words the refusal must contain).
+INDEX_EDITS = {
+    "format wrong": (_attr("/", "format", "something-else"), "not a vizjax atlas"),
+    "format missing": (_del_attr("/", "format"), "not a vizjax atlas"),
+    "format an int": (_attr("/", "format", 7), "not a vizjax atlas"),
+    "format_version 99": (_attr("/", "format_version", 99), "upgrade vizjax"),
+    "format_version 0": (_attr("/", "format_version", 0), "format version 0"),
+    "format_version a string": (_attr("/", "format_version", "2"), "not an integer"),
+    "format_version a float": (_attr("/", "format_version", 2.0), "not an integer"),
+    "format_version missing": (_del_attr("/", "format_version"), "not an integer"),
+    "config not JSON": (_attr("/", "config", "{not json"), "config attribute"),
+    "config a JSON list": (_attr("/", "config", "[1, 2]"), "config attribute"),
+    "config an int": (_attr("/", "config", 5), "config"),
+    "preprocessing not JSON": (_attr("/", "preprocessing", "{{{"), "preprocessing"),
+    "weights attribute binary": (_attr("/", "weights", np.void(b"\x00\x01")), "weights"),
+    "layers a dataset": (
+        lambda f: (f.__delitem__("layers"), f.create_dataset("layers", data=[0])),
+        "damaged",
+    ),
+    "layer a dataset": (lambda f: (f.__delitem__(L), f.create_dataset(L, data=[0])), "not a group"),
+    "images a group": (_group(f"{L}/images"), "images is a Group"),
+    "nonfinite a group": (_group(f"{L}/nonfinite"), "nonfinite is a Group"),
+    "images missing": (lambda f: f.__delitem__(f"{L}/images"), "images is missing"),
+    "filters missing": (lambda f: f.__delitem__(f"{L}/filters"), "filters is missing"),
+    "done missing": (lambda f: f.__delitem__(f"{L}/done"), "done is missing"),
+    "objective missing": (lambda f: f.__delitem__(f"{L}/objective"), "objective is missing"),
+    "dead missing": (lambda f: f.__delitem__(f"{L}/dead"), "dead is missing"),
+    "filters float": (_replace(f"{L}/filters", data=np.linspace(0, 1, 12)), "filters is float"),
+    "filters strings": (_replace(f"{L}/filters", data=np.array([b"x"] * 12)), "filters is"),
+    "filters 2-D": (_replace(f"{L}/filters", data=np.zeros((12, 2), np.int32)), "filters is"),
+    "filters shorter": (_replace(f"{L}/filters", data=np.arange(5, dtype=np.int32)), "shape"),
+    "filters out of range": (
+        _replace(f"{L}/filters", data=np.arange(1000, 1012, dtype=np.int32)),
+        "filters outside",
+    ),
+    "filters negative": (
+        _replace(f"{L}/filters", data=-np.arange(1, 13, dtype=np.int32)),
+        "filters outside",
+    ),
+    "filters duplicated": (
+        _replace(f"{L}/filters", data=np.zeros(12, np.int32)),
+        "several rows",
+    ),
+    "done longer": (_replace(f"{L}/done", data=np.ones(40, bool)), "done has shape"),
+    "done integers": (_replace(f"{L}/done", data=np.full(12, 7)), "done is int64"),
+    "images flat": (_replace(f"{L}/images", data=np.zeros((12, 5, 5), np.uint8)), "images is"),
+    "images float": (
+        _replace(f"{L}/images", data=np.zeros((12, 2, 40, 40, 3), np.float64)),
+        "images is float64",
+    ),
+    "images fewer rows": (
+        _replace(f"{L}/images", data=np.zeros((3, 2, 40, 40, 3), np.uint8)),
+        "images is",
+    ),
+    "images declare 1.2 TB": (
+        _replace(
+            f"{L}/images", shape=(12, 2, 100_000, 100_000, 3), dtype="u1", chunks=(1, 1, 64, 64, 3)
+        ),
+        "images is",
+    ),
+    "objective 1-D": (_replace(f"{L}/objective", data=np.zeros(12, np.float32)), "objective is"),
+    "objective strings": (_replace(f"{L}/objective", data=np.array([b"a"] * 12)), "objective"),
+    "dead float": (_replace(f"{L}/dead", data=np.zeros(12, np.float32)), "dead is float32"),
+    "selectivity shorter": (_replace(f"{L}/selectivity", data=np.zeros(3, bool)), "selectivity"),
+    "specificity strings": (
+        _replace(f"{L}/specificity", data=np.array([b"s"] * 12)),
+        "specificity",
+    ),
+    "num_filters missing": (_del_attr(L, "num_filters"), "num_filters"),
+    "num_filters a string": (_attr(L, "num_filters", "lots"), "num_filters"),
+    "num_filters 0": (_attr(L, "num_filters", 0), "num_filters"),
+    "num_filters negative": (_attr(L, "num_filters", -4), "num_filters"),
+    "num_filters 2**40": (_attr(L, "num_filters", 2**40), "num_filters"),
+    "k a string": (_attr(L, "k", "two"), "attribute k"),
+    "k 0": (_attr(L, "k", 0), "attribute k"),
+    "k 4096": (_attr(L, "k", 4096), "images is"),
+    "k a billion": (_attr(L, "k", 10**9), "attribute k"),
+    "image_height negative": (_attr(L, "image_height", -40), "image_height"),
+    "image_height a billion": (_attr(L, "image_height", 10**9), "image_height"),
+    "steps negative": (_attr(L, "steps", -3), "attribute steps"),
+    "segments not JSON": (_attr(L, "segments", "[[oops"), "segments"),
+    "segments not a list of entries": (_attr(L, "segments", "[1, 2, 3]"), "segments"),
+    "segments escape the folder": (
+        _attr(L, "segments", json.dumps([["../../etc/passwd", 0, 12]])),
+        "segments",
+    ),
+    "segments name a missing file": (
+        _attr(L, "segments", json.dumps([["block1_conv1.999999.h5", 0, 12]])),
+        "is missing",
+    ),
+    "segments map too many rows": (_first_segment_range(5, 500), "segments map"),
+}
+#: name -> (edit of the atlas (its index path), words the refusal must contain).
+FILE_EDITS = {
+    "index truncated to half": (_truncate(lambda n: n // 2), "cannot read atlas"),
+    "index truncated to 1 KB": (_truncate(lambda n: 1024), "cannot read atlas"),
+    "index empty": (_truncate(lambda n: 0), "not a vizjax atlas"),
+    "index text": (lambda p: p.write_text("hello"), "not a vizjax atlas"),
+    "index zeros": (lambda p: p.write_bytes(b"\0" * 4096), "not a vizjax atlas"),
+    "index a folder": (lambda p: (p.unlink(), p.mkdir()), "not a vizjax atlas"),
+    "index bytes flipped": (_flip_bytes, "atlas"),
+    "segment missing": (lambda p: _segment(p).unlink(), "is missing"),
+    "data folder missing": (lambda p: shutil.rmtree(p.parent / (p.name + ".d")), "is missing"),
+    "segment truncated": (lambda p: _truncate(lambda n: n // 3)(_segment(p)), "damaged"),
+    "segment text": (lambda p: _segment(p).write_text("nope"), "damaged"),
+    "segment a folder": (lambda p: (_segment(p).unlink(), _segment_dir(p)), "damaged"),
+    "segment of another layer": (_segment_edit(_attr("/", "layer", "block9")), "damaged"),
+    "segment of another geometry": (_segment_edit(_attr("/", "image_height", 41)), "damaged"),
+    "segment images a group": (_segment_edit(_group("images")), "damaged"),
+    "segment done missing": (_segment_edit(lambda f: f.__delitem__("done")), "damaged"),
+}
+ATLAS_CASES = {**INDEX_EDITS, **FILE_EDITS}
+
+
+def _segment_dir(p: Path) -> None:
+    folder = p.parent / (p.name + ".d")
+    (folder / "block1_conv1.000001.h5").mkdir()
+
+
+@pytest.fixture(scope="module")
+def atlas_template(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("template")
+    return synthetic_atlas.make(folder / "a.h5", exemplars=False)
+
+
+def _make_damaged(template: Path, folder: Path, case: str) -> Path:
+    shutil.copytree(template.parent, folder)
+    path = folder / template.name
+    edit, _ = ATLAS_CASES[case]
+    if case in FILE_EDITS:
+        edit(path)
+    else:
+        with h5py.File(path, "r+") as f:
+            edit(f)
+    return path
+
+
+@pytest.mark.parametrize("case", list(ATLAS_CASES))
+def test_damaged_atlas_is_refused_by_info(case, atlas_template, tmp_path, monkeypatch):
+    path = _make_damaged(atlas_template, tmp_path / "atlas", case)
+    expected = ATLAS_CASES[case][1]
+    # The child-process probe is tested on its own below; here the reader's own checks speak.
+    monkeypatch.setattr(probe, "check_hdf5", lambda files: None)
+    assert_refused(["info", str(path)], tmp_path, expected)
+    assert_refused(["info", "--json", str(path)], tmp_path, expected)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["images a group", "filters duplicated", "segment truncated", "config a JSON list"],
+)
+def test_damaged_atlas_is_refused_by_grid_gallery_and_merge(
+    case, atlas_template, tmp_path, monkeypatch
+):
+    path = _make_damaged(atlas_template, tmp_path / "atlas", case)
+    monkeypatch.setattr(probe, "check_hdf5", lambda files: None)
+    out = tmp_path / "out"
+    out.mkdir()
+    grid = ["grid", str(path), "--layer", "block1_conv1", "--out", str(out / "g.png")]
+    assert_refused(grid, out)
+    assert_refused(["gallery", str(path), "--out", str(out / "site"), "--quiet"], out)
+    assert_refused(["merge", str(out / "m.h5"), str(path)], out)
+
+
+def test_atlas_that_crashes_hdf5_is_refused_in_one_line(tmp_path):
+    """tests/data/hdf5-crash.h5: an index with a few bytes changed on which HDF5 (h5py 3.16,
+    HDF5 2.0) dies of SIGSEGV. vizjax walks it in a child process first, so the user gets one
+    line (whether or not their HDF5 crashes on it) and their own process never touches it."""
+    path = tmp_path / "a.h5"
+    shutil.copy(Path(__file__).parent / "data" / "hdf5-crash.h5", path)
+    for argv in (["info", str(path)], ["merge", str(tmp_path / "m.h5"), str(path)]):
+        assert_refused(argv, tmp_path)
+
+
+def test_a_crash_in_the_probe_names_the_file_and_signal(tmp_path, monkeypatch):
+    """The mechanism itself, independent of any HDF5 version: a probe child that dies."""
+    monkeypatch.setattr(probe, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    path = tmp_path / "x.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n")
+    with pytest.raises(Exception, match=r"x\.h5 is damaged: the HDF5 library crashed \(SIGSEGV\)"):
+        probe.check_hdf5([path])
+    monkeypatch.setattr(probe, "_CHILD", "import time; time.sleep(30)")
+    with pytest.raises(Exception, match="did not finish in 1 s"):
+        probe.check_hdf5([path], timeout_s=1)
