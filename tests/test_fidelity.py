@@ -1,0 +1,124 @@
+"""Fidelity measures on cases whose answer is known, diversity, and the measures in a run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vizjax import ascent, fidelity, objectives, schema, vgg
+from vizjax.atlas import open_atlas
+from vizjax.execution import Execution
+from vizjax.recipe import CLASSIC, PRESETS
+from vizjax.run import run_atlas
+
+
+def test_hf_energy_of_flat_checkerboard_and_photo():
+    assert float(fidelity.hf_energy(jnp.full((32, 32, 3), 90.0))) == 0.0
+    checker = (np.indices((32, 32)).sum(axis=0) % 2 * 255.0)[..., None].repeat(3, axis=-1)
+    assert float(fidelity.hf_energy(jnp.asarray(checker))) > 0.99
+    # A sinusoid of period 16 px has all its power at 1/16 cycle per pixel (< 1/4); one of
+    # period 2.5 px at 0.4 (> 1/4).
+    x = np.arange(32)
+    for period, want in ((16, 0.0), (2.5, 1.0)):
+        wave = (127 + 100 * np.sin(2 * np.pi * x / period))[None, :, None].repeat(32, 0)
+        got = float(fidelity.hf_energy(jnp.asarray(wave.repeat(3, -1))))
+        assert abs(got - want) < 0.02, (period, got)
+    assert 0.0 < fidelity.photo_hf_energy() < 0.05  # a natural photo is low-frequency
+
+
+def test_robustness_of_a_translation_invariant_objective_is_one():
+    # "Network" = the image itself; the mean of a flat colour survives every jitter/scale/rotation.
+    def identity(x):
+        return x
+
+    flat = jnp.broadcast_to(jnp.asarray([10.0, 20.0, 30.0]), (32, 32, 3))
+    for f in range(3):
+        r = fidelity.robustness(identity, flat, f, jax.random.key(f))
+        assert abs(float(r) - 1.0) < 1e-5
+    # A single bright pixel in the corner mostly leaves the picture when moved: low robustness.
+    dot = jnp.zeros((32, 32, 3)).at[0, 0].set(255.0)
+    assert float(fidelity.robustness(identity, dot, 0, jax.random.key(0))) < 0.9
+    # Dead: NaN, not a ratio of zeros.
+    assert np.isnan(
+        float(fidelity.robustness(identity, jnp.zeros((32, 32, 3)), 0, jax.random.key(0)))
+    )
+
+
+def test_selectivity_and_specificity_on_a_constructed_matrix():
+    # Rows: images of filters 0, 1, 2; columns: channels. Filter 0's image drives channel 0 most;
+    # filter 1's image is beaten on channel 1 by filter 2's image.
+    m = np.array([[5.0, 1.0, 0.0], [1.0, 2.0, 0.0], [1.0, 3.0, 4.0]], np.float32)[:, None, :]
+    out = schema.index_datasets(np.array([0, 1, 2]), np.ones(3, bool), m)
+    assert out["selectivity"].tolist() == [True, False, True]
+    np.testing.assert_allclose(out["specificity"][:2], [5.0 / 1.0, 2.0 / 2.0])
+    assert np.isnan(out["specificity"][2])  # the others' mean is 0: not computable
+
+
+def test_summary_of_a_layer():
+    table = {
+        "filter": np.arange(4),
+        "final_activation": np.array([1.0, 0.0, 2.0, 3.0]),
+        "dead": np.array([False, True, False, False]),
+        "zero_start_grad": np.array([False, True, False, False]),
+        "nonfinite": np.array([False, False, False, True]),
+        "selectivity": np.array([True, False, False, True]),
+        "specificity": np.array([2.0, np.nan, 1.0, 3.0]),
+        "robustness": np.array([0.5, np.nan, 0.7, 0.9]),
+        "hf_energy": np.array([0.1, 0.8, 0.2, 0.3]),
+    }
+    s = fidelity.summarize(table)
+    assert s["done"] == 4 and s["dead_fraction"] == 0.25
+    assert s["zero_start_grad"] == 1 and s["nonfinite"] == 1
+    assert np.isclose(s["selectivity"], 2 / 3)  # over the live filters
+    assert s["median_robustness"] == 0.7 and s["median_hf_energy"] == 0.2
+    assert s["mean_final_activation"] == 1.5
+
+
+def test_run_stores_measures_and_flags_dead_exactly_when_the_activation_is_zero(
+    default_weights, tmp_path
+):
+    w = default_weights
+    params = jax.tree.map(np.array, w.params)
+    params["params"]["block2_conv1"]["bias"][5] = -1e4  # never turns on (classic cannot wake it)
+    weights = type(w)(w.name, params, w.preprocessing, w.source_sha256, w.manifest)
+    r = CLASSIC.replace(size=(32, 32), steps=3)
+    out = tmp_path / "m.h5"
+    run_atlas(out, ["block2_conv1"], [4, 5, 6], r, weights, quiet=True)
+    with open_atlas(out) as a:
+        layer = a.layers["block2_conv1"]
+        fa = layer.field("final_activation")[:][:, 0]
+        dead = layer.field("dead")[:]
+        assert dead.tolist() == [False, True, False]
+        assert (fa == 0).tolist() == dead.tolist()
+        # final_activation is the objective after the last step (the channel mean).
+        np.testing.assert_allclose(fa, layer.objective[:, -1], rtol=1e-4, atol=1e-6)
+        assert np.all(np.isfinite(layer.field("hf_energy")[:]))
+        rob = layer.field("robustness")[:][:, 0]
+        assert np.isnan(rob[1]) and np.all(np.isfinite(rob[[0, 2]]))
+        matrix = layer.activation_matrix
+        assert matrix.shape == (3, 1, 128)
+        np.testing.assert_allclose(matrix[:, 0, [4, 5, 6]].diagonal(), fa, rtol=1e-5)
+
+
+def test_diversity_pushes_k_images_apart_and_does_not_depend_on_chunks(default_weights):
+    w, layer = default_weights, "block2_conv1"
+    model = vgg.VGG16(preprocessing=w.preprocessing)
+    rolled = Execution(unroll=1)
+
+    def similarity(raw):  # mean pairwise Gram cosine similarity of one filter's K images
+        acts = model.apply(w.params, jnp.asarray(raw), layer)
+        return float(objectives.Diversity(layer)({layer: acts[:, None]}, 0))
+
+    base = CLASSIC.replace(size=(32, 32), steps=10)
+    plain = ascent.visualize(layer, [3], base.with_diversity(3, 0.0), w.params, w.preprocessing)
+    pushed = ascent.visualize(layer, [3], base.with_diversity(3, 10.0), w.params, w.preprocessing)
+    assert pushed.raw.shape == (1, 3, 32, 32, 3)
+    assert similarity(pushed.raw[0]) < similarity(plain.raw[0]) - 0.3  # measured: 0.99 -> 0.28
+    assert pushed.objective[0, -1] > pushed.objective[0, 0]  # and the objective still rises
+    # K images per filter do not depend on the chunking (1e-5 at 32 px).
+    r = PRESETS["keras-vis"].replace(size=(32, 32), steps=3).with_diversity(3)
+    one = ascent.local_mesh(jax.devices()[:1])
+    a = ascent.visualize(layer, [0, 1], r, w.params, w.preprocessing, execution=rolled, mesh=one)
+    b = ascent.visualize(
+        layer, [1, 0], r, w.params, w.preprocessing, execution=rolled.replace(batch=8)
+    )
+    np.testing.assert_allclose(b.raw[::-1], a.raw, rtol=1e-5, atol=1e-5 * np.abs(a.raw).max())
