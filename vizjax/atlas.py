@@ -168,6 +168,29 @@ def _os_reason(e: OSError) -> str:
     return e.strerror or str(e)
 
 
+#: errno values that mean "no room": a full disk, a quota, a file-size limit (RLIMIT_FSIZE).
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _writing(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A writer method whose OSError (a full disk, say) becomes one AtlasError line that says
+    what is kept: every row committed before it (each commit is durable when it returns)."""
+
+    @functools.wraps(method)
+    def wrapper(self: AtlasWriter, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as e:
+            if e.errno in _NO_SPACE or "No space" in str(e) or "too large" in str(e):
+                raise AtlasError(
+                    f"cannot write atlas {self.path}: no space left ({_os_reason(e)}); every "
+                    "row written before is kept: free space and rerun the same command to resume"
+                ) from None
+            raise AtlasError(f"cannot write atlas {self.path}: {_os_reason(e)}") from None
+
+    return wrapper
+
+
 def _replace_atomically(tmp: Path, path: Path) -> None:
     """fsync ``tmp``, rename it onto ``path`` and make the rename durable."""
     _fsync_path(tmp)
@@ -382,26 +405,31 @@ def _create_segment(path: Path, layer: str, geometry: Geometry, filters: np.ndar
     filters = np.asarray(filters, np.int32)
     m, dims = len(filters), _dims(geometry)
     offsets: dict[str, int] = {}
-    with h5py.File(tmp, "w") as f:
-        f.attrs["format"] = schema.SEGMENT_FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["layer"] = layer
-        c, k, (h, w), t = geometry
-        for key, v in (("num_filters", c), ("k", k), ("image_height", h), ("image_width", w)):
-            f.attrs[key] = v
-        f.attrs["steps"] = t
-        for field in schema.ROW_FIELDS:
-            d = f.create_dataset(
-                field.name,
-                (m, *schema.row_shape(field, dims)),
-                field.dtype,
-                dcpl=_segment_dcpl(),
-                fill_time="never",
-                fillvalue=field.fill,
-            )
-            if field.name == "filters":
-                d[...] = filters
-            offsets[field.name] = int(d.id.get_offset())
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = schema.SEGMENT_FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["layer"] = layer
+            c, k, (h, w), t = geometry
+            for key, v in (("num_filters", c), ("k", k), ("image_height", h), ("image_width", w)):
+                f.attrs[key] = v
+            f.attrs["steps"] = t
+            for field in schema.ROW_FIELDS:
+                d = f.create_dataset(
+                    field.name,
+                    (m, *schema.row_shape(field, dims)),
+                    field.dtype,
+                    dcpl=_segment_dcpl(),
+                    fill_time="never",
+                    fillvalue=field.fill,
+                )
+                if field.name == "filters":
+                    d[...] = filters
+                offsets[field.name] = int(d.id.get_offset())
+    except BaseException:  # a full disk, say: leave no temp file behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     _fault("segment.created")
     _replace_atomically(tmp, path)
     _fault("segment.renamed")
@@ -924,6 +952,7 @@ class AtlasWriter:
 
     # -- public API ----------------------------------------------------------------------------
 
+    @_writing
     def begin_layer(
         self,
         layer: str,
@@ -983,6 +1012,7 @@ class AtlasWriter:
                 todo.append(f)
         return todo
 
+    @_writing
     def write_chunk(self, layer: str, rows: ChunkResult | Mapping[str, Any]) -> None:
         """Write the finished rows of ``n`` filters of ``layer``; durable when this returns.
 
@@ -1016,13 +1046,11 @@ class AtlasWriter:
             arrays = {k: v[keep] for k, v in arrays.items()}
         # Rows that are not done belong to this atlas alone (merge links only done rows), so
         # they are written in place even in a segment hard-linked elsewhere.
-        try:
-            _write_rows(where, arrays, mark_done=True)
-        except OSError as e:
-            raise AtlasError(f"cannot write atlas {self.path}: {_os_reason(e)}") from e
+        _write_rows(where, arrays, mark_done=True)  # OSError: see _writing
         state.derived = None
         self._stale.add(layer)
 
+    @_writing
     def write_fields(
         self, layer: str, filters: Sequence[int], values: Mapping[str, np.ndarray]
     ) -> None:
@@ -1052,10 +1080,7 @@ class AtlasWriter:
             return
         self._unshare({seg for seg, _ in where}, layer)
         where = [state.where(int(f)) for f in flt]  # type: ignore[misc]
-        try:
-            _write_rows(where, arrays, mark_done=False)  # type: ignore[arg-type]
-        except OSError as e:
-            raise AtlasError(f"cannot write atlas {self.path}: {_os_reason(e)}") from e
+        _write_rows(where, arrays, mark_done=False)  # type: ignore[arg-type]  # OSError: _writing
         state.derived = None
         self._stale.add(layer)
 
@@ -1076,6 +1101,7 @@ class AtlasWriter:
         state._where = None
         store.write_index()
 
+    @_writing
     def finish_layer(
         self, layer: str, index_datasets: Mapping[str, np.ndarray] | None = None
     ) -> None:

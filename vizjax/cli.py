@@ -10,12 +10,13 @@ import argparse
 import dataclasses
 import json
 import math
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from vizjax import __version__
-from vizjax.errors import VizjaxError
+from vizjax.errors import Interrupted, VizjaxError
 from vizjax.execution import DTYPES, Execution
 from vizjax.recipe import PRESETS, Recipe, apply_override, parse_size, preset
 
@@ -220,8 +221,18 @@ def cmd_atlas(args: argparse.Namespace) -> int:
         execution=_execution(args),
         quiet=args.quiet,
     )
+    _print_summary(summary, args)
+    return 0
+
+
+def _print_summary(summary: dict, args: argparse.Namespace, interrupted: str | None = None) -> None:
+    """The run summary: JSON on stdout with ``--json`` (for scripts), else a line per layer on
+    stderr (unless ``--quiet``) and ``wrote OUT`` on stdout."""
+    if getattr(args, "json", False):
+        print(json.dumps({**summary, "interrupted": interrupted}, indent=2, sort_keys=True))
+        return
     if not args.quiet:
-        for layer, s in summary["layers"].items():
+        for layer, s in summary.get("layers", {}).items():
             flags = f"{s['zero_start_grad_computed']} with zero gradient at the start"
             if s["nonfinite_computed"]:
                 flags += f", {s['nonfinite_computed']} non-finite"
@@ -230,8 +241,8 @@ def cmd_atlas(args: argparse.Namespace) -> int:
                 f"in {s['seconds']} s",
                 file=sys.stderr,
             )
-    print(f"wrote {summary['out']}")
-    return 0
+    if not interrupted:
+        print(f"wrote {summary['out']}")
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -449,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--filters", default="all", help="all | 0:20 | 0,5,7 (default all)")
     s.add_argument("--out", required=True, help="atlas file (.h5)")
     _add_ascent_args(s)
+    s.add_argument(
+        "--json", action="store_true", help="print the run summary as JSON on stdout (scripts)"
+    )
     d = s.add_argument_group("multi-process (jax.distributed)")
     d.add_argument(
         "--distributed",
@@ -549,6 +563,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VizjaxError as e:
         print(f"vizjax: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        # SIGINT/SIGTERM: the run stopped after the chunk in flight, everything before is kept.
+        if e.summary and getattr(args, "json", False):
+            _print_summary(e.summary, args, interrupted=signal.Signals(e.signum).name)
+        done = sum(s["computed"] for s in e.summary.get("layers", {}).values())
+        saved = f"; {done} filters computed by this run are saved" if e.summary else ""
+        print(f"vizjax: {e}{saved}; rerun the same command to resume", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("vizjax: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

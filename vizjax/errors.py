@@ -16,3 +16,18 @@ class WeightsError(VizjaxError):
 
 class AtlasError(VizjaxError):
     """An atlas file that cannot be written, resumed or read."""
+
+
+class Interrupted(Exception):
+    """A run stopped by SIGINT or SIGTERM after the chunk in flight (everything before is kept).
+
+    Not a :class:`VizjaxError`: the CLI exits with ``128 + signum`` (130, 143), as shells expect.
+    ``summary`` is what the run had done when it stopped (see :func:`vizjax.run.run_atlas`).
+    """
+
+    def __init__(self, signum: int, summary: dict | None = None) -> None:
+        import signal
+
+        self.signum = signum
+        self.summary = summary or {}
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")

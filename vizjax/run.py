@@ -10,7 +10,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +22,7 @@ import jax
 import numpy as np
 
 from vizjax import ascent, atlas, distributed, vgg
-from vizjax.errors import VizjaxError
+from vizjax.errors import Interrupted, VizjaxError
 from vizjax.execution import Execution
 from vizjax.recipe import DEFAULT_SIZE, Recipe
 from vizjax.weights import Weights
@@ -106,11 +108,61 @@ def atlas_config(
     }
 
 
-def _progress(total: int, desc: str, quiet: bool) -> Any:
+#: Seconds between progress lines when stderr is not a terminal (a log file, a scheduler).
+PROGRESS_SECONDS = float(os.environ.get("VIZJAX_PROGRESS_SECONDS", "30"))
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class LineProgress:
+    """Progress for logs: a line ``layer: done/total filters, rate, ETA`` every ``interval``
+    seconds and one when the layer ends, instead of a bar redrawn with carriage returns. The
+    rate counts the filters computed by this run (not those resumed)."""
+
+    def __init__(
+        self, total: int, desc: str, initial: int = 0, interval: float = PROGRESS_SECONDS
+    ) -> None:
+        self.total, self.desc, self.interval = total, desc, interval
+        self.done = self.initial = initial
+        self.t0 = self.last = time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.interval and self.done < self.total:
+            self.last = now
+            self._line(now)
+
+    def _line(self, now: float, end: str = "") -> None:
+        computed, elapsed = self.done - self.initial, max(now - self.t0, 1e-9)
+        rate = computed / elapsed
+        text = f"{self.desc}: {self.done}/{self.total} filters"
+        if computed:
+            text += f", {rate:.3g} filters/s"
+            text += f", ETA {_duration((self.total - self.done) / rate)}" if not end else ""
+        print(text + end, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.done > self.initial:
+            self._line(time.monotonic(), f" (done in {_duration(time.monotonic() - self.t0)})")
+
+
+def _progress(total: int, desc: str, quiet: bool, initial: int = 0) -> Any:
+    """A tqdm bar on a terminal, :class:`LineProgress` lines otherwise, nothing if ``quiet``."""
     from tqdm import tqdm
 
+    if not quiet and not sys.stderr.isatty():
+        return LineProgress(total, desc, initial)
     return tqdm(
         total=total,
+        initial=initial,
         desc=desc,
         unit="filter",
         disable=quiet,
@@ -118,6 +170,41 @@ def _progress(total: int, desc: str, quiet: bool) -> Any:
         dynamic_ncols=True,
         smoothing=0.1,
     )
+
+
+class StopOnSignal:
+    """SIGINT and SIGTERM (Ctrl-C, a scheduler's stop) set a flag that the run checks after
+    each chunk, so it stops with everything written so far committed; a second signal stops at
+    once (still safe: a chunk is committed whole or not at all). Handlers are installed only in
+    the main thread and restored on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise Interrupted(signum)
+        self.signum = signum
+        if sys.stderr.isatty():  # at a terminal, say at once that it was heard
+            name = signal.Signals(signum).name
+            print(f"\nvizjax: {name}: stopping after the chunk in flight", file=sys.stderr)
+
+    def check(self, summary: dict[str, Any]) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum, summary)
 
 
 def run_atlas(
@@ -137,6 +224,9 @@ def run_atlas(
     ``{"out", "layers": {layer: {"done", "computed", "zero_start_grad_computed",
     "nonfinite_computed", "seconds"}}}`` (filters this process holds, computed in this run,
     how many of those had a zero gradient at the start / went non-finite, wall seconds).
+
+    SIGINT or SIGTERM stops the run after the chunk in flight is committed: it raises
+    :class:`vizjax.errors.Interrupted` carrying the summary so far (rerun to resume).
     """
     # Validate everything before compiling or writing anything.
     for layer in layers:
@@ -167,8 +257,12 @@ def run_atlas(
         filters=filters if isinstance(filters, str) else list(filters),
     )
     summary: dict[str, Any] = {"out": str(out), "layers": {}}
-    with atlas.AtlasWriter(part, attrs, cfg, volatile_keys=VOLATILE_KEYS) as writer:
+    with (
+        StopOnSignal() as stop,
+        atlas.AtlasWriter(part, attrs, cfg, volatile_keys=VOLATILE_KEYS) as writer,
+    ):
         for layer in layers:
+            stop.check(summary)
             mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
             todo = writer.begin_layer(
                 layer,
@@ -178,9 +272,15 @@ def run_atlas(
                 recipe.steps,
                 k=recipe.images,
             )
-            bar = _progress(len(mine), layer, quiet)
-            bar.update(len(mine) - len(todo))
-            t0, zero, nonfinite = time.perf_counter(), 0, 0
+            bar = _progress(len(mine), layer, quiet, initial=len(mine) - len(todo))
+            t0 = time.perf_counter()
+            s = summary["layers"][layer] = {
+                "done": len(mine) - len(todo),
+                "computed": 0,
+                "zero_start_grad_computed": 0,
+                "nonfinite_computed": 0,
+                "seconds": 0.0,
+            }
             for res in ascent.iter_chunks(
                 layer,
                 todo,
@@ -192,18 +292,16 @@ def run_atlas(
                 measure=True,
             ):
                 writer.write_chunk(layer, res)
-                zero += int(res.zero_start_grad.sum())
-                nonfinite += int(res.nonfinite.sum())
+                s["done"] += len(res)
+                s["computed"] += len(res)
+                s["zero_start_grad_computed"] += int(res.zero_start_grad.sum())
+                s["nonfinite_computed"] += int(res.nonfinite.sum())
+                s["seconds"] = round(time.perf_counter() - t0, 2)
                 bar.update(len(res))
+                stop.check(summary)  # SIGINT/SIGTERM: stop here, this chunk committed
             bar.close()
             writer.finish_layer(layer)  # selectivity, specificity over the layer's stored images
-            summary["layers"][layer] = {
-                "done": len(mine),
-                "computed": len(todo),
-                "zero_start_grad_computed": zero,
-                "nonfinite_computed": nonfinite,
-                "seconds": round(time.perf_counter() - t0, 2),
-            }
+            s["seconds"] = round(time.perf_counter() - t0, 2)
     if nproc > 1:
         distributed.barrier(f"vizjax-atlas-{out.name}-written")
         if jax.process_index() == 0:
