@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vizjax import fidelity, render, vgg
 from vizjax.errors import VizjaxError
-from vizjax.execution import Execution, auto_segment, segments
+from vizjax.execution import Execution, auto_segment, keep_freed_host_memory, segments
 from vizjax.recipe import DEFAULT_SIZE, Recipe
 
 DEFAULT_EXECUTION = Execution()
@@ -200,6 +200,7 @@ class Program:
     advance: dict[int, Callable[..., Any]]
     finish: Callable[..., Any]
     plan: tuple[tuple[int, int], ...]  # (first step, n steps) per segment
+    prepare: Callable[[Any], Any]  # weights -> weights + Winograd transforms (once per run)
 
     def run(self, params: Any, start: jax.Array, filters: jax.Array, seed: jax.Array) -> Any:
         state = self.init(params, start, filters, seed)
@@ -281,7 +282,10 @@ def compiled_program(
 
     rep = NamedSharding(mesh, PartitionSpec())
     shard = NamedSharding(mesh, PartitionSpec("filters"))
+    deepest = max(vgg.layer_index(n) for n in (*network_layers(objective), layer))
+    wino = tuple(n for n in model.winograd if vgg.layer_index(n) <= deepest)
     return Program(
+        prepare=jax.jit(lambda p: vgg.prepare_winograd(p, wino), out_shardings=rep),
         init=jax.jit(init, in_shardings=(rep, rep, shard, rep), out_shardings=shard),
         advance={
             n: jax.jit(
@@ -433,11 +437,13 @@ def iter_chunks(
         return
     mesh = mesh or local_mesh()
     d = mesh.devices.size
+    if mesh.devices.flat[0].platform == "cpu":
+        keep_freed_host_memory()
     program = compiled_program(layer, preprocessing, recipe.program(), execution.program(), mesh)
     # Explicit placement: in a multi-process job jit refuses host arrays with non-trivial shardings.
     replicated = NamedSharding(mesh, PartitionSpec())
     sharded = NamedSharding(mesh, PartitionSpec("filters"))
-    params = jax.device_put(params, replicated)
+    params = program.prepare(jax.device_put(params, replicated))
     start = jax.device_put(start, replicated)
     seed = jax.device_put(np.int32(recipe.seed), replicated)
     if execution.batch == "auto":

@@ -96,4 +96,30 @@ def _backward(res, dy: jax.Array):
 
 conv3x3_winograd.defvjp(_forward, _backward)
 
+
+def winograd_pair(kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The transformed weights of the forward and of the input gradient, ``(U, U_flipped)``, each
+    ``(16, Cin, Cout)`` / ``(16, Cout, Cin)``: computed once per run instead of in every step."""
+    return winograd_weights(kernel), winograd_weights(_flipped(kernel))
+
+
+@jax.custom_vjp
+def conv3x3_winograd_prepared(x: jax.Array, u: jax.Array, u_flipped: jax.Array) -> jax.Array:
+    """:func:`conv3x3_winograd` from weights transformed ahead (:func:`winograd_pair`). Only the
+    input gradient is defined: the weights' cotangents are zeros (the ascent never asks for them;
+    differentiate :func:`conv3x3_winograd` for weight gradients)."""
+    return winograd_conv(x, u)
+
+
+def _prepared_forward(x: jax.Array, u: jax.Array, u_flipped: jax.Array):
+    return winograd_conv(x, u), (u, u_flipped)
+
+
+def _prepared_backward(res, dy: jax.Array):
+    u, u_flipped = res
+    return winograd_conv(dy, u_flipped), jnp.zeros_like(u), jnp.zeros_like(u_flipped)
+
+
+conv3x3_winograd_prepared.defvjp(_prepared_forward, _prepared_backward)
+
 IMPLS = {"xla": conv3x3_xla, "winograd": conv3x3_winograd}
