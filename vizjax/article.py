@@ -3,9 +3,12 @@
 The article (after F. Chollet's "How convolutional neural networks see the world") shows:
 block4_conv1 filter 0; the first 20 filters of block1_conv1, block2_conv2, block3_conv3,
 block4_conv1 and block5_conv1; and a cat photo nudged by block5_conv3 filter 0. We add one
-full-layer atlas (all 64 filters of block1_conv2) and a browser gallery of everything.
-All images come from resumable atlases (``<out>/atlas.h5``, and ``<out>/cat.h5`` for the cat,
-whose start image makes it a run of its own), so a second run only redraws the pictures.
+full-layer atlas (all 64 filters of block1_conv2), a static gallery site of everything, and one
+figure beyond the article: the same filters under the article's ``classic`` recipe and under
+``lucid`` (:data:`COMPARE`), side by side, with their measured robustness and HF energy.
+All images come from resumable atlases (``<out>/atlas.h5``; ``<out>/cat.h5`` for the cat, whose
+start image makes it a run of its own; ``<out>/lucid.h5`` for the comparison), so a second run only
+redraws the pictures.
 """
 
 from __future__ import annotations
@@ -18,13 +21,20 @@ import numpy as np
 from vizjax import images
 from vizjax.atlas import open_atlas
 from vizjax.execution import Execution
+from vizjax.gallery import write_site
 from vizjax.recipe import PRESETS
 from vizjax.run import run_atlas, start_image
-from vizjax.weights import DEFAULT_WEIGHTS, load_weights
+from vizjax.weights import DEFAULT_WEIGHTS, Weights, load_weights
 
 ARTICLE_LAYERS = ("block1_conv1", "block2_conv2", "block3_conv3", "block4_conv1", "block5_conv1")
 FULL_LAYER = "block1_conv2"
 CAT_LAYER, CAT_FILTER = "block5_conv3", 0
+#: The classic-vs-lucid figure: filters of block3_conv3 and block5_conv1 (2, 6, 7 and 13 of
+#: block5_conv1 stay dead under classic at 128 px: the most telling pairs), lucid shortened to
+#: COMPARE_STEPS steps (Lucid renders 512; this keeps scripts/run.sh under 10 minutes on a 2-core
+#: CPU -- see the README for the measured time).
+COMPARE = {"block3_conv3": (0, 1, 2, 3), "block5_conv1": (2, 6, 7, 13)}
+COMPARE_STEPS = 128
 
 
 def reproduce(
@@ -61,8 +71,9 @@ def reproduce(
                     out / f"grid_{layer}_{suffix}.png",
                 )
             )
-        gallery = images.write_gallery(a, "vizjax: the seed article's atlas", out / "gallery.html")
+        gallery = write_site(a, out / "gallery", title="vizjax: the seed article's atlas")
     written.append(gallery)
+    written.append(compare_recipes(out, w, execution, quiet))
 
     # "How about a cat?": the photo, nudged by block5_conv3 filter 0 (its own size, 451x300).
     # A run of its own (another start image is another config), kept in its own atlas.
@@ -92,3 +103,37 @@ def reproduce(
     for p in written:
         print(f"  {p}")
     return written
+
+
+def compare_recipes(out: Path, w: Weights, execution: Execution, quiet: bool) -> Path:
+    """The :data:`COMPARE` filters under classic (from ``atlas.h5``) and lucid (``lucid.h5``, at
+    :data:`COMPARE_STEPS` steps) as one PNG: per layer a classic row above a lucid row, each tile
+    labelled with its filter, robustness and HF energy."""
+    lucid = PRESETS["lucid"].replace(steps=COMPARE_STEPS)
+    print(
+        f"vizjax article: classic vs lucid ({COMPARE_STEPS} steps, 128 px) for "
+        + "; ".join(f"{layer} {list(fs)}" for layer, fs in COMPARE.items()),
+        flush=True,
+    )
+    lucid_path = out / "lucid.h5"
+    for layer, filters in COMPARE.items():
+        run_atlas(lucid_path, [layer], list(filters), lucid, w, execution=execution, quiet=quiet)
+    tiles, labels = [], []
+    with open_atlas(out / "atlas.h5") as classic, open_atlas(lucid_path) as lucid_atlas:
+        for layer, filters in COMPARE.items():
+            for name, a in (("classic", classic), ("lucid", lucid_atlas)):
+                la = a.layers[layer]
+                table = la.fidelity
+                by_filter = {int(f): i for i, f in enumerate(table["filter"])}
+                for f in filters:
+                    i = by_filter[f]
+                    tiles.append(la.image(f))
+                    # "<filter> C|L r<robustness> h<HF energy>" fits under a 128 px tile.
+                    labels.append(
+                        f"{f} {name[0].upper()} r{table['robustness'][i]:.2f} "
+                        f"h{table['hf_energy'][i]:.2f}"
+                    )
+    cols = max(len(fs) for fs in COMPARE.values())
+    return images.save_png(
+        images.grid(np.stack(tiles), labels, cols=cols), out / "classic_vs_lucid.png"
+    )
