@@ -181,12 +181,15 @@ def _writing(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return method(self, *args, **kwargs)
         except OSError as e:
-            if e.errno in _NO_SPACE or "No space" in str(e) or "too large" in str(e):
+            # HDF5 reports the OS error inside a long multi-line message ("errno = 28, ...").
+            code = e.errno or next(map(int, re.findall(r"errno = (\d+)", str(e))), None)
+            reason = os.strerror(code) if code else " ".join(_os_reason(e).split())
+            if code in _NO_SPACE:
                 raise AtlasError(
-                    f"cannot write atlas {self.path}: no space left ({_os_reason(e)}); every "
-                    "row written before is kept: free space and rerun the same command to resume"
+                    f"cannot write atlas {self.path}: no space left ({reason}); every row "
+                    "written before is kept: free space and rerun the same command to resume"
                 ) from None
-            raise AtlasError(f"cannot write atlas {self.path}: {_os_reason(e)}") from None
+            raise AtlasError(f"cannot write atlas {self.path}: {reason}") from None
 
     return wrapper
 

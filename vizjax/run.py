@@ -127,9 +127,10 @@ class LineProgress:
     rate counts the filters computed by this run (not those resumed)."""
 
     def __init__(
-        self, total: int, desc: str, initial: int = 0, interval: float = PROGRESS_SECONDS
+        self, total: int, desc: str, initial: int = 0, interval: float | None = None
     ) -> None:
-        self.total, self.desc, self.interval = total, desc, interval
+        self.total, self.desc = total, desc
+        self.interval = PROGRESS_SECONDS if interval is None else interval
         self.done = self.initial = initial
         self.t0 = self.last = time.monotonic()
 
