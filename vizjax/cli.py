@@ -17,7 +17,7 @@ from typing import NoReturn
 
 from vizjax import __version__
 from vizjax.errors import Interrupted, VizjaxError
-from vizjax.execution import DTYPES, Execution
+from vizjax.execution import DTYPES, Execution, enable_compilation_cache
 from vizjax.recipe import PRESETS, Recipe, apply_override, parse_size, preset
 
 
@@ -557,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    enable_compilation_cache()  # kept between runs; VIZJAX_COMPILATION_CACHE=0 turns it off
     try:
         _probe_inputs(args)
         return int(args.func(args) or 0)

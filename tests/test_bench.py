@@ -1,0 +1,108 @@
+"""The benchmarks' code paths on tiny sizes, so they cannot rot between the days they are run.
+
+Nothing here times anything: bench/throughput.py and bench/gpu_check.sh are plain scripts whose
+figures live in bench/README.md. These tests run their CPU paths in seconds and check the output
+has the rows and fields the README's tables are made from.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def _load(name):
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def _lines(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_throughput_tiny_run_writes_its_rows(tmp_path, capsys):
+    tp = _load("throughput")
+    out = tmp_path / "r.jsonl"
+    assert tp.main(["--tiny", "--out", str(out)]) == 0
+    rows = _lines(out)
+    for row in rows:  # every line says where and when it was measured
+        for key in ("device", "cpu_model", "jax", "date", "platform", "command"):
+            assert row[key], key
+    tables = {r["table"] for r in rows}
+    assert {"peak", "main", "scaling", "run"} <= tables
+    main = {r["way"]: r for r in rows if r["table"] == "main"}
+    assert {"vizjax", "seed"} <= set(main)
+    assert main["vizjax"]["compile_s"] >= 0 and main["vizjax"]["wall_s"] > 0
+    assert "| block2_conv1 |" in capsys.readouterr().out
+
+
+def test_throughput_peer_torch_agrees_or_is_skipped_with_a_note(tmp_path, capsys):
+    tp = _load("throughput")
+    out = tmp_path / "r.jsonl"
+    assert tp.main(["--tiny", "--no-scaling", "--peer", "torch", "--out", str(out)]) == 0
+    torch_rows = [r for r in _lines(out) if r.get("way") == "torch"]
+    if tp.torch_python() is None:
+        assert "--peer torch skipped" in capsys.readouterr().out
+        pytest.skip("no PyTorch environment (bench/.venv-torch): the skip note was checked")
+    (row,) = torch_rows
+    assert row["agree_max_rel"] < tp.AGREE_RTOL  # same weights, start image, filters, steps
+
+
+@pytest.mark.slow  # lucid's programs compile for ~10 s each on a 2-core CPU; six of them here
+def test_recipes_and_whole_model_tiny(tmp_path):
+    tp = _load("throughput")
+    out = tmp_path / "r.jsonl"
+    assert tp.main(["--tiny", "--recipes", "--out", str(out)]) == 0
+    assert tp.main(["--tiny", "--whole-model", "--layers", "block1_conv1", "--out", str(out)]) == 0
+    rows = _lines(out)
+    recipes = {r["recipe"] for r in rows if r["table"] == "recipes"}
+    assert recipes == {"classic", "lucid"}
+    assert any(r["table"] == "compile512" and r["steps"] == 512 for r in rows)
+    assert len([r for r in rows if r["table"] == "segments"]) == 2
+    totals = {r["way"]: r for r in rows if r["table"] == "whole_model_total"}
+    assert set(totals) == {"vizjax", "one-at-a-time"}
+    assert all(t["total_s"] > 0 and t["measured_layers"] == 1 for t in totals.values())
+
+
+def test_gpu_check_script_runs_its_cpu_path(tmp_path):
+    """`bash bench/gpu_check.sh OUTDIR` as on a lent GPU, with tiny sizes and this interpreter
+    standing in for the machine's python3."""
+    env = {**os.environ, "PYTHON": sys.executable, "VIZJAX_GPU_CHECK_TINY": "1"}
+    proc = subprocess.run(
+        ["bash", str(BENCH / "gpu_check.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "FAILED" not in proc.stdout, proc.stdout[-3000:]
+    rows = _lines(tmp_path / "gpu_check.jsonl")
+    assert "weights" in rows[0] and rows[0]["tiny"] is True
+    classic = {r["dtype"] for r in rows if r["table"] == "classic"}
+    assert classic == {"bfloat16", "float32"}
+    lucid = [r for r in rows if r["table"] == "lucid"]
+    assert lucid and all(r["full_steps"] == 512 and r["predicted_full_s"] > 0 for r in lucid)
+    assert {r["dtype"] for r in rows if r["table"] == "peak"} == {"bfloat16", "float32"}
+    assert {r["way"] for r in rows if r["table"] == "whole_model_total"} == {
+        "vizjax",
+        "one-at-a-time",
+    }
+    assert all("chunk" in r and "mem_bytes" not in r for r in rows if r["table"] == "classic")
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| work | dtype |" in summary and "classic" in summary
+    assert (tmp_path / "log.txt").read_text().strip()
