@@ -173,6 +173,7 @@ def test_file_size_limit_is_one_line(tmp_path, reference):
     # Layer 1's 64 rows fit (~0.27 MB), layer 2's 128 (~0.56 MB) do not. `ulimit -f` counts KiB
     # in bash. The limit is for the atlas: JAX's persistent compilation cache would hit it too.
     env = {**os.environ, "VIZJAX_COMPILATION_CACHE": "0"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the tests' session cache (conftest)
     limited = ["bash", "-c", 'ulimit -f 390 && exec "$@"', "bash", sys.executable, "-m", "vizjax"]
     r = subprocess.run([*limited, *argv], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 2, r.stderr
