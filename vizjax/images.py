@@ -5,9 +5,6 @@ Everything here is I/O or pure numpy layout; nothing is differentiated.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 import os
 import warnings
@@ -112,12 +109,6 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     return p
 
 
-def to_png_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(image, np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 LABEL_H = 12
 
 
@@ -155,61 +146,3 @@ def grid(
             )
         out = np.asarray(canvas)
     return out
-
-
-def gallery_html(title: str, layers: dict[str, list[dict[str, object]]]) -> str:
-    """A self-contained HTML page: per layer, every filter's image with its index and objective.
-
-    ``layers`` maps a layer name to entries ``{"filter", "image" (uint8 HxWx3), "objective"
-    (final value), "dead"}``. Images are embedded as PNG data URIs so the page is one file.
-    """
-    parts = [
-        "<!doctype html><meta charset=utf-8>",
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font:13px system-ui,sans-serif;margin:1em;background:#fafafa}"
-        "figure{display:inline-block;margin:3px;text-align:center}"
-        "img{width:128px;height:128px;image-rendering:pixelated;border:1px solid #ccc}"
-        "img:hover{width:256px;height:256px}.dead img{opacity:.35}"
-        "figcaption{font-size:11px;color:#444}</style>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
-    for layer, entries in layers.items():
-        n_dead = sum(bool(e["dead"]) for e in entries)
-        parts.append(
-            f"<h2 id='{html.escape(layer)}'>{html.escape(layer)} "
-            f"<small>({len(entries)} filters, {n_dead} dead)</small></h2>"
-        )
-        for e in entries:
-            data = base64.b64encode(to_png_bytes(e["image"])).decode()  # type: ignore[arg-type]
-            cls = " class=dead" if e["dead"] else ""
-            tip = f"{layer} filter {e['filter']}: objective {float(e['objective']):.4g}"  # type: ignore[arg-type]
-            parts.append(
-                f"<figure{cls}><img alt='{html.escape(tip)}' title='{html.escape(tip)}' "
-                f"src='data:image/png;base64,{data}'><figcaption>{e['filter']}"
-                f"{' (dead)' if e['dead'] else ''}</figcaption></figure>"
-            )
-    return "\n".join(parts) + "\n"
-
-
-def write_gallery(atlas: object, title: str, path: str | os.PathLike) -> Path:
-    """Write :func:`gallery_html` of every done row of an open :class:`vizjax.atlas.Atlas`."""
-    layers = {}
-    for name, layer in atlas.layers.items():  # type: ignore[attr-defined]
-        objective, dead = layer.objective[...], layer.dead[...]
-        layers[name] = [
-            {
-                "filter": int(layer.filters[i]),
-                "image": layer.images[i][0],  # atlas v2: (K, H, W, 3); the first image
-                "objective": float(objective[i, -1]),
-                "dead": bool(dead[i]),
-            }
-            for i in range(len(layer.filters))
-            if layer.done[i]
-        ]
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(gallery_html(title, layers))
-    except OSError as e:
-        raise VizjaxError(f"cannot write {p}: {e.strerror or e}") from None
-    return p
