@@ -5,7 +5,7 @@ block4_conv1 filter 0; the first 20 filters of block1_conv1, block2_conv2, block
 block4_conv1 and block5_conv1; and a cat photo nudged by block5_conv3 filter 0. We add one
 full-layer atlas (all 64 filters of block1_conv2), a static gallery site of everything, and one
 figure beyond the article: the same filters under the article's ``classic`` recipe and under
-``lucid`` (:data:`COMPARE`), side by side, with their measured robustness and HF energy.
+``lucid`` (``Plan.compare``), side by side, with their measured robustness and HF energy.
 All images come from resumable atlases (``<out>/atlas.h5``; ``<out>/cat.h5`` for the cat, whose
 start image makes it a run of its own; ``<out>/lucid.h5`` for the comparison), so a second run only
 redraws the pictures.
@@ -13,6 +13,7 @@ redraws the pictures.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -22,19 +23,49 @@ from vizjax import images
 from vizjax.atlas import open_atlas
 from vizjax.execution import Execution
 from vizjax.gallery import write_site
-from vizjax.recipe import PRESETS
+from vizjax.recipe import DEFAULT_SIZE, PRESETS, Recipe
 from vizjax.run import run_atlas, start_image
 from vizjax.weights import DEFAULT_WEIGHTS, Weights, load_weights
 
-ARTICLE_LAYERS = ("block1_conv1", "block2_conv2", "block3_conv3", "block4_conv1", "block5_conv1")
-FULL_LAYER = "block1_conv2"
-CAT_LAYER, CAT_FILTER = "block5_conv3", 0
-#: The classic-vs-lucid figure: filters of block3_conv3 and block5_conv1 (2, 6, 7 and 13 of
-#: block5_conv1 stay dead under classic at 128 px: the most telling pairs), lucid shortened to
-#: COMPARE_STEPS steps (Lucid renders 512; this keeps scripts/run.sh under 10 minutes on a 2-core
-#: CPU -- see the README for the measured time).
-COMPARE = {"block3_conv3": (0, 1, 2, 3), "block5_conv1": (2, 6, 7, 13)}
-COMPARE_STEPS = 128
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What :func:`reproduce` draws. :data:`ARTICLE` is the article; tests use a tiny plan.
+
+    Attributes:
+      layers: layers whose first ``first`` filters are shown as grids.
+      first: how many filters of each of ``layers``.
+      picture: the article's opening picture, ``(layer, filter)``.
+      full_layer: a whole layer, every filter.
+      cat: ``(layer, filter)`` nudging the shipped cat photo ("How about a cat?").
+      compare: filters shown under classic and lucid, side by side (2, 6, 7 and 13 of
+        block5_conv1 stay dead under classic at 128 px: the most telling pairs).
+      compare_steps: lucid's steps for the comparison (Lucid renders 512; 128 keeps
+        scripts/run.sh under 10 minutes on a 2-core CPU, see the README for the time measured).
+      size, steps: override the recipes' image size and (classic) steps; None: theirs.
+    """
+
+    layers: tuple[str, ...] = (
+        "block1_conv1",
+        "block2_conv2",
+        "block3_conv3",
+        "block4_conv1",
+        "block5_conv1",
+    )
+    first: int = 20
+    picture: tuple[str, int] = ("block4_conv1", 0)
+    full_layer: str = "block1_conv2"
+    cat: tuple[str, int] = ("block5_conv3", 0)
+    compare: tuple[tuple[str, tuple[int, ...]], ...] = (
+        ("block3_conv3", (0, 1, 2, 3)),
+        ("block5_conv1", (2, 6, 7, 13)),
+    )
+    compare_steps: int = 128
+    size: int | None = None
+    steps: int | None = None
+
+
+ARTICLE = Plan()
 
 
 def reproduce(
@@ -43,46 +74,57 @@ def reproduce(
     weights_name: str | None = None,
     batch: int | str = "auto",
     quiet: bool = False,
+    plan: Plan = ARTICLE,
 ) -> list[Path]:
     """Write the article's pictures into ``out`` and return their paths (printing each)."""
     out = Path(out)
     t0 = time.perf_counter()
     w = load_weights(weights_name or DEFAULT_WEIGHTS)
-    config = PRESETS["classic"]
+    config = _sized(PRESETS["classic"], plan)
+    if plan.steps:
+        config = config.replace(steps=plan.steps)
     execution = Execution(batch=batch)
     atlas_path = out / "atlas.h5"
-    run_atlas(atlas_path, [FULL_LAYER], "all", config, w, execution=execution, quiet=quiet)
-    run_atlas(atlas_path, list(ARTICLE_LAYERS), "0:20", config, w, execution=execution, quiet=quiet)
+    run_atlas(atlas_path, [plan.full_layer], "all", config, w, execution=execution, quiet=quiet)
+    run_atlas(
+        atlas_path,
+        list(plan.layers),
+        f"0:{plan.first}",
+        config,
+        w,
+        execution=execution,
+        quiet=quiet,
+    )
 
     written = [atlas_path]
     with open_atlas(atlas_path) as a:
-        written.append(
-            images.save_png(a.layers["block4_conv1"].image(0), out / "block4_conv1_filter0.png")
-        )
-        for layer in (*ARTICLE_LAYERS, FULL_LAYER):
+        layer, f = plan.picture
+        written.append(images.save_png(a.layers[layer].image(f), out / f"{layer}_filter{f}.png"))
+        for layer in (*plan.layers, plan.full_layer):
             la = a.layers[layer]
-            fs = [int(f) for f in la.filters if f < 20] if layer != FULL_LAYER else list(la.filters)
+            full = layer == plan.full_layer
+            fs = list(la.completed()) if full else [int(f) for f in la.filters if f < plan.first]
             tiles = np.stack([la.image(int(f)) for f in fs])
-            cols = 10 if layer != FULL_LAYER else 8
-            suffix = "first20" if layer != FULL_LAYER else "all"
+            suffix = "all" if full else f"first{plan.first}"
             written.append(
                 images.save_png(
-                    images.grid(tiles, [str(f) for f in fs], cols=cols),
+                    images.grid(tiles, [str(f) for f in fs], cols=8 if full else 10),
                     out / f"grid_{layer}_{suffix}.png",
                 )
             )
         gallery = write_site(a, out / "gallery", title="vizjax: the seed article's atlas")
     written.append(gallery)
-    written.append(compare_recipes(out, w, execution, quiet))
+    written.append(compare_recipes(out, w, execution, quiet, plan))
 
     # "How about a cat?": the photo, nudged by block5_conv3 filter 0 (its own size, 451x300).
     # A run of its own (another start image is another config), kept in its own atlas.
-    cat_config = config.replace(init=str(images.sample_path()))
+    cat_layer, cat_filter = plan.cat
+    cat_config = config.replace(init=str(images.sample_path()), size=None)
     cat_path = out / "cat.h5"
     run_atlas(
         cat_path,
-        [CAT_LAYER],
-        [CAT_FILTER],
+        [cat_layer],
+        [cat_filter],
         cat_config,
         w,
         execution=execution.replace(batch=1),
@@ -90,14 +132,14 @@ def reproduce(
     )
     x0, _ = start_image(cat_config)
     with open_atlas(cat_path) as a:
-        layer = a.layers[CAT_LAYER]
-        image, raw = layer.image(CAT_FILTER), layer.raw[layer.row(CAT_FILTER)][0]
+        layer = a.layers[cat_layer]
+        image, raw = layer.image(cat_filter), layer.raw[layer.row(cat_filter)][0]
     before_after = images.grid(
         np.stack([x0.astype(np.uint8), np.clip(raw, 0, 255).astype(np.uint8)]), cols=2
     )
     written.append(cat_path)
-    written.append(images.save_png(image, out / f"cat_{CAT_LAYER}_filter{CAT_FILTER}.png"))
-    written.append(images.save_png(before_after, out / f"cat_before_after_{CAT_LAYER}.png"))
+    written.append(images.save_png(image, out / f"cat_{cat_layer}_filter{cat_filter}.png"))
+    written.append(images.save_png(before_after, out / f"cat_before_after_{cat_layer}.png"))
 
     print(f"vizjax article: done in {time.perf_counter() - t0:.0f} s; wrote:")
     for p in written:
@@ -105,22 +147,29 @@ def reproduce(
     return written
 
 
-def compare_recipes(out: Path, w: Weights, execution: Execution, quiet: bool) -> Path:
-    """The :data:`COMPARE` filters under classic (from ``atlas.h5``) and lucid (``lucid.h5``, at
-    :data:`COMPARE_STEPS` steps) as one PNG: per layer a classic row above a lucid row, each tile
+def _sized(recipe: Recipe, plan: Plan) -> Recipe:
+    return recipe.replace(size=(plan.size, plan.size)) if plan.size else recipe
+
+
+def compare_recipes(
+    out: Path, w: Weights, execution: Execution, quiet: bool, plan: Plan = ARTICLE
+) -> Path:
+    """The plan's ``compare`` filters under classic (from ``atlas.h5``) and lucid (``lucid.h5``,
+    at ``compare_steps`` steps) as one PNG: per layer a classic row above a lucid row, each tile
     labelled with its filter, robustness and HF energy."""
-    lucid = PRESETS["lucid"].replace(steps=COMPARE_STEPS)
+    lucid = _sized(PRESETS["lucid"], plan).replace(steps=plan.compare_steps)
+    h, w_ = lucid.size or DEFAULT_SIZE
     print(
-        f"vizjax article: classic vs lucid ({COMPARE_STEPS} steps, 128 px) for "
-        + "; ".join(f"{layer} {list(fs)}" for layer, fs in COMPARE.items()),
+        f"vizjax article: classic vs lucid ({plan.compare_steps} steps, {h}x{w_} px) for "
+        + "; ".join(f"{layer} {list(fs)}" for layer, fs in plan.compare),
         flush=True,
     )
     lucid_path = out / "lucid.h5"
-    for layer, filters in COMPARE.items():
+    for layer, filters in plan.compare:
         run_atlas(lucid_path, [layer], list(filters), lucid, w, execution=execution, quiet=quiet)
     tiles, labels = [], []
     with open_atlas(out / "atlas.h5") as classic, open_atlas(lucid_path) as lucid_atlas:
-        for layer, filters in COMPARE.items():
+        for layer, filters in plan.compare:
             for name, a in (("classic", classic), ("lucid", lucid_atlas)):
                 la = a.layers[layer]
                 table = la.fidelity
@@ -133,7 +182,7 @@ def compare_recipes(out: Path, w: Weights, execution: Execution, quiet: bool) ->
                         f"{f} {name[0].upper()} r{table['robustness'][i]:.2f} "
                         f"h{table['hf_energy'][i]:.2f}"
                     )
-    cols = max(len(fs) for fs in COMPARE.values())
+    cols = max(len(fs) for _, fs in plan.compare)
     return images.save_png(
         images.grid(np.stack(tiles), labels, cols=cols), out / "classic_vs_lucid.png"
     )

@@ -1,0 +1,53 @@
+"""The main job on a tiny plan: every picture of the article is written, from resumable atlases."""
+
+import numpy as np
+from PIL import Image
+
+from vizjax import article
+from vizjax.atlas import open_atlas
+
+TINY = article.Plan(
+    layers=("block2_conv1",),
+    first=3,
+    picture=("block2_conv1", 1),
+    full_layer="block1_conv1",
+    cat=("block2_conv1", 0),
+    compare=(("block2_conv1", (0, 2)),),
+    compare_steps=2,
+    size=32,
+    steps=2,
+)
+
+
+def test_tiny_article_writes_every_picture_and_resumes(default_weights, tmp_path, capsys):
+    written = article.reproduce(tmp_path, quiet=True, plan=TINY)
+    names = {p.name for p in written}
+    assert names >= {
+        "atlas.h5",
+        "block2_conv1_filter1.png",
+        "grid_block2_conv1_first3.png",
+        "grid_block1_conv1_all.png",
+        "index.html",
+        "classic_vs_lucid.png",
+        "cat.h5",
+        "cat_block2_conv1_filter0.png",
+        "cat_before_after_block2_conv1.png",
+    }
+    assert all(p.exists() for p in written)
+    assert (tmp_path / "gallery" / "index.html").is_file()
+    with open_atlas(tmp_path / "atlas.h5") as a:
+        assert len(a.layers["block1_conv1"].completed()) == 64  # the full layer
+        assert sorted(a.layers["block2_conv1"].completed()) == [0, 1, 2]
+        assert a.config["recipe"]["name"] == "classic" and a.config["recipe"]["steps"] == 2
+    with open_atlas(tmp_path / "lucid.h5") as a:
+        assert a.config["recipe"]["name"] == "lucid" and a.config["recipe"]["steps"] == 2
+    cat = np.asarray(Image.open(tmp_path / "cat_block2_conv1_filter0.png"))
+    assert cat.shape == (300, 451, 3)  # the photo's own size
+    figure = np.asarray(Image.open(tmp_path / "classic_vs_lucid.png"))
+    assert figure.shape[0] > 2 * 32 and figure.std() > 10  # two rows of real pictures
+    assert "classic vs lucid (2 steps, 32x32 px)" in capsys.readouterr().out
+    # A rerun finds every filter done and only redraws.
+    before = (tmp_path / "atlas.h5.d").stat().st_mtime_ns
+    article.reproduce(tmp_path, quiet=True, plan=TINY)
+    assert sorted(p.name for p in (tmp_path / "atlas.h5.d").iterdir())
+    assert (tmp_path / "atlas.h5.d").stat().st_mtime_ns == before  # no new segment
