@@ -111,14 +111,46 @@ def device_label(info: dict[str, Any]) -> str:
     return f"{info['platform']}-{safe}"
 
 
+class OthersCpu:
+    """How much of the machine other processes used since the last call, as a fraction of all
+    its cores (Linux /proc/stat; None elsewhere). A figure taken while other processes ran is
+    suspect: every JSON line carries this, and a table row measured above ~0.1 should be redone."""
+
+    def __init__(self) -> None:
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.last = self._read()
+
+    def _read(self) -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = (sum(v) - v[3] - v[4]) / self.tick  # all but idle and iowait
+        t = os.times()  # this process and its waited-for children (the PyTorch peer)
+        own = t.user + t.system + t.children_user + t.children_system
+        return busy, own, time.monotonic()
+
+    def since_last(self) -> float | None:
+        now = self._read()
+        last, self.last = self.last, now
+        if now is None or last is None or now[2] - last[2] < 1e-3:
+            return None
+        others = (now[0] - last[0]) - (now[1] - last[1])
+        return round(max(0.0, others) / ((now[2] - last[2]) * (os.cpu_count() or 1)), 3)
+
+
 class Log:
-    """Appends JSON lines (machine info in each) and collects them."""
+    """Appends JSON lines (machine info in each, and the other processes' CPU share since the
+    previous line) and collects them."""
 
     def __init__(self, path: Path, info: dict[str, Any]) -> None:
         self.path, self.info, self.rows = path, info, []
+        self.others = OthersCpu()
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def emit(self, row: dict[str, Any]) -> dict[str, Any]:
+        row = {**row, "others_cpu": self.others.since_last()}
         self.rows.append(row)
         with self.path.open("a") as f:
             f.write(json.dumps({**self.info, **row}, default=_json_default) + "\n")
@@ -435,7 +467,7 @@ def section_works(ctx: Context, works: Sequence[tuple[str, int, int]], title: st
         rv = log_row(ctx, {**base, "way": "vizjax", "dtype": args.dtype, **v}, eff)
         s = time_seed_way(w, layer, n, size, args.steps, args.dtype, args.seed_filters)
         rs = log_row(ctx, {**base, "way": "seed", "dtype": args.dtype, **s}, eff)
-        t = None
+        t, rt = None, {}
         if peer is not None:
             try:
                 t = run_torch(
@@ -451,7 +483,7 @@ def section_works(ctx: Context, works: Sequence[tuple[str, int, int]], title: st
                 print(f"note: PyTorch failed on {layer}: {e}")
         if t is not None:
             t["agree"] = agreement(rv["final"], np.asarray(t["final"]))
-            log_row(
+            rt = log_row(
                 ctx,
                 {
                     **base,
@@ -481,6 +513,7 @@ def section_works(ctx: Context, works: Sequence[tuple[str, int, int]], title: st
                 f"{t['agree']:.1e}" + ("" if t["agree"] <= AGREE_RTOL else " (!)") if t else "–",
                 f"{rv['eff_gflops']:.0f}",
                 f"{rv['eff_over_peak']:.0%}",
+                _busy(rv, rs, rt),
             ]
         )
         out.append({"vizjax": rv, "seed": rs, "torch": t})
@@ -498,6 +531,7 @@ def section_works(ctx: Context, works: Sequence[tuple[str, int, int]], title: st
         "final act. rel. diff",
         "eff GFLOP/s",
         "of peak",
+        "others' CPU",
     )
     print(f"\n## {title}: {args.steps} classic steps, {args.dtype}, median of {args.repeats}")
     print(
@@ -506,6 +540,12 @@ def section_works(ctx: Context, works: Sequence[tuple[str, int, int]], title: st
     )
     print(table(hdr, rows))
     return out
+
+
+def _busy(*rows: dict[str, Any]) -> str:
+    """The largest share of the CPUs other processes used while these rows were measured."""
+    v = [r["others_cpu"] for r in rows if r.get("others_cpu") is not None]
+    return f"{max(v):.0%}" if v else "–"
 
 
 def log_row(ctx: Context, row: dict[str, Any], eff_flops: float) -> dict[str, Any]:
@@ -520,8 +560,7 @@ def log_row(ctx: Context, row: dict[str, Any], eff_flops: float) -> dict[str, An
         "peak_gflops": peak / 1e9,
         "eff_over_peak": eff_flops / row["wall_s"] / peak,
     }
-    ctx.log.emit(row)
-    return row
+    return ctx.log.emit(row)
 
 
 def section_scaling(
@@ -572,6 +611,7 @@ def section_scaling(
                         f"{r['eff_gflops']:.0f}",
                         f"{s['eff_gflops']:.0f}",
                         f"{s['wall_s'] / r['wall_s']:.2f}x",
+                        _busy(s, r),
                     ]
                 )
             ascent.compiled_program.cache_clear()
@@ -590,6 +630,7 @@ def section_scaling(
                 "eff GFLOP/s",
                 "seed eff GFLOP/s",
                 "vs seed",
+                "others' CPU",
             ),
             rows,
         )
@@ -647,6 +688,7 @@ def section_recipes(ctx: Context) -> None:
                     _fmt(ratio),
                     f"{1e3 / (ms * full.steps):.3f}",
                     f"{r['eff_gflops']:.0f}",
+                    _busy(r),
                 ]
             )
     print(f"\n## recipes at {args.size} px, {n} filters, {args.dtype}, median of {args.repeats}")
@@ -667,6 +709,7 @@ def section_recipes(ctx: Context) -> None:
                 "vs classic step",
                 "filters/s (full steps)",
                 "eff GFLOP/s",
+                "others' CPU",
             ),
             rows,
         )
@@ -733,13 +776,15 @@ def section_recipes(ctx: Context) -> None:
                 unroll if unroll else f"{seg} (all)",
                 _fmt(r["compile_s"], 1),
                 f"{r['ms_per_filter_step']:.1f}",
+                _busy(r),
             ]
         )
     print(
         f"\n## segment/unroll: lucid, {layer}, {args.size} px, {args.segment_filters} filters, "
         f"{lucid.steps} steps, median of {args.repeats}\n"
     )
-    print(table(("segment (steps per call)", "unroll", "compile s", "ms / filter-step"), rows))
+    hdr = ("segment (steps per call)", "unroll", "compile s", "ms / filter-step", "others' CPU")
+    print(table(hdr, rows))
 
 
 def predict_whole_model(
@@ -995,6 +1040,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.out) if args.out else RESULTS / f"{device_label(info)}-{info['date'][:10]}.jsonl"
     )
     log = Log(out, info)
+    run_others = OthersCpu()
     print(
         f"# {info['cpu_model'] if cpu else info['device']} x{info['device_count']} ({info['platform']}), "
         f"jax {info['jax']}, {info['date']}, load {info['load1_at_start']}"
@@ -1027,7 +1073,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     mem, kind = peak_memory()
     took = time.perf_counter() - t_start
-    log.emit({"table": "run", "seconds": took, "mem_bytes": mem, "mem_kind": kind})
+    others = run_others.since_last()
+    log.emit(
+        {
+            "table": "run",
+            "seconds": took,
+            "mem_bytes": mem,
+            "mem_kind": kind,
+            "others_cpu_run": others,
+        }
+    )
+    print(
+        f"\nother processes used {others if others is not None else float('nan'):.0%} of the CPUs during this run"
+    )
     print(
         f"\n{kind}: {mem / 2**30:.2f} GiB; this run took {took:.0f} s (load at the end "
         f"{os.getloadavg()[0]:.2f}); wrote {out}"
