@@ -637,6 +637,19 @@ def section_scaling(
     )
 
 
+#: A recipe-table row that is not a preset: classic at the size lucid's transforms feed the
+#: network (140 px for a 128 px image), to tell the cost of lucid's larger input from the rest.
+CLASSIC_AT_LUCID_INPUT = "classic@lucid-input"
+
+
+def recipe_row(name: str, size: int) -> Recipe:
+    """The recipe a row of the recipe table times, at ``size`` px."""
+    if name == CLASSIC_AT_LUCID_INPUT:
+        lucid = preset("lucid").replace(size=(size, size))
+        return CLASSIC.replace(size=transform.out_hw(lucid.transforms, lucid.size))
+    return preset(name).replace(size=(size, size))
+
+
 def timing_steps(recipe: Recipe, segment: int) -> int:
     """Steps to time a recipe on: all of them when they fit in two segments, else two segments
     (per-step cost does not depend on the step count once the program is fixed)."""
@@ -647,16 +660,31 @@ def section_recipes(ctx: Context) -> None:
     """Per-step cost and filters/s of the presets; compile s of 512-step lucid; segment/unroll."""
     args, w, plat = ctx.args, ctx.weights, _platform()
     n = args.recipe_filters
-    rows, classic_ms = [], {}
+    rows, classic_ms, same_input_ms = [], {}, {}
     for layer in args.recipe_layers.split(","):
         for name in args.recipe_names.split(","):
-            full = preset(name).replace(size=(args.size, args.size))
+            full = recipe_row(name, args.size)
+            net_hw = transform.out_hw(full.transforms, full.size)
             seg = auto_segment(full.steps, plat)
             steps = timing_steps(full, seg)
             recipe = full.replace(steps=steps)
             ex = Execution(dtype=args.dtype, segment=seg)
             v = time_vizjax(w, layer, list(range(n)), recipe, ex, args.repeats)
             eff = eff_flops_per_step(layer, recipe) * n * steps
+            # Early steps may cost more than later ones (lucid's redirected ReLU runs for the
+            # first 16 steps only): time twice as many steps with the same segment program and
+            # take the difference as the cost of a later step; the full run's per-step cost is
+            # then the first steps' time plus the later steps' cost times the steps left.
+            late_ms = None
+            if full.steps > steps:
+                v2 = time_vizjax(
+                    w, layer, list(range(n)), full.replace(steps=2 * steps), ex, args.repeats
+                )
+                late_ms = 1e3 * (v2["wall_s"] - v["wall_s"]) / (n * steps)
+                v["late_ms_per_filter_step"] = late_ms
+                v["full_ms_per_filter_step"] = (
+                    1e3 * v["wall_s"] / n + late_ms * (full.steps - steps)
+                ) / full.steps
             r = log_row(
                 ctx,
                 {
@@ -672,10 +700,15 @@ def section_recipes(ctx: Context) -> None:
                 },
                 eff,
             )
-            ms = r["ms_per_filter_step"]
+            first_ms = r["ms_per_filter_step"]
+            ms = r.get("full_ms_per_filter_step", first_ms)
             if name == "classic":
                 classic_ms[layer] = ms
+            if name.startswith("classic"):
+                same_input_ms[layer, net_hw] = ms
             ratio = ms / classic_ms[layer] if layer in classic_ms else float("nan")
+            same = same_input_ms.get((layer, net_hw))
+            r["vs_classic_same_input"] = None if same is None else ms / same
             rows.append(
                 [
                     name,
@@ -684,8 +717,11 @@ def section_recipes(ctx: Context) -> None:
                     seg,
                     r["chunk"],
                     _fmt(r["compile_s"], 1),
+                    f"{first_ms:.1f}",
+                    "–" if late_ms is None else f"{late_ms:.1f}",
                     f"{ms:.1f}",
                     _fmt(ratio),
+                    f"{net_hw[0]} px: " + ("–" if same is None else _fmt(ms / same)),
                     f"{1e3 / (ms * full.steps):.3f}",
                     f"{r['eff_gflops']:.0f}",
                     _busy(r),
@@ -694,7 +730,8 @@ def section_recipes(ctx: Context) -> None:
     print(f"\n## recipes at {args.size} px, {n} filters, {args.dtype}, median of {args.repeats}")
     print(
         "(timed on the steps shown, in the segments the full recipe runs in on this platform; "
-        "filters/s is for the recipe's full step count, extrapolated)\n"
+        "a later step's cost is the difference with a run of twice those steps; the full run's "
+        "per-step cost and filters/s are extrapolated from both)\n"
     )
     print(
         table(
@@ -705,8 +742,11 @@ def section_recipes(ctx: Context) -> None:
                 "segment",
                 "chunk",
                 "compile s",
-                "ms / filter-step",
+                "ms / filter-step (steps timed)",
+                "ms / later step",
+                "ms / filter-step (full run)",
                 "vs classic step",
+                "network input: vs classic there",
                 "filters/s (full steps)",
                 "eff GFLOP/s",
                 "others' CPU",
@@ -715,6 +755,8 @@ def section_recipes(ctx: Context) -> None:
         )
     )
 
+    if args.recipe_table_only:
+        return
     # Compile seconds of the full 512-step lucid programs, as a run compiles them.
     rows = []
     for layer in args.recipe_layers.split(","):
@@ -748,8 +790,9 @@ def section_recipes(ctx: Context) -> None:
     )
     print(table(("layer", "steps", "chunk", "segments x length", "compile s"), rows))
 
-    # Segment length and unrolling: compile cost against per-step cost.
-    layer = args.recipe_layers.split(",")[0]
+    # Segment length and unrolling: compile cost against per-step cost, at the deepest layer
+    # measured (block5_conv1 by default: where compile time hurts most).
+    layer = args.recipe_layers.split(",")[-1]
     lucid = preset("lucid").replace(size=(args.size, args.size), steps=args.segment_steps)
     rows = []
     for seg, unroll in args.segment_table:
@@ -998,6 +1041,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--recipes", action="store_true", help="only the recipe tables")
     p.add_argument("--whole-model", action="store_true", help="only the whole-model prediction")
+    p.add_argument(
+        "--recipe-names",
+        default=None,
+        help="--recipes: the rows (default classic,classic@lucid-input,lucid,keras-vis,maco)",
+    )
+    p.add_argument(
+        "--recipe-layers",
+        default=None,
+        help="--recipes: layers (default block3_conv3,block5_conv1)",
+    )
+    p.add_argument(
+        "--recipe-table-only",
+        action="store_true",
+        help="--recipes: skip the 512-step compile and segment tables",
+    )
     p.add_argument("--no-scaling", action="store_true")
     p.add_argument("--recipe", default="lucid", help="--whole-model: the preset")
     p.add_argument("--size", type=int, default=None, help="--whole-model / --recipes: image side")
@@ -1021,18 +1079,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu = _platform() == "cpu"
     args.matmul_n = args.matmul_n or (2048 if (args.quick or args.tiny) else 4096 if cpu else 8192)
     # Recipe tables.
-    args.recipe_filters, args.recipe_layers = 2, "block3_conv3,block5_conv1"
-    args.recipe_names = "classic,lucid,keras-vis,maco"
+    args.recipe_filters = 2
+    args.recipe_layers = args.recipe_layers or "block3_conv3,block5_conv1"
+    args.recipe_names = (
+        args.recipe_names or f"classic,{CLASSIC_AT_LUCID_INPUT},lucid,keras-vis,maco"
+    )
     args.segment_steps, args.segment_filters = 32, 2
     args.segment_table = [(1, 1), (4, 4), (8, 8), (16, 16), (32, 1), (32, 8), (32, 32)]
     args.wm_filters, args.wm_single_steps = 2, 4
     if args.tiny:
         args.matmul_n, args.repeats, args.steps, args.seed_filters = 128, 1, 2, 1
-        args.recipe_filters, args.recipe_layers, args.recipe_names = (
-            1,
-            "block2_conv1",
-            "classic,lucid",
-        )
+        args.recipe_filters, args.recipe_layers = 1, "block2_conv1"
+        args.recipe_names = f"classic,{CLASSIC_AT_LUCID_INPUT},lucid"
         args.segment_steps, args.segment_filters, args.segment_table = 4, 1, [(2, 2), (4, 1)]
         args.size = args.size or 32
     info = machine_info(argv)

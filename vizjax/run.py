@@ -134,6 +134,9 @@ class LineProgress:
         self.done = self.initial = initial
         self.t0 = self.last = time.monotonic()
 
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
+
     def update(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
@@ -153,6 +156,11 @@ class LineProgress:
     def close(self) -> None:
         if self.done > self.initial:
             self._line(time.monotonic(), f" (done in {_duration(time.monotonic() - self.t0)})")
+
+
+def _bar_label(layers: Sequence[str], i: int) -> str:
+    """The progress bar's label while layer ``i`` runs: its name, and its rank in a longer run."""
+    return layers[i] if len(layers) == 1 else f"{layers[i]} (layer {i + 1}/{len(layers)})"
 
 
 def _progress(total: int, desc: str, quiet: bool, initial: int = 0) -> Any:
@@ -262,10 +270,11 @@ def run_atlas(
         StopOnSignal() as stop,
         atlas.AtlasWriter(part, attrs, cfg, volatile_keys=VOLATILE_KEYS) as writer,
     ):
+        # Rows for every layer first, so one bar counts the whole run (filters/s, ETA).
+        todos = {}
         for layer in layers:
-            stop.check(summary)
             mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
-            todo = writer.begin_layer(
+            todos[layer] = writer.begin_layer(
                 layer,
                 vgg.num_channels(layer),
                 [int(f) for f in mine],
@@ -273,15 +282,21 @@ def run_atlas(
                 recipe.steps,
                 k=recipe.images,
             )
-            bar = _progress(len(mine), layer, quiet, initial=len(mine) - len(todo))
-            t0 = time.perf_counter()
-            s = summary["layers"][layer] = {
-                "done": len(mine) - len(todo),
+            summary["layers"][layer] = {
+                "done": len(mine) - len(todos[layer]),
                 "computed": 0,
                 "zero_start_grad_computed": 0,
                 "nonfinite_computed": 0,
                 "seconds": 0.0,
             }
+        resumed = sum(s["done"] for s in summary["layers"].values())
+        total = resumed + sum(map(len, todos.values()))
+        bar = _progress(total, _bar_label(layers, 0), quiet, initial=resumed)
+        for i, layer in enumerate(layers):
+            stop.check(summary)
+            todo, s = todos[layer], summary["layers"][layer]
+            bar.set_description(_bar_label(layers, i))
+            t0 = time.perf_counter()
             for res in ascent.iter_chunks(
                 layer,
                 todo,
@@ -300,9 +315,11 @@ def run_atlas(
                 s["seconds"] = round(time.perf_counter() - t0, 2)
                 bar.update(len(res))
                 stop.check(summary)  # SIGINT/SIGTERM: stop here, this chunk committed
-            bar.close()
             writer.finish_layer(layer)  # selectivity, specificity over the layer's stored images
             s["seconds"] = round(time.perf_counter() - t0, 2)
+        if len(layers) > 1:
+            bar.set_description(f"{len(layers)} layers")
+        bar.close()
     if nproc > 1:
         distributed.barrier(f"vizjax-atlas-{out.name}-written")
         if jax.process_index() == 0:
