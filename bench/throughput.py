@@ -685,6 +685,14 @@ def section_recipes(ctx: Context) -> None:
                 v["full_ms_per_filter_step"] = (
                     1e3 * v["wall_s"] / n + late_ms * (full.steps - steps)
                 ) / full.steps
+            first_ms = 1e3 * v["wall_s"] / (n * steps)
+            ms = v.get("full_ms_per_filter_step", first_ms)
+            if name == "classic":
+                classic_ms[layer] = ms
+            if name in ("classic", CLASSIC_AT_LUCID_INPUT):
+                same_input_ms[layer, net_hw] = ms
+            ratio = ms / classic_ms[layer] if layer in classic_ms else float("nan")
+            same = same_input_ms.get((layer, net_hw))
             r = log_row(
                 ctx,
                 {
@@ -696,19 +704,12 @@ def section_recipes(ctx: Context) -> None:
                     "steps": steps,
                     "full_steps": full.steps,
                     "dtype": args.dtype,
+                    "network_input": list(net_hw),
+                    "vs_classic_same_input": None if same is None else ms / same,
                     **v,
                 },
                 eff,
             )
-            first_ms = r["ms_per_filter_step"]
-            ms = r.get("full_ms_per_filter_step", first_ms)
-            if name == "classic":
-                classic_ms[layer] = ms
-            if name.startswith("classic"):
-                same_input_ms[layer, net_hw] = ms
-            ratio = ms / classic_ms[layer] if layer in classic_ms else float("nan")
-            same = same_input_ms.get((layer, net_hw))
-            r["vs_classic_same_input"] = None if same is None else ms / same
             rows.append(
                 [
                     name,

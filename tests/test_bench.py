@@ -68,8 +68,11 @@ def test_recipes_and_whole_model_tiny(tmp_path):
     assert tp.main(["--tiny", "--recipes", "--out", str(out)]) == 0
     assert tp.main(["--tiny", "--whole-model", "--layers", "block1_conv1", "--out", str(out)]) == 0
     rows = _lines(out)
-    recipes = {r["recipe"] for r in rows if r["table"] == "recipes"}
-    assert recipes == {"classic", "lucid"}
+    recipes = {r["recipe"]: r for r in rows if r["table"] == "recipes"}
+    assert set(recipes) == {"classic", "classic@lucid-input", "lucid"}
+    # lucid is compared with classic at the network input its transforms produce.
+    assert recipes["classic@lucid-input"]["network_input"] == recipes["lucid"]["network_input"]
+    assert recipes["lucid"]["vs_classic_same_input"] > 0
     assert any(r["table"] == "compile512" and r["steps"] == 512 for r in rows)
     assert len([r for r in rows if r["table"] == "segments"]) == 2
     totals = {r["way"]: r for r in rows if r["table"] == "whole_model_total"}

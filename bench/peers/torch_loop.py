@@ -40,16 +40,14 @@ def layer_table():
 
 def export(path: str) -> None:
     """vizjax's default weights and their preprocessing as an .npz (run in vizjax's venv)."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from throughput import export_weights  # bench/throughput.py: the one .npz writer
+
     from vizjax.weights import load_weights
 
-    w = load_weights()
-    arrays = {f"{n}/{k}": v for n, d in w.params["params"].items() for k, v in d.items()}
-    prep = w.preprocessing
-    arrays["preprocessing/mean"] = np.asarray(prep.mean, np.float32)
-    arrays["preprocessing/std"] = np.asarray(prep.std, np.float32)
-    arrays["preprocessing/scale"] = np.asarray(prep.scale, np.float32)
-    arrays["preprocessing/bgr"] = np.asarray(prep.bgr)
-    np.savez(path, **arrays)
+    export_weights(load_weights(), Path(path))
     print(f"wrote {path}")
 
 
