@@ -514,7 +514,7 @@ def pause(point):  # between a chunk's synced data and its done bytes
 with A.AtlasWriter(sys.argv[1], ATTRS, CONFIG) as w:
     todo = w.begin_layer("l1", 6, range(6), HW, STEPS)
     w.write_chunk("l1", make_rows("l1", todo[:2]))
-    A._fault = pause
+    A.durable._fault = pause
     w.write_chunk("l1", make_rows("l1", todo[2:4]))
 """
 
@@ -565,7 +565,7 @@ def fault(name):
         if seen == nth:
             os.kill(os.getpid(), signal.SIGKILL)
 
-A._fault = fault
+A.durable._fault = fault
 print("ready", flush=True)
 if what == "write":
     T.two_sessions(out)
@@ -945,7 +945,7 @@ def test_exemplars(tmp_path):
     # Through an open writer (its lock), and kept by later index rewrites.
     with AtlasWriter(out, ATTRS, CONFIG) as w:
         arrays["activation"][:] = 0
-        write_exemplars(out, "l1", arrays, attrs)
+        w.write_exemplars("l1", arrays, attrs)
         w.begin_layer("l1", 6, [2], HW, STEPS)
     with open_atlas(out) as atlas:
         assert (atlas.layers["l1"].exemplars(3)["activation"] == 0).all()

@@ -3,7 +3,7 @@ SIGTERM, a full disk, progress lines for logs, --json, the atlas seen by a reade
 resumes. The 20-kill campaign (scripts/fault_campaign.py) runs with ``-m slow``.
 
 Runs are tiny (block1/block2, 32 px, 3 steps, classic recipe). A hook replaces the writer's
-named steps (``vizjax.atlas._fault``) in a child process to act at an exact moment.
+named steps (``vizjax.atlas.durable._fault``) in a child process to act at an exact moment.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def fault(p):
         os.pwrite = full
     else:
         os.kill(os.getpid(), getattr(signal, "SIG" + action))
-A._fault = fault
+A.durable._fault = fault
 from vizjax.cli import main
 sys.exit(main(sys.argv[4:]))
 """

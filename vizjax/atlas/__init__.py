@@ -1,0 +1,79 @@
+"""The atlas: every filter's optimized images (and measures) of a run, in HDF5, crash-safe.
+
+Format v2 (what this package writes; the fields are the table in :mod:`vizjax.schema`)::
+
+    OUT.h5              the index: a small HDF5 file, only ever replaced whole (tmp, fsync, rename)
+    OUT.h5.d/           the data folder (travels with OUT.h5)
+      <layer>.<seq>.h5      a segment: rows of one layer added by one run, fixed layout
+      exemplars.<layer>.h5  dataset exemplars of one layer (written whole, tmp + rename)
+      ...                   sidecar files of other modules (:func:`sidecar_path`)
+    OUT.h5.lock         flock of the single writer
+
+The index holds the root attributes and, per layer, one *virtual dataset* (HDF5 VDS) per field
+that concatenates the layer's segments row-wise, with source paths relative to the index' folder
+(``OUT.h5.d/<file>``), so plain h5py reads an atlas as if it were one file, from any working
+directory, also after the index and its folder are moved together.
+
+Crash safety. A segment is created once, for the rows one run adds to one layer, with every
+dataset contiguous, uncompressed, allocated early and never filled (the file is sparse: no disk is
+spent before rows are written), then closed: its HDF5 metadata is never touched again. Rows are
+written with ``os.pwrite`` at the offsets HDF5 reports, data first, ``fdatasync``, then the rows'
+``done`` bytes, ``fdatasync``. So ``kill -9`` at any moment leaves valid HDF5 files in which every
+row whose ``done`` is true is complete, a commit costs the chunk's bytes whatever the atlas' size,
+and nothing is copied. The index is rewritten (small) when a run adds rows to a layer, when a
+layer ends (the per-layer datasets), and for exemplars; segments a killed writer created but no
+index refers to, and temp files, are deleted by the next writer.
+
+Single writer. ``OUT.h5.lock`` is ``flock``ed by the writer for its lifetime; the kernel drops the
+lock when the process dies, so a killed run never blocks the next one. Readers need no lock.
+
+Format v1 (one HDF5 file, see :data:`vizjax.schema.V1_ROW_FIELDS`) stays readable: :func:`open_atlas`
+presents it with v2 names and shapes; a writer (or :func:`upgrade`) converts it to v2 first.
+
+Multi-host runs write one part per process (:func:`part_path`) and :func:`merge_atlases` joins them
+without copying data (hard links).
+
+The package, one file per job (the data's path: results -> :mod:`.writer` -> :mod:`.segment`
+files and the :mod:`.index` -> :mod:`.reader`)::
+
+    durable    fsync, atomic replace, pwrite, the single-writer flock, fault-test hooks
+    files      file names (index, data folder, parts, sidecars); what makes a file an atlas
+    identity   which settings identify a run (runs that may share an atlas)
+    segment    segment files: create, open, write rows durably
+    index      the index in memory and its rewriting as virtual datasets
+    rows       a chunk of results checked against the schema
+    writer     AtlasWriter: create or resume, begin layers, commit chunks, set fields
+    exemplars  dataset exemplars stored beside the rows
+    v1         format 1: read, upgrade
+    merge      join parts into one atlas by hard links
+    reader     open_atlas, Atlas, AtlasLayer, LazyField
+"""
+
+from vizjax.atlas.exemplars import write_exemplars
+from vizjax.atlas.files import FORMAT, FORMAT_VERSION, data_dir, part_path, sidecar_path
+from vizjax.atlas.identity import VOLATILE_KEYS
+from vizjax.atlas.merge import merge_atlases
+from vizjax.atlas.reader import Atlas, AtlasLayer, LazyField, open_atlas
+from vizjax.atlas.rows import ChunkResult
+from vizjax.atlas.segment import Geometry
+from vizjax.atlas.v1 import upgrade
+from vizjax.atlas.writer import AtlasWriter
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "VOLATILE_KEYS",
+    "Atlas",
+    "AtlasLayer",
+    "AtlasWriter",
+    "ChunkResult",
+    "Geometry",
+    "LazyField",
+    "data_dir",
+    "merge_atlases",
+    "open_atlas",
+    "part_path",
+    "sidecar_path",
+    "upgrade",
+    "write_exemplars",
+]

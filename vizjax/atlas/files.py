@@ -1,0 +1,130 @@
+"""The atlas' files: their names (index, data folder, parts, sidecars) and what makes a file an
+atlas this vizjax reads."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from vizjax import schema
+from vizjax.atlas.durable import _os_reason
+from vizjax.errors import AtlasError
+
+FORMAT = schema.FORMAT
+FORMAT_VERSION = schema.FORMAT_VERSION
+#: Segment file names: ``<layer>.<seq>.h5`` with a zero-padded sequence number.
+_SEGMENT_RE = re.compile(r"^(?P<layer>.+)\.(?P<seq>\d{6,})\.h5$")
+_EXEMPLARS_RE = re.compile(r"^exemplars\..+\.h5$")
+#: Layer names become file names: keep them to characters every file system takes.
+_LAYER_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+#: Rows copied at a time by upgrade and merge (bounds memory to a few dozen images).
+_COPY_ROWS = 32
+
+
+def _text(value: Any) -> Any:
+    """An HDF5 attribute value as plain Python (bytes decoded, numpy scalars unwrapped)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return _text(value.item())
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _vizjax_version() -> str:
+    # Imported here, not at module level: vizjax/__init__ may import this module.
+    try:
+        from vizjax import __version__  # type: ignore[attr-defined]
+    except ImportError:
+        return "0+unknown"
+    return str(__version__)
+
+
+def _jax_version() -> str:
+    # Prefer the already imported module; otherwise ask the installed distribution, which avoids
+    # importing jax (slow) just to label a file.
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        return str(jax.__version__)
+    try:
+        from importlib.metadata import version
+
+        return version("jax")
+    except Exception:
+        return "unknown"
+
+
+def data_dir(path: str | os.PathLike[str]) -> Path:
+    """The data folder of the atlas index ``path``: ``OUT.h5`` -> ``OUT.h5.d``."""
+    p = Path(path)
+    return p.with_name(p.name + ".d")
+
+
+def sidecar_path(path: str | os.PathLike[str], name: str) -> Path:
+    """A file named ``name`` in the atlas' data folder, for small state of other modules.
+
+    The folder is created if missing; nothing else is done with the file (the caller writes it,
+    ideally tmp + rename). Names that the atlas uses itself (segments ``<layer>.<seq>.h5``,
+    ``exemplars.<layer>.h5``, ``.tmp-*``) or that leave the folder are refused with ValueError.
+    """
+    if (
+        not name
+        or "/" in name
+        or name in (".", "..")
+        or name.startswith(".tmp-")
+        or _SEGMENT_RE.match(name)
+        or _EXEMPLARS_RE.match(name)
+    ):
+        raise ValueError(f"{name!r} is not a sidecar file name")
+    folder = data_dir(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+def part_path(out: str | os.PathLike[str], process_index: int, process_count: int) -> Path:
+    """Where process ``process_index`` (0-based) of ``process_count`` writes its part of ``out``.
+
+    ``part_path("atlas.h5", 0, 2)`` is ``atlas.part-1-of-2.h5``: the number in the name is 1-based,
+    as in "part 1 of 2".
+    """
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in 0..{process_count - 1}")
+    p = Path(out)
+    return p.with_name(f"{p.stem}.part-{process_index + 1}-of-{process_count}{p.suffix}")
+
+
+def _check_root(f: h5py.File, path: Path) -> int:
+    """The format version of ``f``; AtlasError unless it is a vizjax atlas this version reads."""
+    if _text(f.attrs.get("format")) != FORMAT:
+        raise AtlasError(f"{path} exists and is not a vizjax atlas")
+    version = _text(f.attrs.get("format_version"))
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise AtlasError(f"{path} is damaged: format_version {version!r} is not an integer")
+    if not 1 <= version <= FORMAT_VERSION:
+        raise AtlasError(
+            f"{path} has atlas format version {version}; this vizjax reads up to "
+            f"{FORMAT_VERSION} (upgrade vizjax)"
+        )
+    return version
+
+
+def _open_h5(path: Path) -> h5py.File:
+    """``h5py.File(path, "r")``, with a file that is not HDF5 reported as 'not a vizjax atlas'."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        if path.is_dir() or (path.exists() and not h5py.is_hdf5(path)):
+            raise AtlasError(f"{path} exists and is not a vizjax atlas") from e
+        raise AtlasError(f"cannot read atlas {path}: {_os_reason(e)}") from e

@@ -1,0 +1,243 @@
+"""The atlas index in memory (layers -> runs of segment rows) and its rewriting as virtual datasets."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from vizjax import schema
+from vizjax.atlas.durable import _replace_atomically, fault
+from vizjax.atlas.files import (
+    _SEGMENT_RE,
+    FORMAT_VERSION,
+    _check_root,
+    _open_h5,
+    _text,
+    _vizjax_version,
+    data_dir,
+)
+from vizjax.atlas.segment import Geometry, _create_segment, _dims, _open_segment, _Segment
+from vizjax.errors import AtlasError
+
+
+@dataclasses.dataclass
+class _Layer:
+    """One layer as the index has it: its rows are the concatenated runs of its segments."""
+
+    num_filters: int
+    k: int | None  # None (with image_shape and steps): a layer that has only exemplars so far
+    image_shape: tuple[int, int] | None
+    steps: int | None
+    runs: list[tuple[_Segment, int, int]] = dataclasses.field(default_factory=list)
+    derived: dict[str, np.ndarray] | None = None  # index datasets; None: compute when written
+    exemplars: bool = False
+    requested: set[int] = dataclasses.field(default_factory=set)
+    _where: dict[int, tuple[_Segment, int]] | None = None
+
+    @property
+    def geometry(self) -> Geometry | None:
+        if self.k is None:
+            return None
+        return (self.num_filters, self.k, self.image_shape, self.steps)  # type: ignore[return-value]
+
+    def rows(self) -> Iterator[tuple[_Segment, int]]:
+        for seg, a, b in self.runs:
+            for r in range(a, b):
+                yield seg, r
+
+    def filters(self) -> np.ndarray:
+        parts = [seg.filters[a:b] for seg, a, b in self.runs]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+    def done(self) -> np.ndarray:
+        parts = [seg.done[a:b] for seg, a, b in self.runs]
+        return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+    def where(self, f: int) -> tuple[_Segment, int] | None:
+        if self._where is None:
+            self._where = {int(seg.filters[r]): (seg, r) for seg, r in self.rows()}
+        return self._where.get(int(f))
+
+    def add_run(self, seg: _Segment, a: int, b: int) -> None:
+        self.runs.append((seg, a, b))
+        self._where = None
+        self.derived = None
+
+    def read(self, field: str) -> np.ndarray:
+        """``field`` over the layer's rows, straight from the segments."""
+        parts = [seg.read(field, a, b) for seg, a, b in self.runs]
+        return np.concatenate(parts)
+
+
+class _Store:
+    """An atlas' index as the writer (or merge, upgrade) holds it in memory, and its rewriting.
+
+    Only used with the lock held.
+    """
+
+    def __init__(self, path: Path, root: dict[str, Any]) -> None:
+        self.path = path
+        self.dir = data_dir(path)
+        self.root = root
+        self.layers: dict[str, _Layer] = {}
+        self._seq = self._max_seq()  # segment names are never reused, even of deleted files
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path) -> _Store:
+        """The v2 atlas at ``path``: root attributes, layers, their segments' rows."""
+        segments: dict[str, _Segment] = {}
+        with _open_h5(path) as f:
+            if _check_root(f, path) != 2:
+                raise AtlasError(
+                    f"{path} is a format 1 atlas; upgrade it first (vizjax.atlas.upgrade)"
+                )
+            store = cls(path, {k: _text(v) for k, v in f.attrs.items()})
+            for name, g in f.get("layers", {}).items():
+                try:
+                    a = {k: _text(v) for k, v in g.attrs.items()}
+                    layer = _Layer(int(a["num_filters"]), None, None, None)
+                    if "k" in a:
+                        layer.k, layer.steps = int(a["k"]), int(a["steps"])
+                        layer.image_shape = (int(a["image_height"]), int(a["image_width"]))
+                    spec = json.loads(a.get("segments", "[]"))
+                    derived = {d.name: g[d.name][...] for d in schema.INDEX_DATASETS if d.name in g}
+                    layer.exemplars = g.get("exemplars", getlink=True) is not None
+                except (KeyError, ValueError, TypeError) as e:
+                    raise AtlasError(f"layer {name} of {path} is damaged ({e})") from e
+                for fname, start, stop in spec:
+                    seg = segments.get(fname)
+                    if seg is None:
+                        seg = _open_segment(store.dir / fname, name, layer.geometry)
+                        segments[fname] = seg
+                    layer.add_run(seg, int(start), int(stop))
+                if len(derived) == len(schema.INDEX_DATASETS):
+                    layer.derived = derived
+                store.layers[name] = layer
+        return store
+
+    def _max_seq(self) -> int:
+        seqs = [0]
+        if self.dir.is_dir():
+            for p in self.dir.iterdir():
+                m = _SEGMENT_RE.match(p.name.removeprefix(".tmp-"))
+                if m:
+                    seqs.append(int(m["seq"]))
+        return max(seqs)
+
+    def segments(self) -> dict[str, _Segment]:
+        return {seg.name: seg for layer in self.layers.values() for seg, _, _ in layer.runs}
+
+    def close(self) -> None:
+        for seg in self.segments().values():
+            seg.close()
+
+    def cleanup(self) -> None:
+        """Delete what no index refers to: temp files, and segments of killed writers or merges."""
+        prefix = f"{self.path.name}.tmp-"
+        stale = [p for p in self.path.parent.iterdir() if p.name.startswith(prefix)]
+        if self.dir.is_dir():
+            used = self.segments()
+            stale += [
+                p
+                for p in self.dir.iterdir()
+                if p.name.startswith(".tmp-") or (_SEGMENT_RE.match(p.name) and p.name not in used)
+            ]
+        for p in stale:
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+    # -- changing -----------------------------------------------------------------------------
+
+    def new_segment_path(self, layer: str) -> Path:
+        self._seq += 1
+        self.dir.mkdir(exist_ok=True)
+        return self.dir / f"{layer}.{self._seq:06d}.h5"
+
+    def add_segment(self, name: str, filters: Sequence[int]) -> _Segment:
+        """A new segment of layer ``name`` holding (not-done) rows for ``filters``."""
+        layer = self.layers[name]
+        assert layer.geometry is not None
+        seg = _create_segment(
+            self.new_segment_path(name), name, layer.geometry, np.asarray(filters)
+        )
+        layer.add_run(seg, 0, len(seg.filters))
+        return seg
+
+    def write_index(self, index_data: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> None:
+        """Write the index from memory (tmp, fsync, rename); per-layer datasets are recomputed
+        for layers whose rows changed unless ``index_data[layer]`` gives them."""
+        for name, layer in self.layers.items():
+            if index_data and name in index_data:
+                layer.derived = dict(index_data[name])
+            elif layer.derived is None:
+                layer.derived = self._derive(layer)
+        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        try:
+            # libver v110: the oldest HDF5 that reads virtual datasets (1.10) reads the index.
+            with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:
+                for k, v in self.root.items():
+                    f.attrs[k] = v
+                f.attrs["format_version"] = FORMAT_VERSION
+                f.attrs["vizjax_version"] = _vizjax_version()
+                layers = f.create_group("layers", track_order=True)
+                for name, layer in self.layers.items():
+                    self._write_layer(layers.create_group(name), name, layer)
+            fault("index.written")
+            _replace_atomically(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        fault("index.renamed")
+
+    def _write_layer(self, g: h5py.Group, name: str, layer: _Layer) -> None:
+        g.attrs["num_filters"] = layer.num_filters
+        n = sum(b - a for _, a, b in layer.runs)
+        geometry = layer.geometry
+        if geometry is not None:
+            _, k, (h, w), t = geometry
+            g.attrs["k"], g.attrs["image_height"], g.attrs["image_width"] = k, h, w
+            g.attrs["steps"] = t
+        g.attrs["segments"] = json.dumps([[seg.name, a, b] for seg, a, b in layer.runs])
+        for field in schema.ROW_FIELDS:
+            if geometry is None:  # only exemplars: the rows are empty, shapes unknown
+                if field.name in ("filters", "done"):
+                    g.create_dataset(field.name, (0,), field.dtype)
+                continue
+            row = schema.row_shape(field, _dims(geometry))
+            if not layer.runs:
+                g.create_dataset(field.name, (0, *row), field.dtype)
+                continue
+            vl = h5py.VirtualLayout((n, *row), field.dtype)
+            dst = 0
+            for seg, a, b in layer.runs:
+                # HDF5 reads "%" in a VDS source name as a printf-like pattern: escape it.
+                source = f"{self.dir.name}/{seg.name}".replace("%", "%%")
+                src = h5py.VirtualSource(source, field.name, shape=(len(seg.filters), *row))
+                vl[dst : dst + b - a] = src[a:b]
+                dst += b - a
+            g.create_virtual_dataset(field.name, vl, fillvalue=field.fill)
+        assert layer.derived is not None
+        for d in schema.INDEX_DATASETS:
+            values = np.asarray(layer.derived[d.name]).astype(d.dtype, copy=False)
+            if values.shape != (n,):
+                raise AtlasError(f"index dataset {d.name} of layer {name}: shape {values.shape}")
+            g.create_dataset(d.name, data=values)
+        if layer.exemplars:
+            g["exemplars"] = h5py.ExternalLink(f"{self.dir.name}/exemplars.{name}.h5", "/")
+
+    def _derive(self, layer: _Layer) -> dict[str, np.ndarray]:
+        n = sum(b - a for _, a, b in layer.runs)
+        if not n:
+            return {d.name: schema.fill_array(d, 0, {}) for d in schema.INDEX_DATASETS}
+        return schema.index_datasets(layer.filters(), layer.done(), layer.read("activation_matrix"))
