@@ -9,8 +9,8 @@ committed one by one and timed; the table gives the median. For v2 a commit is
 history (``git show <V1_COMMIT>:vizjax/atlas.py``). Extra disk is what a commit needs beyond the
 finished atlas: v1's copy of the file, v2's temp files (none). Prints a Markdown table.
 
-    python bench/atlas_commit.py                # both layers, v1 and v2
-    python bench/atlas_commit.py --no-v1 --filters 256
+    python -m bench.atlas_commit                # both layers, v1 and v2
+    python -m bench.atlas_commit --no-v1 --filters 256
 """
 
 from __future__ import annotations

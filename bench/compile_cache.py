@@ -5,8 +5,8 @@ Plain script (not a test). Each run is a new Python process that calls ``vizjax.
 counts, through ``jax.monitoring``, the seconds spent tracing, lowering and compiling (a cache
 hit's "compile" is the time to read the executable back) and the cache's hits and misses::
 
-    python bench/compile_cache.py                       # block5_conv1, 8 filters, 128 px, classic
-    python bench/compile_cache.py -- atlas --recipe classic --layer block3_conv3 --filters 0:4 --size 64
+    python -m bench.compile_cache                       # block5_conv1, 8 filters, 128 px, classic
+    python -m bench.compile_cache -- atlas --recipe classic --layer block3_conv3 --filters 0:4 --size 64
 
 The cache lives in a fresh temporary directory (the user's own cache is not touched); every run
 writes a fresh atlas. Prints a Markdown table and appends JSON lines to bench/results/.
@@ -92,11 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         return child(args.child, args.command)
     command = args.command or DEFAULT_COMMAND
 
-    sys.path.insert(0, str(BENCH))
-    from throughput import RESULTS, Log, device_label, machine_info
+    from bench.report import Log, machine_info, results_path
 
     info = machine_info(argv)
-    log = Log(RESULTS / f"{device_label(info)}-{info['date'][:10]}.jsonl", info)
+    log = Log(results_path(info), info)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"

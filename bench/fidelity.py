@@ -2,9 +2,9 @@
 
 Plain script (not a test); resumable (one atlas per recipe under ``--out``, rerun to continue)::
 
-    python bench/fidelity.py                          # 3 layers x 32 filters x 4 recipes, 128 px
-    python bench/fidelity.py --filters 8 --size 64    # a smaller look
-    python bench/fidelity.py --steps lucid=128 maco=128
+    python -m bench.fidelity                          # 3 layers x 32 filters x 4 recipes, 128 px
+    python -m bench.fidelity --filters 8 --size 64    # a smaller look
+    python -m bench.fidelity --steps lucid=128 maco=128
 
 Prints one Markdown table (dead fraction, selectivity, median robustness, median HF energy with
 the cat photo's, seconds per filter including compilation) and writes one PNG sheet per layer:
@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.report import cpu_model
 from vizjax import fidelity, images
 from vizjax.atlas import open_atlas
 from vizjax.execution import Execution
@@ -31,16 +31,6 @@ from vizjax.run import run_atlas
 from vizjax.weights import load_weights
 
 LAYERS = ("block1_conv2", "block3_conv3", "block5_conv1")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -109,7 +99,7 @@ def main() -> None:
 
     photo = fidelity.photo_hf_energy()
     print(
-        f"\n`python bench/fidelity.py {_command_line(args)}`"
+        f"\n`python -m bench.fidelity {_command_line(args)}`"
         f" ({dt.date.today().isoformat()}, {cpu_model()}); cat photo HF energy {photo:.3f}\n"
     )
     print(

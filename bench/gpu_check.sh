@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of issue 10, one command for a lent GPU machine (one H100 or H200):
+# The GPU check, one command for a lent GPU machine (one H100 or H200):
 #
 #     bash bench/gpu_check.sh OUTDIR [--lucid-steps N] [--budget-s S] [--random-weights]
 #
@@ -17,5 +17,5 @@ mkdir -p "$out"
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 # The persistent compilation cache stays off: compile seconds are part of what is measured.
 export VIZJAX_COMPILATION_CACHE=0
-timeout -k 10 "${VIZJAX_GPU_CHECK_TIMEOUT:-350}" "${PYTHON:-python3}" -u bench/gpu_check.py "$out" "$@" 2>&1 |
+timeout -k 10 "${VIZJAX_GPU_CHECK_TIMEOUT:-350}" "${PYTHON:-python3}" -u -m bench.gpu_check "$out" "$@" 2>&1 |
     tee "$out/log.txt"

@@ -1,0 +1,64 @@
+"""How much work a step is, and how fast this machine can do work.
+
+Work is counted as "effective FLOPs" = 2 x the analytic forward conv FLOPs up to the target layer
+per image-step (of the image the network sees, times the views per step), so figures compare
+across implementations whatever work they skip.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from vizjax import transform, vgg
+from vizjax.recipe import Recipe
+
+
+def analytic_forward_flops(layer: str, h: int, w: int) -> float:
+    """2*H*W*9*Cin*Cout summed over the convolutions up to and including ``layer``."""
+    total = 0.0
+    for _name, kind, cin, cout in vgg.LAYERS[: vgg.layer_index(layer) + 1]:
+        if kind == "pool":
+            h, w = h // 2, w // 2
+        else:
+            total += 2.0 * h * w * 9 * cin * cout
+    return total
+
+
+def eff_flops_per_step(layer: str, recipe: Recipe) -> float:
+    """Effective FLOPs of one filter's step: 2 x forward of every view the network sees."""
+    h, w = transform.out_hw(recipe.transforms, tuple(recipe.size or (128, 128)))
+    views = transform.views(recipe.transforms) * recipe.images
+    return 2.0 * analytic_forward_flops(layer, h, w) * views
+
+
+def measure_peak(dtype: str, n: int, repeats: int = 5) -> float:
+    """FLOP/s of an n x n matmul in ``dtype``, after compile, median of ``repeats``."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype)
+    f = jax.jit(lambda a, b: a @ b)
+    f(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a, b).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2.0 * n**3 / statistics.median(times)
+
+
+def peak_memory() -> tuple[int, str]:
+    """Peak device memory on accelerators, else the process's max RSS."""
+    dev = jax.local_devices()[0]
+    stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"]), "device peak"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host max RSS"
+
+
+def platform() -> str:
+    """The platform of the first local device: "cpu", "gpu", "tpu"."""
+    return jax.local_devices()[0].platform
