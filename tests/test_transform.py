@@ -20,6 +20,8 @@ ALL = [
     T.Rotate(angles=(), degrees=1.0, order=1, fill="reflect"),
     T.Blur(),
     T.Crops(n=3, out=24),
+    T.LucentView(),
+    T.LucentView(out=24),
 ]
 
 
@@ -82,3 +84,40 @@ def test_rotation_by_180_degrees_flips_the_image():
 def test_crops_must_come_last():
     with pytest.raises(ValueError, match="last"):
         T.apply((T.Crops(), T.Pad()), jnp.zeros(10**6), IMG)
+
+
+# Lucent's view with every random part switched off: identity, then the pad alone.
+_LUCENT_OFF = {"jitter": 1, "jitter2": 1, "scales": (1.0,), "angles": (0.0,)}
+
+
+def test_lucent_view_identity_and_pad():
+    u = jnp.zeros(6)
+    np.testing.assert_allclose(T.LucentView(pad=0, **_LUCENT_OFF)(u, IMG), IMG, atol=1e-3)
+    # pad 12, then the 64 x 60 canvas resized to the image's 40 x 36: the corners are the grey pad,
+    # the image shrunk by (40 - 1) / (64 - 1) in the middle.
+    v = np.asarray(T.LucentView(pad=12, **_LUCENT_OFF)(u, IMG))
+    assert v.shape == IMG.shape
+    np.testing.assert_allclose(v[0, 0], 127.5)
+    np.testing.assert_allclose(v[-1, -1], 127.5)
+    from scipy import ndimage
+
+    row, col = 20 * 63 / 39 - 12, 18 * 59 / 35 - 12  # output (20, 18) -> canvas -> image
+    img = np.asarray(IMG)
+    want = [ndimage.map_coordinates(img[..., c], [[row], [col]], order=1)[0] for c in range(3)]
+    np.testing.assert_allclose(v[20, 18], want, rtol=1e-4)
+
+
+def test_lucent_view_fills_with_black_where_it_shifts_and_rotates():
+    """Lucent's jitter translates with zero fill (Lucid crops) and its rotation leaves black
+    corners (as do its scale's zero padding): the network sees black, never the image's edges."""
+    white = jnp.full((32, 32, 3), 255.0)
+    top = jnp.asarray([0.99, 0.99, 0.5, 0.5, 0.0, 0.0])  # jitter 7 px right and down, scale 1
+    v = np.asarray(T.LucentView(pad=0, jitter=8, angles=(0.0,), jitter2=1)(top, white))
+    # 7 of the canvas' 32 rows (and columns) are black, resized to 32 px: the first 6 or so.
+    assert (v[:6, :, :] == 0).all() and (v[:, :6, :] == 0).all() and (v[10:, 10:] == 255).all()
+    turn = jnp.asarray([0.0, 0.0, 0.5, 0.0, 0.0, 0.0])  # the first angle: -10 degrees
+    r = np.asarray(T.LucentView(pad=0, jitter=1, scales=(1.0,), jitter2=1)(turn, white))
+    assert (r[0, 0] == 0).all() and (r[16, 16] == 255).all()
+    small = jnp.asarray([0.0, 0.0, 0.0, 0.5, 0.0, 0.0])  # the first scale, 0.9: zero border
+    s = np.asarray(T.LucentView(pad=0, jitter=1, angles=(0.0,), jitter2=1)(small, white))
+    assert (s[0] == 0).all() and (s[16, 16] == 255).all()

@@ -270,6 +270,7 @@ TRANSFORM_SETS: dict[str, tuple[transform.Transform, ...]] = {
         transform.Rotate(angles=(), degrees=1.0, pi=math.pi, order=1, fill="reflect"),
     ),
     "maco": (transform.Crops(),),
+    "lucent": (transform.LucentView(),),
 }
 
 CLASSIC = Recipe()

@@ -250,8 +250,91 @@ class Crops:
         return (self.out, self.out) if self.out else hw
 
 
-Transform = Pad | Jitter | Scale | Rotate | Blur | Crops
-KINDS: dict[str, type] = {c.kind: c for c in (Pad, Jitter, Scale, Rotate, Blur, Crops)}
+@dataclasses.dataclass(frozen=True)
+class LucentView:
+    """Lucent 0.1.8's ``standard_transforms`` followed by its ``fixed_image_size`` resize, as one
+    sampling of the image (the view the network sees, ``out`` x ``out``; ``out=0``: the input size).
+
+    Lucent, read from its ``optvis/transform.py`` and ``render.py``: pad ``pad`` px with grey;
+    ``jitter(8)`` = translate by integers in 0..7 with zero fill (same size; Lucid crops instead);
+    ``random_scale`` resizes the whole canvas to ``ceil(s * size)`` (bilinear, corners aligned) and
+    zero-pads it back when smaller (Lucid zooms inside a fixed canvas here); ``random_rotate`` by
+    an angle in degrees about the canvas centre, bilinear, zero fill (Lucid: nearest-neighbour);
+    ``jitter(4)``; then the transformed canvas (152-168 px for a 128 px image) is resized to the
+    fixed size (bilinear, corners aligned), so the network sees the picture shrunk by ~0.8 and
+    never sees more pixels than the image has. The canvas size after the scale varies per step;
+    here every stage is mapped back analytically from the fixed output, so shapes stay static:
+    the output pixel's source point goes back through each stage and one bilinear sample of the
+    image is taken (Lucent samples at every stage: a little blurrier), zero where any stage's fill
+    shows, grey in the pad. Values are in 0-255 units (black = 0).
+    """
+
+    kind: ClassVar[str] = "lucent"
+    pad: int = 12
+    pad_value: float = 127.5
+    jitter: int = 8
+    scales: tuple[float, ...] = tuple(1 + (i - 5) / 50.0 for i in range(11))
+    angles: tuple[float, ...] = tuple(float(a) for a in [*range(-10, 11), 0, 0, 0, 0, 0])
+    jitter2: int = 4
+    out: int = 0
+
+    def draws(self, hw: Hw) -> int:
+        return 6  # jitter (2), scale, angle, jitter2 (2)
+
+    def __call__(self, u: jax.Array, image: jax.Array) -> jax.Array:
+        h, w, _ = image.shape
+        oh, ow = self.out_hw((h, w))
+        t1 = _index(u[0:2], self.jitter)  # np.random.choice(d): 0..d-1
+        s = _choice(u[2], self.scales)
+        a = _choice(u[3], self.angles)
+        t2 = _index(u[4:6], self.jitter2)
+        ph, pw = h + 2 * self.pad, w + 2 * self.pad  # the padded canvas, kept by jitter
+        # random_scale: the canvas resized to ceil(s * P), then zero-padded by ceil((P - S) / 2)
+        # on each side when smaller (np.ceil as Lucent's _roundup).
+        sh, sw = jnp.ceil(s * ph), jnp.ceil(s * pw)
+        offh = jnp.maximum(0.0, jnp.ceil((ph - sh) / 2))
+        offw = jnp.maximum(0.0, jnp.ceil((pw - sw) / 2))
+        ch, cw = sh + 2 * offh, sw + 2 * offw  # the canvas rotate and jitter2 see
+        ii, jj = jnp.meshgrid(
+            jnp.arange(oh, dtype=jnp.float32), jnp.arange(ow, dtype=jnp.float32), indexing="ij"
+        )
+        ok = jnp.ones((oh, ow), bool)
+
+        def inside(y: jax.Array, x: jax.Array, hh: jax.Array, ww: jax.Array) -> jax.Array:
+            e = 1e-3  # float rounding at the canvas' last row and column
+            return (y >= -e) & (y <= hh - 1 + e) & (x >= -e) & (x <= ww - 1 + e)
+
+        # The fixed-size resize (corners aligned): output pixel -> canvas point.
+        y = ii * (ch - 1) / max(oh - 1, 1)
+        x = jj * (cw - 1) / max(ow - 1, 1)
+        # jitter2: translate by t2, zero fill.
+        y, x = y - t2[1], x - t2[0]  # kornia translate(dx, dy): x by dx, y by dy
+        ok &= inside(y, x, ch, cw)
+        # rotate about the canvas centre by a degrees (kornia: counter-clockwise for a > 0).
+        theta = jnp.pi * a / 180.0
+        cy, cx = (ch - 1) / 2.0, (cw - 1) / 2.0
+        cos, sin = jnp.cos(theta), jnp.sin(theta)
+        dy, dx = y - cy, x - cx
+        y, x = cy - sin * dx + cos * dy, cx + cos * dx + sin * dy
+        ok &= inside(y, x, ch, cw)
+        # scale: out of the zero padding, then back to the padded canvas' pixels.
+        y, x = y - offh, x - offw
+        ok &= inside(y, x, sh, sw)
+        y = y * (ph - 1) / jnp.maximum(sh - 1, 1.0)
+        x = x * (pw - 1) / jnp.maximum(sw - 1, 1.0)
+        # jitter: translate by t1, zero fill.
+        y, x = y - t1[1], x - t1[0]
+        ok &= inside(y, x, ph, pw)
+        # pad: grey outside the image (map_coordinates' constant fill).
+        view = _resample(image, y - self.pad, x - self.pad, 1, "constant", self.pad_value)
+        return jnp.where(ok[..., None], view, 0.0)
+
+    def out_hw(self, hw: Hw) -> Hw:
+        return (self.out, self.out) if self.out else hw
+
+
+Transform = Pad | Jitter | Scale | Rotate | Blur | Crops | LucentView
+KINDS: dict[str, type] = {c.kind: c for c in (Pad, Jitter, Scale, Rotate, Blur, Crops, LucentView)}
 
 #: Lucid's ``transform.standard_transforms``, exactly (see the module docstring).
 STANDARD: tuple[Transform, ...] = (
