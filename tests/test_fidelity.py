@@ -34,9 +34,14 @@ def test_robustness_of_a_translation_invariant_objective_is_one():
     for f in range(3):
         r = fidelity.robustness(identity, flat, f, jax.random.key(f))
         assert abs(float(r) - 1.0) < 1e-5
-    # A single bright pixel in the corner mostly leaves the picture when moved: low robustness.
-    dot = jnp.zeros((32, 32, 3)).at[0, 0].set(255.0)
-    assert float(fidelity.robustness(identity, dot, 0, jax.random.key(0))) < 0.9
+
+    # A pixel checkerboard "feature" (local contrast) only works pixel-exact: the wrap-around
+    # shifts by an odd number of pixels keep it, resampling and rotations wash it out.
+    def contrast(x):
+        return jnp.abs(x - jnp.roll(x, 1, axis=2))
+
+    board = jnp.asarray((np.indices((32, 32)).sum(0) % 2 * 255.0)[..., None].repeat(3, -1))
+    assert float(fidelity.robustness(contrast, board, 0, jax.random.key(0))) < 0.8
     # Dead: NaN, not a ratio of zeros.
     assert np.isnan(
         float(fidelity.robustness(identity, jnp.zeros((32, 32, 3)), 0, jax.random.key(0)))
@@ -122,3 +127,22 @@ def test_diversity_pushes_k_images_apart_and_does_not_depend_on_chunks(default_w
         layer, [1, 0], r, w.params, w.preprocessing, execution=rolled.replace(batch=8)
     )
     np.testing.assert_allclose(b.raw[::-1], a.raw, rtol=1e-5, atol=1e-5 * np.abs(a.raw).max())
+
+
+def test_perturbation_kinds():
+    img = jax.random.uniform(jax.random.key(1), (24, 20, 3)) * 255
+    u = jnp.asarray([0.9, 0.1, 0.7, 0.2])
+    shifted = fidelity.wrap_shift(img, u)  # a permutation of the pixels
+    np.testing.assert_allclose(np.sort(np.ravel(shifted)), np.sort(np.ravel(img)), rtol=1e-6)
+    assert not np.array_equal(shifted, img)
+    white = jnp.full((24, 24, 3), 255.0)
+    turned = np.asarray(fidelity.rotate_black(white, jnp.asarray([0.0, 0, 0, 0])))  # -10 degrees
+    assert (turned[0, 0] < 1).all() and (turned[12, 12] == 255).all()  # black corners
+    np.testing.assert_allclose(fidelity.resample(white, u), white, rtol=1e-6)  # flat stays flat
+    wave = jnp.asarray(np.sin(np.arange(20) / 3.0)[None, :, None].repeat(24, 0).repeat(3, -1))
+    back = fidelity.resample(
+        wave, jnp.asarray([1.0, 0, 0, 0])
+    )  # zoom 1.1 and back: smooth survives
+    np.testing.assert_allclose(
+        np.asarray(back)[6:-6, 6:-6], np.asarray(wave)[6:-6, 6:-6], atol=0.05
+    )

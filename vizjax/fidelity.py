@@ -10,13 +10,18 @@ never tuned to flatter a recipe):
   every image (the filter never turned on). Across a layer's rows the atlas derives
   ``selectivity`` (the filter's own image is the argmax of its column over the layer's images) and
   ``specificity`` (own activation / mean activation of the filter over the other filters' images).
-* ``robustness (K,)`` -- the median over 8 random draws of the filter's activation on its image
-  moved by a random affine map -- translation uniform in +-8 px on each axis, scale uniform in
-  [0.9, 1.1], rotation uniform in +-10 degrees, about the centre, bilinear, edges reflected --
-  divided by the activation on the unmoved image (NaN when that is 0). Draw ``d`` of filter ``f``
-  uses ``fold_in(fold_in(fold_in(key(0), layer), f), d)``: the same perturbations for every recipe
+* ``robustness (K,)`` -- the median over 8 random perturbations of the filter's activation on its
+  image, divided by the activation on the unmoved image (NaN when that is 0). The perturbations
+  are two each of four kinds: (a) an affine map -- translation uniform in +-8 px on each axis,
+  scale uniform in [0.9, 1.1], rotation uniform in +-10 degrees, about the centre, bilinear, edges
+  reflected; (b) a wrap-around shift by whole pixels uniform in -8..8 on each axis; (c) a rotation
+  uniform in +-10 degrees about the centre, bilinear, black corners; (d) resampling: zoomed by a
+  factor uniform in [0.9, 1.1] and back (bilinear both ways, edges reflected), which keeps the
+  geometry and loses what only works pixel-exact. Draw ``d`` of filter ``f`` uses
+  ``fold_in(fold_in(fold_in(key(0), layer), f), d)``: the same perturbations for every recipe
   and atlas. Near 1: the picture shows the feature; near 0: an adversarial texture that only works
-  pixel-exact.
+  pixel-exact. (Before 2026-11-30 all 8 were of kind (a); ``vizjax fidelity --force`` recomputes
+  an older atlas' measures.)
 * ``hf_energy (K,)`` -- the fraction of the display image's luminance power spectrum (mean
   removed; Y = 0.299 R + 0.587 G + 0.114 B) at radial frequencies above half the Nyquist frequency
   (``sqrt(fy^2 + fx^2) > 0.25`` cycles per pixel). 0 for a flat image, ~1 for a pixel
@@ -49,34 +54,75 @@ def channel_means(acts: Acts, image: jax.Array) -> jax.Array:
     return jnp.mean(acts(image[None])[0].astype(jnp.float32), axis=(0, 1))
 
 
-def perturb(image: jax.Array, u: jax.Array) -> jax.Array:
-    """``image (H, W, 3)`` moved by the affine map that 4 uniforms ``u`` in [0, 1) pick (see the
-    module docstring): shift (2), scale, angle."""
-    h, w, _ = image.shape
-    ty, tx = MAX_SHIFT * (2 * u[0] - 1), MAX_SHIFT * (2 * u[1] - 1)
-    s = SCALE[0] + (SCALE[1] - SCALE[0]) * u[2]
-    theta = math.pi / 180 * MAX_DEGREES * (2 * u[3] - 1)
-    ci, cj = (h - 1) / 2.0, (w - 1) / 2.0
-    ii, jj = jnp.meshgrid(
-        jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
-    )
-    # Output pixel p shows input c + R(-theta) (p - c - t) / s.
-    y, x = (ii - ci - ty) / s, (jj - cj - tx) / s
-    cos, sin = jnp.cos(theta), jnp.sin(theta)
-    rows, cols = cos * y + sin * x + ci, -sin * y + cos * x + cj
+def _sample(image: jax.Array, rows: jax.Array, cols: jax.Array, mode: str) -> jax.Array:
+    """``image (H, W, 3)`` at float pixel coordinates (bilinear); ``mode`` fills the outside."""
     return jax.vmap(
-        lambda ch: ndimage.map_coordinates(ch, [rows, cols], order=1, mode="mirror"),
+        lambda ch: ndimage.map_coordinates(ch, [rows, cols], order=1, mode=mode, cval=0.0),
         in_axes=2,
         out_axes=2,
     )(image)
 
 
+def _grid(h: int, w: int) -> tuple[jax.Array, jax.Array, float, float]:
+    ii, jj = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
+    )
+    return ii, jj, (h - 1) / 2.0, (w - 1) / 2.0
+
+
+def perturb(image: jax.Array, u: jax.Array) -> jax.Array:
+    """``image (H, W, 3)`` moved by the affine map that 4 uniforms ``u`` in [0, 1) pick (kind (a)
+    of the module docstring): shift (2), scale, angle; edges reflected."""
+    h, w, _ = image.shape
+    ty, tx = MAX_SHIFT * (2 * u[0] - 1), MAX_SHIFT * (2 * u[1] - 1)
+    s = SCALE[0] + (SCALE[1] - SCALE[0]) * u[2]
+    theta = math.pi / 180 * MAX_DEGREES * (2 * u[3] - 1)
+    ii, jj, ci, cj = _grid(h, w)
+    # Output pixel p shows input c + R(-theta) (p - c - t) / s.
+    y, x = (ii - ci - ty) / s, (jj - cj - tx) / s
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    return _sample(image, cos * y + sin * x + ci, -sin * y + cos * x + cj, "mirror")
+
+
+def wrap_shift(image: jax.Array, u: jax.Array) -> jax.Array:
+    """Kind (b): a cyclic shift by whole pixels in -8..8 on each axis (2 uniforms)."""
+    shift = jnp.floor(u[:2] * (2 * MAX_SHIFT + 1)).astype(jnp.int32) - int(MAX_SHIFT)
+    return jnp.roll(image, (shift[0], shift[1]), axis=(0, 1))
+
+
+def rotate_black(image: jax.Array, u: jax.Array) -> jax.Array:
+    """Kind (c): rotated about the centre by +-10 degrees (1 uniform), black corners."""
+    h, w, _ = image.shape
+    theta = math.pi / 180 * MAX_DEGREES * (2 * u[0] - 1)
+    ii, jj, ci, cj = _grid(h, w)
+    y, x = ii - ci, jj - cj
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    return _sample(image, cos * y + sin * x + ci, -sin * y + cos * x + cj, "constant")
+
+
+def resample(image: jax.Array, u: jax.Array) -> jax.Array:
+    """Kind (d): zoomed about the centre by s in [0.9, 1.1] (1 uniform), then by 1/s back."""
+    h, w, _ = image.shape
+    s = SCALE[0] + (SCALE[1] - SCALE[0]) * u[0]
+    ii, jj, ci, cj = _grid(h, w)
+    zoomed = _sample(image, (ii - ci) / s + ci, (jj - cj) / s + cj, "mirror")
+    return _sample(zoomed, (ii - ci) * s + ci, (jj - cj) * s + cj, "mirror")
+
+
+#: The four kinds, in the order draws cycle through them (draw d is of kind d % 4).
+PERTURBATIONS = (perturb, wrap_shift, rotate_black, resample)
+
+
 def robustness(acts: Acts, image: jax.Array, f: jax.Array, key: jax.Array) -> jax.Array:
-    """Median over :data:`DRAWS` perturbations of channel ``f``'s mean activation, divided by the
-    unperturbed one (NaN where that is 0). ``key``: the filter's measure key."""
+    """Median over :data:`DRAWS` perturbations (two of each kind in :data:`PERTURBATIONS`) of
+    channel ``f``'s mean activation, divided by the unperturbed one (NaN where that is 0).
+    ``key``: the filter's measure key."""
     u = jax.random.uniform(key, (DRAWS, 4), jnp.float32)
-    moved = jax.vmap(lambda ud: perturb(image, ud))(u)
-    both = jnp.concatenate([image[None], moved])
+    kinds = len(PERTURBATIONS)
+    moved = [
+        jax.vmap(lambda ud, p=p: p(image, ud))(u[k::kinds]) for k, p in enumerate(PERTURBATIONS)
+    ]
+    both = jnp.concatenate([image[None], *moved])
     a = jnp.mean(jnp.take(acts(both), f, axis=-1).astype(jnp.float32), axis=(1, 2))
     base = a[0]
     return jnp.where(base > 0, jnp.median(a[1:]) / jnp.where(base > 0, base, 1.0), jnp.nan)
