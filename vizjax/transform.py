@@ -262,11 +262,11 @@ class LucentView:
     an angle in degrees about the canvas centre, bilinear, zero fill (Lucid: nearest-neighbour);
     ``jitter(4)``; then the transformed canvas (152-168 px for a 128 px image) is resized to the
     fixed size (bilinear, corners aligned), so the network sees the picture shrunk by ~0.8 and
-    never sees more pixels than the image has. The canvas size after the scale varies per step;
-    here every stage is mapped back analytically from the fixed output, so shapes stay static:
-    the output pixel's source point goes back through each stage and one bilinear sample of the
-    image is taken (Lucent samples at every stage: a little blurrier), zero where any stage's fill
-    shows, grey in the pad. Values are in 0-255 units (black = 0).
+    never sees more pixels than the image has. Each stage resamples, as Lucent's do (the repeated
+    bilinear sampling blurs the view a little; one composed sampling measured less robust). The
+    canvas size after the scale varies per step: the later stages work on a canvas of the largest
+    size it can take, zero past the real one, so shapes stay static. Values are in 0-255 units
+    (black = 0).
     """
 
     kind: ClassVar[str] = "lucent"
@@ -289,45 +289,55 @@ class LucentView:
         a = _choice(u[3], self.angles)
         t2 = _index(u[4:6], self.jitter2)
         ph, pw = h + 2 * self.pad, w + 2 * self.pad  # the padded canvas, kept by jitter
-        # random_scale: the canvas resized to ceil(s * P), then zero-padded by ceil((P - S) / 2)
-        # on each side when smaller (np.ceil as Lucent's _roundup).
-        sh, sw = jnp.ceil(s * ph), jnp.ceil(s * pw)
-        offh = jnp.maximum(0.0, jnp.ceil((ph - sh) / 2))
-        offw = jnp.maximum(0.0, jnp.ceil((pw - sw) / 2))
-        ch, cw = sh + 2 * offh, sw + 2 * offw  # the canvas rotate and jitter2 see
-        ii, jj = jnp.meshgrid(
-            jnp.arange(oh, dtype=jnp.float32), jnp.arange(ow, dtype=jnp.float32), indexing="ij"
-        )
-        ok = jnp.ones((oh, ow), bool)
+        # The scaled canvas varies per step; stages after the scale work on a canvas of the
+        # largest size it can take (static), with the part past the real canvas zero.
+        mh, mw = (int(np.ceil(max(self.scales) * n)) for n in (ph, pw))
+        mh, mw = max(mh, ph + 1), max(mw, pw + 1)
+
+        def grid(n: int, m: int) -> tuple[jax.Array, jax.Array]:
+            return jnp.meshgrid(
+                jnp.arange(n, dtype=jnp.float32), jnp.arange(m, dtype=jnp.float32), indexing="ij"
+            )
 
         def inside(y: jax.Array, x: jax.Array, hh: jax.Array, ww: jax.Array) -> jax.Array:
             e = 1e-3  # float rounding at the canvas' last row and column
             return (y >= -e) & (y <= hh - 1 + e) & (x >= -e) & (x <= ww - 1 + e)
 
-        # The fixed-size resize (corners aligned): output pixel -> canvas point.
-        y = ii * (ch - 1) / max(oh - 1, 1)
-        x = jj * (cw - 1) / max(ow - 1, 1)
-        # jitter2: translate by t2, zero fill.
-        y, x = y - t2[1], x - t2[0]  # kornia translate(dx, dy): x by dx, y by dy
-        ok &= inside(y, x, ch, cw)
-        # rotate about the canvas centre by a degrees (kornia: counter-clockwise for a > 0).
+        def sample(img: jax.Array, y: jax.Array, x: jax.Array, ok: jax.Array) -> jax.Array:
+            out = _resample(img, y, x, 1, "constant", 0.0)
+            return jnp.where(ok[..., None], out, 0.0)
+
+        # pad (grey), then jitter: translate by t1 with zero fill (kornia translate(dx, dy)).
+        pad = self.pad
+        canvas = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)), constant_values=self.pad_value)
+        yy, xx = grid(ph, pw)
+        y, x = yy - t1[1], xx - t1[0]
+        canvas = sample(canvas, y, x, inside(y, x, ph, pw))
+        # random_scale: resized to ceil(s * P) (corners aligned), zero-padded by
+        # ceil((P - S) / 2) on each side when smaller (np.ceil as Lucent's _roundup).
+        sh, sw = jnp.ceil(s * ph), jnp.ceil(s * pw)
+        offh = jnp.maximum(0.0, jnp.ceil((ph - sh) / 2))
+        offw = jnp.maximum(0.0, jnp.ceil((pw - sw) / 2))
+        ch, cw = sh + 2 * offh, sw + 2 * offw  # the canvas rotate and jitter2 see
+        yy, xx = grid(mh, mw)
+        y, x = yy - offh, xx - offw
+        ok = inside(y, x, sh, sw)
+        y = y * (ph - 1) / jnp.maximum(sh - 1, 1.0)
+        x = x * (pw - 1) / jnp.maximum(sw - 1, 1.0)
+        canvas = sample(canvas, y, x, ok)
+        # random_rotate: about the canvas centre, bilinear, zero fill (kornia warp_affine).
         theta = jnp.pi * a / 180.0
         cy, cx = (ch - 1) / 2.0, (cw - 1) / 2.0
         cos, sin = jnp.cos(theta), jnp.sin(theta)
-        dy, dx = y - cy, x - cx
+        dy, dx = yy - cy, xx - cx
         y, x = cy - sin * dx + cos * dy, cx + cos * dx + sin * dy
-        ok &= inside(y, x, ch, cw)
-        # scale: out of the zero padding, then back to the padded canvas' pixels.
-        y, x = y - offh, x - offw
-        ok &= inside(y, x, sh, sw)
-        y = y * (ph - 1) / jnp.maximum(sh - 1, 1.0)
-        x = x * (pw - 1) / jnp.maximum(sw - 1, 1.0)
-        # jitter: translate by t1, zero fill.
-        y, x = y - t1[1], x - t1[0]
-        ok &= inside(y, x, ph, pw)
-        # pad: grey outside the image (map_coordinates' constant fill).
-        view = _resample(image, y - self.pad, x - self.pad, 1, "constant", self.pad_value)
-        return jnp.where(ok[..., None], view, 0.0)
+        ok = inside(y, x, ch, cw) & inside(yy, xx, ch, cw)
+        canvas = sample(canvas, y, x, ok)
+        # jitter2, then fixed_image_size: the canvas resized to the output (corners aligned).
+        ii, jj = grid(oh, ow)
+        y = ii * (ch - 1) / max(oh - 1, 1) - t2[1]
+        x = jj * (cw - 1) / max(ow - 1, 1) - t2[0]
+        return sample(canvas, y, x, inside(y, x, ch, cw))
 
     def out_hw(self, hw: Hw) -> Hw:
         return (self.out, self.out) if self.out else hw
