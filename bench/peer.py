@@ -1,4 +1,5 @@
-"""PyTorch, the strongest peer in shared/NOTES-measured.md, in its own environment.
+"""PyTorch peers in their own environments: the hand-written loop (the strongest in
+shared/NOTES-measured.md) and Lucent's own render.
 
 bench/peers/torch_loop.py runs in ``bench/.venv-torch`` (or ``$VIZJAX_TORCH_PYTHON``) on the same
 weights (exported to .npz), start image and filters as vizjax; its final activations are compared.
@@ -20,6 +21,9 @@ from bench.report import BENCH
 TORCH_LOOP = BENCH / "peers" / "torch_loop.py"
 #: Where bench/README.md says to make PyTorch's environment (git-ignored).
 TORCH_VENV_PYTHON = BENCH / ".venv-torch" / "bin" / "python"
+LUCENT_RENDER = BENCH / "peers" / "lucent_render.py"
+#: Made by bench/peers/make_lucent_venv.sh (git-ignored).
+LUCENT_VENV_PYTHON = BENCH / ".venv-lucent" / "bin" / "python"
 #: Final activations of two implementations of the same work must agree within this.
 AGREE_RTOL = 1e-3
 
@@ -67,3 +71,46 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-6 * max(np.abs(b).max(), 1e-30))
     return float(np.max(np.abs(a - b) / scale))
+
+
+def lucent_python() -> Path | None:
+    """Lucent's interpreter: $VIZJAX_LUCENT_PYTHON, else bench/.venv-lucent, else None."""
+    env = os.environ.get("VIZJAX_LUCENT_PYTHON")
+    for p in ([Path(env)] if env else []) + [LUCENT_VENV_PYTHON]:
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def run_lucent(
+    python: Path, npz: Path, layer: str, filters: list[int], size: int, steps: int
+) -> dict[str, Any]:
+    """Lucent's ``render_vis`` on ``filters`` of ``layer`` (bench/peers/lucent_render.py):
+    ``{"images" (n, H, W, 3) float32 in [0, 1], "seconds", "torch"}``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "lucent.npz"
+        cmd = [str(python), str(LUCENT_RENDER), "--weights", str(npz), "--layer", layer]
+        cmd += ["--filters", ",".join(map(str, filters)), "--size", str(size)]
+        cmd += ["--steps", str(steps), "--out", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"lucent_render.py failed: {proc.stderr.strip()[-2000:]}")
+        with np.load(out) as z:
+            return {"images": z["images"], "seconds": float(z["seconds"]), "torch": str(z["torch"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Export vizjax's default weights for the peers.")
+    p.add_argument("--export", required=True, help="the .npz to write")
+    args = p.parse_args(argv)
+    from vizjax.weights import load_weights
+
+    export_weights(load_weights(), Path(args.export))
+    print(f"wrote {args.export}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -102,3 +102,22 @@ def test_gpu_check_script_runs_its_cpu_path(tmp_path):
     assert "| work | dtype |" in summary and "classic" in summary
     assert "this project's CPU" in summary and "- whole model (classic" in summary
     assert (tmp_path / "log.txt").read_text().strip()
+
+
+def test_fidelity_tiny_run_has_photo_recipe_and_lucent_rows_or_a_note(tmp_path, capsys):
+    from bench import fidelity, peer
+
+    args = ["--layers", "block1_conv1", "--filters", "2", "--size", "32", "--recipes", "classic"]
+    args += ["--steps", "classic=2", "--peer", "lucent", "--lucent-steps", "2", "--sheet", "2"]
+    fidelity.main([*args, "--out", str(tmp_path)])
+    rows = {r["recipe"].split(" ")[0]: r for r in _lines(tmp_path / "results.jsonl")}
+    # The photo row is measured like the recipes: on its own most active channels.
+    assert {"photo", "classic"} <= set(rows)
+    assert rows["photo"]["done"] == fidelity.PHOTO_CHANNELS and rows["photo"]["dead_fraction"] == 0
+    assert 0 < rows["photo"]["median_robustness"] <= 1.5 and rows["photo"]["median_hf_energy"] > 0
+    assert rows["classic"]["done"] == 2
+    assert (tmp_path / "sheet_block1_conv1.png").is_file()
+    if peer.lucent_python() is None:
+        assert "--peer lucent skipped" in capsys.readouterr().out
+    else:
+        assert rows["Lucent"]["done"] == 2 and rows["Lucent"]["seconds_per_filter"] > 0

@@ -6,7 +6,7 @@ Not part of vizjax (torch is not a dependency): it runs in its own environment (
 how to make ``bench/.venv-torch``). ``throughput.py --peer torch`` runs it with the same weights,
 start image, filters, size and steps right after vizjax and compares the final activations. By hand::
 
-    .venv/bin/python bench/peers/torch_loop.py --export /tmp/vgg16.npz      # vizjax's venv
+    .venv/bin/python -m bench.peer --export /tmp/vgg16.npz                  # vizjax's venv
     bench/.venv-torch/bin/python bench/peers/torch_loop.py --weights /tmp/vgg16.npz
 
 Prints one JSON line: wall seconds (median of ``--repeats`` after a warm-up), effective GFLOP/s and
@@ -38,23 +38,9 @@ def layer_table():
     return rows
 
 
-def export(path: str) -> None:
-    """vizjax's default weights and their preprocessing as an .npz (run in vizjax's venv)."""
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from throughput import export_weights  # bench/throughput.py: the one .npz writer
-
-    from vizjax.weights import load_weights
-
-    export_weights(load_weights(), Path(path))
-    print(f"wrote {path}")
-
-
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--export", help="write vizjax's default weights to this .npz and exit")
-    p.add_argument("--weights", help=".npz written by --export")
+    p.add_argument("--weights", help=".npz written by python -m bench.peer --export")
     p.add_argument(
         "--start", help=".npy (H, W, 3) float32 start image, RGB 0-255 (default: N(127, 10))"
     )
@@ -64,10 +50,6 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    if args.export:
-        export(args.export)
-        return 0
-
     import torch
     import torch.nn.functional as F
 
