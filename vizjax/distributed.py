@@ -29,7 +29,13 @@ def initialize(
     process_id: int | None = None,
     auto: bool = False,
 ) -> None:
-    """Start ``jax.distributed`` from explicit arguments, or from the cluster's environment (``auto``)."""
+    """Start ``jax.distributed`` from explicit arguments, or from the cluster's environment (``auto``).
+
+    VizjaxError (before anything starts) for a partial set of arguments: ``--num-processes`` or
+    ``--process-id`` without ``--coordinator`` would otherwise run as one process over all filters
+    (on several hosts: the same work on each, racing for one file).
+    """
+    check(coordinator, num_processes, process_id, auto)
     if coordinator is None and not auto:
         return
     try:
@@ -41,6 +47,25 @@ def initialize(
             jax.distributed.initialize()
     except (RuntimeError, ValueError) as e:
         raise VizjaxError(f"jax.distributed.initialize failed: {e}") from None
+
+
+def check(
+    coordinator: str | None, num_processes: int | None, process_id: int | None, auto: bool
+) -> None:
+    """VizjaxError unless the multi-process arguments are none, ``auto`` alone, or complete."""
+    given = num_processes is not None or process_id is not None
+    if coordinator is None and given and not auto:
+        raise VizjaxError(
+            "--num-processes and --process-id need --coordinator HOST:PORT (or --distributed)"
+        )
+    if coordinator is not None:
+        if num_processes is None or process_id is None:
+            raise VizjaxError("--coordinator needs --num-processes and --process-id")
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise VizjaxError(
+                f"--process-id must be in 0..{num_processes - 1} and --num-processes >= 1, got "
+                f"--process-id {process_id} --num-processes {num_processes}"
+            )
 
 
 def share(filters: Sequence[int], index: int | None = None, count: int | None = None) -> np.ndarray:

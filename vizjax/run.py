@@ -108,8 +108,24 @@ def atlas_config(
     }
 
 
-#: Seconds between progress lines when stderr is not a terminal (a log file, a scheduler).
-PROGRESS_SECONDS = float(os.environ.get("VIZJAX_PROGRESS_SECONDS", "30"))
+#: Seconds between progress lines when stderr is not a terminal (a log file, a scheduler), unless
+#: ``VIZJAX_PROGRESS_SECONDS`` says otherwise.
+PROGRESS_SECONDS = 30.0
+
+
+def progress_seconds() -> float:
+    """``VIZJAX_PROGRESS_SECONDS`` (default 30), checked: VizjaxError unless a finite number >= 0.
+    Read when called, not at import, so a bad value is one line and the CLI can check it first."""
+    text = os.environ.get("VIZJAX_PROGRESS_SECONDS", "")
+    if not text.strip():
+        return PROGRESS_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise VizjaxError(f"VIZJAX_PROGRESS_SECONDS must be a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _duration(seconds: float) -> str:
@@ -130,7 +146,7 @@ class LineProgress:
         self, total: int, desc: str, initial: int = 0, interval: float | None = None
     ) -> None:
         self.total, self.desc = total, desc
-        self.interval = PROGRESS_SECONDS if interval is None else interval
+        self.interval = progress_seconds() if interval is None else interval
         self.done = self.initial = initial
         self.t0 = self.last = time.monotonic()
 

