@@ -15,7 +15,9 @@ their environment)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import time
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -74,6 +76,64 @@ def share(filters: Sequence[int], index: int | None = None, count: int | None = 
     index = jax.process_index() if index is None else index
     count = jax.process_count() if count is None else count
     return np.asarray(list(filters), np.int32)[index::count]
+
+
+def _client():  # -> the coordination service client of jax.distributed
+    from jax._src import distributed as _dist  # its key-value store and barriers; no collective
+
+    client = _dist.global_state.client
+    if client is None:
+        raise VizjaxError("jax.distributed is not initialized")
+    return client
+
+
+def announce_stop(run: str, signum: int) -> None:
+    """Tell the other processes of ``run`` that this one stopped (by ``signum``); best effort."""
+    if jax.process_count() == 1:
+        return
+    with contextlib.suppress(Exception):  # already announced, or the service is gone
+        _client().key_value_set(f"vizjax/{run}/stop", f"{jax.process_index()} {signum}")
+
+
+def stopped_peer(run: str) -> tuple[int, int] | None:
+    """``(process, signum)`` if a process of ``run`` announced a stop, else None."""
+    if jax.process_count() == 1:
+        return None
+    try:
+        value = _client().key_value_try_get(f"vizjax/{run}/stop")
+    except Exception:  # NOT_FOUND: nobody stopped
+        return None
+    process, signum = str(value).split()
+    return int(process), int(signum)
+
+
+def wait_for_all(
+    run: str,
+    name: str,
+    check: Callable[[], None],
+    timeout_s: float = 3600.0,
+    poll_s: float = 0.2,
+) -> None:
+    """Wait until every process of ``run`` reached ``name`` (no-op in a single-process run),
+    calling ``check`` while waiting: it raises (:class:`vizjax.errors.Interrupted`) when this
+    process or another one stopped, so a stopped process never leaves the others waiting.
+    VizjaxError after ``timeout_s`` (a process killed without a word)."""
+    count = jax.process_count()
+    if count == 1:
+        return
+    client = _client()
+    client.key_value_set(f"vizjax/{run}/{name}/{jax.process_index()}", "1")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        check()
+        if len(client.key_value_dir_get(f"vizjax/{run}/{name}/")) >= count:
+            return
+        if time.monotonic() > deadline:
+            raise VizjaxError(
+                f"waited {timeout_s:.0f} s for the other processes at {name}: one may have been "
+                "killed; rerun the same command on every process to resume"
+            )
+        time.sleep(poll_s)
 
 
 def barrier(name: str, timeout_s: float = 3600.0) -> None:
