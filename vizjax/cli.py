@@ -268,6 +268,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from vizjax import ascent, images, vgg
     from vizjax.run import start_image
 
+    images.check_png_target(args.out)  # before computing: a user's file is never replaced
     vgg.layer_index(args.layer)
     w = _weights(args)
     x0, recipe = start_image(_recipe(args))
@@ -298,6 +299,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from vizjax.atlas import open_atlas
     from vizjax.run import parse_filters
 
+    images.check_png_target(args.out)
     with open_atlas(args.atlas) as a:
         layer = _atlas_layer(a, args.layer)
         wanted = parse_filters(args.filters, layer.num_filters, args.layer)

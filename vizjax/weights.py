@@ -234,6 +234,7 @@ def save_weights(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        _remove_stale_tmp(out)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     except OSError as e:
@@ -267,6 +268,22 @@ def save_weights(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _remove_stale_tmp(out: Path) -> None:
+    """Delete the temp folders that killed conversions into ``out`` left (``.NAME.tmp-PID`` of
+    a process that is gone): they are vizjax's, and they sit beside the user's files."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its process still runs (a conversion in progress)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def prepare_default(root: Path | None = None, *, quiet: bool = False) -> Path:
