@@ -420,3 +420,54 @@ def test_sigterm_to_one_process_ends_every_process_and_the_atlas_resumes(tmp_pat
         assert p.returncode == 0, err[-2000:]
     with open_atlas(out) as a:
         assert sorted(a.layers["block1_conv2"].completed().tolist()) == list(range(16))
+
+
+class _FakeClient:
+    """The coordination service's key-value store, in memory (or gone: ``fail``)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.kv: dict[str, str] = {}
+        self.fail = fail
+
+    def key_value_set(self, key: str, value: str) -> None:
+        if self.fail:
+            raise RuntimeError("UNAVAILABLE: failed to connect to all addresses")
+        if key in self.kv:
+            raise RuntimeError(f"ALREADY_EXISTS: {key}")
+        self.kv[key] = value
+
+    def key_value_try_get(self, key: str) -> str:
+        if key not in self.kv:
+            raise RuntimeError(f"NOT_FOUND: {key}")
+        return self.kv[key]
+
+    def key_value_dir_get(self, prefix: str) -> list[tuple[str, str]]:
+        return [(k, v) for k, v in self.kv.items() if k.startswith(prefix)]
+
+
+def test_waiting_for_the_other_processes_ends_when_one_stops_or_the_service_is_gone(monkeypatch):
+    from vizjax import distributed
+    from vizjax.errors import Interrupted
+    from vizjax.interrupt import StopOnSignal
+
+    client = _FakeClient()
+    monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(distributed.jax, "process_index", lambda: 0)
+    monkeypatch.setattr(distributed, "_client", lambda: client)
+    stop = StopOnSignal(run="a.h5")
+    client.kv["vizjax/a.h5/written/1"] = "1"
+    distributed.wait_for_all("a.h5", "written", lambda: stop.check({}), poll_s=0.01)  # all there
+    distributed.announce_stop("a.h5", signal.SIGTERM)  # as process 0 ...
+    client.kv["vizjax/a.h5/stop"] = f"1 {int(signal.SIGTERM)}"  # ... but process 1 came first
+    with pytest.raises(Interrupted, match="process 1 of the run was interrupted by SIGTERM"):
+        distributed.wait_for_all("a.h5", "merged", lambda: stop.check({}), poll_s=0.01)
+    with pytest.raises(VizjaxError, match="waited 0 s for the other processes at late"):
+        distributed.wait_for_all("b.h5", "late", lambda: None, timeout_s=0.05, poll_s=0.01)
+    client.fail = True
+    with pytest.raises(VizjaxError, match="lost the other processes while waiting at gone"):
+        distributed.wait_for_all("c.h5", "gone", lambda: None, poll_s=0.01)
+    stop.signum = signal.SIGTERM  # this process was signalled: it tells the others and stops
+    client.fail = False
+    with pytest.raises(Interrupted, match="interrupted by SIGTERM"):
+        stop.check({})
+    assert client.kv["vizjax/a.h5/stop"] == f"1 {int(signal.SIGTERM)}"  # the first word stays

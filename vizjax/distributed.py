@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from vizjax.errors import VizjaxError
+from vizjax.errors import Interrupted, VizjaxError
 
 
 def initialize(
@@ -122,18 +122,28 @@ def wait_for_all(
     if count == 1:
         return
     client = _client()
-    client.key_value_set(f"vizjax/{run}/{name}/{jax.process_index()}", "1")
     deadline = time.monotonic() + timeout_s
-    while True:
-        check()
-        if len(client.key_value_dir_get(f"vizjax/{run}/{name}/")) >= count:
-            return
-        if time.monotonic() > deadline:
-            raise VizjaxError(
-                f"waited {timeout_s:.0f} s for the other processes at {name}: one may have been "
-                "killed; rerun the same command on every process to resume"
-            )
-        time.sleep(poll_s)
+    try:
+        client.key_value_set(f"vizjax/{run}/{name}/{jax.process_index()}", "1")
+        while True:
+            check()
+            if len(client.key_value_dir_get(f"vizjax/{run}/{name}/")) >= count:
+                return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(poll_s)
+    except (VizjaxError, Interrupted):  # check() said stop: not a lost connection
+        raise
+    except Exception as e:  # the coordination service is gone (process 0 was killed, say)
+        msg = " ".join(str(e).split())[:200]
+        raise VizjaxError(
+            f"lost the other processes while waiting at {name} ({msg}); rerun the same command "
+            "on every process to resume"
+        ) from None
+    raise VizjaxError(
+        f"waited {timeout_s:.0f} s for the other processes at {name}: one may have been "
+        "killed; rerun the same command on every process to resume"
+    )
 
 
 def barrier(name: str, timeout_s: float = 3600.0) -> None:
