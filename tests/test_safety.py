@@ -471,3 +471,16 @@ def test_waiting_for_the_other_processes_ends_when_one_stops_or_the_service_is_g
     with pytest.raises(Interrupted, match="interrupted by SIGTERM"):
         stop.check({})
     assert client.kv["vizjax/a.h5/stop"] == f"1 {int(signal.SIGTERM)}"  # the first word stays
+
+
+def test_a_renamed_atlas_keeps_its_exemplars(tmp_path):
+    a = synthetic_atlas.make(tmp_path / "a.h5")
+    with open_atlas(a) as atlas:
+        want = atlas.layers["block1_conv1"].exemplars(3)
+    os.rename(a, tmp_path / "b.h5")
+    os.rename(tmp_path / "a.h5.d", tmp_path / "b.h5.d")
+    with open_atlas(tmp_path / "b.h5") as atlas:
+        got = atlas.layers["block1_conv1"].exemplars(3)
+        assert atlas.layers["block1_conv1"].exemplar_attrs["top"] == 3
+    assert got["paths"] == want["paths"]
+    np.testing.assert_array_equal(got["crops"], want["crops"])
