@@ -103,6 +103,9 @@ def test_rename_both_parts_reads_with_vizjax_at_once_and_with_h5py_after_a_write
         np.testing.assert_array_equal(layer.raw[[2, 0]], want[[2, 0]])
     rc, err = run_cli(["info", str(b)])
     assert rc == 0, err
+    merge_atlases(b, [b])  # rewrites only the index, with the new folder name
+    with h5py.File(b, "r") as f:  # plain h5py
+        assert sorted(f["layers/l1/filters"][...].tolist()) == [0, 1, 2]
     write_run(b, filters=(3,))  # any write rewrites the index with the new folder name
     with h5py.File(b, "r") as f:  # plain h5py
         assert sorted(f["layers/l1/filters"][...].tolist()) == [0, 1, 2, 3]
