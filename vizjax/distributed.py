@@ -144,15 +144,3 @@ def wait_for_all(
         f"waited {timeout_s:.0f} s for the other processes at {name}: one may have been "
         "killed; rerun the same command on every process to resume"
     )
-
-
-def barrier(name: str, timeout_s: float = 3600.0) -> None:
-    """Block until every process reaches ``name`` (no-op in a single-process run)."""
-    if jax.process_count() == 1:
-        return
-    from jax._src import distributed as _dist  # the coordination service's barrier; no collective
-
-    client = _dist.global_state.client
-    if client is None:
-        raise VizjaxError("jax.distributed is not initialized")
-    client.wait_at_barrier(name, int(timeout_s * 1000))
