@@ -42,6 +42,7 @@ from vizjax.atlas import (
     upgrade,
     write_exemplars,
 )
+from vizjax.atlas.segment import _create_segment
 from vizjax.errors import AtlasError, VizjaxError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,7 +182,7 @@ def test_segment_is_sparse_and_a_commit_touches_no_index(tmp_path):
     out = tmp_path / "atlas.h5"
     with AtlasWriter(out, ATTRS, CONFIG) as w:
         w.begin_layer("big", 512, range(512), (64, 64), STEPS)
-        [seg] = list((tmp_path / "atlas.h5.d").iterdir())
+        [seg] = list((tmp_path / "atlas.h5.d").glob("*.h5"))
         st = seg.stat()
         assert st.st_size > 512 * 64 * 64 * 3 * 5  # images + raw allocated...
         assert st.st_blocks * 512 < st.st_size / 20  # ...but not written: sparse
@@ -408,14 +409,27 @@ def test_next_writer_removes_what_killed_writers_left(tmp_path):
     out = tmp_path / "atlas.h5"
     write_run(out, plan={"l1": (6, [0])})
     folder = tmp_path / "atlas.h5.d"
-    litter = [folder / "l1.000007.h5", folder / ".tmp-l1.000008.h5", tmp_path / "atlas.h5.tmp-99"]
+    litter = [folder / ".tmp-l1.000008.h5", tmp_path / "atlas.h5.tmp-99"]
     for p in litter:
         p.write_bytes(b"torn")
+    # A segment a killed writer of this atlas made (its id) goes; one of another atlas (an index
+    # moved away) and a file that is not a segment stay: a writer deletes only its own files.
+    with h5py.File(out, "r") as f:
+        atlas_id = f.attrs["atlas_id"]
+    geometry = (6, 1, HW, STEPS)
+    _create_segment(folder / "l1.000007.h5", "l1", geometry, np.array([3]), atlas_id)
+    litter.append(folder / "l1.000007.h5")
+    foreign = [folder / "l1.000005.h5", folder / "l1.000006.h5"]
+    _create_segment(foreign[0], "l1", geometry, np.array([3]), "another-atlas")
+    foreign[1].write_bytes(b"torn")
     keep = sidecar_path(out, "exemplars.state.npz")
     keep.write_bytes(b"state of another module")
     with AtlasWriter(out, ATTRS, CONFIG) as w:
         assert w.begin_layer("l1", 6, [0, 1], HW, STEPS) == [1]
     assert not any(p.exists() for p in litter) and keep.exists()
+    assert all(p.exists() for p in foreign)
+    for p in foreign:
+        p.unlink()
     referenced_only(out)
     with h5py.File(out, "r") as f:  # numbering goes on after the highest name seen
         assert json.loads(f["layers/l1"].attrs["segments"])[1][0] == "l1.000009.h5"
@@ -698,7 +712,7 @@ def test_merge_links_parts_and_resolves_duplicates(tmp_path):
     # No data copied: every segment of the output is a hard link to a part's segment.
     inodes = {p.stat().st_ino for p in (tmp_path / "atlas.part-1-of-2.h5.d").iterdir()}
     inodes |= {p.stat().st_ino for p in (tmp_path / "atlas.part-2-of-2.h5.d").iterdir()}
-    for seg in (tmp_path / "atlas.h5.d").iterdir():
+    for seg in (tmp_path / "atlas.h5.d").glob("*.h5"):
         assert seg.stat().st_ino in inodes and seg.stat().st_nlink == 2
     # A measure written into the merged atlas does not change the parts (the segment is copied).
     with AtlasWriter(out, ATTRS, {**CONFIG, "filters": [4, 0, 2, 5]}) as w:

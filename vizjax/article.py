@@ -14,6 +14,7 @@ redraws the pictures.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from vizjax import images
 from vizjax.atlas import open_atlas
+from vizjax.errors import VizjaxError
 from vizjax.execution import Execution
 from vizjax.gallery import write_site
 from vizjax.recipe import DEFAULT_SIZE, PRESETS, Recipe
@@ -68,6 +70,25 @@ class Plan:
 ARTICLE = Plan()
 
 
+#: The file that marks a folder :func:`reproduce` wrote (and may write again).
+MARKER = ".vizjax-article"
+
+
+def check_out(out: Path) -> None:
+    """VizjaxError (one line) unless ``out`` is absent, an empty folder or one that
+    :func:`reproduce` wrote (:data:`MARKER`): its files are never written over a user's."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise VizjaxError(f"{out} exists and is not a folder; give a new or empty folder")
+    entries = os.listdir(out)
+    if entries and MARKER not in entries:
+        raise VizjaxError(
+            f"{out} holds files that vizjax article did not write (no {MARKER}); "
+            "give a new or empty folder"
+        )
+
+
 def reproduce(
     out: str | Path = "out",
     *,
@@ -78,8 +99,14 @@ def reproduce(
 ) -> list[Path]:
     """Write the article's pictures into ``out`` and return their paths (printing each)."""
     out = Path(out)
+    check_out(out)
     t0 = time.perf_counter()
     w = load_weights(weights_name or DEFAULT_WEIGHTS)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("This folder was written by vizjax article.\n", encoding="utf-8")
+    except OSError as e:
+        raise VizjaxError(f"cannot write {out}: {e.strerror or e}") from None
     config = _sized(PRESETS["classic"], plan)
     if plan.steps:
         config = config.replace(steps=plan.steps)

@@ -45,6 +45,16 @@ def _batch(text: str) -> int | str:
     return value
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         return parse_size(text)
@@ -157,6 +167,14 @@ def _weights(args: argparse.Namespace):  # -> Weights
     return load_weights(args.weights or DEFAULT_WEIGHTS)
 
 
+def _check_environment(args: argparse.Namespace) -> None:
+    """The environment variables a command reads, checked before it does anything."""
+    if args.command in ("atlas", "fidelity", "article"):
+        from vizjax.run import progress_seconds
+
+        progress_seconds()
+
+
 def _probe_inputs(args: argparse.Namespace) -> None:
     """Walk the HDF5 files a command reads from elsewhere in a child process first: HDF5 can
     crash the process on some damaged files (:mod:`vizjax.probe`)."""
@@ -200,6 +218,7 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     from vizjax import distributed, vgg
     from vizjax.run import run_atlas
 
+    distributed.check(args.coordinator, args.num_processes, args.process_id, args.distributed)
     distributed.initialize(
         args.coordinator, args.num_processes, args.process_id, auto=args.distributed
     )
@@ -249,6 +268,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from vizjax import ascent, images, vgg
     from vizjax.run import start_image
 
+    images.check_png_target(args.out)  # before computing: a user's file is never replaced
     vgg.layer_index(args.layer)
     w = _weights(args)
     x0, recipe = start_image(_recipe(args))
@@ -279,6 +299,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from vizjax.atlas import open_atlas
     from vizjax.run import parse_filters
 
+    images.check_png_target(args.out)
     with open_atlas(args.atlas) as a:
         layer = _atlas_layer(a, args.layer)
         wanted = parse_filters(args.filters, layer.num_filters, args.layer)
@@ -485,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("atlas")
     s.add_argument("--layer", required=True)
     s.add_argument("--filters", default="0:20", help="which filters (default 0:20)")
-    s.add_argument("--cols", type=int, default=None, help="tiles per row (default ~sqrt(n))")
+    s.add_argument("--cols", type=_positive, default=None, help="tiles per row (default ~sqrt(n))")
     s.add_argument("--no-labels", action="store_true", help="no filter numbers under the tiles")
     s.add_argument("--out", required=True, help="PNG path")
     s.set_defaults(func=cmd_grid)
@@ -559,6 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     enable_compilation_cache()  # kept between runs; VIZJAX_COMPILATION_CACHE=0 turns it off
     try:
+        _check_environment(args)
         _probe_inputs(args)
         return int(args.func(args) or 0)
     except VizjaxError as e:

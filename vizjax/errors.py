@@ -23,11 +23,18 @@ class Interrupted(Exception):
 
     Not a :class:`VizjaxError`: the CLI exits with ``128 + signum`` (130, 143), as shells expect.
     ``summary`` is what the run had done when it stopped (see :func:`vizjax.run.run_atlas`).
+    ``by``: in a multi-process run, the (0-based) process that got the signal, when it was
+    another one (this process stopped because it did).
     """
 
-    def __init__(self, signum: int, summary: dict | None = None) -> None:
+    def __init__(self, signum: int, summary: dict | None = None, by: int | None = None) -> None:
         import signal
 
         self.signum = signum
         self.summary = summary or {}
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.by = by
+        name = signal.Signals(signum).name
+        if by is None:
+            super().__init__(f"interrupted by {name}")
+        else:
+            super().__init__(f"stopped because process {by} of the run was interrupted by {name}")

@@ -560,8 +560,11 @@ def run_exemplars(
     from vizjax import atlas
 
     atlas_path = Path(atlas_path)
+    # Every setting is checked before anything (lock, checkpoint) is created.
     if crop_size < 1 or input_size < 1:
         raise VizjaxError("--crop-size and --input-size must be positive integers")
+    if top < 1 or batch < 1:
+        raise VizjaxError("--top and --batch must be positive integers")
     with atlas.open_atlas(atlas_path) as a:
         attrs, config, have = dict(a.attrs), dict(a.config), list(a.layers)
         stored = {name: layer.exemplar_attrs for name, layer in a.layers.items()}
@@ -574,6 +577,11 @@ def run_exemplars(
             )
     if not layers:
         raise VizjaxError(f"{atlas_path} has no layers yet")
+    for layer in layers:
+        if vgg.LAYERS[vgg.layer_index(layer)][1] != "conv":
+            raise VizjaxError(f"exemplars need a convolution layer, not {layer!r}")
+        if vgg.output_hw(layer, input_size, input_size)[0] < 1:
+            raise VizjaxError(f"input size {input_size} is too small for {layer}")
     image_dir = Path(image_dir)
     listing = list_images(image_dir)  # fails early, before loading weights, on a missing folder
     wanted = {"listing_sha256": listing.sha256, "top": top, "input_size": input_size}

@@ -550,6 +550,33 @@ def _exemplar_html(
 # The site.
 
 
+#: The file that makes a folder recognisable as a gallery vizjax wrote (and may rewrite).
+MARKER = ".vizjax-gallery"
+
+
+def _check_out(layout: Layout, out: Path) -> None:
+    """Refuse (one line naming the file) an ``out`` whose files the gallery would overwrite but
+    did not write: a file where the site's folder goes, a page or a folder of the user's.
+    A folder is the gallery's own when it is empty or holds :data:`MARKER`."""
+    root = layout.root
+    if layout.single is not None and (out.exists() or out.is_symlink()):
+        if out.is_dir() or not (root / MARKER).is_file():
+            raise VizjaxError(
+                f"{out} exists and is not a vizjax gallery page (no {root / MARKER}); "
+                "give a new file name"
+            )
+    if root.exists() or root.is_symlink():
+        if not root.is_dir():
+            raise VizjaxError(f"{root} exists and is not a folder; give a new or empty folder")
+        entries = set(os.listdir(root))
+        if entries and MARKER not in entries:
+            page = root / "index.html"
+            what = f"{page} is not" if "index.html" in entries else f"{root} holds files of"
+            raise VizjaxError(
+                f"{what} a vizjax gallery (no {MARKER} in {root}); give a new or empty folder"
+            )
+
+
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -595,8 +622,12 @@ def write_site(
         )
     layout = Layout(out, names[0] if single else None)
     title = title or f"vizjax atlas {Path(atlas.path).name}"
+    _check_out(layout, out)
     try:
         layout.root.mkdir(parents=True, exist_ok=True)
+        (layout.root / MARKER).write_text(
+            "This folder is a vizjax gallery: vizjax gallery may rewrite it.\n", encoding="utf-8"
+        )
         _write_text(layout.css, CSS)
         _write_text(layout.js, JS)
         data = [_LayerData(atlas.layers[n]) for n in names]

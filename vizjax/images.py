@@ -98,12 +98,39 @@ def _to_rgb(im: Image.Image, p: Path) -> Image.Image:
     return im.convert("RGB")
 
 
-def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a uint8 (H, W, 3) array as PNG, creating the parent directory."""
+#: The PNG text chunk that marks a picture vizjax wrote: only such a file is ever overwritten.
+PNG_MARK = ("Software", "vizjax")
+
+
+def check_png_target(path: str | os.PathLike) -> Path:
+    """``path`` as a Path if a PNG may be written there: nothing is there, or a PNG that vizjax
+    wrote (its :data:`PNG_MARK`). VizjaxError (one line naming the file) otherwise, so a user's
+    picture or any other file is never replaced. Call it before computing anything."""
     p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        return p
+    if p.is_file() and not p.is_symlink():
+        try:
+            with Image.open(p) as im:
+                ours = im.format == "PNG" and im.info.get(PNG_MARK[0]) == PNG_MARK[1]
+        except (OSError, ValueError, Image.DecompressionBombError):
+            ours = False
+        if ours:
+            return p
+    raise VizjaxError(f"{p} exists and is not a PNG vizjax wrote; give a new file name")
+
+
+def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a uint8 (H, W, 3) array as PNG (marked :data:`PNG_MARK`), creating the parent
+    directory; VizjaxError if ``path`` holds a file vizjax did not write (:func:`check_png_target`)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    p = check_png_target(path)
+    info = PngInfo()
+    info.add_text(*PNG_MARK)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.asarray(image, np.uint8)).save(p, format="PNG")
+        Image.fromarray(np.asarray(image, np.uint8)).save(p, format="PNG", pnginfo=info)
     except OSError as e:
         raise VizjaxError(f"cannot write {p}: {e.strerror or e}") from None
     return p

@@ -186,6 +186,23 @@ def _check(r: Recipe) -> None:
             raise VizjaxError(f"{key} must be a finite number, got {value}")
     if r.optimizer.lr <= 0:
         raise VizjaxError(f"optimizer.lr must be positive, got {r.optimizer.lr}")
+    # Adam's betas and RMSprop's rho are decay rates: outside [0, 1) the moments grow without
+    # bound (checked for every optimizer: a recipe is refused whole, not when its field is used).
+    for key in ("b1", "b2", "decay"):
+        value = getattr(r.optimizer, key)
+        if not (isinstance(value, int | float) and 0 <= value < 1):
+            raise VizjaxError(f"optimizer.{key} must be in [0, 1), got {value}")
+    if not (isinstance(r.optimizer.eps, int | float) and 0 <= r.optimizer.eps < math.inf):
+        raise VizjaxError(f"optimizer.eps must be a finite number >= 0, got {r.optimizer.eps}")
+    layer = r.objective.diversity_layer
+    if layer:
+        from vizjax import vgg  # here: importing the model is slow, and only this check needs it
+
+        if layer not in vgg.CONV_LAYERS:
+            raise VizjaxError(
+                f"objective.diversity_layer {layer!r} is not a convolution layer of VGG16 "
+                f"({vgg.CONV_LAYERS[0]} ... {vgg.CONV_LAYERS[-1]})"
+            )
 
 
 def _float_fields(obj: Any) -> list[dataclasses.Field]:

@@ -10,9 +10,7 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +20,9 @@ import jax
 import numpy as np
 
 from vizjax import ascent, atlas, distributed, vgg
-from vizjax.errors import Interrupted, VizjaxError
+from vizjax.errors import VizjaxError
 from vizjax.execution import Execution
+from vizjax.interrupt import StopOnSignal
 from vizjax.recipe import DEFAULT_SIZE, Recipe
 from vizjax.weights import Weights
 
@@ -108,8 +107,24 @@ def atlas_config(
     }
 
 
-#: Seconds between progress lines when stderr is not a terminal (a log file, a scheduler).
-PROGRESS_SECONDS = float(os.environ.get("VIZJAX_PROGRESS_SECONDS", "30"))
+#: Seconds between progress lines when stderr is not a terminal (a log file, a scheduler), unless
+#: ``VIZJAX_PROGRESS_SECONDS`` says otherwise.
+PROGRESS_SECONDS = 30.0
+
+
+def progress_seconds() -> float:
+    """``VIZJAX_PROGRESS_SECONDS`` (default 30), checked: VizjaxError unless a finite number >= 0.
+    Read when called, not at import, so a bad value is one line and the CLI can check it first."""
+    text = os.environ.get("VIZJAX_PROGRESS_SECONDS", "")
+    if not text.strip():
+        return PROGRESS_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise VizjaxError(f"VIZJAX_PROGRESS_SECONDS must be a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _duration(seconds: float) -> str:
@@ -130,7 +145,7 @@ class LineProgress:
         self, total: int, desc: str, initial: int = 0, interval: float | None = None
     ) -> None:
         self.total, self.desc = total, desc
-        self.interval = PROGRESS_SECONDS if interval is None else interval
+        self.interval = progress_seconds() if interval is None else interval
         self.done = self.initial = initial
         self.t0 = self.last = time.monotonic()
 
@@ -179,41 +194,6 @@ def _progress(total: int, desc: str, quiet: bool, initial: int = 0) -> Any:
         dynamic_ncols=True,
         smoothing=0.1,
     )
-
-
-class StopOnSignal:
-    """SIGINT and SIGTERM (Ctrl-C, a scheduler's stop) set a flag that the run checks after
-    each chunk, so it stops with everything written so far committed; a second signal stops at
-    once (still safe: a chunk is committed whole or not at all). Handlers are installed only in
-    the main thread and restored on exit."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            raise Interrupted(signum)
-        self.signum = signum
-        if sys.stderr.isatty():  # at a terminal, say at once that it was heard
-            name = signal.Signals(signum).name
-            print(f"\nvizjax: {name}: stopping after the chunk in flight", file=sys.stderr)
-
-    def check(self, summary: dict[str, Any]) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum, summary)
 
 
 def run_atlas(
@@ -266,67 +246,68 @@ def run_atlas(
         filters=filters if isinstance(filters, str) else list(filters),
     )
     summary: dict[str, Any] = {"out": str(out), "layers": {}}
-    with (
-        StopOnSignal() as stop,
-        atlas.AtlasWriter(part, attrs, cfg, volatile_keys=VOLATILE_KEYS) as writer,
-    ):
-        # Rows for every layer first, so one bar counts the whole run (filters/s, ETA).
-        todos = {}
-        for layer in layers:
-            mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
-            todos[layer] = writer.begin_layer(
-                layer,
-                vgg.num_channels(layer),
-                [int(f) for f in mine],
-                recipe.size,  # type: ignore[arg-type]
-                recipe.steps,
-                k=recipe.images,
-            )
-            summary["layers"][layer] = {
-                "done": len(mine) - len(todos[layer]),
-                "computed": 0,
-                "zero_start_grad_computed": 0,
-                "nonfinite_computed": 0,
-                "seconds": 0.0,
-            }
-        resumed = sum(s["done"] for s in summary["layers"].values())
-        total = resumed + sum(map(len, todos.values()))
-        bar = _progress(total, _bar_label(layers, 0), quiet, initial=resumed)
-        for i, layer in enumerate(layers):
-            stop.check(summary)
-            todo, s = todos[layer], summary["layers"][layer]
-            bar.set_description(_bar_label(layers, i))
-            t0 = time.perf_counter()
-            for res in ascent.iter_chunks(
-                layer,
-                todo,
-                recipe,
-                weights.params,
-                weights.preprocessing,
-                execution=execution,
-                start=x0,
-                measure=True,
-            ):
-                writer.write_chunk(layer, res)
-                s["done"] += len(res)
-                s["computed"] += len(res)
-                s["zero_start_grad_computed"] += int(res.zero_start_grad.sum())
-                s["nonfinite_computed"] += int(res.nonfinite.sum())
+    with StopOnSignal(run=out.name if nproc > 1 else None) as stop:
+        with atlas.AtlasWriter(part, attrs, cfg, volatile_keys=VOLATILE_KEYS) as writer:
+            # Rows for every layer first, so one bar counts the whole run (filters/s, ETA).
+            todos = {}
+            for layer in layers:
+                mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
+                todos[layer] = writer.begin_layer(
+                    layer,
+                    vgg.num_channels(layer),
+                    [int(f) for f in mine],
+                    recipe.size,  # type: ignore[arg-type]
+                    recipe.steps,
+                    k=recipe.images,
+                )
+                summary["layers"][layer] = {
+                    "done": len(mine) - len(todos[layer]),
+                    "computed": 0,
+                    "zero_start_grad_computed": 0,
+                    "nonfinite_computed": 0,
+                    "seconds": 0.0,
+                }
+            resumed = sum(s["done"] for s in summary["layers"].values())
+            total = resumed + sum(map(len, todos.values()))
+            bar = _progress(total, _bar_label(layers, 0), quiet, initial=resumed)
+            for i, layer in enumerate(layers):
+                stop.check(summary)
+                todo, s = todos[layer], summary["layers"][layer]
+                bar.set_description(_bar_label(layers, i))
+                t0 = time.perf_counter()
+                for res in ascent.iter_chunks(
+                    layer,
+                    todo,
+                    recipe,
+                    weights.params,
+                    weights.preprocessing,
+                    execution=execution,
+                    start=x0,
+                    measure=True,
+                ):
+                    writer.write_chunk(layer, res)
+                    s["done"] += len(res)
+                    s["computed"] += len(res)
+                    s["zero_start_grad_computed"] += int(res.zero_start_grad.sum())
+                    s["nonfinite_computed"] += int(res.nonfinite.sum())
+                    s["seconds"] = round(time.perf_counter() - t0, 2)
+                    bar.update(len(res))
+                    stop.check(summary)  # SIGINT/SIGTERM: stop here, this chunk committed
+                # selectivity, specificity over the layer's stored images
+                writer.finish_layer(layer)
                 s["seconds"] = round(time.perf_counter() - t0, 2)
-                bar.update(len(res))
-                stop.check(summary)  # SIGINT/SIGTERM: stop here, this chunk committed
-            writer.finish_layer(layer)  # selectivity, specificity over the layer's stored images
-            s["seconds"] = round(time.perf_counter() - t0, 2)
-        if len(layers) > 1:
-            bar.set_description(f"{len(layers)} layers")
-        bar.close()
-    if nproc > 1:
-        distributed.barrier(f"vizjax-atlas-{out.name}-written")
-        if jax.process_index() == 0:
-            parts = [atlas.part_path(out, i, nproc) for i in range(nproc)]
-            # Keep what an earlier run already put in ``out``: merge it in as a part too.
-            atlas.merge_atlases(out, ([out] if out.exists() else []) + parts)
-        distributed.barrier(f"vizjax-atlas-{out.name}-merged")
+            if len(layers) > 1:
+                bar.set_description(f"{len(layers)} layers")
+            bar.close()
+        if nproc > 1:
+            # Wait for the other parts, still stopping (and announcing it) on a signal here or
+            # in another process: nobody waits for a process that is gone.
+            distributed.wait_for_all(out.name, "written", lambda: stop.check(summary))
+            if jax.process_index() == 0:
+                parts = [atlas.part_path(out, i, nproc) for i in range(nproc)]
+                # Keep what an earlier run already put in ``out``: merge it in as a part too.
+                atlas.merge_atlases(out, ([out] if out.exists() else []) + parts)
+            distributed.wait_for_all(out.name, "merged", lambda: stop.check(summary))
     return summary
 
 

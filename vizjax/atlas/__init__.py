@@ -6,13 +6,15 @@ Format v2 (what this package writes; the fields are the table in :mod:`vizjax.sc
     OUT.h5.d/           the data folder (travels with OUT.h5)
       <layer>.<seq>.h5      a segment: rows of one layer added by one run, fixed layout
       exemplars.<layer>.h5  dataset exemplars of one layer (written whole, tmp + rename)
+      .lock                 flock of the single writer (never beside the user's files)
       ...                   sidecar files of other modules (:func:`sidecar_path`)
-    OUT.h5.lock         flock of the single writer
 
 The index holds the root attributes and, per layer, one *virtual dataset* (HDF5 VDS) per field
 that concatenates the layer's segments row-wise, with source paths relative to the index' folder
 (``OUT.h5.d/<file>``), so plain h5py reads an atlas as if it were one file, from any working
-directory, also after the index and its folder are moved together.
+directory, also after the index and its folder are moved together. Renamed together (another
+name), the virtual datasets still name the old folder: the reader then reads the segments directly,
+and the next writer rewrites the index with the new name.
 
 Crash safety. A segment is created once, for the rows one run adds to one layer, with every
 dataset contiguous, uncompressed, allocated early and never filled (the file is sparse: no disk is
@@ -22,9 +24,11 @@ written with ``os.pwrite`` at the offsets HDF5 reports, data first, ``fdatasync`
 row whose ``done`` is true is complete, a commit costs the chunk's bytes whatever the atlas' size,
 and nothing is copied. The index is rewritten (small) when a run adds rows to a layer, when a
 layer ends (the per-layer datasets), and for exemplars; segments a killed writer created but no
-index refers to, and temp files, are deleted by the next writer.
+index refers to, and temp files, are deleted by the next writer: only segments carrying this
+atlas' ``atlas_id`` (a root attribute; every segment has it), so the data of another index (one
+moved away from this name) is never deleted. The index' temp file is written in the data folder.
 
-Single writer. ``OUT.h5.lock`` is ``flock``ed by the writer for its lifetime; the kernel drops the
+Single writer. ``OUT.h5.d/.lock`` is ``flock``ed by the writer for its lifetime; the kernel drops the
 lock when the process dies, so a killed run never blocks the next one. Readers need no lock.
 
 Format v1 (one HDF5 file, see :data:`vizjax.schema.V1_ROW_FIELDS`) stays readable: :func:`open_atlas`

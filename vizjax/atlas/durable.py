@@ -69,16 +69,32 @@ def _bytes_of(a: np.ndarray) -> memoryview:
     return memoryview(np.ascontiguousarray(a)).cast("B")
 
 
+#: The lock file's name inside the atlas' data folder (vizjax's own folder, not beside the
+#: user's files).
+LOCK_NAME = ".lock"
+
+
 class _Lock:
-    """An exclusive ``flock`` on ``<atlas>.lock``; the file holds the owner's pid for messages."""
+    """An exclusive ``flock`` on ``<atlas>.d/.lock``; the file holds the owner's pid for messages.
+
+    ``made_dir``: the data folder did not exist before the lock created it (so a command that
+    fails before writing the index removes it again, leaving nothing behind).
+    """
 
     def __init__(self, path: Path, atlas: Path) -> None:
         self.path, self.atlas, self.fd = path, atlas, -1
+        self.made_dir = False
 
     def acquire(self) -> None:
+        folder = self.path.parent
         try:
+            if not folder.is_dir():
+                folder.mkdir()
+                self.made_dir = True
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
+            if self.made_dir:
+                self._remove_made_dir()
             raise AtlasError(f"cannot write atlas {self.atlas}: {_os_reason(e)}") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -93,23 +109,57 @@ class _Lock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
+        _remove_legacy_lock(self.atlas)
 
     def release(self) -> None:
-        # The lock file itself stays: deleting it would let a second writer lock a fresh inode
-        # while a third still holds the old one.
+        # The lock file itself stays while the atlas exists: deleting it would let a second writer
+        # lock a fresh inode while a third still holds the old one. Without an index (a command
+        # that failed before writing one), a data folder holding only the lock goes, with it.
         if self.fd >= 0:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, 0)
+            if not self.atlas.exists():
+                self._remove_made_dir()
             os.close(self.fd)  # closing the description releases the flock
             self.fd = -1
 
+    def _remove_made_dir(self) -> None:
+        folder = self.path.parent
+        with contextlib.suppress(OSError):
+            if set(os.listdir(folder)) <= {LOCK_NAME}:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                folder.rmdir()
+
+
+def _remove_legacy_lock(path: Path) -> None:
+    """Delete ``OUT.h5.lock`` beside the index (where vizjax before 0.x kept its lock) unless an
+    old writer still holds it: it is vizjax's own file, and the user's folder should not keep it."""
+    legacy = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(legacy, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return
+    with contextlib.suppress(OSError):
+        legacy.unlink()
+    os.close(fd)
+
 
 def _acquire_lock(path: Path) -> _Lock:
-    """Take the single-writer lock of ``path``; AtlasError if it has no directory or is locked."""
+    """Take the single-writer lock of the atlas ``path`` (the file ``.lock`` in its data folder,
+    which is created if missing); AtlasError if ``path`` has no directory or is locked."""
     parent = path.parent
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
         raise AtlasError(f"cannot write atlas {path}: directory {parent} {what}")
-    lock = _Lock(path.with_name(path.name + ".lock"), path)
+    folder = path.with_name(path.name + ".d")
+    if folder.exists() and not folder.is_dir():
+        raise AtlasError(f"cannot write atlas {path}: {folder} exists and is not a folder")
+    lock = _Lock(folder / LOCK_NAME, path)
     lock.acquire()
     return lock

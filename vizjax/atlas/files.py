@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from vizjax import schema
-from vizjax.atlas.durable import _os_reason
+from vizjax.atlas.durable import LOCK_NAME, _os_reason
 from vizjax.errors import AtlasError
 
 FORMAT = schema.FORMAT
@@ -77,13 +77,14 @@ def sidecar_path(path: str | os.PathLike[str], name: str) -> Path:
 
     The folder is created if missing; nothing else is done with the file (the caller writes it,
     ideally tmp + rename). Names that the atlas uses itself (segments ``<layer>.<seq>.h5``,
-    ``exemplars.<layer>.h5``, ``.tmp-*``) or that leave the folder are refused with ValueError.
+    ``exemplars.<layer>.h5``, ``.tmp-*``, ``.lock``) or that leave the folder are refused with ValueError.
     """
     if (
         not name
         or "/" in name
         or name in (".", "..")
         or name.startswith(".tmp-")
+        or name == LOCK_NAME
         or _SEGMENT_RE.match(name)
         or _EXEMPLARS_RE.match(name)
     ):

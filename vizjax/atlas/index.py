@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,8 +89,25 @@ class _Store:
         self.path = path
         self.dir = data_dir(path)
         self.root = root
+        # Which files of the data folder are this atlas' own: its segments carry its id, so a
+        # cleanup never deletes the segments of another index (one moved away, say). An index
+        # written before ids existed gets one derived from its creation (the same every time,
+        # so the segments of a killed upgrade are found again).
+        self.legacy = "atlas_id" not in root
+        if self.legacy:
+            seed = f"{root.get('created', '')}|{root.get('config', '')}".encode()
+            root["atlas_id"] = hashlib.sha256(seed).hexdigest()[:32]
         self.layers: dict[str, _Layer] = {}
         self._seq = self._max_seq()  # segment names are never reused, even of deleted files
+
+    @staticmethod
+    def new_id() -> str:
+        """A fresh atlas id (random: two atlases never share one)."""
+        return uuid.uuid4().hex
+
+    @property
+    def id(self) -> str:
+        return str(self.root["atlas_id"])
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -141,20 +160,32 @@ class _Store:
         for seg in self.segments().values():
             seg.close()
 
-    def cleanup(self) -> None:
-        """Delete what no index refers to: temp files, and segments of killed writers or merges."""
-        prefix = f"{self.path.name}.tmp-"
+    def cleanup(self, also: frozenset[str] = frozenset()) -> None:
+        """Delete what this atlas' killed writers left: temp files, and its own segments (by atlas
+        id, or one of the ids ``also``: the parts a merge links in) that no index refers to.
+        Segments of other atlases in the folder are kept."""
+        prefix = f"{self.path.name}.tmp-"  # where vizjax before 0.x wrote the index' temp file
         stale = [p for p in self.path.parent.iterdir() if p.name.startswith(prefix)]
         if self.dir.is_dir():
             used = self.segments()
-            stale += [
-                p
-                for p in self.dir.iterdir()
-                if p.name.startswith(".tmp-") or (_SEGMENT_RE.match(p.name) and p.name not in used)
-            ]
+            for p in self.dir.iterdir():
+                if p.name.startswith(".tmp-"):
+                    stale.append(p)
+                elif _SEGMENT_RE.match(p.name) and p.name not in used and self._owns(p, also):
+                    stale.append(p)
         for p in stale:
             with contextlib.suppress(OSError):
                 p.unlink()
+
+    def _owns(self, segment: Path, also: frozenset[str]) -> bool:
+        """``segment`` carries this atlas' id or one of ``also`` (or none, and the index predates
+        ids)."""
+        try:
+            with h5py.File(segment, "r") as f:
+                owner = _text(f.attrs.get("atlas_id", ""))
+        except OSError:
+            return False  # not HDF5, or unreadable: not ours to judge, keep it
+        return owner == self.id or owner in also or (not owner and self.legacy)
 
     # -- changing -----------------------------------------------------------------------------
 
@@ -168,7 +199,7 @@ class _Store:
         layer = self.layers[name]
         assert layer.geometry is not None
         seg = _create_segment(
-            self.new_segment_path(name), name, layer.geometry, np.asarray(filters)
+            self.new_segment_path(name), name, layer.geometry, np.asarray(filters), self.id
         )
         layer.add_run(seg, 0, len(seg.filters))
         return seg
@@ -181,7 +212,10 @@ class _Store:
                 layer.derived = dict(index_data[name])
             elif layer.derived is None:
                 layer.derived = self._derive(layer)
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        # The temp file lives in the data folder (vizjax's own, same file system: the rename is
+        # atomic), never beside the user's files; a killed writer's is deleted by cleanup.
+        self.dir.mkdir(exist_ok=True)
+        tmp = self.dir / f".tmp-index-{os.getpid()}.h5"
         try:
             # libver v110: the oldest HDF5 that reads virtual datasets (1.10) reads the index.
             with h5py.File(tmp, "w", libver=("earliest", "v110")) as f:

@@ -48,6 +48,31 @@ def _remove_new_files(folder: Path, before: set[str] | None) -> None:
             folder.rmdir()
 
 
+def _check_target(out: Path, first: Path, volatile: frozenset[str]) -> None:
+    """Refuse (one line naming the file) an ``out`` that merge would destroy: anything but
+    nothing or an atlas of the same run as the parts (a text file, a folder, a foreign HDF5
+    file, an atlas of another run), as ``atlas --out`` does."""
+    if not out.exists() and not out.is_symlink():
+        return
+    with _open_h5(out) as f:
+        _check_root(f, out)
+        theirs = {k: _text(v) for k, v in f.attrs.items()}
+    with _open_h5(first) as f:
+        ours = {k: _text(v) for k, v in f.attrs.items()}
+    try:
+        config = json.loads(theirs.get("config", "{}"))
+    except (TypeError, ValueError):
+        raise AtlasError(f"{out} has an unreadable config attribute") from None
+    diff = _config_diff(config, json.loads(ours.get("config", "{}")), volatile)
+    if theirs.get("weights_sha256") != ours.get("weights_sha256"):
+        diff.append(("weights_sha256", theirs.get("weights_sha256"), ours.get("weights_sha256")))
+    if diff:
+        raise AtlasError(
+            f"refusing to replace {out}, an atlas of another run "
+            f"({_describe_diff(diff, out.name, first.name)}); merge into another file"
+        )
+
+
 def merge_atlases(
     out: str | os.PathLike[str],
     parts: Sequence[str | os.PathLike[str]],
@@ -73,9 +98,10 @@ def merge_atlases(
         # The reader checks every part's structure first: a damaged part is refused in one line
         # before anything is linked or written.
         open_atlas(p).close()
+    _check_target(out, Path(parts[0]), frozenset(volatile_keys))
     lock = _acquire_lock(out)
     # What out's folder holds now: a failed merge removes what it added (nothing refers to it).
-    before = set(os.listdir(data_dir(out))) if data_dir(out).is_dir() else None
+    before = None if lock.made_dir else set(os.listdir(data_dir(out)))
     index_written = False
     sources: list[tuple[Path, int, dict[str, Any], Any]] = []  # (path, version, root, data)
     v1_files: list[h5py.File] = []
@@ -109,13 +135,20 @@ def merge_atlases(
                     f"{_describe_diff(diff, p.name, first_path.name)}"
                 )
 
-        store = _Store(out, dict(first_root))
+        # Segments a killed merge linked in carry their part's id: they are out's to delete.
+        linked_ids = frozenset(
+            str(root["atlas_id"]) for _, v, root, _ in sources if v == 2 and "atlas_id" in root
+        )
+        root = dict(first_root)
+        root["atlas_id"] = _Store.new_id()  # out's own id, not the first part's
         if out.exists():
             # Keep what out's folder holds while the old index still refers to it.
             with contextlib.suppress(AtlasError):
                 old = _Store.load(out)
-                old.cleanup()
+                old.cleanup(linked_ids)
                 old.close()
+                root["atlas_id"] = old.id  # out stays the same atlas: its segments stay its own
+        store = _Store(out, root)
         out_dir = store.dir.resolve() if store.dir.exists() else None
         linked: dict[str, _Segment] = {}  # source path -> segment in out's folder
 
@@ -183,7 +216,7 @@ def merge_atlases(
         store.write_index()
         index_written = True
         # The old index' segments that the new one does not map are nobody's now.
-        store.cleanup()
+        store.cleanup(linked_ids)
     except OSError as e:
         raise AtlasError(f"cannot write atlas {out}: {_os_reason(e)}") from e
     finally:

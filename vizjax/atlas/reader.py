@@ -109,6 +109,44 @@ def _h5_reader(ds: h5py.Dataset) -> Callable[[slice | np.ndarray], np.ndarray]:
     return read
 
 
+def _moved(ds: h5py.Dataset, folder: str) -> bool:
+    """``ds`` is a virtual dataset whose sources are in another folder than ``folder``: the atlas
+    was renamed (index and data folder) after its index was written, so HDF5 would read fill
+    values; the rows are then read from the segments themselves."""
+    if not ds.is_virtual:
+        return False
+    names = {m.file_name.replace("%%", "%") for m in ds.virtual_sources()}
+    return any(n.split("/", 1)[0] != folder for n in names)
+
+
+def _segments_reader(
+    atlas: Atlas, segments: list[tuple[str, int, int]], field: str
+) -> Callable[[slice | np.ndarray], np.ndarray]:
+    """Read ``field``'s rows from the segment files (rows concatenated as ``segments`` says)."""
+    sizes = np.asarray([b - a for _, a, b in segments])
+    stops = np.cumsum(sizes)
+    starts = stops - sizes
+
+    def read(rows: slice | np.ndarray) -> np.ndarray:
+        idx = np.arange(rows.start, rows.stop) if isinstance(rows, slice) else np.asarray(rows)
+        parts, where = [], []
+        for (fname, a, _), start, stop in zip(segments, starts, stops, strict=True):
+            mine = np.flatnonzero((idx >= start) & (idx < stop))
+            if not mine.size:
+                continue
+            local = idx[mine] - start + a
+            ds = atlas._segment_file(fname)[field]
+            lo = int(local.min())
+            parts.append(ds[lo : int(local.max()) + 1][local - lo])
+            where.append(mine)
+        out = np.concatenate(parts)
+        order = np.empty(len(idx), np.int64)
+        order[np.concatenate(where)] = np.arange(len(idx))
+        return out[order]
+
+    return read
+
+
 #: Bound of the integer attributes of a layer (channels, K, H, W, steps) a reader accepts.
 _MAX_DIM = 1 << 24
 
@@ -207,8 +245,17 @@ class AtlasLayer:
                         f"atlas data file {p} is missing (an atlas is {atlas.path.name} plus its "
                         f"folder {data_dir(atlas.path).name}; copy or move both)"
                     )
+        self._moved = (
+            atlas.format_version == 2
+            and bool(self._segments)
+            and _moved(_dataset(group, "filters"), data_dir(atlas.path).name)
+        )
         self.filters: np.ndarray = _read_rows(_dataset(group, "filters"), "filters", "iu")
         self.done: np.ndarray = _read_rows(_dataset(group, "done"), "done", "b")
+        if self._moved:
+            n = len(self.filters)
+            self.filters = _segments_reader(atlas, self._segments, "filters")(slice(0, n))
+            self.done = _segments_reader(atlas, self._segments, "done")(slice(0, n)).astype(bool)
         n = len(self.filters)
         if self.done.shape != (n,):
             raise ValueError(f"done has shape {self.done.shape}, filters ({n},)")
@@ -290,6 +337,8 @@ class AtlasLayer:
 
             def read(rows: Any, v: Any = derived[name]) -> np.ndarray:
                 return v[rows]
+        elif self._moved and name in schema.ROW_FIELD:
+            read = _segments_reader(self._atlas, self._segments, name)
         elif name in g and (self.format_version == 2 or name in ("filters", "done", "objective")):
             read = _h5_reader(g[name])
         else:  # a field this file does not have: its fill value
@@ -416,6 +465,8 @@ class AtlasLayer:
         if self.format_version == 1:
             return None
         try:
+            if self._moved and self._group.get("exemplars", getlink=True) is not None:
+                return self._atlas._segment_file(f"exemplars.{self.name}.h5")["/"]
             return self._group.get("exemplars")
         except (KeyError, OSError):  # linked file missing
             return None
@@ -516,6 +567,7 @@ class Atlas:
         self.path = path
         self.format_version = version
         self._file = f
+        self._files: dict[str, h5py.File] = {}  # data files read directly (a renamed atlas)
         self.attrs: dict[str, Any] = {k: _text(v) for k, v in f.attrs.items()}
         for attr in schema.ROOT_ATTRS:  # present ones must have their type (str for JSON)
             value = self.attrs.get(attr.name)
@@ -542,7 +594,16 @@ class Atlas:
                 msg = " ".join(str(e).split())
                 raise AtlasError(f"layer {name} of {path} is damaged ({msg})") from None
 
+    def _segment_file(self, name: str) -> h5py.File:
+        """The data file ``name`` of the atlas' folder, opened once (read-only)."""
+        if name not in self._files:
+            self._files[name] = h5py.File(data_dir(self.path) / name, "r")
+        return self._files[name]
+
     def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
         self._file.close()
 
     def __enter__(self) -> Atlas:

@@ -84,8 +84,11 @@ def _segment_dcpl() -> h5py.h5p.PropDCID:
     return dcpl
 
 
-def _create_segment(path: Path, layer: str, geometry: Geometry, filters: np.ndarray) -> _Segment:
-    """Create the segment ``path`` for ``filters`` (no row done); durable when this returns."""
+def _create_segment(
+    path: Path, layer: str, geometry: Geometry, filters: np.ndarray, atlas_id: str
+) -> _Segment:
+    """Create the segment ``path`` for ``filters`` (no row done) of the atlas ``atlas_id``;
+    durable when this returns."""
     tmp = path.with_name(f".tmp-{path.name}")
     filters = np.asarray(filters, np.int32)
     m, dims = len(filters), _dims(geometry)
@@ -95,6 +98,7 @@ def _create_segment(path: Path, layer: str, geometry: Geometry, filters: np.ndar
             f.attrs["format"] = schema.SEGMENT_FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["layer"] = layer
+            f.attrs["atlas_id"] = atlas_id
             c, k, (h, w), t = geometry
             for key, v in (("num_filters", c), ("k", k), ("image_height", h), ("image_width", w)):
                 f.attrs[key] = v

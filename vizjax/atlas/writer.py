@@ -156,9 +156,10 @@ class AtlasWriter:
             jax_version=_jax_version(),
             created=_utc_now(),
             config=self._config_json,
+            atlas_id=_Store.new_id(),
         )
         store = _Store(self.path, root)
-        store.cleanup()  # a folder without an index holds nothing anybody refers to
+        store.cleanup()  # temp files only: the segments in the folder are other atlases' (new id)
         store.write_index()
         return store
 
