@@ -49,7 +49,7 @@ def test_every_recipe_climbs(default_weights, name):
 #: to 1e-6 of the pixel range after one step and drift apart after (0.4 and 5 of 255 after three
 #: steps, measured) while staying the same picture to the eye; classic and keras-vis (RMS-scaled
 #: steps) agree to 1e-6 after three.
-DETERMINISM_STEPS = {"classic": 3, "keras-vis": 3, "lucid": 1, "maco": 1}
+DETERMINISM_STEPS = {"classic": 3, "keras-vis": 3, "lucid": 1, "lucent": 1, "maco": 1}
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -14,6 +14,9 @@ Presets (:data:`PRESETS`), each documented in the README with its source:
   1.0, 20 steps, Chollet's display transform. Must stay exact.
 * ``lucid`` -- Lucid's feature visualization: FFT param with decorrelated colour and sigmoid,
   ``standard_transforms``, Adam(0.05), 512 steps, redirected ReLU gradient for the first 16 steps.
+* ``lucent`` -- ``lucid`` with the transforms of torch-lucent 0.1.8's ``render_vis`` (its
+  ``standard_transforms`` and ``fixed_image_size``: :class:`vizjax.transform.LucentView`), which
+  make the pictures survive being moved (bench/README.md, "Lucent").
 * ``keras-vis`` -- tf-keras-vis' ActivationMaximization defaults (tuned for VGG16): pixels from
   U(0, 255), jitter 4 (roll) and rotate up to 1 degree applied to the image itself every step, total
   variation 1.0 + L1 0.3 (normalized by element count), RMSprop(1.0, rho 0.999), 200 steps.
@@ -298,6 +301,17 @@ PRESETS: dict[str, Recipe] = {
         name="lucid",
         param=param.FFT(),
         transforms=transform.STANDARD,
+        optimizer=optim.Optimizer("adam", lr=0.05),
+        steps=512,
+        redirect_relu=16,
+        display="clip",
+    ),
+    # Lucid's param, objective and optimizer with Lucent's transforms: the network sees each
+    # transformed canvas resized back to the image size (see transform.LucentView).
+    "lucent": Recipe(
+        name="lucent",
+        param=param.FFT(),
+        transforms=TRANSFORM_SETS["lucent"],
         optimizer=optim.Optimizer("adam", lr=0.05),
         steps=512,
         redirect_relu=16,
