@@ -591,7 +591,10 @@ def run_exemplars(
         }
     w = _weights_for(attrs)
     # The network as the atlas ran it: with the weights' preprocessing unless it was switched off.
-    prep = w.preprocessing if config.get("preprocess", True) else vgg.IDENTITY
+    # Format 2 nests the recipe (``config["recipe"]["preprocess"]``); format 1 had flat keys.
+    recipe = config.get("recipe")
+    preprocess = (recipe if isinstance(recipe, dict) else config).get("preprocess", True)
+    prep = w.preprocessing if preprocess else vgg.IDENTITY
     state_path = Path(atlas.sidecar_path(atlas_path, "exemplars.state.npz"))
     with _scan_lock(Path(atlas.sidecar_path(atlas_path, "exemplars.lock"))):
         # We hold the lock: a temp checkpoint is a leftover of a killed scan.
