@@ -397,10 +397,12 @@ def test_exemplars_command_refuses_with_one_line(tmp_path, default_weights, caps
 
 
 def test_exemplars_of_an_atlas_made_without_preprocessing_run_the_network_without_it(
-    tmp_path, default_weights
+    tmp_path, default_weights, capsys
 ):
     """``--no-preprocess`` is part of the run: the dataset examples see the network as the
     atlas' images did (issue 17: they were computed with the weights' preprocessing on)."""
+    import h5py
+
     from vizjax.atlas import open_atlas
     from vizjax.cli import main
 
@@ -428,3 +430,12 @@ def test_exemplars_of_an_atlas_made_without_preprocessing_run_the_network_withou
     assert prep["name"] == "none"
     # The check can fail: with the preprocessing the numbers are far apart.
     assert not np.allclose(stored, means(default_weights.preprocessing), rtol=1e-2)
+    # Exemplars an earlier version stored with the preprocessing on are not "up to date".
+    assert main([*argv, "--top", "3", "--crop-size", "8"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    with h5py.File(atlas.with_name("raw.h5.d") / "exemplars.block1_conv1.h5", "r+") as f:
+        f.attrs["preprocessing"] = default_weights.preprocessing.to_json()
+    assert main([*argv, "--top", "3", "--crop-size", "8"]) == 0
+    assert "up to date" not in capsys.readouterr().out
+    with open_atlas(atlas) as a:
+        assert json.loads(a.layers["block1_conv1"].exemplar_attrs["preprocessing"]) == prep

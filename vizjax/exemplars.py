@@ -522,6 +522,14 @@ def _weights_for(attrs: dict[str, Any]) -> Any:  # -> Weights
     return w
 
 
+def _same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON texts hold the same value (False if either is not JSON)."""
+    try:
+        return json.loads(a) == json.loads(b)
+    except (TypeError, ValueError):
+        return False
+
+
 @contextlib.contextmanager
 def _scan_lock(path: Path) -> Iterator[None]:
     """One exemplars scan per atlas at a time (the lock is released by the kernel if we die)."""
@@ -558,6 +566,7 @@ def run_exemplars(
     ``{"layers", "n_images", "n_skipped", "listing_sha256", "up_to_date"}``.
     """
     from vizjax import atlas
+    from vizjax.config import read_config
 
     atlas_path = Path(atlas_path)
     if crop_size < 1 or input_size < 1:
@@ -578,8 +587,13 @@ def run_exemplars(
     listing = list_images(image_dir)  # fails early, before loading weights, on a missing folder
     wanted = {"listing_sha256": listing.sha256, "top": top, "input_size": input_size}
     wanted["crop_size"] = crop_size
+    # The network as the atlas ran it: with the weights' preprocessing unless it was switched off.
+    preprocess = read_config(config).recipe.preprocess
+    prep_json = attrs.get("preprocessing", "{}") if preprocess else vgg.IDENTITY.to_json()
     if all(
-        stored[layer] and all(stored[layer].get(k) == v for k, v in wanted.items())
+        stored[layer]
+        and all(stored[layer].get(k) == v for k, v in wanted.items())
+        and _same_json(stored[layer].get("preprocessing"), prep_json)
         for layer in layers
     ):  # the same folder (paths, sizes, mtimes) with the same settings: nothing would change
         return {
@@ -590,10 +604,6 @@ def run_exemplars(
             "up_to_date": True,
         }
     w = _weights_for(attrs)
-    # The network as the atlas ran it: with the weights' preprocessing unless it was switched off.
-    # Format 2 nests the recipe (``config["recipe"]["preprocess"]``); format 1 had flat keys.
-    recipe = config.get("recipe")
-    preprocess = (recipe if isinstance(recipe, dict) else config).get("preprocess", True)
     prep = w.preprocessing if preprocess else vgg.IDENTITY
     state_path = Path(atlas.sidecar_path(atlas_path, "exemplars.state.npz"))
     with _scan_lock(Path(atlas.sidecar_path(atlas_path, "exemplars.lock"))):
