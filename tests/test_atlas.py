@@ -278,7 +278,7 @@ def test_xarray(tmp_path, monkeypatch):
         assert ds["objective"].dims == ("filter", "step") and ds.sizes["step"] == STEPS + 1
         assert ds["filter"].values.tolist() == [2, 4]
         np.testing.assert_array_equal(ds["raw"].sel(filter=4), make_rows("l1", [4])["raw"][0])
-        assert json.loads(ds.attrs["config"]) == CONFIG and ds.attrs["n_done"] == 2
+        assert json.loads(ds.attrs["config"]) == CONFIG and ds.attrs["done"] == 2
         monkeypatch.setitem(sys.modules, "xarray", None)
         with pytest.raises(VizjaxError, match=r"pip install vizjax\[xarray\]"):
             atlas.layers["l1"].to_xarray()
@@ -778,6 +778,7 @@ def v1_contents(path) -> dict:
                     objective=g["objective"][r],
                     zero_start_grad=g["dead"][r],
                     dead=g["objective"][r][-1] == 0,
+                    final_activation=g["objective"][r][-1:],  # the channel mean, as in v2
                 )
                 rows[int(g["filters"][r])] = fields
             out[name] = rows

@@ -44,6 +44,7 @@ def _v1_rows(g: h5py.Group, rows: np.ndarray) -> dict[str, np.ndarray]:
         "raw": g["raw"][rows][:, None],
         "objective": objective,
         "zero_start_grad": g["dead"][rows],
+        "final_activation": objective[:, -1:],  # format 1's objective is the channel mean
         "dead": objective[:, -1] == 0,
     }
 
