@@ -2,18 +2,21 @@
 
 The settings that identify a run, and how a stored config of any version is read, are
 :mod:`vizjax.config`'s (one reader for everybody); this file turns their differences into the
-one-line refusals the atlas raises.
+one-line refusals the atlas raises. (:mod:`vizjax.config` is imported where a run is compared,
+not with the package: reading an atlas does not import jax.)
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vizjax.atlas.files import _text
-from vizjax.config import Difference, describe, differences
 from vizjax.errors import AtlasError
+
+if TYPE_CHECKING:
+    from vizjax.config import Difference
 
 
 def stored_config(attrs: Mapping[str, Any], where: object) -> dict[str, Any]:
@@ -31,6 +34,8 @@ def run_differences(
     theirs: Mapping[str, Any], ours: Mapping[str, Any], sha_theirs: str, sha_ours: str
 ) -> list[Difference]:
     """What makes two runs (their configs and weights' sha256) different runs; [] if none."""
+    from vizjax.config import Difference, differences
+
     diffs = differences(theirs, ours)
     if sha_theirs != sha_ours:
         short = [s[:12] + "..." if len(s) > 12 else s or "(unset)" for s in (sha_theirs, sha_ours)]
@@ -47,6 +52,8 @@ def check_same_run(
 ) -> None:
     """AtlasError in one line, naming only the differing settings, if the run that wrote the atlas
     at ``path`` (``theirs``) is not this one (``ours``)."""
+    from vizjax.config import describe
+
     diffs = run_differences(theirs, ours, sha_theirs, sha_ours)
     if diffs:
         raise AtlasError(

@@ -20,7 +20,6 @@ from vizjax.atlas.index import _Layer, _Store
 from vizjax.atlas.reader import open_atlas
 from vizjax.atlas.segment import _geometry_text, _Segment
 from vizjax.atlas.v1 import _copy_v1_rows, _v1_layers
-from vizjax.config import describe
 from vizjax.errors import AtlasError
 
 
@@ -103,6 +102,8 @@ def merge_atlases(
                 str(first_root.get("weights_sha256", "")),
             )
             if diff:
+                from vizjax.config import describe
+
                 raise AtlasError(
                     f"cannot merge {p} with {first_path}: "
                     f"{describe(diff, f'in {p.name}', f'in {first_path.name}')}"
