@@ -309,10 +309,10 @@ def test_scan_killed_after_a_committed_batch_resumes_to_the_uninterrupted_result
 
 
 def test_compiled_forward_is_sharded_over_the_devices():
-    from vizjax.ascent import local_mesh
+    from vizjax import ascent
 
-    mesh = local_mesh()
-    fn = exemplars.compiled_forward(("block1_conv1",), vgg.IDENTITY, mesh)
+    mesh = ascent.local_mesh()
+    fn = ascent.compiled_forward(("block1_conv1",), vgg.IDENTITY, mesh)
     x = np.zeros((2 * mesh.devices.size, 16, 16, 3), np.uint8)
     mean, flat = fn(random_params(), x)["block1_conv1"]
     assert mean.shape == (2 * mesh.devices.size, 64) and flat.dtype == jnp.int32

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import signal
 import sys
@@ -341,8 +340,6 @@ def measure_atlas(
     preprocess = run.recipe.preprocess
     execution = execution.replace(dtype=run.execution.dtype)
     root = {k: str(attrs[k]) for k in ("model", "weights", "weights_sha256", "preprocessing")}
-    mesh = ascent.local_mesh()
-    d = mesh.devices.size
     summary: dict[str, Any] = {"layers": {}}
     with atlas.AtlasWriter(path, root, config) as writer:
         with atlas.open_atlas(path) as a:
@@ -355,22 +352,26 @@ def measure_atlas(
                     int(f) for f, u in zip(table["filter"], unmeasured, strict=True) if force or u
                 ]
                 t0 = time.perf_counter()
-                fn = ascent.compiled_measure(
-                    name, weights.preprocessing, preprocess, execution.program(), mesh
-                )
-                chunk = d * (8 if execution.batch == "auto" else math.ceil(execution.batch / d))
-                bar = _progress(len(todo), f"{name} (measures)", quiet)
-                for i in range(0, len(todo), chunk):
-                    real = todo[i : i + chunk]
-                    padded = real + [real[-1]] * (chunk - len(real))
-                    rows = [layer.row(f) for f in padded]
-                    raw = np.stack([layer.raw[r] for r in rows])
-                    display = np.stack([layer.images[r] for r in rows])
-                    m = jax.device_get(
-                        fn(weights.params, raw, display, np.asarray(padded, np.int32))
+
+                def stored(filters: np.ndarray, layer: Any = layer) -> tuple[np.ndarray, ...]:
+                    rows = [layer.row(f) for f in filters]
+                    return (
+                        np.stack([layer.raw[r] for r in rows]),
+                        np.stack([layer.images[r] for r in rows]),
                     )
-                    writer.write_fields(name, real, {k: v[: len(real)] for k, v in m.items()})
-                    bar.update(len(real))
+
+                bar = _progress(len(todo), f"{name} (measures)", quiet)
+                for done, m in ascent.iter_measures(
+                    name,
+                    todo,
+                    stored,
+                    weights.params,
+                    weights.preprocessing,
+                    preprocess,
+                    execution=execution,
+                ):
+                    writer.write_fields(name, done, m)
+                    bar.update(len(done))
                 bar.close()
                 writer.finish_layer(name)
                 summary["layers"][name] = {
