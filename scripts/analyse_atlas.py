@@ -15,8 +15,10 @@ writes PNG plots into DIR (needs ``pip install vizjax[analysis]``: matplotlib an
   images (``activation_matrix`` columns), rows and columns ordered by hierarchical clustering so
   that groups of filters that respond alike form blocks, where the atlas measured it.
 
-It uses only the public reader (:func:`vizjax.open_atlas`) and numpy; anything an atlas lacks
-(older atlases have no measures) is skipped with a line saying so.
+and prints each layer's figures (:func:`vizjax.fidelity.summarize`, the numbers ``vizjax info``
+and the gallery show). It uses only the public reader (:func:`vizjax.open_atlas`),
+:mod:`vizjax.fidelity` and numpy; anything an atlas lacks (older atlases have no measures) is
+skipped with a line saying so.
 """
 
 from __future__ import annotations
@@ -27,21 +29,23 @@ from pathlib import Path
 
 import numpy as np
 
+from vizjax.fidelity import similarity, summarize
+
 
 def _finite(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, np.float64).ravel()
     return v[np.isfinite(v)]
 
 
-def similarity(activation_matrix: np.ndarray, filters: np.ndarray) -> np.ndarray:
-    """Cosine similarity (m, m) of the channels ``filters`` over the images of
-    ``activation_matrix`` (n, K, C) (its k=0 images), as :meth:`AtlasLayer.nearest` computes it."""
-    a = np.asarray(activation_matrix, np.float64)[:, 0, :]  # images x channels
-    a = a[np.all(np.isfinite(a), axis=1)][:, filters]
-    norms = np.linalg.norm(a, axis=0)
-    norms[norms == 0] = np.inf  # a channel that never responds is similar to nothing
-    u = a / norms
-    return u.T @ u
+def summary_line(name: str, s: dict) -> str:
+    """One layer's figures (:func:`vizjax.fidelity.summarize`) as the script prints them."""
+    return (
+        f"{name}: {s['done']} done, {s['dead_count']} dead, selectivity {s['selectivity']:.4g}, "
+        f"median specificity {s['median_specificity']:.4g}, "
+        f"median robustness {s['median_robustness']:.4g}, "
+        f"median hf energy {s['median_hf_energy']:.4g}, "
+        f"mean final activation {s['mean_final_activation']:.4g}"
+    )
 
 
 def cluster_order(sim: np.ndarray) -> np.ndarray:
@@ -86,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         n = len(layers)
         fid = {name: layer.fidelity for name, layer in layers.items()}
+        figures = {name: summarize(f) for name, f in fid.items()}
+        for name, s in figures.items():
+            print(summary_line(name, s))
 
         # Objective curves: one panel per layer.
         fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2), squeeze=False)
@@ -104,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             alive = _finite(f["final_activation"][~f["dead"]])
             ax.hist(alive, bins=30, color="tab:green")
             ax.set(
-                title=f"{name}: {int(f['dead'].sum())} dead of {len(f['dead'])}",
+                title=f"{name}: {figures[name]['dead_count']} dead of {len(f['dead'])}",
                 xlabel="final activation (mean over K images)",
                 ylabel="filters",
             )
@@ -118,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             for ax, (name, v) in zip(np.atleast_1d(axes), measured.items(), strict=True):
                 ax.hist(v, bins=30, color="tab:orange")
                 ax.axvline(1.0, color="black", lw=1, ls="--")
-                ax.set(title=f"{name}: median {np.median(v):.2f}", xlabel="robustness")
+                median = figures[name]["median_robustness"]  # over the live filters
+                ax.set(title=f"{name}: median {median:.2f}", xlabel="robustness")
             save(fig, "robustness.png")
         else:
             print("robustness: not measured in this atlas, no plot")

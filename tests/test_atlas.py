@@ -279,7 +279,7 @@ def test_xarray(tmp_path, monkeypatch):
         assert ds["objective"].dims == ("filter", "step") and ds.sizes["step"] == STEPS + 1
         assert ds["filter"].values.tolist() == [2, 4]
         np.testing.assert_array_equal(ds["raw"].sel(filter=4), make_rows("l1", [4])["raw"][0])
-        assert json.loads(ds.attrs["config"]) == CONFIG and ds.attrs["n_done"] == 2
+        assert json.loads(ds.attrs["config"]) == CONFIG and ds.attrs["done"] == 2
         monkeypatch.setitem(sys.modules, "xarray", None)
         with pytest.raises(VizjaxError, match=r"pip install vizjax\[xarray\]"):
             atlas.layers["l1"].to_xarray()
@@ -456,15 +456,16 @@ def test_config_mismatch_refused_and_file_untouched(tmp_path):
     before = out.read_bytes()
     with pytest.raises(
         AtlasError,
-        match=r"refusing to mix runs: steps 20 \(file\) vs 3 \(this run\) .*another --out",
+        match=r"refusing to mix runs in .*atlas.h5: steps 20 in the atlas, 3 now; write to another",
     ):
         AtlasWriter(out, ATTRS, CONFIG).__enter__()
-    with pytest.raises(AtlasError, match=r"lr 0.05 \(file\) vs \(unset\) \(this run\)"):
+    with pytest.raises(AtlasError, match=r": lr 0.05 in the atlas, \(unset\) now;"):
         AtlasWriter(
             out, ATTRS, {k: v for k, v in CONFIG.items() if k != "lr"} | {"steps": 20}
         ).__enter__()
     other_weights = {**ATTRS, "weights_sha256": "cd" * 32}
-    with pytest.raises(AtlasError, match="refusing to mix runs: weights_sha256"):
+    sha = r"weights_sha256 abababababab\.\.\. in the atlas, cdcdcdcdcdcd\.\.\. now; write"
+    with pytest.raises(AtlasError, match=f"refusing to mix runs in .*: {sha}"):
         AtlasWriter(out, other_weights, {**CONFIG, "steps": 20}).__enter__()
     assert out.read_bytes() == before
     # Volatile keys may differ; and the refusals above released the lock.
@@ -733,7 +734,7 @@ def test_merge_refuses_mixed_runs(tmp_path):
     p1, p2 = tmp_path / "a.h5", tmp_path / "b.h5"
     write_run(p1, plan={"l1": (6, [0])})
     write_run(p2, plan={"l1": (6, [1])}, config={**CONFIG, "lr": 0.1})
-    with pytest.raises(AtlasError, match=r"cannot merge .*b.h5.*lr 0.1 \(b.h5\) vs 0.05 \(a.h5\)"):
+    with pytest.raises(AtlasError, match=r"cannot merge .*b.h5.*: lr 0.1 in b.h5, 0.05 in a.h5$"):
         merge_atlases(tmp_path / "out.h5", [p1, p2])
     assert not (tmp_path / "out.h5").exists()
     with pytest.raises(AtlasError, match="no atlas at"):
@@ -791,6 +792,7 @@ def v1_contents(path) -> dict:
                     objective=g["objective"][r],
                     zero_start_grad=g["dead"][r],
                     dead=g["objective"][r][-1] == 0,
+                    final_activation=g["objective"][r][-1:],  # the channel mean, as in v2
                 )
                 rows[int(g["filters"][r])] = fields
             out[name] = rows
@@ -864,7 +866,7 @@ def test_writer_upgrades_v1_and_resumes(tmp_path):
         objective=np.ones((1, 4), np.float32),
         dead=np.array([True]),
     )
-    with pytest.raises(AtlasError, match="refusing to mix runs: steps"):
+    with pytest.raises(AtlasError, match="refusing to mix runs in .*: steps 3 in the atlas, 9 now"):
         AtlasWriter(path, attrs, {**config, "steps": 9}).__enter__()
     assert path.read_bytes() == FIXTURE_V1.read_bytes()  # refused before upgrading
     with AtlasWriter(path, attrs, config) as w:

@@ -309,10 +309,10 @@ def test_scan_killed_after_a_committed_batch_resumes_to_the_uninterrupted_result
 
 
 def test_compiled_forward_is_sharded_over_the_devices():
-    from vizjax.ascent import local_mesh
+    from vizjax import ascent
 
-    mesh = local_mesh()
-    fn = exemplars.compiled_forward(("block1_conv1",), vgg.IDENTITY, mesh)
+    mesh = ascent.local_mesh()
+    fn = ascent.compiled_forward(("block1_conv1",), vgg.IDENTITY, mesh)
     x = np.zeros((2 * mesh.devices.size, 16, 16, 3), np.uint8)
     mean, flat = fn(random_params(), x)["block1_conv1"]
     assert mean.shape == (2 * mesh.devices.size, 64) and flat.dtype == jnp.int32
@@ -394,3 +394,48 @@ def test_exemplars_command_refuses_with_one_line(tmp_path, default_weights, caps
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("vizjax: ") and "\n" not in err and expected in err, err
+
+
+def test_exemplars_of_an_atlas_made_without_preprocessing_run_the_network_without_it(
+    tmp_path, default_weights, capsys
+):
+    """``--no-preprocess`` is part of the run: the dataset examples see the network as the
+    atlas' images did (issue 17: they were computed with the weights' preprocessing on)."""
+    import h5py
+
+    from vizjax.atlas import open_atlas
+    from vizjax.cli import main
+
+    atlas = tmp_path / "raw.h5"
+    run = ["atlas", "--recipe", "classic", "--layer", "block1_conv1", "--filters", "0:2"]
+    run += ["--size", "32", "--steps", "1", "--no-preprocess", "--out", str(atlas), "--quiet"]
+    assert main(run) == 0
+    _random_folder(tmp_path / "imgs", 3)
+    argv = ["exemplars", str(atlas), "--images", str(tmp_path / "imgs"), "--input-size", "32"]
+    assert main([*argv, "--top", "3", "--crop-size", "8", "--quiet"]) == 0
+
+    squares = np.stack(
+        [exemplars.load_square(p, 32) for p in sorted((tmp_path / "imgs").iterdir())]
+    ).astype(np.float32)
+
+    def means(prep):
+        a = vgg.VGG16(preprocessing=prep).apply(default_weights.params, squares, "block1_conv1")
+        return np.sort(np.asarray(a).mean(axis=(1, 2)), axis=0)[::-1].T  # (C, 3) best first
+
+    with open_atlas(atlas) as a:
+        layer = a.layers["block1_conv1"]
+        stored = np.stack([layer.exemplars(c)["activation"] for c in range(64)])
+        prep = json.loads(layer.exemplar_attrs["preprocessing"])
+    np.testing.assert_allclose(stored, means(vgg.IDENTITY), rtol=1e-4, atol=1e-4)
+    assert prep["name"] == "none"
+    # The check can fail: with the preprocessing the numbers are far apart.
+    assert not np.allclose(stored, means(default_weights.preprocessing), rtol=1e-2)
+    # Exemplars an earlier version stored with the preprocessing on are not "up to date".
+    assert main([*argv, "--top", "3", "--crop-size", "8"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    with h5py.File(atlas.with_name("raw.h5.d") / "exemplars.block1_conv1.h5", "r+") as f:
+        f.attrs["preprocessing"] = default_weights.preprocessing.to_json()
+    assert main([*argv, "--top", "3", "--crop-size", "8"]) == 0
+    assert "up to date" not in capsys.readouterr().out
+    with open_atlas(atlas) as a:
+        assert json.loads(a.layers["block1_conv1"].exemplar_attrs["preprocessing"]) == prep

@@ -71,7 +71,7 @@ def test_summary_of_a_layer():
         "hf_energy": np.array([0.1, 0.8, 0.2, 0.3]),
     }
     s = fidelity.summarize(table)
-    assert s["done"] == 4 and s["dead_fraction"] == 0.25
+    assert s["done"] == 4 and s["dead_fraction"] == 0.25 and s["dead_count"] == 1
     assert s["zero_start_grad"] == 1 and s["nonfinite"] == 1
     assert np.isclose(s["selectivity"], 2 / 3)  # over the live filters
     assert s["median_robustness"] == 0.7 and s["median_hf_energy"] == 0.2

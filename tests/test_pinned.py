@@ -274,10 +274,10 @@ def test_cli_merge_and_info_json(tmp_path, capsys):
         lm, lb = merged.layers["block1_conv1"], part.layers["block1_conv1"]
         assert sorted(lm.completed().tolist()) == [0, 1, 2, 3]
         np.testing.assert_array_equal(lm.raw[lm.row(3)], lb.raw[lb.row(3)])
-    # Parts from different runs are refused, naming the setting.
+    # Parts from different runs are refused, naming only the setting that differs.
     c = tmp_path / "c.h5"
     assert main([*run, "--filters", "0:2", "--seed", "9", "--out", str(c)]) == 0
     capsys.readouterr()
     assert main(["merge", str(tmp_path / "m2.h5"), str(a), str(c)]) == 2
-    assert "recipe" in capsys.readouterr().err
+    assert capsys.readouterr().err.endswith(": seed 9 in c.h5, 0 in a.h5\n")
     assert not (tmp_path / "m2.h5").exists()

@@ -10,8 +10,11 @@ Read top to bottom:
    ``advance`` (a segment of steps) and ``finish`` -- so a long recipe can run as a host loop over
    short compiled segments (XLA:CPU) or as one rolled loop (accelerators); see
    :mod:`vizjax.execution`. The state never leaves the devices between segments.
-3. :func:`iter_chunks` cuts a run into chunks (padding the last), runs them, and yields numpy
-   :class:`Results` with the padding removed; :func:`visualize` collects them.
+3. :func:`map_chunks` is the only chunk/pad/shard loop: rows cut into chunks, the last padded
+   with copies of its last row, placed sharded over the mesh, the padding cut from what comes
+   back. :func:`iter_chunks` runs the ascent through it and yields numpy :class:`Results`
+   (:func:`visualize` collects them); :func:`iter_measures` runs the measures on stored images
+   (``vizjax fidelity``); the dataset exemplars run :func:`compiled_forward` through it.
 
 A filter's result depends only on (weights, layer, filter, recipe): never on the chunk size, the
 padding, its neighbours in the chunk, the segment length, or the number of devices or processes.
@@ -188,6 +191,12 @@ def local_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(list(devices or jax.local_devices())), ("filters",))
 
 
+def shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
+    """``(replicated, rows)``: on every device, and the row axis (filters, images) split over the
+    mesh's one axis -- the two placements of every compiled program."""
+    return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("filters"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Program:
     """The compiled entry points of one (layer, recipe, execution, mesh), all vmapped over filters
@@ -280,8 +289,7 @@ def compiled_program(
             state,
         )
 
-    rep = NamedSharding(mesh, PartitionSpec())
-    shard = NamedSharding(mesh, PartitionSpec("filters"))
+    rep, shard = shardings(mesh)
     deepest = max(vgg.layer_index(n) for n in (*network_layers(objective), layer))
     wino = tuple(n for n in model.winograd if vgg.layer_index(n) <= deepest)
     return Program(
@@ -321,9 +329,79 @@ def compiled_measure(
             lambda r, d, f: fidelity.measure_one(acts, r, d, f, fidelity.measure_key(index, f))
         )(raw, display, filters)
 
-    rep = NamedSharding(mesh, PartitionSpec())
-    shard = NamedSharding(mesh, PartitionSpec("filters"))
+    rep, shard = shardings(mesh)
     return jax.jit(measure, in_shardings=(rep, shard, shard, shard), out_shardings=shard)
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_forward(
+    layers: tuple[str, ...], preprocessing: vgg.Preprocessing, mesh: Mesh
+) -> Callable[[Any, jax.Array], dict[str, tuple[jax.Array, jax.Array]]]:
+    """``(params, squares uint8 (B, S, S, 3)) -> {layer: (mean (B, C) f32, argmax (B, C) i32)}``,
+    the dataset exemplars' forward (:mod:`vizjax.exemplars`), images sharded over the mesh.
+
+    ``mean`` is each channel's mean activation (post-ReLU) over the layer's output grid, ``argmax``
+    the flat index ``y * W' + x`` of its most active unit (the first one at ties). ``B`` must be a
+    multiple of the mesh size (:func:`map_chunks` pads). One ``apply`` per layer: XLA merges the
+    common prefix of the network (common-subexpression elimination), so the deepest layer's
+    forward is computed once.
+    """
+    model = vgg.VGG16(preprocessing=preprocessing)
+
+    def forward(params: Any, squares: jax.Array) -> dict[str, tuple[jax.Array, jax.Array]]:
+        x = squares.astype(jnp.float32)
+        out = {}
+        for layer in layers:
+            a = model.apply(params, x, layer)  # (B, H', W', C)
+            flat = a.reshape(a.shape[0], -1, a.shape[-1])
+            out[layer] = (flat.mean(axis=1), jnp.argmax(flat, axis=1).astype(jnp.int32))
+        return out
+
+    rep, shard = shardings(mesh)
+    return jax.jit(forward, in_shardings=(rep, shard), out_shardings=shard)
+
+
+def round_to_mesh(n: int, mesh: Mesh) -> int:
+    """``n`` rounded up to a multiple of the mesh's device count (every device the same share)."""
+    d = mesh.devices.size
+    return math.ceil(n / d) * d
+
+
+def padded(rows: np.ndarray, size: int) -> np.ndarray:
+    """``rows`` (n, ...), 1 <= n <= size, with copies of the last row up to ``size`` rows: valid
+    inputs (a filter index, an image) whose results :func:`map_chunks` drops."""
+    rows = np.asarray(rows)
+    return np.concatenate([rows, np.repeat(rows[-1:], size - len(rows), axis=0)])
+
+
+def map_chunks(
+    fn: Callable[..., Any],
+    replicated: Sequence[Any],
+    n: int,
+    chunk: int,
+    rows: Callable[[slice], Sequence[np.ndarray]],
+    mesh: Mesh,
+) -> Iterator[tuple[slice, Any]]:
+    """The engine's one chunk/pad/shard loop: ``n`` rows in chunks of ``chunk`` (a multiple of the
+    device count, :func:`round_to_mesh`).
+
+    For each chunk ``sl`` (a slice of ``range(n)``), ``rows(sl)`` gives its row inputs (row axis
+    first, ``len(range(n)[sl])`` rows, read only then), padded to ``chunk`` rows (:func:`padded`)
+    and placed sharded over ``mesh``; ``fn(*replicated, *row_inputs)`` runs (``replicated``
+    placed on every device) and its outputs (a pytree, row axis first) come back as numpy with
+    the padding cut. Yields ``(sl, outputs)``. A row's result never depends on the chunk size,
+    the padding or its neighbours.
+    """
+    if chunk % mesh.devices.size:
+        raise ValueError(f"chunk {chunk} is not a multiple of {mesh.devices.size} devices")
+    rep, shard = shardings(mesh)
+    placed = [jax.device_put(r, rep) for r in replicated]
+    for first in range(0, n, chunk):
+        sl = slice(first, min(first + chunk, n))
+        m = sl.stop - sl.start
+        args = [jax.device_put(padded(a, chunk), shard) for a in rows(sl)]
+        out = jax.device_get(fn(*placed, *args))
+        yield sl, jax.tree.map(lambda v, m=m: np.asarray(v[:m]), out)
 
 
 def _memory_budget(device: jax.Device) -> int | None:
@@ -436,39 +514,74 @@ def iter_chunks(
     if len(filt) == 0:
         return
     mesh = mesh or local_mesh()
-    d = mesh.devices.size
     if mesh.devices.flat[0].platform == "cpu":
         keep_freed_host_memory()
     program = compiled_program(layer, preprocessing, recipe.program(), execution.program(), mesh)
     # Explicit placement: in a multi-process job jit refuses host arrays with non-trivial shardings.
-    replicated = NamedSharding(mesh, PartitionSpec())
-    sharded = NamedSharding(mesh, PartitionSpec("filters"))
-    params = program.prepare(jax.device_put(params, replicated))
-    start = jax.device_put(start, replicated)
-    seed = jax.device_put(np.int32(recipe.seed), replicated)
+    rep, _ = shardings(mesh)
+    params = program.prepare(jax.device_put(params, rep))
+    start = jax.device_put(start, rep)
+    seed = jax.device_put(np.int32(recipe.seed), rep)
     if execution.batch == "auto":
         chunk = auto_chunk(program, params, start, seed, len(filt), mesh, layer)
     else:
-        chunk = math.ceil(int(execution.batch) / d) * d
+        chunk = round_to_mesh(int(execution.batch), mesh)
     measure_fn = (
         compiled_measure(layer, preprocessing, recipe.preprocess, execution.program(), mesh)
         if measure
         else None
     )
-    for first in range(0, len(filt), chunk):
-        real = filt[first : first + chunk]
-        # Pad with copies of the last real filter: valid indices, results discarded below.
-        padded = jax.device_put(
-            np.concatenate([real, np.full(chunk - len(real), real[-1], np.int32)]), sharded
-        )
-        out = program.run(params, start, padded, seed)
-        if measure_fn is not None:
-            out = {**out, **measure_fn(params, out["raw"], out["images"], padded)}
-        out = jax.device_get(out)
-        n = len(real)
-        yield Results(
-            layer=layer, filters=real.copy(), **{k: np.asarray(v[:n]) for k, v in out.items()}
-        )
+
+    def run(params: Any, start: jax.Array, seed: jax.Array, filters: jax.Array) -> Any:
+        out = program.run(params, start, filters, seed)
+        if measure_fn is not None:  # on the devices, before the images come back
+            out = {**out, **measure_fn(params, out["raw"], out["images"], filters)}
+        return out
+
+    for sl, out in map_chunks(
+        run, (params, start, seed), len(filt), chunk, lambda sl: (filt[sl],), mesh
+    ):
+        yield Results(layer=layer, filters=filt[sl].copy(), **out)
+
+
+#: Filters per device per chunk of :func:`iter_measures` with ``batch="auto"``.
+MEASURE_FILTERS_PER_DEVICE = 8
+
+
+def iter_measures(
+    layer: str,
+    filters: Sequence[int],
+    images: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    params: Any,
+    preprocessing: vgg.Preprocessing,
+    preprocess: bool,
+    *,
+    execution: Execution = DEFAULT_EXECUTION,
+    mesh: Mesh | None = None,
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """The :mod:`vizjax.fidelity` measures of stored images, chunk by chunk (``vizjax fidelity``).
+
+    ``images(filters (m,))`` reads ``(raw (m, K, H, W, 3), display (m, K, H, W, 3) uint8)`` of
+    those filters; it is called once per chunk. Yields ``(filters (m,), measures)`` with the
+    measures named as :class:`Results` (row axis first). ``execution.batch``: filters per chunk
+    (``"auto"``: :data:`MEASURE_FILTERS_PER_DEVICE` per device).
+    """
+    filt = check_filters(layer, filters)
+    if len(filt) == 0:
+        return
+    mesh = mesh or local_mesh()
+    fn = compiled_measure(layer, preprocessing, preprocess, execution.program(), mesh)
+    d = mesh.devices.size
+    if execution.batch == "auto":
+        chunk = min(MEASURE_FILTERS_PER_DEVICE, math.ceil(len(filt) / d)) * d
+    else:
+        chunk = round_to_mesh(int(execution.batch), mesh)
+
+    def rows(sl: slice) -> tuple[np.ndarray, ...]:
+        return (*images(filt[sl]), filt[sl])
+
+    for sl, out in map_chunks(fn, (params,), len(filt), chunk, rows, mesh):
+        yield filt[sl].copy(), out
 
 
 def visualize(

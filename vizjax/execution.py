@@ -19,6 +19,12 @@ DTYPES = ("float32", "bfloat16")
 CONVS = ("auto", "xla", "winograd")
 
 
+def _fast(default: Any) -> Any:
+    """A setting that changes how fast a run goes, not its pictures (beyond float rounding): runs
+    that differ in it may share an atlas (see :mod:`vizjax.config`)."""
+    return dataclasses.field(default=default, metadata={"identity": False})
+
+
 @dataclasses.dataclass(frozen=True)
 class Execution:
     """Run settings.
@@ -36,10 +42,10 @@ class Execution:
     """
 
     dtype: str = "float32"
-    conv: str = "auto"
-    segment: int = 0
-    unroll: int = 0
-    batch: int | str = "auto"
+    conv: str = _fast("auto")
+    segment: int = _fast(0)
+    unroll: int = _fast(0)
+    batch: int | str = _fast("auto")
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

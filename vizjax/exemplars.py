@@ -8,8 +8,9 @@ Read top to bottom:
    into a ``(S, S, 3)`` uint8 square: the short side resized to ``S`` (224 by default; bilinear,
    which Pillow antialiases when it shrinks), then the centre ``S x S`` cut out. EXIF rotation is
    applied first. A file Pillow cannot decode (not an image, truncated, ...) is skipped and counted.
-3. :func:`compiled_forward` is the one jit: a batch of squares, sharded over the local devices,
-   through VGG16 to the deepest requested layer; per image and channel of each layer it returns the
+3. The engine's :func:`vizjax.ascent.compiled_forward`, run by its one chunk/pad/shard loop
+   (:func:`vizjax.ascent.map_chunks`): a batch of squares, sharded over the local devices, through
+   VGG16 to the deepest requested layer; per image and channel of each layer it returns the
    channel's mean activation and the flat index of its most active unit.
 4. :class:`TopK` keeps, per channel, the ``top`` images by mean activation (ties: the earlier image
    in the listing wins), merged batch by batch on the host.
@@ -33,15 +34,14 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 from PIL import Image, ImageOps
 
 from vizjax import images, vgg
@@ -198,39 +198,6 @@ def _try_load(path: Path, size: int) -> np.ndarray | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The forward pass: one jit, the image axis sharded over the local devices.
-
-
-@functools.lru_cache(maxsize=16)
-def compiled_forward(
-    layers: tuple[str, ...], preprocessing: vgg.Preprocessing, mesh: Mesh
-) -> Callable[[Any, jax.Array], dict[str, tuple[jax.Array, jax.Array]]]:
-    """``(params, squares uint8 (B, S, S, 3)) -> {layer: (mean (B, C) f32, argmax (B, C) i32)}``.
-
-    ``mean`` is each channel's mean activation (post-ReLU) over the layer's output grid, ``argmax``
-    the flat index ``y * W' + x`` of its most active unit (the first one at ties). ``B`` must be a
-    multiple of the mesh size. One ``apply`` per layer: XLA merges the common prefix of the
-    network (common-subexpression elimination), so the deepest layer's forward is computed once.
-    """
-    model = vgg.VGG16(preprocessing=preprocessing)
-
-    def forward(params: Any, squares: jax.Array) -> dict[str, tuple[jax.Array, jax.Array]]:
-        x = squares.astype(jnp.float32)
-        out = {}
-        for layer in layers:
-            a = model.apply(params, x, layer)  # (B, H', W', C)
-            flat = a.reshape(a.shape[0], -1, a.shape[-1])
-            out[layer] = (flat.mean(axis=1), jnp.argmax(flat, axis=1).astype(jnp.int32))
-        return out
-
-    # The mesh's one axis is called "filters" (the ascent shards filters over it); here the image
-    # axis goes over it.
-    replicated = NamedSharding(mesh, PartitionSpec())
-    sharded = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-    return jax.jit(forward, in_shardings=(replicated, sharded), out_shardings=sharded)
-
-
-# ---------------------------------------------------------------------------------------------
 # Top-k per channel.
 
 
@@ -372,7 +339,7 @@ def scan(
     """
     from tqdm import tqdm
 
-    from vizjax.ascent import local_mesh
+    from vizjax import ascent
 
     layers = tuple(dict.fromkeys(layers))
     for layer in layers:
@@ -383,9 +350,8 @@ def scan(
     if top < 1 or batch < 1:
         raise VizjaxError("--top and --batch must be positive integers")
     listing = list_images(image_dir)
-    mesh = mesh or local_mesh()
-    d = mesh.devices.size
-    batch = -(-batch // d) * d  # every device gets the same share
+    mesh = mesh or ascent.local_mesh()
+    batch = ascent.round_to_mesh(batch, mesh)  # every device gets the same share
     key = {
         "version": STATE_VERSION,
         "listing_sha256": listing.sha256,
@@ -405,7 +371,8 @@ def scan(
             "top": {layer: TopK.empty(vgg.num_channels(layer), top) for layer in layers},
         }
     resumed_from = state["next"]
-    fn = compiled_forward(layers, preprocessing, mesh)
+    fn = ascent.compiled_forward(layers, preprocessing, mesh)
+    params = jax.device_put(params, ascent.shardings(mesh)[0])  # once, not per batch
     grids = {layer: vgg.output_hw(layer, input_size, input_size) for layer in layers}
     bar = tqdm(
         total=len(listing),
@@ -422,15 +389,16 @@ def scan(
             ok = [i for i, s in enumerate(squares) if s is not None]
             state["n_skipped"] += len(squares) - len(ok)
             if ok:
-                x = np.zeros((batch, input_size, input_size, 3), np.uint8)
-                x[: len(ok)] = np.stack([squares[i] for i in ok])
-                out = jax.device_get(fn(params, x))
+                x = np.stack([squares[i] for i in ok])
                 index = np.asarray([first + i for i in ok], np.int64)
-                for layer in layers:
-                    mean, flat = out[layer]
-                    w = grids[layer][1]
-                    pos = np.stack(np.divmod(flat[: len(ok)], w), axis=-1).astype(np.int32)
-                    state["top"][layer].update(mean[: len(ok)], index, pos)
+                for sl, out in ascent.map_chunks(
+                    fn, (params,), len(ok), batch, lambda sl, x=x: (x[sl],), mesh
+                ):  # one chunk: len(ok) <= batch
+                    for layer in layers:
+                        mean, flat = out[layer]
+                        w = grids[layer][1]
+                        pos = np.stack(np.divmod(flat, w), axis=-1).astype(np.int32)
+                        state["top"][layer].update(mean, index[sl], pos)
                 state["n_images"] += len(ok)
             state["next"] = stop
             if state_file is not None:
@@ -522,6 +490,14 @@ def _weights_for(attrs: dict[str, Any]) -> Any:  # -> Weights
     return w
 
 
+def _same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON texts hold the same value (False if either is not JSON)."""
+    try:
+        return json.loads(a) == json.loads(b)
+    except (TypeError, ValueError):
+        return False
+
+
 @contextlib.contextmanager
 def _scan_lock(path: Path) -> Iterator[None]:
     """One exemplars scan per atlas at a time (the lock is released by the kernel if we die)."""
@@ -558,6 +534,7 @@ def run_exemplars(
     ``{"layers", "n_images", "n_skipped", "listing_sha256", "up_to_date"}``.
     """
     from vizjax import atlas
+    from vizjax.config import read_config
 
     atlas_path = Path(atlas_path)
     # Every setting is checked before anything (lock, checkpoint) is created.
@@ -586,8 +563,13 @@ def run_exemplars(
     listing = list_images(image_dir)  # fails early, before loading weights, on a missing folder
     wanted = {"listing_sha256": listing.sha256, "top": top, "input_size": input_size}
     wanted["crop_size"] = crop_size
+    # The network as the atlas ran it: with the weights' preprocessing unless it was switched off.
+    preprocess = read_config(config).recipe.preprocess
+    prep_json = attrs.get("preprocessing", "{}") if preprocess else vgg.IDENTITY.to_json()
     if all(
-        stored[layer] and all(stored[layer].get(k) == v for k, v in wanted.items())
+        stored[layer]
+        and all(stored[layer].get(k) == v for k, v in wanted.items())
+        and _same_json(stored[layer].get("preprocessing"), prep_json)
         for layer in layers
     ):  # the same folder (paths, sizes, mtimes) with the same settings: nothing would change
         return {
@@ -598,8 +580,7 @@ def run_exemplars(
             "up_to_date": True,
         }
     w = _weights_for(attrs)
-    # The network as the atlas ran it: with the weights' preprocessing unless it was switched off.
-    prep = w.preprocessing if config.get("preprocess", True) else vgg.IDENTITY
+    prep = w.preprocessing if preprocess else vgg.IDENTITY
     state_path = Path(atlas.sidecar_path(atlas_path, "exemplars.state.npz"))
     with _scan_lock(Path(atlas.sidecar_path(atlas_path, "exemplars.lock"))):
         # We hold the lock: a temp checkpoint is a leftover of a killed scan.

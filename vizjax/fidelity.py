@@ -170,13 +170,20 @@ def photo_hf_energy() -> float:
     return float(hf_energy(jnp.asarray(images.load_image(images.sample_path()))))
 
 
+# --------------------------------------------------------------------------------------------------
+# Layer figures (numpy, over an atlas layer's stored measures): the one definition that
+# ``vizjax info``, the gallery, ``AtlasLayer.to_xarray`` and scripts/analyse_atlas.py show.
+
+
 def summarize(table: dict[str, np.ndarray]) -> dict[str, float | int]:
     """Layer figures from an atlas layer's per-filter table (``AtlasLayer.fidelity``).
 
-    ``done``; ``dead_fraction`` (final activation exactly 0); ``zero_start_grad`` and ``nonfinite``
-    (counts); ``selectivity`` (fraction of the live filters whose own image is the argmax of their
-    column); ``median_specificity``, ``median_robustness``, ``median_hf_energy`` (over live filters
-    where defined; NaN if none); ``mean_final_activation``. Measures not computed count as absent.
+    ``done``; ``dead_count`` and ``dead_fraction`` (final activation exactly 0);
+    ``zero_start_grad`` and ``nonfinite`` (counts); ``selectivity`` (fraction of the live filters
+    whose own image is the argmax of their column); ``median_specificity``,
+    ``median_robustness``, ``median_hf_energy`` (over live filters where defined);
+    ``mean_final_activation`` (over the done filters, dead ones included). NaN where nothing is
+    defined; measures not computed count as absent.
     """
     n = len(table["filter"])
     dead = np.asarray(table["dead"], bool)
@@ -191,6 +198,7 @@ def summarize(table: dict[str, np.ndarray]) -> dict[str, float | int]:
     final = np.asarray(table["final_activation"], np.float64)
     return {
         "done": n,
+        "dead_count": int(dead.sum()),
         "dead_fraction": float(dead.mean()) if n else float("nan"),
         "zero_start_grad": int(np.sum(table["zero_start_grad"])),
         "nonfinite": int(np.sum(table["nonfinite"])),
@@ -204,3 +212,37 @@ def summarize(table: dict[str, np.ndarray]) -> dict[str, float | int]:
         if np.isfinite(final).any()
         else float("nan"),
     }
+
+
+def _unit_columns(activation_matrix: np.ndarray, channels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Columns ``channels`` of the k=0 images' activation matrix (images with a non-finite value
+    dropped), scaled to unit length, and their norms (0: the channel never responds)."""
+    a = np.asarray(activation_matrix, np.float64)[:, 0, :]  # images x channels
+    a = a[np.all(np.isfinite(a), axis=1)][:, np.asarray(channels, int)]
+    norms = np.linalg.norm(a, axis=0)
+    return a / np.where(norms > 0, norms, np.inf), norms
+
+
+def similarity(activation_matrix: np.ndarray, channels: np.ndarray) -> np.ndarray:
+    """``(m, m)`` cosine similarity of the responses of ``channels`` (m,) over a layer's images.
+
+    ``activation_matrix (n, K, C)``: a layer's done rows (``AtlasLayer.activation_matrix``); the
+    k=0 image of each row counts. A channel that never responds is similar to nothing (0)."""
+    u, _ = _unit_columns(activation_matrix, channels)
+    return u.T @ u
+
+
+def nearest(
+    activation_matrix: np.ndarray, channels: np.ndarray, f: int, k: int = 5
+) -> list[tuple[int, float]]:
+    """The ``k`` of ``channels`` (the layer's done filters) whose responses are most like
+    channel ``f``'s (:func:`similarity`), highest first, ``[(filter, similarity), ...]``; ``f``
+    itself and channels that never respond are left out ([] if ``f`` never responds)."""
+    others = [int(g) for g in channels if int(g) != int(f)]
+    u, norms = _unit_columns(activation_matrix, [int(f), *others])
+    if not len(u) or norms[0] == 0:
+        return []
+    sims = u[:, 0] @ u[:, 1:]
+    out = [(g, float(s)) for g, s, nz in zip(others, sims, norms[1:] > 0, strict=True) if nz]
+    out.sort(key=lambda t: -t[1])
+    return out[:k]

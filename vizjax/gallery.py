@@ -153,12 +153,6 @@ def _num(v: Any, digits: int = 4) -> str:
     return "—" if not math.isfinite(v) else f"{v:.{digits}g}"
 
 
-def _finite_median(v: Any) -> float:
-    v = np.asarray(v, np.float64).ravel()
-    v = v[np.isfinite(v)]
-    return float(np.median(v)) if v.size else float("nan")
-
-
 def _page(title: str, page: Path, layout: Layout, body: Sequence[str]) -> str:
     return "\n".join(
         [
@@ -252,13 +246,7 @@ class _LayerData:
         self.rows = rows[order]
         self.filters: list[int] = [int(f) for f in filters[order]]
         self.objective = np.asarray(layer.objective[self.rows], np.float64)
-        fa = np.asarray(layer.final_activation[self.rows], np.float64)  # (n, K)
-        # Format v1 has no final_activation; its objective is the channel mean, so its last value
-        # is the final activation of the (only) image.
-        if self.objective.shape[1]:
-            fallback = self.objective[:, -1:]
-            fa = np.where(np.isnan(fa), fallback, fa)
-        self.final = fa
+        self.final = np.asarray(layer.final_activation[self.rows], np.float64)  # (n, K)
         fid = layer.fidelity  # columns over done rows in row order
         pos = {int(f): i for i, f in enumerate(fid["filter"])}
         take = [pos[f] for f in self.filters]
@@ -270,24 +258,25 @@ class _LayerData:
         return len(self.filters)
 
     def summary(self) -> dict[str, Any]:
-        """Counts and medians for the index and the layer page (NaN where not measured)."""
-        fid = self.fid
+        """Counts and the layer's figures (:func:`vizjax.fidelity.summarize`, as ``vizjax info``
+        shows them) for the index and the layer page (NaN where not measured)."""
+        from vizjax import fidelity
+
+        s = fidelity.summarize(self.layer.fidelity)
         return {
             "done": len(self),
             "num_filters": self.layer.num_filters,
             "k": self.layer.k,
             "size": self.layer.image_shape,
             "steps": self.layer.steps,
-            "dead": int(np.sum(fid["dead"])),
-            "zero_start_grad": int(np.sum(fid["zero_start_grad"])),
-            "nonfinite": int(np.sum(fid["nonfinite"])),
-            "final": _finite_median(self.final.mean(axis=1) if len(self) else []),
-            "selective": float(np.mean(fid["selectivity"]))
-            if self.measured and len(self)
-            else None,
-            "specificity": _finite_median(fid["specificity"]),
-            "robustness": _finite_median(fid["robustness"]),
-            "hf_energy": _finite_median(fid["hf_energy"]),
+            "dead": s["dead_count"],
+            "zero_start_grad": s["zero_start_grad"],
+            "nonfinite": s["nonfinite"],
+            "final": s["mean_final_activation"],
+            "selective": s["selectivity"] if math.isfinite(s["selectivity"]) else None,
+            "specificity": s["median_specificity"],
+            "robustness": s["median_robustness"],
+            "hf_energy": s["median_hf_energy"],
             "exemplars": self.exemplar_attrs,
         }
 
@@ -301,7 +290,7 @@ def _summary_text(s: dict[str, Any]) -> str:
     if s["nonfinite"]:
         parts.append(f"{s['nonfinite']} non-finite")
     parts.append(f"{s['size'][0]}x{s['size'][1]} px, {s['steps']} steps, K={s['k']}")
-    parts.append(f"median final activation {_num(s['final'])}")
+    parts.append(f"mean final activation {_num(s['final'])}")
     return ", ".join(parts)
 
 
@@ -328,7 +317,7 @@ def _index_page(atlas: Any, layout: Layout, data: list[_LayerData], title: str) 
     assert page is not None
     rows = [
         "<tr><th>layer</th><th>filters</th><th>dead</th><th>size</th>"
-        "<th>median final activation</th><th>fidelity</th><th>dataset exemplars</th>"
+        "<th>mean final activation</th><th>fidelity</th><th>dataset exemplars</th>"
         "<th>first filters</th></tr>"
     ]
     for d in data:

@@ -6,7 +6,8 @@ algorithm, unrolling, chunk size) lives apart, in :mod:`vizjax.execution`. From 
 
 * the compiled program's cache key: :meth:`Recipe.program` (the recipe with its *inputs* -- fields
   the program takes as arguments, marked ``metadata={"input": True}`` -- set to their defaults);
-* the atlas' identity: :meth:`Recipe.to_json` (every field; the start photo by its sha256).
+* the atlas' identity: every field but ``init`` (marked ``metadata={"identity": False}``: the
+  start photo counts by its sha256), see :mod:`vizjax.config`.
 
 Presets (:data:`PRESETS`), each documented in the README with its source:
 
@@ -96,7 +97,9 @@ class Recipe:
     seed: int = _input(0)
     noise_mean: float = _input(127.0)
     noise_std: float = _input(10.0)
-    init: str | None = _input(None)
+    init: str | None = dataclasses.field(  # the path: the photo counts by its sha256
+        default=None, metadata={"input": True, "identity": False}
+    )
     init_sha256: str | None = _input(None)
 
     def __post_init__(self) -> None:

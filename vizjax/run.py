@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from vizjax import ascent, atlas, distributed, vgg
+from vizjax.config import RunConfig, read_config
 from vizjax.errors import VizjaxError
 from vizjax.execution import Execution
 from vizjax.interrupt import StopOnSignal
@@ -80,31 +81,6 @@ def start_image(recipe: Recipe) -> tuple[np.ndarray, Recipe]:
         size=(int(x0.shape[0]), int(x0.shape[1])), init_sha256=sha256_file(recipe.init)
     )
     return x0, recipe
-
-
-#: Config keys that may differ between runs into the same atlas: they choose *what* is computed
-#: and *how fast*, not what a filter's picture is (the start photo counts by its sha256).
-VOLATILE_KEYS = frozenset(
-    {"batch", "layers", "filters", "quiet", "out", "progress", "init", "conv", "segment", "unroll"}
-)
-
-
-def atlas_config(
-    recipe: Recipe, execution: Execution, weights: Weights, **extra: Any
-) -> dict[str, Any]:
-    """Every setting of a run, as stored in the atlas' ``config`` attribute: ``recipe`` (its JSON,
-    without the start photo's path), the execution settings flat beside it, ``init`` (the path),
-    the model and weights, plus ``extra`` (layers, filters)."""
-    rec = recipe.to_json()
-    init = rec.pop("init")
-    return {
-        "recipe": rec,
-        **execution.to_json(),
-        "init": init,
-        "model": "vgg16",
-        "weights": weights.name,
-        **extra,
-    }
 
 
 #: Seconds between progress lines when stderr is not a terminal (a log file, a scheduler), unless
@@ -238,16 +214,16 @@ def run_atlas(
         "weights_sha256": weights.source_sha256,
         "preprocessing": json.dumps(dataclasses.asdict(weights.preprocessing), sort_keys=True),
     }
-    cfg = atlas_config(
+    cfg = RunConfig(
         recipe,
         execution,
-        weights,
-        layers=list(layers),
-        filters=filters if isinstance(filters, str) else list(filters),
+        weights.name,
+        layers=tuple(layers),
+        filters=filters if isinstance(filters, str) else tuple(int(f) for f in filters),
     )
     summary: dict[str, Any] = {"out": str(out), "layers": {}}
     with StopOnSignal(run=out.name if nproc > 1 else None) as stop:
-        with atlas.AtlasWriter(part, attrs, cfg, volatile_keys=VOLATILE_KEYS) as writer:
+        with atlas.AtlasWriter(part, attrs, cfg.to_json()) as writer:
             # Rows for every layer first, so one bar counts the whole run (filters/s, ETA).
             todos = {}
             for layer in layers:
@@ -342,15 +318,12 @@ def measure_atlas(
             f"{path} was made with other weights than the prepared {weights.name} "
             "(sha256 differs); prepare the same weights first"
         )
-    # Format 2 configs nest the recipe; format 1 had flat keys and "recipe": "classic".
-    recipe_cfg = config.get("recipe")
-    preprocess = bool((recipe_cfg if isinstance(recipe_cfg, dict) else config).get("preprocess", 1))
-    execution = execution.replace(dtype=str(config.get("dtype", execution.dtype)))
+    run = read_config(config)  # the atlas' own settings, whichever version wrote it
+    preprocess = run.recipe.preprocess
+    execution = execution.replace(dtype=run.execution.dtype)
     root = {k: str(attrs[k]) for k in ("model", "weights", "weights_sha256", "preprocessing")}
-    mesh = ascent.local_mesh()
-    d = mesh.devices.size
     summary: dict[str, Any] = {"layers": {}}
-    with atlas.AtlasWriter(path, root, config, volatile_keys=VOLATILE_KEYS) as writer:
+    with atlas.AtlasWriter(path, root, config) as writer:
         with atlas.open_atlas(path) as a:
             for name in layers or names:
                 layer = a.layers[name]
@@ -361,22 +334,26 @@ def measure_atlas(
                     int(f) for f, u in zip(table["filter"], unmeasured, strict=True) if force or u
                 ]
                 t0 = time.perf_counter()
-                fn = ascent.compiled_measure(
-                    name, weights.preprocessing, preprocess, execution.program(), mesh
-                )
-                chunk = d * (8 if execution.batch == "auto" else math.ceil(execution.batch / d))
-                bar = _progress(len(todo), f"{name} (measures)", quiet)
-                for i in range(0, len(todo), chunk):
-                    real = todo[i : i + chunk]
-                    padded = real + [real[-1]] * (chunk - len(real))
-                    rows = [layer.row(f) for f in padded]
-                    raw = np.stack([layer.raw[r] for r in rows])
-                    display = np.stack([layer.images[r] for r in rows])
-                    m = jax.device_get(
-                        fn(weights.params, raw, display, np.asarray(padded, np.int32))
+
+                def stored(filters: np.ndarray, layer: Any = layer) -> tuple[np.ndarray, ...]:
+                    rows = [layer.row(f) for f in filters]
+                    return (
+                        np.stack([layer.raw[r] for r in rows]),
+                        np.stack([layer.images[r] for r in rows]),
                     )
-                    writer.write_fields(name, real, {k: v[: len(real)] for k, v in m.items()})
-                    bar.update(len(real))
+
+                bar = _progress(len(todo), f"{name} (measures)", quiet)
+                for done, m in ascent.iter_measures(
+                    name,
+                    todo,
+                    stored,
+                    weights.params,
+                    weights.preprocessing,
+                    preprocess,
+                    execution=execution,
+                ):
+                    writer.write_fields(name, done, m)
+                    bar.update(len(done))
                 bar.close()
                 writer.finish_layer(name)
                 summary["layers"][name] = {

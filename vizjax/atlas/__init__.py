@@ -42,7 +42,7 @@ files and the :mod:`.index` -> :mod:`.reader`)::
 
     durable    fsync, atomic replace, pwrite, the single-writer flock, fault-test hooks
     files      file names (index, data folder, parts, sidecars); what makes a file an atlas
-    identity   which settings identify a run (runs that may share an atlas)
+    identity   the refusals to mix runs (what identifies a run: vizjax.config)
     segment    segment files: create, open, write rows durably
     index      the index in memory and its rewriting as virtual datasets
     rows       a chunk of results checked against the schema
@@ -55,7 +55,6 @@ files and the :mod:`.index` -> :mod:`.reader`)::
 
 from vizjax.atlas.exemplars import write_exemplars
 from vizjax.atlas.files import FORMAT, FORMAT_VERSION, data_dir, part_path, sidecar_path
-from vizjax.atlas.identity import VOLATILE_KEYS
 from vizjax.atlas.merge import merge_atlases
 from vizjax.atlas.reader import Atlas, AtlasLayer, LazyField, open_atlas
 from vizjax.atlas.rows import ChunkResult
@@ -66,7 +65,6 @@ from vizjax.atlas.writer import AtlasWriter
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "VOLATILE_KEYS",
     "Atlas",
     "AtlasLayer",
     "AtlasWriter",

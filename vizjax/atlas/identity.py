@@ -1,38 +1,62 @@
-"""Which settings identify a run: two runs may write the same atlas when these agree."""
+"""Which runs may share an atlas: the refusals of the writer, merge and the format 1 upgrade.
+
+The settings that identify a run, and how a stored config of any version is read, are
+:mod:`vizjax.config`'s (one reader for everybody); this file turns their differences into the
+one-line refusals the atlas raises. (:mod:`vizjax.config` is imported where a run is compared,
+not with the package: reading an atlas does not import jax.)
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-#: Settings that may differ between runs writing the same atlas (they choose *what* to compute and
-#: how it is reported, not what a filter's image looks like). The start image is compared by its
-#: sha256 (``init_sha256``), so the same photo at another path is the same run.
-VOLATILE_KEYS: frozenset[str] = frozenset(
-    {"batch", "layers", "filters", "quiet", "out", "progress", "init"}
-)
+from vizjax.atlas.files import _text
+from vizjax.errors import AtlasError
 
-_ABSENT = object()  # a config key one side does not have
+if TYPE_CHECKING:
+    from vizjax.config import Difference
 
 
-def _show(value: Any) -> str:
-    """A config value as it appears in error messages."""
-    if value is _ABSENT:
-        return "(unset)"
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+def stored_config(attrs: Mapping[str, Any], where: object) -> dict[str, Any]:
+    """The parsed ``config`` root attribute; AtlasError if it is not a JSON object."""
+    try:
+        value = json.loads(_text(attrs.get("config", "{}")))
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, dict):
+        raise AtlasError(f"{where} has an unreadable config attribute")
+    return value
 
 
-def _config_diff(
-    theirs: dict[str, Any], ours: dict[str, Any], volatile: frozenset[str]
-) -> list[tuple[str, Any, Any]]:
-    """``(key, their value, our value)`` for every non-volatile key whose values differ."""
-    keys = sorted((set(theirs) | set(ours)) - volatile)
-    return [
-        (k, theirs.get(k, _ABSENT), ours.get(k, _ABSENT))
-        for k in keys
-        if theirs.get(k, _ABSENT) != ours.get(k, _ABSENT)
-    ]
+def run_differences(
+    theirs: Mapping[str, Any], ours: Mapping[str, Any], sha_theirs: str, sha_ours: str
+) -> list[Difference]:
+    """What makes two runs (their configs and weights' sha256) different runs; [] if none."""
+    from vizjax.config import Difference, differences
+
+    diffs = differences(theirs, ours)
+    if sha_theirs != sha_ours:
+        short = [s[:12] + "..." if len(s) > 12 else s or "(unset)" for s in (sha_theirs, sha_ours)]
+        diffs.insert(0, Difference("weights_sha256", *short))
+    return diffs
 
 
-def _describe_diff(diff: list[tuple[str, Any, Any]], theirs: str, ours: str) -> str:
-    return ", ".join(f"{k} {_show(a)} ({theirs}) vs {_show(b)} ({ours})" for k, a, b in diff)
+def check_same_run(
+    path: object,
+    theirs: Mapping[str, Any],
+    ours: Mapping[str, Any],
+    sha_theirs: str,
+    sha_ours: str,
+) -> None:
+    """AtlasError in one line, naming only the differing settings, if the run that wrote the atlas
+    at ``path`` (``theirs``) is not this one (``ours``)."""
+    from vizjax.config import describe
+
+    diffs = run_differences(theirs, ours, sha_theirs, sha_ours)
+    if diffs:
+        raise AtlasError(
+            f"refusing to mix runs in {path}: {describe(diffs, 'in the atlas', 'now')}; "
+            "write to another --out"
+        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ import numpy as np
 
 from vizjax.atlas.durable import _acquire_lock, _os_reason, _replace_atomically, fault
 from vizjax.atlas.files import _check_root, _open_h5, _text, data_dir
-from vizjax.atlas.identity import VOLATILE_KEYS, _config_diff, _describe_diff
+from vizjax.atlas.identity import run_differences, stored_config
 from vizjax.atlas.index import _Layer, _Store
 from vizjax.atlas.reader import open_atlas
 from vizjax.atlas.segment import _geometry_text, _Segment
@@ -48,7 +47,7 @@ def _remove_new_files(folder: Path, before: set[str] | None) -> None:
             folder.rmdir()
 
 
-def _check_target(out: Path, first: Path, volatile: frozenset[str]) -> None:
+def _check_target(out: Path, first: Path) -> None:
     """Refuse (one line naming the file) an ``out`` that merge would destroy: anything but
     nothing or an atlas of the same run as the parts (a text file, a folder, a foreign HDF5
     file, an atlas of another run), as ``atlas --out`` does."""
@@ -59,29 +58,29 @@ def _check_target(out: Path, first: Path, volatile: frozenset[str]) -> None:
         theirs = {k: _text(v) for k, v in f.attrs.items()}
     with _open_h5(first) as f:
         ours = {k: _text(v) for k, v in f.attrs.items()}
-    try:
-        config = json.loads(theirs.get("config", "{}"))
-    except (TypeError, ValueError):
-        raise AtlasError(f"{out} has an unreadable config attribute") from None
-    diff = _config_diff(config, json.loads(ours.get("config", "{}")), volatile)
-    if theirs.get("weights_sha256") != ours.get("weights_sha256"):
-        diff.append(("weights_sha256", theirs.get("weights_sha256"), ours.get("weights_sha256")))
+    diff = run_differences(
+        stored_config(theirs, out),
+        stored_config(ours, first),
+        str(theirs.get("weights_sha256", "")),
+        str(ours.get("weights_sha256", "")),
+    )
     if diff:
+        from vizjax.config import describe
+
         raise AtlasError(
             f"refusing to replace {out}, an atlas of another run "
-            f"({_describe_diff(diff, out.name, first.name)}); merge into another file"
+            f"({describe(diff, f'in {out.name}', f'in {first.name}')}); merge into another file"
         )
 
 
 def merge_atlases(
     out: str | os.PathLike[str],
     parts: Sequence[str | os.PathLike[str]],
-    *,
-    volatile_keys: frozenset[str] = VOLATILE_KEYS,
 ) -> None:
     """Join the done rows of ``parts`` into one atlas at ``out``, copying no data.
 
-    All parts must have the same weights and config (apart from ``volatile_keys``) and the same
+    All parts must come from one run (the same weights and config identity,
+    :func:`vizjax.config.identity`: parts that a resumed run would accept) and have the same
     geometry per layer, else AtlasError. Format 2 parts' segment files are hard-linked into
     ``OUT.h5.d`` (copied where the file system cannot link) and one new index maps them; format 1
     parts' rows are copied into new segments. A filter done in several parts appears once: the
@@ -98,7 +97,7 @@ def merge_atlases(
         # The reader checks every part's structure first: a damaged part is refused in one line
         # before anything is linked or written.
         open_atlas(p).close()
-    _check_target(out, Path(parts[0]), frozenset(volatile_keys))
+    _check_target(out, Path(parts[0]))
     lock = _acquire_lock(out)
     # What out's folder holds now: a failed merge removes what it added (nothing refers to it).
     before = None if lock.made_dir else set(os.listdir(data_dir(out)))
@@ -121,18 +120,20 @@ def merge_atlases(
                 root = {k: _text(v) for k, v in f.attrs.items()}
                 sources.append((p, 1, root, f))
         first_path, _, first_root, _ = sources[0]
-        first_config = json.loads(first_root.get("config", "{}"))
+        first_config = stored_config(first_root, first_path)
         for p, _, root, _ in sources[1:]:
-            diff = _config_diff(
-                json.loads(root.get("config", "{}")), first_config, frozenset(volatile_keys)
+            diff = run_differences(
+                stored_config(root, p),
+                first_config,
+                str(root.get("weights_sha256", "")),
+                str(first_root.get("weights_sha256", "")),
             )
-            sha_a, sha_0 = root.get("weights_sha256"), first_root.get("weights_sha256")
-            if sha_a != sha_0:
-                diff.append(("weights_sha256", sha_a, sha_0))
             if diff:
+                from vizjax.config import describe
+
                 raise AtlasError(
                     f"cannot merge {p} with {first_path}: "
-                    f"{_describe_diff(diff, p.name, first_path.name)}"
+                    f"{describe(diff, f'in {p.name}', f'in {first_path.name}')}"
                 )
 
         # Segments a killed merge linked in carry their part's id: they are out's to delete.

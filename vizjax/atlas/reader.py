@@ -327,6 +327,11 @@ class AtlasLayer:
                 return inner(rows)[:, None]
         elif self.format_version == 1 and name == "zero_start_grad":
             read = _h5_reader(g["dead"])
+        elif self.format_version == 1 and name == "final_activation":
+            inner = _h5_reader(g["objective"])  # format 1's objective: the channel mean
+
+            def read(rows: Any, inner: Any = inner) -> np.ndarray:
+                return inner(rows)[:, -1:]
         elif self.format_version == 1 and name == "dead":
             inner = _h5_reader(g["objective"])
 
@@ -441,25 +446,13 @@ class AtlasLayer:
 
     def nearest(self, f: int, k: int = 5) -> list[tuple[int, float]]:
         """The ``k`` done filters whose channels respond most like ``f``'s over the layer's
-        images: cosine similarity of ``activation_matrix`` columns over the done rows' k=0
-        images, highest first, ``[(filter, similarity), ...]``. Empty without a measured
-        activation matrix; AtlasError if ``f`` is not done."""
+        images, highest first, ``[(filter, similarity), ...]`` (:func:`vizjax.fidelity.nearest`).
+        Empty without a measured activation matrix; AtlasError if ``f`` is not done."""
+        from vizjax import fidelity
+
         self._done_row(f)
         a = self.activation_matrix
-        if a is None:
-            return []
-        m = a[:, 0, :].astype(np.float64)  # image x channel
-        m = m[np.all(np.isfinite(m), axis=1)]
-        norms = np.linalg.norm(m, axis=0)
-        if not len(m) or norms[f] == 0:
-            return []
-        out = []
-        for g in self.completed():
-            g = int(g)
-            if g != f and norms[g] > 0:
-                out.append((g, float(m[:, f] @ m[:, g] / (norms[f] * norms[g]))))
-        out.sort(key=lambda t: -t[1])
-        return out[:k]
+        return [] if a is None else fidelity.nearest(a, self.completed(), f, k)
 
     def _exemplars_group(self) -> h5py.Group | None:
         if self.format_version == 1:
@@ -498,8 +491,9 @@ class AtlasLayer:
         """The done rows as an ``xarray.Dataset`` (read into memory).
 
         Dims ``filter`` (coordinate: filter indices), ``k``, ``y``, ``x``, ``rgb``, ``channel``,
-        ``step``; attrs ``config`` (JSON) and a per-layer fidelity summary. Needs the optional
-        extra: ``pip install vizjax[xarray]``.
+        ``step``; attrs ``config`` (JSON) and the layer's figures
+        (:func:`vizjax.fidelity.summarize`). Needs the optional extra: ``pip install
+        vizjax[xarray]``.
         """
         try:
             import xarray as xr
@@ -520,26 +514,13 @@ class AtlasLayer:
         data_vars = {
             name: (dims.get(name, ("filter",)), v) for name, v in d.items() if name != "filters"
         }
-        fid = self.fidelity
-
-        def summary(v: np.ndarray, how: Callable[[np.ndarray], Any]) -> float:
-            v = np.asarray(v, np.float64)
-            v = v[np.isfinite(v)]
-            return float(how(v)) if v.size else float("nan")
+        from vizjax import fidelity
 
         attrs = {
             "layer": self.name,
             "num_filters": self.num_filters,
             "config": json.dumps(self._atlas.config, sort_keys=True),
-            "n_done": int(self.done.sum()),
-            "n_dead": int(fid["dead"].sum()),
-            "n_zero_start_grad": int(fid["zero_start_grad"].sum()),
-            "n_nonfinite": int(fid["nonfinite"].sum()),
-            "fraction_selective": summary(fid["selectivity"], np.mean),
-            "median_specificity": summary(fid["specificity"], np.median),
-            "mean_robustness": summary(fid["robustness"], np.mean),
-            "mean_hf_energy": summary(fid["hf_energy"], np.mean),
-            "mean_final_activation": summary(fid["final_activation"], np.mean),
+            **fidelity.summarize(self.fidelity),
         }
         coords = {
             "filter": d["filters"],

@@ -14,7 +14,7 @@ import numpy as np
 
 from vizjax.atlas.durable import _acquire_lock, _os_reason, fault
 from vizjax.atlas.files import _COPY_ROWS, _LAYER_RE, _check_root, _open_h5, _text
-from vizjax.atlas.identity import VOLATILE_KEYS, _config_diff
+from vizjax.atlas.identity import run_differences, stored_config
 from vizjax.atlas.index import _Layer, _Store
 from vizjax.atlas.rows import _chunk_arrays
 from vizjax.atlas.segment import Geometry, _Segment, _write_rows
@@ -44,6 +44,7 @@ def _v1_rows(g: h5py.Group, rows: np.ndarray) -> dict[str, np.ndarray]:
         "raw": g["raw"][rows][:, None],
         "objective": objective,
         "zero_start_grad": g["dead"][rows],
+        "final_activation": objective[:, -1:],  # format 1's objective is the channel mean
         "dead": objective[:, -1] == 0,
     }
 
@@ -68,7 +69,7 @@ def _v1_journal(path: Path, root: Mapping[str, Any]) -> list[Path]:
     if not journal.is_dir():
         return []
     files = sorted(journal.glob("*.npz"))
-    config = json.loads(_text(root.get("config", "{}")))
+    config = stored_config(root, path)
     for p in files:
         try:
             with np.load(p, allow_pickle=False) as z:
@@ -76,7 +77,7 @@ def _v1_journal(path: Path, root: Mapping[str, Any]) -> list[Path]:
                 sha = str(z["weights_sha256"])
         except (OSError, ValueError, KeyError) as e:
             raise AtlasError(f"journal file {p} is unreadable ({e}); delete it to upgrade") from e
-        if _config_diff(theirs, config, VOLATILE_KEYS) or sha != root.get("weights_sha256"):
+        if run_differences(theirs, config, sha, str(root.get("weights_sha256", ""))):
             raise AtlasError(f"journal {journal} is from another run; delete it to upgrade {path}")
     return files
 

@@ -27,7 +27,7 @@ from vizjax.atlas.files import (
     _utc_now,
     _vizjax_version,
 )
-from vizjax.atlas.identity import VOLATILE_KEYS, _config_diff, _describe_diff
+from vizjax.atlas.identity import check_same_run, stored_config
 from vizjax.atlas.index import _Layer, _Store
 from vizjax.atlas.rows import ChunkResult, _chunk_arrays
 from vizjax.atlas.segment import Geometry, _geometry_text, _Segment, _write_rows
@@ -64,8 +64,10 @@ class AtlasWriter:
     ``preprocessing`` (strings); the writer adds ``format``, ``format_version``, ``vizjax_version``,
     ``jax_version``, ``created`` and ``config`` (``json.dumps(config, sort_keys=True)``).
 
-    An existing atlas is resumed if it was written with the same weights and the same ``config``
-    apart from ``volatile_keys``; otherwise entering raises :class:`AtlasError` naming the keys.
+    ``config`` is the run's :meth:`vizjax.config.RunConfig.to_json`. An existing atlas is resumed
+    if it was written with the same weights and a config with the same identity
+    (:func:`vizjax.config.identity`, whatever version wrote it); otherwise entering raises
+    :class:`AtlasError` naming, in one line, the settings that differ.
     A format 1 atlas that passes this check is upgraded to format 2 first (:func:`upgrade`).
     Entering also deletes what killed writers left behind (temp files, unreferenced segments).
 
@@ -78,15 +80,11 @@ class AtlasWriter:
         self,
         path: str | os.PathLike[str],
         attrs: dict[str, str],
-        config: dict[str, Any],
-        *,
-        volatile_keys: frozenset[str] = VOLATILE_KEYS,
+        config: Mapping[str, Any],
     ) -> None:
         self.path = Path(path)
-        self.volatile_keys = frozenset(volatile_keys)
         self._attrs = {str(k): str(v) for k, v in attrs.items()}
-        self._config_json = json.dumps(config, sort_keys=True)
-        # Compare configs as they come back from JSON (tuples become lists and so on).
+        self._config_json = json.dumps(dict(config), sort_keys=True)
         self._config: dict[str, Any] = json.loads(self._config_json)
         self._lock: _Lock | None = None
         self._store: _Store | None = None
@@ -164,23 +162,13 @@ class AtlasWriter:
         return store
 
     def _check_run(self, file_attrs: Mapping[str, Any]) -> None:
-        sha_file = _text(file_attrs.get("weights_sha256", ""))
-        sha_ours = self._attrs.get("weights_sha256", "")
-        if sha_file != sha_ours:
-            raise AtlasError(
-                f"refusing to mix runs: weights_sha256 {sha_file} (file) vs {sha_ours} "
-                f"(this run) in {self.path}; write to another --out"
-            )
-        try:
-            theirs = json.loads(_text(file_attrs.get("config", "{}")))
-        except (TypeError, ValueError) as e:
-            raise AtlasError(f"{self.path} has an unreadable config attribute") from e
-        diff = _config_diff(theirs, self._config, self.volatile_keys)
-        if diff:
-            raise AtlasError(
-                f"refusing to mix runs: {_describe_diff(diff, 'file', 'this run')} in "
-                f"{self.path}; write to another --out"
-            )
+        check_same_run(
+            self.path,
+            stored_config(file_attrs, self.path),
+            self._config,
+            str(_text(file_attrs.get("weights_sha256", ""))),
+            self._attrs.get("weights_sha256", ""),
+        )
 
     # -- public API ----------------------------------------------------------------------------
 
