@@ -1,7 +1,7 @@
 """Fault campaign: SIGKILL a multi-layer chunked ``vizjax atlas`` run at seeded random moments,
 resume each, and compare every resumed atlas with an uninterrupted run.
 
-Moments are spread over (1) the writer's named steps (:func:`vizjax.atlas.durable._fault`: segment
+Moments are spread over (1) the writer's named steps (:func:`vizjax.durable._fault`: segment
 creation, row data, fsync, done bytes, index rewrites), chosen as "the n-th time the run passes
 point P" with n drawn from how often an uninterrupted run passes it; (2) a delay drawn over the
 run's wall time (compilation, ascent, inside system calls); (3) the merge of a 2-process
@@ -69,13 +69,14 @@ MERGE_POINTS = ("merge.linked", "merge.index")
 HOOKED = r"""
 import atexit, json, os, signal, sys
 import vizjax.atlas as A
+import vizjax.durable
 point, nth, counts_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 counts = {}
 def fault(p):
     counts[p] = counts.get(p, 0) + 1
     if p == point and counts[p] == nth:
         os.kill(os.getpid(), signal.SIGKILL)
-A.durable._fault = fault
+vizjax.durable._fault = fault
 if counts_path != "-":
     atexit.register(lambda: open(counts_path, "w").write(json.dumps(counts)))
 from vizjax.cli import main

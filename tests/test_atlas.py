@@ -519,6 +519,7 @@ def test_second_writer_refused(tmp_path):
 PAUSED_WRITER = """
 import sys
 import vizjax.atlas as A
+import vizjax.durable
 from atlas_scenarios import ATTRS, CONFIG, HW, STEPS, make_rows
 
 def pause(point):  # between a chunk's synced data and its done bytes
@@ -529,7 +530,7 @@ def pause(point):  # between a chunk's synced data and its done bytes
 with A.AtlasWriter(sys.argv[1], ATTRS, CONFIG) as w:
     todo = w.begin_layer("l1", 6, range(6), HW, STEPS)
     w.write_chunk("l1", make_rows("l1", todo[:2]))
-    A.durable._fault = pause
+    vizjax.durable._fault = pause
     w.write_chunk("l1", make_rows("l1", todo[2:4]))
 """
 
@@ -568,6 +569,7 @@ def test_reader_during_a_write_sees_only_complete_rows(tmp_path):
 KILLED = """
 import os, signal, sys
 import vizjax.atlas as A
+import vizjax.durable
 import atlas_scenarios as T
 
 out, what, point, nth = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -580,7 +582,7 @@ def fault(name):
         if seen == nth:
             os.kill(os.getpid(), signal.SIGKILL)
 
-A.durable._fault = fault
+vizjax.durable._fault = fault
 print("ready", flush=True)
 if what == "write":
     T.two_sessions(out)

@@ -3,7 +3,7 @@ SIGTERM, a full disk, progress lines for logs, --json, the atlas seen by a reade
 resumes. The 20-kill campaign (scripts/fault_campaign.py) runs with ``-m slow``.
 
 Runs are tiny (block1/block2, 32 px, 3 steps, classic recipe). A hook replaces the writer's
-named steps (``vizjax.atlas.durable._fault``) in a child process to act at an exact moment.
+named steps (``vizjax.durable._fault``) in a child process to act at an exact moment.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ RUN = [
 HOOK = r"""
 import errno, os, signal, sys
 import vizjax.atlas as A
+import vizjax.durable
 action, point, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
 seen = {}
 def full(*a, **k):
@@ -65,7 +66,7 @@ def fault(p):
         os.pwrite = full
     else:
         os.kill(os.getpid(), getattr(signal, "SIG" + action))
-A.durable._fault = fault
+vizjax.durable._fault = fault
 from vizjax.cli import main
 sys.exit(main(sys.argv[4:]))
 """

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from vizjax import vgg
+from vizjax import durable, vgg
 from vizjax.errors import WeightsError
 
 DEFAULT_WEIGHTS = "vgg16-torchvision"
@@ -263,7 +263,7 @@ def save_weights(
             **(extra or {}),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, out)
+        durable.replace_dir_atomically(tmp, out)  # fsynced: a crash leaves no torn weight set
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -40,7 +40,8 @@ without copying data (hard links).
 The package, one file per job (the data's path: results -> :mod:`.writer` -> :mod:`.segment`
 files and the :mod:`.index` -> :mod:`.reader`)::
 
-    durable    fsync, atomic replace, pwrite, the single-writer flock, fault-test hooks
+    lock       the single writer's flock, in the atlas' own data folder (vizjax.durable does
+               the fsync, atomic replace and pwrite of every file vizjax writes)
     files      file names (index, data folder, parts, sidecars); what makes a file an atlas
     identity   the refusals to mix runs (what identifies a run: vizjax.config)
     segment    segment files: create, open, write rows durably

@@ -12,10 +12,11 @@ import h5py
 import numpy as np
 
 from vizjax import schema
-from vizjax.atlas.durable import _acquire_lock, _os_reason, _replace_atomically, fault
 from vizjax.atlas.files import _LAYER_RE, _check_root, _open_h5
 from vizjax.atlas.index import _Layer, _Store
+from vizjax.atlas.lock import _acquire_lock
 from vizjax.atlas.v1 import _upgrade_locked
+from vizjax.durable import _os_reason, _replace_atomically, fault
 from vizjax.errors import AtlasError
 
 

@@ -14,7 +14,8 @@ import h5py
 import numpy as np
 
 from vizjax import schema
-from vizjax.atlas.durable import LOCK_NAME, _os_reason
+from vizjax.atlas.lock import LOCK_NAME
+from vizjax.durable import _os_reason
 from vizjax.errors import AtlasError
 
 FORMAT = schema.FORMAT

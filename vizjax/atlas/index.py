@@ -16,7 +16,6 @@ import h5py
 import numpy as np
 
 from vizjax import schema
-from vizjax.atlas.durable import _replace_atomically, fault
 from vizjax.atlas.files import (
     _SEGMENT_RE,
     FORMAT_VERSION,
@@ -27,6 +26,7 @@ from vizjax.atlas.files import (
     data_dir,
 )
 from vizjax.atlas.segment import Geometry, _create_segment, _dims, _open_segment, _Segment
+from vizjax.durable import _replace_atomically, fault
 from vizjax.errors import AtlasError
 
 

@@ -13,13 +13,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vizjax.atlas.durable import _acquire_lock, _os_reason, _replace_atomically, fault
 from vizjax.atlas.files import _check_root, _open_h5, _text, data_dir
 from vizjax.atlas.identity import run_differences, stored_config
 from vizjax.atlas.index import _Layer, _Store
+from vizjax.atlas.lock import _acquire_lock
 from vizjax.atlas.reader import open_atlas
 from vizjax.atlas.segment import _geometry_text, _Segment
 from vizjax.atlas.v1 import _copy_v1_rows, _v1_layers
+from vizjax.durable import _os_reason, _replace_atomically, fault
 from vizjax.errors import AtlasError
 
 

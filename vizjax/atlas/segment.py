@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 
 from vizjax import schema
-from vizjax.atlas.durable import _bytes_of, _fdatasync, _pwrite_all, _replace_atomically, fault
 from vizjax.atlas.files import FORMAT_VERSION, _text
+from vizjax.durable import _bytes_of, _fdatasync, _pwrite_all, _replace_atomically, fault
 from vizjax.errors import AtlasError
 
 Geometry = tuple[int, int, tuple[int, int], int]  # (num_filters C, k K, (H, W), steps T)

@@ -12,12 +12,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vizjax.atlas.durable import _acquire_lock, _os_reason, fault
 from vizjax.atlas.files import _COPY_ROWS, _LAYER_RE, _check_root, _open_h5, _text
 from vizjax.atlas.identity import run_differences, stored_config
 from vizjax.atlas.index import _Layer, _Store
+from vizjax.atlas.lock import _acquire_lock
 from vizjax.atlas.rows import _chunk_arrays
 from vizjax.atlas.segment import Geometry, _Segment, _write_rows
+from vizjax.durable import _os_reason, fault
 from vizjax.errors import AtlasError
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from vizjax import schema
-from vizjax.atlas.durable import _NO_SPACE, _acquire_lock, _Lock, _os_reason, _replace_atomically
 from vizjax.atlas.exemplars import _write_exemplars
 from vizjax.atlas.files import (
     _LAYER_RE,
@@ -29,9 +28,11 @@ from vizjax.atlas.files import (
 )
 from vizjax.atlas.identity import check_same_run, stored_config
 from vizjax.atlas.index import _Layer, _Store
+from vizjax.atlas.lock import _acquire_lock, _Lock
 from vizjax.atlas.rows import ChunkResult, _chunk_arrays
 from vizjax.atlas.segment import Geometry, _geometry_text, _Segment, _write_rows
 from vizjax.atlas.v1 import _upgrade_locked
+from vizjax.durable import _NO_SPACE, _os_reason, _replace_atomically
 from vizjax.errors import AtlasError
 
 
