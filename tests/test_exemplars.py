@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vizjax import exemplars, vgg
+from vizjax import exemplars, images, vgg
 
 
 def random_params(seed: int = 0) -> dict:
@@ -67,7 +67,7 @@ def test_receptive_field_matches_brute_force_for_every_layer():
     partial = set()
     for layer in vgg.LAYER_NAMES:
         changed = np.asarray(jnp.any(outputs[layer] != 0, axis=-1))
-        rf = exemplars.receptive_field(layer)
+        rf = vgg.receptive_field(layer)
         h, w = vgg.output_hw(layer, size, size)
         for b, (py, px) in enumerate(pixels):
             y0, y1 = rf.span(np.arange(h))
@@ -78,13 +78,13 @@ def test_receptive_field_matches_brute_force_for_every_layer():
                 partial.add(layer)
     assert partial == set(vgg.LAYER_NAMES)  # no layer passed trivially (all units change)
     # The well-known VGG16 figures, as a readable cross-check.
-    assert exemplars.receptive_field("block1_conv1") == exemplars.ReceptiveField(3, 1, -1)
-    assert exemplars.receptive_field("block3_conv3").size == 40
-    assert exemplars.receptive_field("block5_pool") == exemplars.ReceptiveField(212, 32, -90)
+    assert vgg.receptive_field("block1_conv1") == vgg.ReceptiveField(3, 1, -1)
+    assert vgg.receptive_field("block3_conv3").size == 40
+    assert vgg.receptive_field("block5_pool") == vgg.ReceptiveField(212, 32, -90)
 
 
 def test_box_is_clipped_to_the_square():
-    rf = exemplars.receptive_field("block2_conv2")  # size 14, jump 2, offset -6
+    rf = vgg.receptive_field("block2_conv2")  # size 14, jump 2, offset -6
     assert rf.box(0, 0, 32) == (0, 0, 8, 8)
     assert rf.box(5, 3, 32) == (4, 0, 18, 14)
     assert rf.box(15, 15, 32) == (24, 24, 32, 32)
@@ -131,17 +131,17 @@ def test_load_square_resizes_the_short_side_and_cuts_the_centre(tmp_path):
     im = np.zeros((40, 100, 3), np.uint8)
     im[:, 30:70] = 255  # a white band in the middle 40 columns: exactly the centre square
     Image.fromarray(im).save(tmp_path / "wide.png")
-    sq = exemplars.load_square(tmp_path / "wide.png", 20)
+    sq = images.load_square(tmp_path / "wide.png", 20)
     assert sq.shape == (20, 20, 3) and sq.dtype == np.uint8
     assert sq[:, 1:-1].min() == 255  # bilinear may soften the outermost columns only
     # 16-bit greys are scaled, not clipped; transparent pixels become grey; big JPEGs decode
     # at a reduced scale first (same result up to rounding).
     Image.fromarray(np.full((24, 24), 51400, np.uint16)).save(tmp_path / "g16.png")
-    assert exemplars.load_square(tmp_path / "g16.png", 16).max() == 200
+    assert images.load_square(tmp_path / "g16.png", 16).max() == 200
     Image.fromarray(np.zeros((24, 24, 4), np.uint8)).save(tmp_path / "clear.png")
-    assert (exemplars.load_square(tmp_path / "clear.png", 16) == 127).all()
+    assert (images.load_square(tmp_path / "clear.png", 16) == 127).all()
     Image.fromarray(np.full((1200, 1600, 3), (200, 40, 90), np.uint8)).save(tmp_path / "big.jpg")
-    big = exemplars.load_square(tmp_path / "big.jpg", 32).astype(int)
+    big = images.load_square(tmp_path / "big.jpg", 32).astype(int)
     assert big.shape == (32, 32, 3) and np.abs(big - (200, 40, 90)).max() <= 3
 
 
@@ -216,7 +216,7 @@ def test_scan_ranks_the_known_image_first_and_counts_bad_files(tmp_path, default
     assert a["crops"].shape == (64, 3, 16, 16, 3) and a["crops"].dtype == np.uint8
     colour = np.asarray(Image.open(tmp_path / "imgs" / known))[0, 0]
     assert (a["crops"][f, 0] == colour).all()  # a crop of a flat image is that colour
-    rf = exemplars.receptive_field("block2_conv1")
+    rf = vgg.receptive_field("block2_conv1")
     b = arrays["block2_conv1"]
     for ch, r in [(0, 0), (5, 2), (127, 1)]:
         y, x = b["position"][ch, r]
@@ -360,7 +360,7 @@ def test_exemplars_command_stores_them_in_the_atlas(tmp_path, default_weights, c
         attrs = layer.exemplar_attrs
         assert attrs["n_images"] == 15 and attrs["n_skipped"] == 2 and attrs["top"] == 4
         assert attrs["receptive_field"] == 3 and attrs["input_size"] == 32
-        assert attrs["listing_sha256"] == exemplars.list_images(tmp_path / "imgs").sha256
+        assert attrs["listing_sha256"] == images.list_images(tmp_path / "imgs").sha256
         assert a.layers["block2_conv1"].exemplars(0) is None  # not asked for
     assert not sidecar_path(atlas, "exemplars.state.npz").exists()  # done: no state left
     # The same command again has nothing to do; a changed folder is scanned again.
@@ -415,7 +415,7 @@ def test_exemplars_of_an_atlas_made_without_preprocessing_run_the_network_withou
     assert main([*argv, "--top", "3", "--crop-size", "8", "--quiet"]) == 0
 
     squares = np.stack(
-        [exemplars.load_square(p, 32) for p in sorted((tmp_path / "imgs").iterdir())]
+        [images.load_square(p, 32) for p in sorted((tmp_path / "imgs").iterdir())]
     ).astype(np.float32)
 
     def means(prep):

@@ -2,9 +2,10 @@
 
 Read top to bottom:
 
-1. :func:`receptive_field` derives each layer's receptive field (size, jump, offset) from the
-   architecture table :data:`vizjax.vgg.LAYERS` (3x3 SAME convolutions, 2x2/2 VALID pools).
-2. :func:`list_images` and :func:`load_square` turn a folder into a sorted listing and each file
+1. :func:`vizjax.vgg.receptive_field` derives each layer's receptive field (size, jump, offset)
+   from the architecture table (3x3 SAME convolutions, 2x2/2 VALID pools).
+2. :func:`vizjax.images.list_images` and :func:`vizjax.images.load_square` turn a folder into a
+   sorted listing and each file
    into a ``(S, S, 3)`` uint8 square: the short side resized to ``S`` (224 by default; bilinear,
    which Pillow antialiases when it shrinks), then the centre ``S x S`` cut out. EXIF rotation is
    applied first. A file Pillow cannot decode (not an image, truncated, ...) is skipped and counted.
@@ -25,15 +26,10 @@ Read top to bottom:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import functools
-import hashlib
 import json
 import os
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -42,13 +38,13 @@ from typing import Any
 import jax
 import numpy as np
 from jax.sharding import Mesh
-from PIL import Image, ImageOps
+from PIL import Image
 
-from vizjax import images, vgg
+from vizjax import durable, images, vgg
 from vizjax.errors import VizjaxError
 
 #: Side of the square every image is resized and centre-cropped to (VGG16's training size).
-INPUT_SIZE = 224
+INPUT_SIZE = images.SQUARE_SIZE
 #: Side of the stored receptive-field crops: big enough to see a block3 patch, small enough that
 #: 512 filters x 9 exemplars stay ~57 MB per layer.
 CROP_SIZE = 64
@@ -58,143 +54,6 @@ DEFAULT_BATCH = 16
 DEFAULT_TOP = 9
 #: Version of the checkpoint layout; a checkpoint of another version is ignored (scan restarts).
 STATE_VERSION = 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Receptive fields.
-
-
-@dataclasses.dataclass(frozen=True)
-class ReceptiveField:
-    """Where a unit of a layer looks, in input pixels, along one axis (VGG16 is square).
-
-    Unit ``i`` of the layer's output grid depends exactly on input pixels
-    ``offset + i * jump <= p < offset + i * jump + size`` (``offset`` may be negative: the SAME
-    padding reaches outside the image).
-    """
-
-    size: int
-    jump: int
-    offset: int
-
-    def span(self, i: int | np.ndarray) -> tuple[Any, Any]:
-        """``(start, stop)`` of unit ``i``'s field, stop exclusive, not clipped."""
-        start = self.offset + np.asarray(i) * self.jump
-        return start, start + self.size
-
-    def box(self, y: int, x: int, input_size: int) -> tuple[int, int, int, int]:
-        """``(y0, x0, y1, x1)`` of unit ``(y, x)``'s field clipped to an ``input_size`` square."""
-        y0, y1 = self.span(y)
-        x0, x1 = self.span(x)
-        clip = functools.partial(np.clip, a_min=0, a_max=input_size)
-        return int(clip(y0)), int(clip(x0)), int(clip(y1)), int(clip(x1))
-
-
-@functools.cache
-def receptive_field(layer: str) -> ReceptiveField:
-    """The receptive field of ``layer``'s units, derived from :data:`vizjax.vgg.LAYERS`.
-
-    The usual recurrence, one layer at a time, with ``(size, jump, offset)`` starting at
-    ``(1, 1, 0)`` (one input pixel): a 3x3 stride-1 SAME convolution widens the field by two input
-    steps (``size += 2 * jump``) and, padding one unit on each side, moves its start one step out
-    (``offset -= jump``); a 2x2 stride-2 VALID pool widens it by one step (``size += jump``) and
-    doubles the step (``jump *= 2``).
-    """
-    size, jump, offset = 1, 1, 0
-    for _, kind, *_ in vgg.LAYERS[: vgg.layer_index(layer) + 1]:
-        if kind == "conv":
-            k, stride, pad = 3, 1, 1
-        elif kind == "pool":
-            k, stride, pad = 2, 2, 0
-        else:  # a new kind of layer must say how it moves the field
-            raise VizjaxError(f"no receptive-field rule for layer kind {kind!r}")
-        size += (k - 1) * jump
-        offset -= pad * jump
-        jump *= stride
-    return ReceptiveField(size=size, jump=jump, offset=offset)
-
-
-# ---------------------------------------------------------------------------------------------
-# The folder of images.
-
-
-@dataclasses.dataclass(frozen=True)
-class Listing:
-    """The files under a folder, sorted by relative POSIX path, with their sizes and mtimes."""
-
-    root: Path
-    paths: tuple[str, ...]
-    sizes: tuple[int, ...]
-    mtimes_ns: tuple[int, ...]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @functools.cached_property
-    def sha256(self) -> str:
-        """sha256 of ``path \\t size \\t mtime_ns \\n`` per file: changes when any file does."""
-        h = hashlib.sha256()
-        for p, s, m in zip(self.paths, self.sizes, self.mtimes_ns, strict=True):
-            h.update(f"{p}\t{s}\t{m}\n".encode())
-        return h.hexdigest()
-
-
-def list_images(root: str | os.PathLike) -> Listing:
-    """Every regular file under ``root`` (recursive, sorted). Which ones are images is decided
-    when they are read: a file Pillow cannot decode is skipped and counted, whatever its name."""
-    root = Path(root)
-    if not root.is_dir():
-        raise VizjaxError(f"image folder {root} does not exist or is not a folder")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in filenames:
-            p = Path(dirpath) / name
-            try:
-                st = p.stat()
-            except OSError:
-                continue  # vanished or a dangling link: nothing to read
-            if p.is_file():
-                found.append((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
-    found.sort()
-    return Listing(
-        root=root,
-        paths=tuple(f[0] for f in found),
-        sizes=tuple(f[1] for f in found),
-        mtimes_ns=tuple(f[2] for f in found),
-    )
-
-
-def load_square(path: str | os.PathLike, size: int = INPUT_SIZE) -> np.ndarray:
-    """Read an image as ``(size, size, 3)`` uint8 RGB: EXIF rotation applied, short side resized to
-    ``size`` (bilinear, antialiased when shrinking), centre square cut out. 16-bit images are
-    scaled and transparent pixels composited over grey, as for start images.
-
-    Raises whatever Pillow raises for a file it cannot decode; :func:`scan` counts those as skipped.
-    """
-    with warnings.catch_warnings():
-        # Very large images: Pillow warns on stderr, once per file; past twice its limit it
-        # raises, and the file is skipped like any other it cannot read.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        im = Image.open(path)
-    with im:
-        # A JPEG decodes straight to the smallest 1/2, 1/4 or 1/8 scale that still covers
-        # size x size: a 12-megapixel photo is read ~8x faster, and the resize below follows.
-        im.draft("RGB", (size, size))
-        im = images._to_rgb(ImageOps.exif_transpose(im), Path(path))
-        w, h = im.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        im = im.resize((nw, nh), Image.Resampling.BILINEAR)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        return np.asarray(im.crop((left, top, left + size, top + size)), np.uint8)
-
-
-def _try_load(path: Path, size: int) -> np.ndarray | None:
-    try:
-        return load_square(path, size)
-    except Exception:  # noqa: BLE001 -- any decoding failure means "not an image we can use"
-        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +106,7 @@ class TopK:
 class ScanResult:
     """What a scan found: the listing, how many files were used and skipped, a TopK per layer."""
 
-    listing: Listing
+    listing: images.Listing
     n_images: int
     n_skipped: int
     top: dict[str, TopK]
@@ -257,25 +116,15 @@ class ScanResult:
 
 
 def _save_state(path: Path, identity: dict[str, Any], state: dict[str, Any]) -> None:
-    """Write the checkpoint atomically: temp file, fsync, rename, fsync the folder."""
+    """Write the checkpoint atomically (:func:`vizjax.durable.write_atomically`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     arrays = {"identity": np.asarray(json.dumps(identity, sort_keys=True))}
     arrays["counts"] = np.asarray([state["next"], state["n_images"], state["n_skipped"]], np.int64)
     for layer, t in state["top"].items():
         arrays[f"{layer}/activation"] = t.activation
         arrays[f"{layer}/index"] = t.index
         arrays[f"{layer}/position"] = t.position
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    durable.write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def _load_state(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
@@ -297,7 +146,7 @@ def _load_state(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _batches(
-    listing: Listing, start: int, batch: int, size: int
+    listing: images.Listing, start: int, batch: int, size: int
 ) -> Iterator[tuple[int, int, list[np.ndarray | None]]]:
     """Yield ``(first, stop, squares-or-None)`` per batch from ``start``; the next batch is decoded
     by a thread pool while the current one runs through the network."""
@@ -305,7 +154,10 @@ def _batches(
 
         def submit(i: int) -> list[Future]:
             stop = min(i + batch, len(listing))
-            return [pool.submit(_try_load, listing.root / p, size) for p in listing.paths[i:stop]]
+            return [
+                pool.submit(images.try_load_square, listing.root / p, size)
+                for p in listing.paths[i:stop]
+            ]
 
         pending = submit(start) if start < len(listing) else None
         i = start
@@ -349,7 +201,7 @@ def scan(
             raise VizjaxError(f"input size {input_size} is too small for {layer}")
     if top < 1 or batch < 1:
         raise VizjaxError("--top and --batch must be positive integers")
-    listing = list_images(image_dir)
+    listing = images.list_images(image_dir)
     mesh = mesh or ascent.local_mesh()
     batch = ascent.round_to_mesh(batch, mesh)  # every device gets the same share
     key = {
@@ -440,7 +292,7 @@ def cut_crops(
         valid = t.index >= 0
         paths = np.full((c, top), "", dtype=object)
         paths[valid] = [result.listing.paths[i] for i in t.index[valid]]
-        rf = receptive_field(layer)
+        rf = vgg.receptive_field(layer)
         box = np.zeros((c, top, 4), np.int32)
         for ch, r in zip(*np.nonzero(valid), strict=True):
             y, x = t.position[ch, r]
@@ -454,7 +306,7 @@ def cut_crops(
             "crops": np.zeros((c, top, crop_size, crop_size, 3), np.uint8),
         }
     for i in tqdm(sorted(uses), desc="crops", unit="img", disable=quiet, file=sys.stderr):
-        square = _try_load(result.listing.root / result.listing.paths[i], s)
+        square = images.try_load_square(result.listing.root / result.listing.paths[i], s)
         if square is None:  # changed since the scan; leave its crops black
             continue
         im = Image.fromarray(square)
@@ -498,21 +350,15 @@ def _same_json(a: Any, b: Any) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _scan_lock(path: Path) -> Iterator[None]:
+def _scan_lock(path: Path) -> durable.FileLock:
     """One exemplars scan per atlas at a time (the lock is released by the kernel if we die)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise VizjaxError(
-                "another vizjax exemplars process is working on this atlas; wait for it"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
+    return durable.FileLock(
+        path,
+        lambda pid: VizjaxError(
+            f"another vizjax exemplars process (pid {pid}) is working on this atlas; wait for it"
+        ),
+    )
 
 
 def run_exemplars(
@@ -560,7 +406,9 @@ def run_exemplars(
         if vgg.output_hw(layer, input_size, input_size)[0] < 1:
             raise VizjaxError(f"input size {input_size} is too small for {layer}")
     image_dir = Path(image_dir)
-    listing = list_images(image_dir)  # fails early, before loading weights, on a missing folder
+    listing = images.list_images(
+        image_dir
+    )  # fails early, before loading weights, on a missing folder
     wanted = {"listing_sha256": listing.sha256, "top": top, "input_size": input_size}
     wanted["crop_size"] = crop_size
     # The network as the atlas ran it: with the weights' preprocessing unless it was switched off.
@@ -584,7 +432,7 @@ def run_exemplars(
     state_path = Path(atlas.sidecar_path(atlas_path, "exemplars.state.npz"))
     with _scan_lock(Path(atlas.sidecar_path(atlas_path, "exemplars.lock"))):
         # We hold the lock: a temp checkpoint is a leftover of a killed scan.
-        for tmp in state_path.parent.glob(f"{state_path.name}.tmp-*"):
+        for tmp in state_path.parent.glob(f".{state_path.name}.tmp-*"):
             tmp.unlink(missing_ok=True)
         result = scan(
             image_dir,
@@ -611,7 +459,7 @@ def run_exemplars(
                     "n_skipped": result.n_skipped,
                     "top": top,
                     "input_size": input_size,
-                    "receptive_field": receptive_field(layer).size,
+                    "receptive_field": vgg.receptive_field(layer).size,
                     "crop_size": crop_size,
                     "preprocessing": prep.to_json(),
                 },

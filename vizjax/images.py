@@ -5,6 +5,9 @@ Everything here is I/O or pure numpy layout; nothing is differentiated.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import math
 import os
 import warnings
@@ -13,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from vizjax.errors import VizjaxError
 
@@ -173,3 +176,90 @@ def grid(
             )
         out = np.asarray(canvas)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# A folder of images (the exemplars' dataset).
+
+#: Side of the squares :func:`load_square` cuts by default (VGG16's training size).
+SQUARE_SIZE = 224
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """The files under a folder, sorted by relative POSIX path, with their sizes and mtimes."""
+
+    root: Path
+    paths: tuple[str, ...]
+    sizes: tuple[int, ...]
+    mtimes_ns: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """sha256 of ``path \\t size \\t mtime_ns \\n`` per file: changes when any file does."""
+        h = hashlib.sha256()
+        for p, s, m in zip(self.paths, self.sizes, self.mtimes_ns, strict=True):
+            h.update(f"{p}\t{s}\t{m}\n".encode())
+        return h.hexdigest()
+
+
+def list_images(root: str | os.PathLike) -> Listing:
+    """Every regular file under ``root`` (recursive, sorted). Which ones are images is decided
+    when they are read: a file Pillow cannot decode is skipped and counted, whatever its name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise VizjaxError(f"image folder {root} does not exist or is not a folder")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in filenames:
+            p = Path(dirpath) / name
+            try:
+                st = p.stat()
+            except OSError:
+                continue  # vanished or a dangling link: nothing to read
+            if p.is_file():
+                found.append((p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+    found.sort()
+    return Listing(
+        root=root,
+        paths=tuple(f[0] for f in found),
+        sizes=tuple(f[1] for f in found),
+        mtimes_ns=tuple(f[2] for f in found),
+    )
+
+
+def load_square(path: str | os.PathLike, size: int = SQUARE_SIZE) -> np.ndarray:
+    """Read an image as ``(size, size, 3)`` uint8 RGB: EXIF rotation applied, short side resized to
+    ``size`` (bilinear, antialiased when shrinking), centre square cut out. 16-bit images are
+    scaled and transparent pixels composited over grey, as for start images.
+
+    Raises whatever Pillow raises for a file it cannot decode; :func:`vizjax.exemplars.scan` counts those as skipped.
+    """
+    with warnings.catch_warnings():
+        # Very large images: Pillow warns on stderr, once per file; past twice its limit it
+        # raises, and the file is skipped like any other it cannot read.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(path)
+    with im:
+        # A JPEG decodes straight to the smallest 1/2, 1/4 or 1/8 scale that still covers
+        # size x size: a 12-megapixel photo is read ~8x faster, and the resize below follows.
+        im.draft("RGB", (size, size))
+        im = _to_rgb(ImageOps.exif_transpose(im), Path(path))
+        w, h = im.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.Resampling.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        return np.asarray(im.crop((left, top, left + size, top + size)), np.uint8)
+
+
+def try_load_square(path: Path, size: int) -> np.ndarray | None:
+    """:func:`load_square`, or None for a file it cannot decode."""
+    try:
+        return load_square(path, size)
+    except Exception:  # noqa: BLE001 -- any decoding failure means "not an image we can use"
+        return None

@@ -18,6 +18,7 @@ as in both Keras and Flax) wrapped as ``{"params": ...}``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any
 
@@ -327,3 +328,57 @@ def summary(params: dict[str, Any] | None = None) -> str:
     total = sum(r[2] for r in rows)
     lines += [f"Total params: {total:,}", f"Trainable params: {total:,}", "Non-trainable params: 0"]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Receptive fields (the exemplars' crops, the gallery).
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceptiveField:
+    """Where a unit of a layer looks, in input pixels, along one axis (VGG16 is square).
+
+    Unit ``i`` of the layer's output grid depends exactly on input pixels
+    ``offset + i * jump <= p < offset + i * jump + size`` (``offset`` may be negative: the SAME
+    padding reaches outside the image).
+    """
+
+    size: int
+    jump: int
+    offset: int
+
+    def span(self, i: int | np.ndarray) -> tuple[Any, Any]:
+        """``(start, stop)`` of unit ``i``'s field, stop exclusive, not clipped."""
+        start = self.offset + np.asarray(i) * self.jump
+        return start, start + self.size
+
+    def box(self, y: int, x: int, input_size: int) -> tuple[int, int, int, int]:
+        """``(y0, x0, y1, x1)`` of unit ``(y, x)``'s field clipped to an ``input_size`` square."""
+        y0, y1 = self.span(y)
+        x0, x1 = self.span(x)
+        clip = functools.partial(np.clip, a_min=0, a_max=input_size)
+        return int(clip(y0)), int(clip(x0)), int(clip(y1)), int(clip(x1))
+
+
+@functools.cache
+def receptive_field(layer: str) -> ReceptiveField:
+    """The receptive field of ``layer``'s units, derived from :data:`LAYERS`.
+
+    The usual recurrence, one layer at a time, with ``(size, jump, offset)`` starting at
+    ``(1, 1, 0)`` (one input pixel): a 3x3 stride-1 SAME convolution widens the field by two input
+    steps (``size += 2 * jump``) and, padding one unit on each side, moves its start one step out
+    (``offset -= jump``); a 2x2 stride-2 VALID pool widens it by one step (``size += jump``) and
+    doubles the step (``jump *= 2``).
+    """
+    size, jump, offset = 1, 1, 0
+    for _, kind, *_ in LAYERS[: layer_index(layer) + 1]:
+        if kind == "conv":
+            k, stride, pad = 3, 1, 1
+        elif kind == "pool":
+            k, stride, pad = 2, 2, 0
+        else:  # a new kind of layer must say how it moves the field
+            raise VizjaxError(f"no receptive-field rule for layer kind {kind!r}")
+        size += (k - 1) * jump
+        offset -= pad * jump
+        jump *= stride
+    return ReceptiveField(size=size, jump=jump, offset=offset)
