@@ -203,7 +203,10 @@ def _try_load(path: Path, size: int) -> np.ndarray | None:
 
 @functools.lru_cache(maxsize=16)
 def compiled_forward(
-    layers: tuple[str, ...], preprocessing: vgg.Preprocessing, mesh: Mesh
+    layers: tuple[str, ...],
+    preprocessing: vgg.Preprocessing,
+    mesh: Mesh,
+    widths: tuple[int, ...] = vgg.WIDTHS,
 ) -> Callable[[Any, jax.Array], dict[str, tuple[jax.Array, jax.Array]]]:
     """``(params, squares uint8 (B, S, S, 3)) -> {layer: (mean (B, C) f32, argmax (B, C) i32)}``.
 
@@ -212,7 +215,7 @@ def compiled_forward(
     multiple of the mesh size. One ``apply`` per layer: XLA merges the common prefix of the
     network (common-subexpression elimination), so the deepest layer's forward is computed once.
     """
-    model = vgg.VGG16(preprocessing=preprocessing)
+    model = vgg.VGG16(preprocessing=preprocessing, widths=widths)
 
     def forward(params: Any, squares: jax.Array) -> dict[str, tuple[jax.Array, jax.Array]]:
         x = squares.astype(jnp.float32)
@@ -402,10 +405,13 @@ def scan(
             "next": 0,
             "n_images": 0,
             "n_skipped": 0,
-            "top": {layer: TopK.empty(vgg.num_channels(layer), top) for layer in layers},
+            "top": {
+                layer: TopK.empty(vgg.num_channels(layer, vgg.widths_of(params)), top)
+                for layer in layers
+            },
         }
     resumed_from = state["next"]
-    fn = compiled_forward(layers, preprocessing, mesh)
+    fn = compiled_forward(layers, preprocessing, mesh, vgg.widths_of(params))
     grids = {layer: vgg.output_hw(layer, input_size, input_size) for layer in layers}
     bar = tqdm(
         total=len(listing),

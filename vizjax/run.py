@@ -243,7 +243,10 @@ def run_atlas(
     x0, recipe = start_image(recipe)
     for layer in layers:
         ascent.check_layer_size(layer, *recipe.size, recipe)  # type: ignore[misc]
-    plan = {layer: parse_filters(filters, vgg.num_channels(layer), layer) for layer in layers}
+    plan = {
+        layer: parse_filters(filters, vgg.num_channels(layer, weights.widths), layer)
+        for layer in layers
+    }
 
     out = Path(out)
     try:
@@ -276,7 +279,7 @@ def run_atlas(
             mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
             todos[layer] = writer.begin_layer(
                 layer,
-                vgg.num_channels(layer),
+                vgg.num_channels(layer, weights.widths),
                 [int(f) for f in mine],
                 recipe.size,  # type: ignore[arg-type]
                 recipe.steps,
@@ -381,7 +384,12 @@ def measure_atlas(
                 ]
                 t0 = time.perf_counter()
                 fn = ascent.compiled_measure(
-                    name, weights.preprocessing, preprocess, execution.program(), mesh
+                    name,
+                    weights.preprocessing,
+                    preprocess,
+                    execution.program(),
+                    mesh,
+                    weights.widths,
                 )
                 chunk = d * (8 if execution.batch == "auto" else math.ceil(execution.batch / d))
                 bar = _progress(len(todo), f"{name} (measures)", quiet)
