@@ -108,7 +108,10 @@ def test_convert_keras_end_to_end(tmp_path, keras_params, capsys):
     out = tmp_path / "weights" / "keras-vgg16"
     assert main(["convert", str(h5), "--out", str(out)]) == 0
     w = weights.load_weights("keras-vgg16", out.parent)
-    assert w.preprocessing == vgg.CAFFE
+    # Keras' 'caffe' preprocessing, typed in: RGB->BGR, minus the BGR ImageNet mean, no scaling.
+    assert w.preprocessing == vgg.Preprocessing(
+        "caffe", True, 1.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0)
+    )
     assert w.manifest["source_sha256"] == weights.sha256_file(h5)
     for name in vgg.CONV_LAYERS:
         for key in ("kernel", "bias"):
