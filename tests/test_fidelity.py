@@ -74,9 +74,9 @@ def test_summary_of_a_layer():
 
 
 def test_run_stores_measures_and_flags_dead_exactly_when_the_activation_is_zero(
-    default_weights, tmp_path
+    tiny_weights, tmp_path
 ):
-    w = default_weights
+    w = tiny_weights
     params = jax.tree.map(np.array, w.params)
     params["params"]["block2_conv1"]["bias"][5] = -1e4  # never turns on (classic cannot wake it)
     weights = type(w)(w.name, params, w.preprocessing, w.source_sha256, w.manifest)
@@ -95,13 +95,14 @@ def test_run_stores_measures_and_flags_dead_exactly_when_the_activation_is_zero(
         rob = layer.field("robustness")[:][:, 0]
         assert np.isnan(rob[1]) and np.all(np.isfinite(rob[[0, 2]]))
         matrix = layer.activation_matrix
-        assert matrix.shape == (3, 1, 128)
+        assert matrix.shape == (3, 1, 8)  # the tiny network's block2 has 8 channels
         np.testing.assert_allclose(matrix[:, 0, [4, 5, 6]].diagonal(), fa, rtol=1e-5)
 
 
 def test_diversity_pushes_k_images_apart_and_does_not_depend_on_chunks(default_weights):
+    # VGG16's own weights: how far apart diversity pushes the images is a property of the model.
     w, layer = default_weights, "block2_conv1"
-    model = vgg.VGG16(preprocessing=w.preprocessing)
+    model = vgg.VGG16(preprocessing=w.preprocessing, widths=w.widths)
     rolled = Execution(unroll=1)
 
     def similarity(raw):  # mean pairwise Gram cosine similarity of one filter's K images
