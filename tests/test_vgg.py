@@ -123,14 +123,17 @@ def test_layers_command_prints_keras_style_summary(capsys):
 def test_other_widths_keep_the_layers_and_change_the_channels():
     """The tests' tiny network is VGG16 with other widths: same names, pools and receptive fields."""
     widths = (2, 3, 4, 4, 5)
-    params = vgg.init_params(0, widths)
+    model = vgg.VGG16(widths=widths)
+    # The shapes flax's init gives (traced, not run: its ~100 ops compile for ~10 s).
+    params = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((32, 32, 3)), "block5_pool")
+    )
     # 9 * cin * cout + cout per convolution, block by block (typed out, not from the table).
     assert vgg.param_count(params) == 56 + 38 + 57 + 84 + 112 + 2 * 148 + 3 * 148 + 185 + 2 * 230
     assert vgg.widths_of(params) == widths
-    model = vgg.VGG16(widths=widths)
     x = jax.ShapeDtypeStruct((37, 53, 3), jnp.float32)
     for layer in vgg.LAYER_NAMES:
-        out = jax.eval_shape(lambda x, layer=layer: model.apply(params, x, layer), x)
+        out = jax.eval_shape(lambda p, x, layer=layer: model.apply(p, x, layer), params, x)
         want = _expected_shape(layer, 37, 53)[:2] + (widths[int(layer[5]) - 1],)
         assert out.shape == want, layer
         assert vgg.num_channels(layer, widths) == want[2]
