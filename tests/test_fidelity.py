@@ -107,9 +107,13 @@ def test_diversity_pushes_k_images_apart_and_does_not_depend_on_chunks(default_w
     xla = Execution(conv="xla")
     rolled = xla.replace(unroll=1)
 
+    @jax.jit
+    def similarity_of(params, raw):
+        acts = model.apply(params, raw, layer)
+        return objectives.Diversity(layer)({layer: acts[:, None]}, 0)
+
     def similarity(raw):  # mean pairwise Gram cosine similarity of one filter's K images
-        acts = model.apply(w.params, jnp.asarray(raw), layer)
-        return float(objectives.Diversity(layer)({layer: acts[:, None]}, 0))
+        return float(similarity_of(w.params, jnp.asarray(raw)))
 
     base = CLASSIC.replace(size=(32, 32), steps=10)
     plain, pushed = (
