@@ -170,7 +170,9 @@ def test_full_disk_mid_chunk_keeps_committed_rows(tmp_path, reference):
 def test_file_size_limit_is_one_line(tmp_path, reference):
     """RLIMIT_FSIZE (``ulimit -f``) smaller than layer 2's segment: one line, layer 1 kept."""
     out = tmp_path / "a.h5"
-    argv = [*RUN[:7], "--layer", "block2_conv1", "--size", "16", "--steps", "2", "--batch", "64"]
+    # VGG16's own widths (not the tiny network's): the limit is set between their segment sizes.
+    argv = ["atlas", "--recipe", "classic", "--layer", "block1_conv1", "--layer", "block2_conv1"]
+    argv += ["--size", "16", "--steps", "2", "--batch", "64"]
     argv += ["--quiet", "--out", str(out)]
 
     # Layer 1's 64 rows fit (~0.27 MB), layer 2's 128 (~0.56 MB) do not. `ulimit -f` counts KiB
