@@ -1,5 +1,5 @@
 """The tests' tiny VGG-shaped network: VGG16's 13 convolutions and 5 pools under their own names,
-with a few channels per block and random weights from a fixed key, written as an ordinary weight
+with a few channels per block and random weights from a fixed seed, written as an ordinary weight
 set (orbax checkpoint + manifest) named ``tiny-vgg16``.
 
 The engine, atlas, CLI, fault and gallery tests run on it: the same programs as VGG16's, with
