@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command (CI runs it through .ci/run): set up .venv if missing, install vizjax with its
-# test extras, run pytest. Fast by default; `bash scripts/test.sh -m slow` runs the slow tests.
+# test extras, run pytest. Fast by default (slow and gpu tests deselected); `--all` runs every
+# test, slow and gpu ones included; other arguments go to pytest (`bash scripts/test.sh -m slow`
+# runs only the slow tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -23,4 +25,8 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     rm -f "$log"
   fi
 fi
-exec .venv/bin/python -m pytest "$@"
+args=()
+for a in "$@"; do
+  if [ "$a" = "--all" ]; then args+=(-m "slow or not slow"); else args+=("$a"); fi
+done
+exec .venv/bin/python -m pytest ${args[@]+"${args[@]}"}

@@ -1,11 +1,16 @@
-"""Test setup: four fake CPU devices (set before jax is imported), one compilation cache for the
-session, and shared fixtures.
+"""Test setup: four fake CPU devices (set before jax is imported), one compilation cache and one
+weights directory for the session, and shared fixtures.
 
 Four devices let one process test sharding and padding; tests that want one device pass
 ``mesh=local_mesh(jax.devices()[:1])``. Subprocesses inherit XLA_FLAGS. They also inherit a
 persistent compilation cache made fresh for the session: the CLI tests' subprocesses (kill and
 resume, two processes) compile the programs the in-process tests already compiled, and the tests
 never write into the user's own cache.
+
+The weights directory (``VIZJAX_WEIGHTS_DIR``, inherited by subprocesses too) is made fresh for
+the session: it links the real default set from the user's directory and receives the tiny
+network (tests/tiny_network.py) when the ``tiny_weights`` fixture first asks for it, so a CLI
+test selects it with ``--weights tiny-vgg16`` (``tiny_network.ARGS``).
 """
 
 import os
@@ -20,11 +25,33 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
 
 
-def pytest_sessionfinish(session, exitstatus):
-    if _OWN_CACHE is not None:
-        import shutil
+def _session_weights_dir() -> str:
+    """A fresh weights directory holding a link to the user's default weight set (prepared there
+    first if it is not yet: the pinned tests need it anyway)."""
+    from vizjax.weights import DEFAULT_WEIGHTS, prepare_default, weights_dir
 
+    real = weights_dir() / DEFAULT_WEIGHTS
+    if not (real / "manifest.json").is_file():
+        try:
+            prepare_default(real.parent, quiet=True)
+        except Exception:  # noqa: BLE001 -- the tests that load it will say why
+            pass
+    own = tempfile.mkdtemp(prefix="vizjax-tests-weights-")
+    os.symlink(real, os.path.join(own, DEFAULT_WEIGHTS))
+    return own
+
+
+_OWN_WEIGHTS = _session_weights_dir()
+os.environ["VIZJAX_WEIGHTS_DIR"] = _OWN_WEIGHTS
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
+    if _OWN_CACHE is not None:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+    shutil.rmtree(_OWN_WEIGHTS, ignore_errors=True)  # the link only, not the default set
+
 
 import pytest  # noqa: E402
 
@@ -35,3 +62,16 @@ def default_weights():
     from vizjax.weights import load_weights
 
     return load_weights()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights():
+    """The tiny VGG-shaped network (tests/tiny_network.py), written into the session's weights
+    directory on first use: in-process tests pass it like the real weights, CLI tests (and their
+    subprocesses) select it with ``tiny_network.ARGS``."""
+    import tiny_network
+
+    from vizjax.weights import load_weights, weights_dir
+
+    tiny_network.write(weights_dir())
+    return load_weights(tiny_network.NAME)

@@ -68,6 +68,7 @@ def test_recipes_and_whole_model_tiny(tmp_path):
     assert all(t["total_s"] > 0 and t["measured_layers"] == 1 for t in totals.values())
 
 
+@pytest.mark.slow  # the whole GPU check on CPU, real weights: ~25 s on a 2-core CPU
 def test_gpu_check_script_runs_its_cpu_path(tmp_path):
     """`bash bench/gpu_check.sh OUTDIR` as on a lent GPU, with tiny sizes and this interpreter
     standing in for the machine's python3."""

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tiny_network import ARGS as TINY
 
 from vizjax.atlas import open_atlas
 from vizjax.cli import main
 from vizjax.images import LABEL_H
 
 VIZJAX = [sys.executable, "-m", "vizjax"]
-#: The classic recipe (cheap to compile) wherever the recipe is not what a test is about.
-SMALL = ["--recipe", "classic", "--size", "32", "--steps", "3", "--quiet"]
+#: The classic recipe (cheap to compile) on the tiny network (tests/tiny_network.py) wherever
+#: neither is what a test is about.
+SMALL = ["--recipe", "classic", "--size", "32", "--steps", "3", "--quiet", *TINY]
 
 
 def _fails(capsys, argv, expected):
@@ -28,20 +30,20 @@ def _fails(capsys, argv, expected):
     return err
 
 
-def test_bad_input_gives_one_clear_line(tmp_path, capsys):
+def test_bad_input_gives_one_clear_line(tiny_weights, tmp_path, capsys):
     out = str(tmp_path / "a.h5")
     atlas = ["atlas", "--out", out, *SMALL]
     err = _fails(capsys, [*atlas, "--layer", "block9_conv1"], "unknown layer 'block9_conv1'")
     assert "block5_conv3" in err  # lists the valid ones
     _fails(
         capsys,
-        [*atlas, "--layer", "block1_conv1", "--filters", "64"],
-        "filter index 64 out of range for block1_conv1 (0..63)",
+        [*atlas, "--layer", "block1_conv1", "--filters", "8"],
+        "filter index 8 out of range for block1_conv1 (0..7)",  # the tiny network's 8 filters
     )
-    _fails(capsys, [*atlas, "--layer", "block1_conv1", "--filters", "60:70"], "goes past")
+    _fails(capsys, [*atlas, "--layer", "block1_conv1", "--filters", "6:10"], "goes past")
     _fails(
         capsys,
-        ["atlas", "--out", out, "--layer", "block5_conv1", "--size", "8"],
+        ["atlas", "--out", out, "--layer", "block5_conv1", "--size", "8", *TINY],
         "too small for block5_conv1: it needs at least 16x16",
     )
     _fails(
@@ -97,17 +99,19 @@ def _ok(command: str, *paths) -> None:
     assert main([*command.split(), *map(str, paths)]) == 0
 
 
-def test_atlas_grid_render_info(tmp_path, capsys):
+def test_atlas_grid_render_info(tiny_weights, tmp_path, capsys):
     out = tmp_path / "a.h5"
     _ok(
-        "atlas --recipe classic --layer block1_conv1 --filters 0:6 --size 32 --steps 3 --quiet --out",
+        "atlas --weights tiny-vgg16 --recipe classic --layer block1_conv1 --filters 0:6 --size 32 "
+        "--steps 3 --quiet --out",
         out,
     )
     _ok("grid --layer block1_conv1 --filters 0:6 --cols 4 --out", tmp_path / "g.png", out)
     with Image.open(tmp_path / "g.png") as im:  # 4 columns, 2 rows, 2 px padding, label strips
         assert im.size == (4 * 34 + 2, 2 * (32 + LABEL_H + 2) + 2)
     _ok(
-        "render --recipe classic --layer block1_conv1 --filter 3 --size 40 --steps 2 --out",
+        "render --weights tiny-vgg16 --recipe classic --layer block1_conv1 --filter 3 --size 40 "
+        "--steps 2 --out",
         tmp_path / "r.png",
     )
     with Image.open(tmp_path / "r.png") as im:
@@ -121,7 +125,8 @@ def test_atlas_grid_render_info(tmp_path, capsys):
     with open_atlas(out) as a:
         row = a.layers["block1_conv1"].image(3)
     _ok(
-        "render --recipe classic --layer block1_conv1 --filter 3 --size 32 --steps 3 --quiet --out",
+        "render --weights tiny-vgg16 --recipe classic --layer block1_conv1 --filter 3 --size 32 "
+        "--steps 3 --quiet --out",
         tmp_path / "r3.png",
     )
     # The atlas ran several filters per program (whole target layer), render one (its channel
@@ -134,12 +139,13 @@ def test_atlas_grid_render_info(tmp_path, capsys):
 
 RESUME = [
     "atlas",
+    *TINY,
     "--recipe",
     "classic",
     "--layer",
     "block2_conv2",
     "--filters",
-    "0:24",
+    "0:8",
     "--size",
     "48",
     "--steps",
@@ -150,24 +156,43 @@ RESUME = [
 ]
 
 
-def test_kill_9_then_resume_equals_uninterrupted_and_second_writer_is_refused(tmp_path, capsys):
+#: The CLI in a child that stops itself (SIGSTOP) when its Nth chunk's data is synced, before it
+#: is marked done (so N - 1 chunks are committed): on the tiny network a run is over before a
+#: parent polling the file could catch it mid-run.
+STOP_AFTER = r"""
+import os, signal, sys
+import vizjax.durable
+n, seen = int(sys.argv[1]), []
+def fault(point):
+    if point == "chunk.synced":
+        seen.append(point)
+        if len(seen) == n:
+            os.kill(os.getpid(), signal.SIGSTOP)
+vizjax.durable._fault = fault
+from vizjax.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_kill_9_then_resume_equals_uninterrupted_and_second_writer_is_refused(
+    tiny_weights, tmp_path, capsys
+):
     out = tmp_path / "a.h5"
-    proc = subprocess.Popen([*VIZJAX, *RESUME, "--out", str(out)], stderr=subprocess.PIPE)
-
-    def done() -> int:  # rows committed so far (each chunk is durable when written)
-        if not out.exists():
-            return 0
-        with open_atlas(out) as a:
-            layer = a.layers.get("block2_conv2")
-            return 0 if layer is None else len(layer.completed())
-
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOP_AFTER, "2", *RESUME, "--out", str(out)],
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
-        while done() < 3:
-            assert proc.poll() is None, "the run finished before it could be killed"
+        while not _stopped(proc.pid):  # frozen mid-run: it still holds the writer lock
+            assert proc.poll() is None, "the run finished before it could be stopped"
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        proc.send_signal(signal.SIGSTOP)  # freeze it mid-run: it still holds the writer lock
         _fails(capsys, [*RESUME, "--out", str(out)], "being written by another process")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -175,15 +200,15 @@ def test_kill_9_then_resume_equals_uninterrupted_and_second_writer_is_refused(tm
         proc.kill()
     assert proc.returncode == -signal.SIGKILL
     with open_atlas(out) as a:  # readable right after the kill
-        assert len(a.layers["block2_conv2"].completed()) < 24
+        assert len(a.layers["block2_conv2"].completed()) == 4  # one chunk of 4 (4 devices)
     done = subprocess.run([*VIZJAX, *RESUME, "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     ref = tmp_path / "ref.h5"
     assert main([*RESUME, "--out", str(ref)]) == 0
     with open_atlas(out) as a, open_atlas(ref) as b:
         la, lb = a.layers["block2_conv2"], b.layers["block2_conv2"]
-        assert sorted(la.completed().tolist()) == list(range(24))
-        for f in range(24):
+        assert sorted(la.completed().tolist()) == list(range(8))
+        for f in range(8):
             i, j = la.row(f), lb.row(f)
             np.testing.assert_allclose(la.raw[i], lb.raw[j], rtol=1e-6)
             np.testing.assert_array_equal(la.objective[i], lb.objective[j])
@@ -196,9 +221,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_under_jax_distributed_equal_one_process(tmp_path):
+def test_two_processes_under_jax_distributed_equal_one_process(tiny_weights, tmp_path):
     args = [
         "atlas",
+        *TINY,
         "--recipe",
         "classic",
         "--layer",
@@ -255,7 +281,7 @@ def test_python_dash_m_and_version():
     assert r.returncode == 0 and r.stdout.startswith("vizjax ")
 
 
-def test_start_image_is_identified_by_content_not_path(tmp_path, capsys):
+def test_start_image_is_identified_by_content_not_path(tiny_weights, tmp_path, capsys):
     pixels = np.random.default_rng(0).integers(0, 255, (32, 40, 3), np.uint8)
     for name in ("a.png", "b.png"):
         Image.fromarray(pixels).save(tmp_path / name)
@@ -263,6 +289,7 @@ def test_start_image_is_identified_by_content_not_path(tmp_path, capsys):
     out = str(tmp_path / "init.h5")
     args = [
         "atlas",
+        *TINY,
         "--recipe",
         "classic",
         "--layer",

@@ -48,28 +48,28 @@ def _close(got, want, rtol):
     ],
     ids=["rolled", "partial", "accelerator"],
 )
-def test_rolled_and_partial_loops_match_the_cpu_default(default_weights, ex):
+def test_rolled_and_partial_loops_match_the_cpu_default(tiny_weights, ex):
     recipe = CLASSIC.replace(size=(32, 32), steps=6)
-    want = _run(default_weights, "block2_conv2", [0, 3, 7], recipe, Execution())
-    got = _run(default_weights, "block2_conv2", [0, 3, 7], recipe, ex)
+    want = _run(tiny_weights, "block2_conv2", [0, 3, 7], recipe, Execution())
+    got = _run(tiny_weights, "block2_conv2", [0, 3, 7], recipe, ex)
     _close(got.objective, want.objective, 1e-5)
     _close(got.raw, want.raw, 1e-4)
 
 
-def test_lucid_rolled_on_accelerator_settings_matches_segmented(default_weights):
+def test_lucid_rolled_on_accelerator_settings_matches_segmented(tiny_weights):
     """Randomness (transforms, redirect-ReLU steps) follows the step number, not the loop shape."""
     recipe = preset("lucid").replace(size=(32, 32), steps=4, redirect_relu=2)
-    want = _run(default_weights, "block1_conv2", [1, 5], recipe, Execution(segment=2))
-    got = _run(default_weights, "block1_conv2", [1, 5], recipe, Execution(segment=4, **ACCELERATOR))
+    want = _run(tiny_weights, "block1_conv2", [1, 5], recipe, Execution(segment=2))
+    got = _run(tiny_weights, "block1_conv2", [1, 5], recipe, Execution(segment=4, **ACCELERATOR))
     _close(got.objective, want.objective, 1e-4)
     _close(got.raw, want.raw, 1e-3)
 
 
-def test_bfloat16_on_accelerator_settings_stays_close_to_float32(default_weights):
+def test_bfloat16_on_accelerator_settings_stays_close_to_float32(tiny_weights):
     recipe = CLASSIC.replace(size=(32, 32), steps=3)
-    f32 = _run(default_weights, "block2_conv2", [0, 1, 2, 3], recipe, Execution())
+    f32 = _run(tiny_weights, "block2_conv2", [0, 1, 2, 3], recipe, Execution())
     bf16 = _run(
-        default_weights,
+        tiny_weights,
         "block2_conv2",
         [0, 1, 2, 3],
         recipe,
@@ -100,7 +100,7 @@ def _probe_setup(weights, recipe, ex, n_devices=2):
     """Everything auto_chunk needs, on ``n_devices`` real CPU devices."""
     mesh = Mesh(np.array(jax.devices()[:n_devices]), ("filters",))
     program = ascent.compiled_program(
-        "block1_conv2", weights.preprocessing, recipe.program(), ex.program(), mesh
+        "block1_conv2", weights.preprocessing, recipe.program(), ex.program(), mesh, weights.widths
     )
     rep = NamedSharding(mesh, PartitionSpec())
     params = jax.device_put(weights.params, rep)
@@ -135,9 +135,9 @@ def _auto_chunk_as_accelerator(monkeypatch, setup, n, limit):
 
 
 @pytest.fixture(scope="module")
-def probe(default_weights):
+def probe(tiny_weights):
     recipe = CLASSIC.replace(size=(32, 32), steps=2)
-    return _probe_setup(default_weights, recipe, Execution(segment=2, **ACCELERATOR))
+    return _probe_setup(tiny_weights, recipe, Execution(segment=2, **ACCELERATOR))
 
 
 def test_auto_chunk_takes_what_fits_in_device_memory(monkeypatch, probe):
@@ -167,13 +167,13 @@ def test_auto_chunk_caps_and_never_exceeds_the_filters(monkeypatch, probe):
     assert _auto_chunk_as_accelerator(monkeypatch, probe, 64, None) == 32 * d
 
 
-def test_auto_chunk_probe_sees_bfloat16(default_weights):
+def test_auto_chunk_probe_sees_bfloat16(tiny_weights):
     """The dtype reaches the compiled program: bfloat16 activations cost less memory per filter."""
     recipe = CLASSIC.replace(size=(64, 64), steps=2)
     sizes = {}
     for dtype in ("float32", "bfloat16"):
         ex = Execution(dtype=dtype, segment=2, **ACCELERATOR)
-        mesh, program, params, start, seed = _probe_setup(default_weights, recipe, ex, 1)
+        mesh, program, params, start, seed = _probe_setup(tiny_weights, recipe, ex, 1)
         sizes[dtype] = _per_filter_bytes(program, params, start, seed, mesh)
     assert sizes["bfloat16"] < sizes["float32"], sizes
 

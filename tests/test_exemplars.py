@@ -156,9 +156,10 @@ def _colour_filter(weights):
     """
     k = np.asarray(weights.params["params"]["block1_conv1"]["kernel"], np.float64)  # (3,3,3,64)
     b = np.asarray(weights.params["params"]["block1_conv1"]["bias"], np.float64)
+    # torchvision's preprocessing, typed in (the formulas below assume it): RGB / 255, then these.
+    mean, std = np.asarray([0.485, 0.456, 0.406]), np.asarray([0.229, 0.224, 0.225])
     p = weights.preprocessing
-    mean, std = np.asarray(p.mean), np.asarray(p.std)
-    assert not p.bgr and p.scale == 255.0  # torch preprocessing: the formulas below assume it
+    assert (p.name, p.bgr, p.scale, p.mean, p.std) == ("torch", False, 255.0, (*mean,), (*std,))
     corners = np.asarray([[r, g, bl] for r in (0, 255) for g in (0, 255) for bl in (0, 255)])
     flat = ((corners / 255 - mean) / std) @ k.sum((0, 1)) + b  # (8, 64): interior response
     best_patch = (

@@ -2,8 +2,8 @@
 SIGTERM, a full disk, progress lines for logs, --json, the atlas seen by a reader while a writer
 resumes. The 20-kill campaign (scripts/fault_campaign.py) runs with ``-m slow``.
 
-Runs are tiny (block1/block2, 32 px, 3 steps, classic recipe). A hook replaces the writer's
-named steps (``vizjax.durable._fault``) in a child process to act at an exact moment.
+Runs are tiny (the tiny network's block1/block2, 32 px, 3 steps, classic recipe). A hook replaces
+the writer's named steps (``vizjax.durable._fault``) in a child process to act at an exact moment.
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
 import atlas_scenarios as S  # noqa: E402
 import fault_campaign  # noqa: E402
+from tiny_network import ARGS as TINY  # noqa: E402
 
+#: On the tiny network (tests/tiny_network.py): the faults are the writer's, not the model's.
 RUN = [
     "atlas",
+    *TINY,
     "--recipe",
     "classic",
     "--layer",
@@ -83,7 +86,7 @@ def hooked(action: str, point: str, nth: int, argv: list[str], **kw) -> subproce
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tiny_weights, tmp_path_factory):
     """The uninterrupted run, as ``{layer: {filter: (raw, objective)}}``."""
     out = tmp_path_factory.mktemp("ref") / "a.h5"
     assert main([*RUN, "--out", str(out)]) == 0
@@ -168,7 +171,9 @@ def test_full_disk_mid_chunk_keeps_committed_rows(tmp_path, reference):
 def test_file_size_limit_is_one_line(tmp_path, reference):
     """RLIMIT_FSIZE (``ulimit -f``) smaller than layer 2's segment: one line, layer 1 kept."""
     out = tmp_path / "a.h5"
-    argv = [*RUN[:5], "--layer", "block2_conv1", "--size", "16", "--steps", "2", "--batch", "64"]
+    # VGG16's own widths (not the tiny network's): the limit is set between their segment sizes.
+    argv = ["atlas", "--recipe", "classic", "--layer", "block1_conv1", "--layer", "block2_conv1"]
+    argv += ["--size", "16", "--steps", "2", "--batch", "64"]
     argv += ["--quiet", "--out", str(out)]
 
     # Layer 1's 64 rows fit (~0.27 MB), layer 2's 128 (~0.56 MB) do not. `ulimit -f` counts KiB
@@ -189,7 +194,7 @@ def test_file_size_limit_is_one_line(tmp_path, reference):
         assert len(a.layers["block2_conv1"].completed()) == 128
 
 
-def test_progress_for_logs_quiet_and_json(tmp_path, capsys, monkeypatch):
+def test_progress_for_logs_quiet_and_json(tiny_weights, tmp_path, capsys, monkeypatch):
     """stderr not a terminal: progress lines (no carriage returns) with rate and ETA; --quiet
     prints nothing on stderr; --json prints the summary as JSON on stdout."""
     monkeypatch.setattr(run, "PROGRESS_SECONDS", 0.0)

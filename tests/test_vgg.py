@@ -42,12 +42,21 @@ def test_output_shape_of_every_layer(hw):
     assert batch.shape == (2, *_expected_shape("block3_pool", *hw))
 
 
-def _numpy_vgg(params, prep, image, layer):
+#: The published preprocessing constants, typed in (not read from vgg.TORCH / vgg.CAFFE):
+#: name -> (RGB->BGR, scale, mean, std), mean and std in the order the network sees.
+PREPROCESSING = {
+    "torch": (False, 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "caffe": (True, 1.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0)),
+}
+
+
+def _numpy_vgg(params, prep_name, image, layer):
     """An independent float64 reference: explicit zero padding and a sum over the 9 offsets."""
+    bgr, scale, mean, std = PREPROCESSING[prep_name]
     x = image.astype(np.float64)
-    if prep.bgr:
+    if bgr:
         x = x[..., ::-1]
-    x = (x / prep.scale - np.array(prep.mean)) / np.array(prep.std)
+    x = (x / scale - np.array(mean)) / np.array(std)
     for name in vgg.LAYER_NAMES[: vgg.LAYER_NAMES.index(layer) + 1]:
         if name.endswith("_pool"):
             h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
@@ -73,7 +82,7 @@ def test_forward_matches_numpy_reference_on_real_weights(default_weights, layer,
     image = rng.uniform(0, 255, (*hw, 3)).astype(np.float32)
     model = vgg.VGG16(preprocessing=default_weights.preprocessing)
     got = np.asarray(jax.jit(lambda p, x: model.apply(p, x, layer))(default_weights.params, image))
-    want = _numpy_vgg(default_weights.params, default_weights.preprocessing, image, layer)
+    want = _numpy_vgg(default_weights.params, "torch", image, layer)
     assert got.shape == want.shape
     scale = np.abs(want).max()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale)
@@ -84,7 +93,7 @@ def test_forward_matches_reference_with_caffe_preprocessing_and_random_weights()
     params = vgg.init_params(3)
     image = np.random.default_rng(1).uniform(0, 255, (9, 11, 3)).astype(np.float32)
     got = np.asarray(vgg.VGG16(preprocessing=vgg.CAFFE).apply(params, image, "block2_conv1"))
-    want = _numpy_vgg(params, vgg.CAFFE, image, "block2_conv1")
+    want = _numpy_vgg(params, "caffe", image, "block2_conv1")
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
@@ -109,3 +118,25 @@ def test_layers_command_prints_keras_style_summary(capsys):
     assert "block5_conv3 (Conv2D)" in out and "(None, None, None, 512)" in out
     assert "Total params: 14,714,688" in out
     assert "block1_pool (MaxPooling2D)" in out
+
+
+def test_other_widths_keep_the_layers_and_change_the_channels():
+    """The tests' tiny network is VGG16 with other widths: same names, pools and receptive fields."""
+    widths = (2, 3, 4, 4, 5)
+    model = vgg.VGG16(widths=widths)
+    # The shapes flax's init gives (traced, not run: its ~100 ops compile for ~10 s).
+    params = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((32, 32, 3)), "block5_pool")
+    )
+    # 9 * cin * cout + cout per convolution, block by block (typed out, not from the table).
+    assert vgg.param_count(params) == 56 + 38 + 57 + 84 + 112 + 2 * 148 + 3 * 148 + 185 + 2 * 230
+    assert vgg.widths_of(params) == widths
+    x = jax.ShapeDtypeStruct((37, 53, 3), jnp.float32)
+    for layer in vgg.LAYER_NAMES:
+        out = jax.eval_shape(lambda p, x, layer=layer: model.apply(p, x, layer), params, x)
+        want = _expected_shape(layer, 37, 53)[:2] + (widths[int(layer[5]) - 1],)
+        assert out.shape == want, layer
+        assert vgg.num_channels(layer, widths) == want[2]
+    assert vgg.num_channels("block5_conv3") == 512  # the default is VGG16's
+    with pytest.raises(vgg.VizjaxError, match="5 positive integers"):
+        vgg.layer_table((64, 128, 256, 512))

@@ -10,7 +10,7 @@ from test_keras import write_keras_h5
 
 from vizjax import vgg, weights
 from vizjax.cli import main
-from vizjax.errors import WeightsError
+from vizjax.errors import VizjaxError, WeightsError
 
 
 def test_restricted_unpickler_loads_the_real_default_file():
@@ -48,9 +48,20 @@ def test_default_weights_manifest_and_verification(default_weights, tmp_path):
     m = default_weights.manifest
     assert default_weights.name == weights.DEFAULT_WEIGHTS
     assert m["source_sha256"] == weights.sha256_file(weights.find_lpips_checkpoint())
-    assert m["preprocessing"]["name"] == "torch"
+    # Typed in, not read from vgg.TORCH: torchvision's ImageNet mean and std on RGB / 255.
+    assert m["preprocessing"] == {
+        "name": "torch",
+        "bgr": False,
+        "scale": 255.0,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
     assert m["layers"]["block5_conv3"]["kernel"] == [3, 3, 512, 512]
-    assert default_weights.preprocessing == vgg.TORCH
+    assert m.get("widths", [64, 128, 256, 512, 512]) == [64, 128, 256, 512, 512]
+    assert default_weights.widths == (64, 128, 256, 512, 512)
+    assert default_weights.preprocessing == vgg.Preprocessing(
+        "torch", False, 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    )
     assert weights.params_sha256(default_weights.params["params"]) == m["params_sha256"]
 
 
@@ -97,7 +108,10 @@ def test_convert_keras_end_to_end(tmp_path, keras_params, capsys):
     out = tmp_path / "weights" / "keras-vgg16"
     assert main(["convert", str(h5), "--out", str(out)]) == 0
     w = weights.load_weights("keras-vgg16", out.parent)
-    assert w.preprocessing == vgg.CAFFE
+    # Keras' 'caffe' preprocessing, typed in: RGB->BGR, minus the BGR ImageNet mean, no scaling.
+    assert w.preprocessing == vgg.Preprocessing(
+        "caffe", True, 1.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0)
+    )
     assert w.manifest["source_sha256"] == weights.sha256_file(h5)
     for name in vgg.CONV_LAYERS:
         for key in ("kernel", "bias"):
@@ -135,3 +149,79 @@ def test_convert_bad_files_give_one_line_and_write_nothing(tmp_path, keras_param
     assert expect in err
     assert not out.exists()
     assert not list(Path(tmp_path / "weights").glob(".*")) if out.parent.exists() else True
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight sets of other widths (the tests' tiny network): declared, checked like VGG16's.
+
+TINY = (2, 3, 4, 4, 5)
+
+
+def _random_set(widths, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        n: {
+            "kernel": rng.standard_normal(k).astype(np.float32),
+            "bias": rng.standard_normal(b).astype(np.float32),
+        }
+        for n, (k, b) in vgg.conv_shapes(widths).items()
+    }
+
+
+def _save(params, out, widths=TINY):
+    return weights.save_weights(
+        params,
+        out,
+        source="test",
+        source_sha256="0",
+        preprocessing=vgg.TORCH,
+        licence="none",
+        widths=widths,
+    )
+
+
+def test_a_set_of_other_widths_round_trips_and_runs(tmp_path):
+    params = _random_set(TINY)
+    out = _save(params, tmp_path / "small")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["widths"] == [2, 3, 4, 4, 5]
+    assert manifest["layers"]["block3_conv1"] == {"kernel": [3, 3, 3, 4], "bias": [4]}
+    w = weights.load_weights("small", tmp_path)
+    assert w.widths == TINY and vgg.widths_of(w.params) == TINY
+    assert vgg.num_channels("block5_conv3", w.widths) == 5
+    out5 = vgg.VGG16(widths=w.widths).apply(w.params, np.zeros((32, 32, 3), np.float32))
+    assert out5.shape == (1, 1, 5)
+    assert "Total params: " + f"{vgg.param_count(w.params):,}" in vgg.summary(w.params)
+
+
+def test_malformed_sets_of_other_widths_are_refused(tmp_path):
+    # Without widths a set must be VGG16's: the small one is refused layer by layer.
+    with pytest.raises(WeightsError, match=r"block1_conv1/kernel: expected shape \(3, 3, 3, 64\)"):
+        _save(_random_set(TINY), tmp_path / "a", widths=vgg.WIDTHS)
+    # One layer that does not fit its neighbours (block2_conv2 reads 3 channels, not 2).
+    bad = _random_set(TINY)
+    bad["block2_conv2"]["kernel"] = np.zeros((3, 3, 2, 3), np.float32)
+    with pytest.raises(WeightsError, match=r"block2_conv2/kernel: expected shape \(3, 3, 3, 3\)"):
+        _save(bad, tmp_path / "b")
+    nan = _random_set(TINY)
+    nan["block4_conv2"]["bias"][1] = np.nan
+    with pytest.raises(WeightsError, match="block4_conv2/bias holds 1 NaN"):
+        _save(nan, tmp_path / "c")
+    renamed = _random_set(TINY)
+    renamed["block6_conv1"] = renamed.pop("block5_conv3")
+    with pytest.raises(WeightsError, match="missing layer block5_conv3"):
+        _save(renamed, tmp_path / "d")
+    with pytest.raises(VizjaxError, match="widths must be 5 positive integers"):
+        _save(_random_set(TINY), tmp_path / "e", widths=(2, 3, 4, 4))
+    assert not list(tmp_path.iterdir())
+    # A manifest whose widths were edited no longer matches its checkpoint.
+    out = _save(_random_set(TINY), tmp_path / "f")
+    manifest = json.loads((out / "manifest.json").read_text())
+    for widths, message in [
+        ([2, 3, 4, 4, 6], "block5_conv1/kernel: expected shape"),
+        ([2, 3, 0, 4, 5], "widths must be 5 positive integers"),
+        ("wide", "widths must be 5 positive integers"),
+    ]:
+        (out / "manifest.json").write_text(json.dumps({**manifest, "widths": widths}))
+        with pytest.raises(WeightsError, match=message):
+            weights.load_weights("f", tmp_path)

@@ -56,7 +56,9 @@ AUTO_CAP_DEFAULT = 512
 WINOGRAD_LAYERS = tuple(n for n in vgg.CONV_LAYERS if not n.startswith("block1"))
 
 
-def cpu_filters_per_device(layer: str, height: int, width: int) -> int:
+def cpu_filters_per_device(
+    layer: str, height: int, width: int, widths: tuple[int, ...] = vgg.WIDTHS
+) -> int:
     """How many filters one CPU program should optimize at once (measured on a 2-core CPU).
 
     One image at a time is fastest while the target layer is large: the working set stays in
@@ -65,7 +67,7 @@ def cpu_filters_per_device(layer: str, height: int, width: int) -> int:
     program are 1.1-1.9x faster (bench/README.md, scaling table).
     """
     h, w = vgg.output_hw(layer, height, width)
-    return 8 if h * w * vgg.num_channels(layer) <= 65536 else 1
+    return 8 if h * w * vgg.num_channels(layer, widths) <= 65536 else 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,15 +140,21 @@ def deprocess(x: jax.Array) -> jax.Array:
 
 
 def make_model(
-    preprocessing: vgg.Preprocessing, preprocess: bool, execution: Execution, platform: str = "cpu"
+    preprocessing: vgg.Preprocessing,
+    preprocess: bool,
+    execution: Execution,
+    platform: str = "cpu",
+    widths: tuple[int, ...] = vgg.WIDTHS,
 ) -> vgg.VGG16:
-    """The network a run asks for: preprocessing on or off, dtype, convolution algorithm."""
+    """The network a run asks for: preprocessing on or off, dtype, convolution algorithm, and the
+    channel widths of its weights (:func:`vizjax.vgg.widths_of`)."""
     prep = preprocessing if preprocess else vgg.IDENTITY
     wino = execution.conv == "winograd" or (execution.conv == "auto" and platform == "cpu")
     return vgg.VGG16(
         preprocessing=prep,
         dtype=jnp.dtype(execution.dtype),
         winograd=WINOGRAD_LAYERS if wino else (),
+        widths=widths,
     )
 
 
@@ -225,16 +233,18 @@ def compiled_program(
     recipe: Recipe,
     execution: Execution,
     mesh: Mesh,
+    widths: tuple[int, ...] = vgg.WIDTHS,
 ) -> Program:
     """The one jit boundary of vizjax; see the module docstring.
 
     ``recipe`` and ``execution`` must be their ``.program()`` forms (what shapes the program), so
-    runs that differ only in seed, start image or chunk size share it. Params, the start image and
+    runs that differ only in seed, start image or chunk size share it; ``widths`` are the weights'
+    (:func:`vizjax.vgg.widths_of`). Params, the start image and
     the seed are replicated; the filter axis of everything else is sharded over ``mesh``. jax
     caches the executables per chunk shape and image size.
     """
     platform = mesh.devices.flat[0].platform
-    model = make_model(preprocessing, recipe.preprocess, execution, platform)
+    model = make_model(preprocessing, recipe.preprocess, execution, platform, widths)
     objective = recipe.objective.build(layer, recipe.images)
     plan = tuple(segments(recipe.steps, execution.segment or auto_segment(recipe.steps, platform)))
     from_start = recipe.init is not None
@@ -311,14 +321,19 @@ def compiled_program(
 
 @functools.lru_cache(maxsize=64)
 def compiled_measure(
-    layer: str, preprocessing: vgg.Preprocessing, preprocess: bool, execution: Execution, mesh: Mesh
+    layer: str,
+    preprocessing: vgg.Preprocessing,
+    preprocess: bool,
+    execution: Execution,
+    mesh: Mesh,
+    widths: tuple[int, ...] = vgg.WIDTHS,
 ) -> Callable[..., dict[str, Any]]:
     """``(params, raw (n, K, H, W, 3), display (n, K, H, W, 3), filters (n,)) -> measures`` of
     :mod:`vizjax.fidelity`, vmapped over filters and sharded like the ascent (the same jit
     boundary's second program: the ascent runs it on each chunk before the images leave the
     devices; ``vizjax fidelity`` runs it on stored images)."""
     platform = mesh.devices.flat[0].platform
-    model = make_model(preprocessing, preprocess, execution, platform)
+    model = make_model(preprocessing, preprocess, execution, platform, widths)
     index = vgg.layer_index(layer)
 
     def measure(params, raw, display, filters):
@@ -335,7 +350,10 @@ def compiled_measure(
 
 @functools.lru_cache(maxsize=16)
 def compiled_forward(
-    layers: tuple[str, ...], preprocessing: vgg.Preprocessing, mesh: Mesh
+    layers: tuple[str, ...],
+    preprocessing: vgg.Preprocessing,
+    mesh: Mesh,
+    widths: tuple[int, ...] = vgg.WIDTHS,
 ) -> Callable[[Any, jax.Array], dict[str, tuple[jax.Array, jax.Array]]]:
     """``(params, squares uint8 (B, S, S, 3)) -> {layer: (mean (B, C) f32, argmax (B, C) i32)}``,
     the dataset exemplars' forward (:mod:`vizjax.exemplars`), images sharded over the mesh.
@@ -344,9 +362,9 @@ def compiled_forward(
     the flat index ``y * W' + x`` of its most active unit (the first one at ties). ``B`` must be a
     multiple of the mesh size (:func:`map_chunks` pads). One ``apply`` per layer: XLA merges the
     common prefix of the network (common-subexpression elimination), so the deepest layer's
-    forward is computed once.
+    forward is computed once. ``widths``: the weights' channel widths (:func:`vizjax.vgg.widths_of`).
     """
-    model = vgg.VGG16(preprocessing=preprocessing)
+    model = vgg.VGG16(preprocessing=preprocessing, widths=widths)
 
     def forward(params: Any, squares: jax.Array) -> dict[str, tuple[jax.Array, jax.Array]]:
         x = squares.astype(jnp.float32)
@@ -427,9 +445,10 @@ def auto_chunk(
     d = mesh.devices.size
     device = mesh.devices.flat[0]
     if device.platform == "cpu":
-        return (
-            min(cpu_filters_per_device(layer, start.shape[0], start.shape[1]), math.ceil(n / d)) * d
+        per_device = cpu_filters_per_device(
+            layer, start.shape[0], start.shape[1], vgg.widths_of(params)
         )
+        return min(per_device, math.ceil(n / d)) * d
     per_device = min(AUTO_CAP_DEFAULT, math.ceil(n / d))
     if per_device > 1:
         filters = jax.device_put(
@@ -475,8 +494,10 @@ def check_layer_size(layer: str, h: int, w: int, recipe: Recipe | None = None) -
             )
 
 
-def check_filters(layer: str, filters: Sequence[int]) -> np.ndarray:
-    n = vgg.num_channels(layer)
+def check_filters(
+    layer: str, filters: Sequence[int], widths: tuple[int, ...] = vgg.WIDTHS
+) -> np.ndarray:
+    n = vgg.num_channels(layer, widths)
     arr = np.asarray(list(filters), dtype=np.int64).reshape(-1)
     bad = arr[(arr < 0) | (arr >= n)]
     if bad.size:
@@ -508,7 +529,8 @@ def iter_chunks(
         devices, before the images come back).
     """
     check_conv_layer(layer)
-    filt = check_filters(layer, filters)
+    widths = vgg.widths_of(params)
+    filt = check_filters(layer, filters, widths)
     start = noise_image(recipe) if start is None else jnp.asarray(start, jnp.float32)
     check_layer_size(layer, start.shape[0], start.shape[1], recipe)
     if len(filt) == 0:
@@ -516,7 +538,9 @@ def iter_chunks(
     mesh = mesh or local_mesh()
     if mesh.devices.flat[0].platform == "cpu":
         keep_freed_host_memory()
-    program = compiled_program(layer, preprocessing, recipe.program(), execution.program(), mesh)
+    program = compiled_program(
+        layer, preprocessing, recipe.program(), execution.program(), mesh, widths
+    )
     # Explicit placement: in a multi-process job jit refuses host arrays with non-trivial shardings.
     rep, _ = shardings(mesh)
     params = program.prepare(jax.device_put(params, rep))
@@ -527,7 +551,7 @@ def iter_chunks(
     else:
         chunk = round_to_mesh(int(execution.batch), mesh)
     measure_fn = (
-        compiled_measure(layer, preprocessing, recipe.preprocess, execution.program(), mesh)
+        compiled_measure(layer, preprocessing, recipe.preprocess, execution.program(), mesh, widths)
         if measure
         else None
     )
@@ -566,11 +590,12 @@ def iter_measures(
     measures named as :class:`Results` (row axis first). ``execution.batch``: filters per chunk
     (``"auto"``: :data:`MEASURE_FILTERS_PER_DEVICE` per device).
     """
-    filt = check_filters(layer, filters)
+    widths = vgg.widths_of(params)
+    filt = check_filters(layer, filters, widths)
     if len(filt) == 0:
         return
     mesh = mesh or local_mesh()
-    fn = compiled_measure(layer, preprocessing, preprocess, execution.program(), mesh)
+    fn = compiled_measure(layer, preprocessing, preprocess, execution.program(), mesh, widths)
     d = mesh.devices.size
     if execution.batch == "auto":
         chunk = min(MEASURE_FILTERS_PER_DEVICE, math.ceil(len(filt) / d)) * d

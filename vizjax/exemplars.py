@@ -220,10 +220,13 @@ def scan(
             "next": 0,
             "n_images": 0,
             "n_skipped": 0,
-            "top": {layer: TopK.empty(vgg.num_channels(layer), top) for layer in layers},
+            "top": {
+                layer: TopK.empty(vgg.num_channels(layer, vgg.widths_of(params)), top)
+                for layer in layers
+            },
         }
     resumed_from = state["next"]
-    fn = ascent.compiled_forward(layers, preprocessing, mesh)
+    fn = ascent.compiled_forward(layers, preprocessing, mesh, vgg.widths_of(params))
     params = jax.device_put(params, ascent.shardings(mesh)[0])  # once, not per batch
     grids = {layer: vgg.output_hw(layer, input_size, input_size) for layer in layers}
     bar = tqdm(

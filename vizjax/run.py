@@ -199,7 +199,10 @@ def run_atlas(
     x0, recipe = start_image(recipe)
     for layer in layers:
         ascent.check_layer_size(layer, *recipe.size, recipe)  # type: ignore[misc]
-    plan = {layer: parse_filters(filters, vgg.num_channels(layer), layer) for layer in layers}
+    plan = {
+        layer: parse_filters(filters, vgg.num_channels(layer, weights.widths), layer)
+        for layer in layers
+    }
 
     out = Path(out)
     try:
@@ -230,7 +233,7 @@ def run_atlas(
                 mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
                 todos[layer] = writer.begin_layer(
                     layer,
-                    vgg.num_channels(layer),
+                    vgg.num_channels(layer, weights.widths),
                     [int(f) for f in mine],
                     recipe.size,  # type: ignore[arg-type]
                     recipe.steps,

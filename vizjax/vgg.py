@@ -34,13 +34,23 @@ from vizjax.errors import VizjaxError
 #: The variable collection holding Winograd-transformed weights (:func:`prepare_winograd`).
 WINOGRAD = "winograd"
 
-# (name, kind, input channels, output channels), in network order.
-_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+#: Output channels of each block's convolutions: VGG16's (Simonyan & Zisserman, 2014, table 1).
+#: A weight set may declare other widths (the tests' tiny network, tests/tiny_network.py); the layer
+#: names, kinds and the receptive fields stay VGG16's.
+WIDTHS: tuple[int, ...] = (64, 128, 256, 512, 512)
+_CONVS_PER_BLOCK = (2, 2, 3, 3, 3)
 
 
-def _layer_table() -> tuple[tuple[str, str, int, int], ...]:
+@functools.lru_cache(maxsize=8)
+def layer_table(widths: tuple[int, ...] = WIDTHS) -> tuple[tuple[str, str, int, int], ...]:
+    """``(name, kind, input channels, output channels)`` per layer, in network order, for a VGG16
+    whose blocks have ``widths`` output channels (5 positive integers)."""
+    if len(widths) != len(_CONVS_PER_BLOCK) or not all(
+        isinstance(c, int) and c > 0 for c in widths
+    ):
+        raise VizjaxError(f"VGG16 widths must be 5 positive integers, not {widths!r}")
     rows, cin = [], 3
-    for b, (n_convs, cout) in enumerate(_BLOCKS, start=1):
+    for b, (n_convs, cout) in enumerate(zip(_CONVS_PER_BLOCK, widths, strict=True), start=1):
         for c in range(1, n_convs + 1):
             rows.append((f"block{b}_conv{c}", "conv", cin, cout))
             cin = cout
@@ -48,18 +58,34 @@ def _layer_table() -> tuple[tuple[str, str, int, int], ...]:
     return tuple(rows)
 
 
-LAYERS: tuple[tuple[str, str, int, int], ...] = _layer_table()
+def conv_shapes(
+    widths: tuple[int, ...] = WIDTHS,
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``{conv_name: ((3, 3, cin, cout), (cout,))}``: the kernel and bias shapes for ``widths``."""
+    return {
+        name: ((3, 3, cin, cout), (cout,))
+        for name, kind, cin, cout in layer_table(widths)
+        if kind == "conv"
+    }
+
+
+LAYERS: tuple[tuple[str, str, int, int], ...] = layer_table()
 LAYER_NAMES: tuple[str, ...] = tuple(r[0] for r in LAYERS)
 CONV_LAYERS: tuple[str, ...] = tuple(r[0] for r in LAYERS if r[1] == "conv")
-#: ``{conv_name: ((3, 3, cin, cout), (cout,))}`` -- the kernel and bias shapes every weight file must have.
-CONV_SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    name: ((3, 3, cin, cout), (cout,)) for name, kind, cin, cout in LAYERS if kind == "conv"
-}
+#: ``{conv_name: ((3, 3, cin, cout), (cout,))}`` -- the kernel and bias shapes of VGG16's weights.
+CONV_SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = conv_shapes()
 
 
-def num_channels(layer: str) -> int:
-    """Number of output channels (filters) of ``layer``."""
-    return LAYERS[layer_index(layer)][3]
+def num_channels(layer: str, widths: tuple[int, ...] = WIDTHS) -> int:
+    """Number of output channels (filters) of ``layer`` in a network of ``widths``."""
+    return layer_table(widths)[layer_index(layer)][3]
+
+
+def widths_of(params: dict[str, Any]) -> tuple[int, ...]:
+    """The block widths of a parameter tree (``{"params": {...}}`` or the inner dict), read from
+    each block's first bias: what :class:`VGG16` needs to run ``params``."""
+    p = params.get("params", params)
+    return tuple(int(np.shape(p[f"block{b}_conv1"]["bias"])[0]) for b in range(1, 6))
 
 
 def layer_index(layer: str) -> int:
@@ -236,11 +262,14 @@ class VGG16(nn.Module):
       dtype: compute dtype of weights and activations (``jnp.float32`` or ``jnp.bfloat16``).
       winograd: the convolutions computed by Winograd F(2x2, 3x3) instead of XLA's convolution
         (:mod:`vizjax.conv`; same result, faster on CPU).
+      widths: output channels per block (:data:`WIDTHS`; :func:`widths_of` reads them from a
+        weight set).
     """
 
     preprocessing: Preprocessing = TORCH
     dtype: Any = jnp.float32
     winograd: tuple[str, ...] = ()
+    widths: tuple[int, ...] = WIDTHS
 
     @nn.compact
     def __call__(
@@ -271,7 +300,7 @@ class VGG16(nn.Module):
         x = image[None] if single else image
         x = self.preprocessing(x.astype(jnp.float32))
         found = {}
-        for i, (name, kind, cin, cout) in enumerate(LAYERS[: target + 1]):
+        for i, (name, kind, cin, cout) in enumerate(layer_table(self.widths)[: target + 1]):
             if kind == "conv":
                 impl = "winograd" if name in self.winograd else "xla"
                 conv = Conv3x3(cin, cout, self.dtype, impl, name=name)
@@ -296,9 +325,11 @@ def prepare_winograd(params: dict[str, Any], layers: tuple[str, ...]) -> dict[st
     }
 
 
-def init_params(seed: int = 0) -> dict[str, Any]:
-    """Random parameters with the real shapes (for tests and shape checks), as ``{"params": ...}``."""
-    variables = VGG16().init(jax.random.key(seed), jnp.zeros((32, 32, 3)), "block5_pool")
+def init_params(seed: int = 0, widths: tuple[int, ...] = WIDTHS) -> dict[str, Any]:
+    """Random parameters (LeCun normal kernels, zero biases) of a network of ``widths``, the real
+    shapes by default (for tests and shape checks), as ``{"params": ...}``."""
+    model = VGG16(widths=widths)
+    variables = model.init(jax.random.key(seed), jnp.zeros((32, 32, 3)), "block5_pool")
     return jax.tree.map(np.asarray, dict(variables))
 
 
@@ -309,14 +340,15 @@ def param_count(params: dict[str, Any]) -> int:
 
 def summary(params: dict[str, Any] | None = None) -> str:
     """A table in the spirit of Keras' ``model.summary()``: layer, type, output shape, parameters."""
-    counts = {}
+    counts, widths = {}, WIDTHS
     if params is not None:
         p = params.get("params", params)
         counts = {name: param_count(p[name]) for name in p}
+        widths = widths_of(p)
     rule, thick = "_" * 65, "=" * 65
     lines = [rule, f"{'Layer (type)':<29}{'Output Shape':<26}{'Param #':<10}", thick]
     rows = [("input (InputLayer)", "(None, None, None, 3)", 0)]
-    for name, kind, cin, cout in LAYERS:
+    for name, kind, cin, cout in layer_table(widths):
         if kind == "conv":
             n = counts.get(name, 9 * cin * cout + cout)
             rows.append((f"{name} (Conv2D)", f"(None, None, None, {cout})", n))

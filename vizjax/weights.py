@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from vizjax import durable, vgg
-from vizjax.errors import WeightsError
+from vizjax.errors import VizjaxError, WeightsError
 
 DEFAULT_WEIGHTS = "vgg16-torchvision"
 MANIFEST_VERSION = 1
@@ -50,6 +50,11 @@ class Weights:
     preprocessing: vgg.Preprocessing
     source_sha256: str
     manifest: dict[str, Any]
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Output channels per block (:data:`vizjax.vgg.WIDTHS` for VGG16's real weights)."""
+        return vgg.widths_of(self.params)
 
 
 def weights_dir() -> Path:
@@ -189,8 +194,8 @@ def read_lpips_vgg16(path: str | os.PathLike) -> Params:
 # Saving and loading prepared weight sets.
 
 
-def _check_shapes(params: Params, source: str) -> None:
-    for name, (kshape, bshape) in vgg.CONV_SHAPES.items():
+def _check_shapes(params: Params, source: str, widths: tuple[int, ...] = vgg.WIDTHS) -> None:
+    for name, (kshape, bshape) in vgg.conv_shapes(widths).items():
         if name not in params:
             raise WeightsError(f"{source}: missing layer {name}")
         for key, want in (("kernel", kshape), ("bias", bshape)):
@@ -218,8 +223,12 @@ def save_weights(
     preprocessing: vgg.Preprocessing,
     licence: str,
     extra: dict[str, Any] | None = None,
+    widths: tuple[int, ...] = vgg.WIDTHS,
 ) -> Path:
     """Write ``params`` as an orbax checkpoint plus manifest into ``out``, atomically.
+
+    ``params`` must have the shapes of a VGG16 with ``widths`` channels per block (VGG16's own
+    unless a smaller network, such as the tests' tiny one, is written on purpose).
 
     Everything is written into a temporary sibling directory that is renamed onto ``out`` only when
     complete, so an interrupted conversion never leaves a half-written weight set.
@@ -227,7 +236,7 @@ def save_weights(
     import orbax.checkpoint as ocp  # slow import; only conversions need it
 
     out = Path(out).resolve()
-    _check_shapes(params, source)
+    _check_shapes(params, source, widths)
     _check_finite(params, source)
     if out.exists():
         raise WeightsError(f"{out} already exists; remove it or choose another --out")
@@ -254,9 +263,10 @@ def save_weights(
             "source_sha256": source_sha256,
             "licence": licence,
             "preprocessing": dataclasses.asdict(preprocessing),
+            "widths": list(widths),
             "layers": {
-                n: {"kernel": list(vgg.CONV_SHAPES[n][0]), "bias": list(vgg.CONV_SHAPES[n][1])}
-                for n in vgg.CONV_LAYERS
+                n: {"kernel": list(kshape), "bias": list(bshape)}
+                for n, (kshape, bshape) in vgg.conv_shapes(widths).items()
             },
             "params_sha256": params_sha256(arrays),
             "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -356,7 +366,10 @@ def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weigh
         preprocessing = vgg.Preprocessing.from_dict(manifest["preprocessing"])
         layers, digest = manifest["layers"], str(manifest["params_sha256"])
         source_sha256 = str(manifest["source_sha256"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        # Manifests written before widths existed are VGG16's own.
+        widths = tuple(manifest.get("widths", vgg.WIDTHS))
+        vgg.layer_table(widths)
+    except (OSError, ValueError, KeyError, TypeError, VizjaxError) as e:
         raise WeightsError(
             f"{manifest_path}: not a readable vizjax weights manifest ({e})"
         ) from None
@@ -369,7 +382,7 @@ def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weigh
     except Exception as e:  # orbax raises many types; all mean the same to a user
         msg = " ".join(f"{type(e).__name__}: {e}".split())
         raise WeightsError(f"{path}: cannot read checkpoint ({msg})") from None
-    _check_shapes(params, str(path))
+    _check_shapes(params, str(path), widths)
     _check_finite(params, str(path))
     for n in vgg.CONV_LAYERS:
         want = layers.get(n) if isinstance(layers, dict) else None
