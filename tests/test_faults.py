@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vizjax import run
 from vizjax.atlas import AtlasWriter, open_atlas
 from vizjax.cli import main
 
@@ -191,7 +190,7 @@ def test_file_size_limit_is_one_line(tmp_path, reference):
 def test_progress_for_logs_quiet_and_json(tmp_path, capsys, monkeypatch):
     """stderr not a terminal: progress lines (no carriage returns) with rate and ETA; --quiet
     prints nothing on stderr; --json prints the summary as JSON on stdout."""
-    monkeypatch.setattr(run, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setenv("VIZJAX_PROGRESS_SECONDS", "0")
     args = [*RUN[:-1], "--out", str(tmp_path / "a.h5")]
     assert main(args) == 0
     captured = capsys.readouterr()
