@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from vizjax import ascent, transform, vgg
+from vizjax import ascent, cost, transform, vgg
 from vizjax.execution import Execution, auto_segment
 from vizjax.recipe import CLASSIC, Recipe, preset
 
@@ -176,22 +176,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 # Work and peak
 
 
-def analytic_forward_flops(layer: str, h: int, w: int) -> float:
-    """2*H*W*9*Cin*Cout summed over the convolutions up to and including ``layer``."""
-    total = 0.0
-    for _name, kind, cin, cout in vgg.LAYERS[: vgg.layer_index(layer) + 1]:
-        if kind == "pool":
-            h, w = h // 2, w // 2
-        else:
-            total += 2.0 * h * w * 9 * cin * cout
-    return total
-
-
-def eff_flops_per_step(layer: str, recipe: Recipe) -> float:
-    """Effective FLOPs of one filter's step: 2 x forward of every view the network sees."""
-    h, w = transform.out_hw(recipe.transforms, tuple(recipe.size or (128, 128)))
-    views = transform.views(recipe.transforms) * recipe.images
-    return 2.0 * analytic_forward_flops(layer, h, w) * views
+#: The analytic FLOP count lives in vizjax.cost (shared with the run's ETA and ``--plan``).
+analytic_forward_flops = cost.forward_flops
+#: Effective FLOPs of one filter's step: 2 x forward of every view the network sees.
+eff_flops_per_step = cost.flops_per_filter_step
 
 
 def measure_peak(dtype: str, n: int, repeats: int = 5) -> float:
@@ -849,8 +837,9 @@ def predict_whole_model(
     ``sample_filters``) run for ``sample_segments`` segments of the recipe's own segment length
     (compile timed on the first call, then a second call timed), extrapolated to the recipe's full
     steps and the layer's filter count, plus its compile time. Layers not reached before
-    ``deadline`` (a ``time.perf_counter()`` value) or not in ``layers`` are estimated from the
-    measured layers' median effective FLOP/s and median compile time (marked ``estimated``).
+    ``deadline`` (a ``time.perf_counter()`` value) or not in ``layers`` are estimated by
+    :mod:`vizjax.cost` (the work model of the run's ETA and ``vizjax atlas --plan``) at the
+    measured layers' median work rate, with their median compile time (marked ``estimated``).
     Returns ``{"layers": [...], "total_s", "compile_s", "measured": n}``.
     """
     seg = execution.segment or auto_segment(recipe.steps, _platform())
@@ -862,7 +851,12 @@ def predict_whole_model(
     for layer in vgg.CONV_LAYERS:
         c = vgg.num_channels(layer)
         eff_step = eff_flops_per_step(layer, recipe)
-        row = {"layer": layer, "filters_total": c, "eff_gflop_per_filter_step": eff_step / 1e9}
+        row = {
+            "layer": layer,
+            "filters_total": c,
+            "eff_gflop_per_filter_step": eff_step / 1e9,
+            "work_g_per_filter_step": cost.work_per_filter_step(layer, recipe) / 1e9,
+        }
         if layer in layers and (deadline is None or time.perf_counter() < deadline):
             chunk, probe_s = auto_chunk(weights, layer, c, recipe, ex)
             n = min(c, max(sample_filters, chunk))
@@ -882,6 +876,7 @@ def predict_whole_model(
                 ms_per_filter_step=1e3 * v["wall_s"] / (n * steps),
             )
             row["eff_gflops"] = eff_step * c * recipe.steps / row["wall_s"] / 1e9
+            row["work_gps"] = row["work_g_per_filter_step"] * c * recipe.steps / row["wall_s"]
             ascent.compiled_program.cache_clear()
             jax.clear_caches()
         else:
@@ -891,15 +886,13 @@ def predict_whole_model(
             log(row)
     measured = [r for r in out if not r["estimated"]]
     if measured:
-        rate = statistics.median(r["eff_gflops"] for r in measured)
+        rate = statistics.median(r["work_gps"] for r in measured)
         comp = statistics.median(r["compile_s"] for r in measured)
         for r in out:
             if r["estimated"]:
-                r["wall_s"] = (
-                    r["eff_gflop_per_filter_step"] * r["filters_total"] * recipe.steps / rate
-                )
+                r["wall_s"] = r["work_g_per_filter_step"] * r["filters_total"] * recipe.steps / rate
                 r["compile_s"] = comp
-                r["ms_per_filter_step"] = 1e3 * r["eff_gflop_per_filter_step"] / rate
+                r["ms_per_filter_step"] = 1e3 * r["work_g_per_filter_step"] / rate
     total = sum(r.get("wall_s", float("nan")) + r.get("compile_s", 0.0) for r in out)
     return {
         "layers": out,

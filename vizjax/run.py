@@ -21,10 +21,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from vizjax import ascent, atlas, distributed, vgg
+from vizjax import ascent, atlas, cost, distributed, vgg
 from vizjax.errors import Interrupted, VizjaxError
 from vizjax.execution import Execution
-from vizjax.progress import _bar_label, _progress
+from vizjax.progress import WorkMeter, _bar_label, _progress
 from vizjax.recipe import DEFAULT_SIZE, Recipe
 from vizjax.weights import Weights
 
@@ -144,6 +144,18 @@ class StopOnSignal:
             raise Interrupted(self.signum, summary)
 
 
+def _warn_if_long(bar: Any, meter: WorkMeter, recipe: Recipe) -> bool:
+    """Once the run has timed a chunk that compiled nothing, say first if it will take more than
+    :data:`vizjax.cost.LONG_RUN_SECONDS`, and what would shorten it. True once decided."""
+    if not meter.steady:
+        return False
+    eta = meter.eta()
+    if eta is not None and eta > cost.LONG_RUN_SECONDS:
+        platform = jax.local_devices()[0].platform
+        bar.write(cost.long_run_warning(eta, recipe.steps, recipe.size, platform), file=sys.stderr)
+    return True
+
+
 def run_atlas(
     out: str | os.PathLike,
     layers: Sequence[str],
@@ -219,11 +231,20 @@ def run_atlas(
             }
         resumed = sum(s["done"] for s in summary["layers"].values())
         total = resumed + sum(map(len, todos.values()))
-        bar = _progress(total, _bar_label(layers, 0), quiet, initial=resumed)
+        # The ETA weighs each filter by its layer's cost (vizjax.cost), not by one filter rate.
+        work = {layer: cost.filter_work(layer, recipe) for layer in layers}
+        meter = WorkMeter(
+            sum(len(todos[layer]) * work[layer] for layer in layers),
+            sum(1 for layer in layers if todos[layer]),
+        )
+        bar = _progress(total, _bar_label(layers, 0), quiet, initial=resumed, meter=meter)
+        warned = quiet
         for i, layer in enumerate(layers):
             stop.check(summary)
             todo, s = todos[layer], summary["layers"][layer]
             bar.set_description(_bar_label(layers, i))
+            if todo:
+                meter.new_layer()
             t0 = time.perf_counter()
             for res in ascent.iter_chunks(
                 layer,
@@ -241,7 +262,9 @@ def run_atlas(
                 s["zero_start_grad_computed"] += int(res.zero_start_grad.sum())
                 s["nonfinite_computed"] += int(res.nonfinite.sum())
                 s["seconds"] = round(time.perf_counter() - t0, 2)
-                bar.update(len(res))
+                bar.update(len(res), work=len(res) * work[layer])
+                if not warned:
+                    warned = _warn_if_long(bar, meter, recipe)
                 stop.check(summary)  # SIGINT/SIGTERM: stop here, this chunk committed
             writer.finish_layer(layer)  # selectivity, specificity over the layer's stored images
             s["seconds"] = round(time.perf_counter() - t0, 2)
