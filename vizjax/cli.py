@@ -212,6 +212,8 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     for layer in layers:
         vgg.layer_index(layer)
     recipe = _recipe(args)
+    if args.plan:
+        return _print_plan(args, layers, recipe)
     summary = run_atlas(
         args.out,
         layers,
@@ -222,6 +224,17 @@ def cmd_atlas(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     _print_summary(summary, args)
+    return 0
+
+
+def _print_plan(args: argparse.Namespace, layers: list[str], recipe: Recipe) -> int:
+    """``atlas --plan``: what the run would do and take here (vizjax.plan); writes nothing."""
+    from vizjax.plan import format_plan, make_plan
+
+    plan = make_plan(
+        args.out, layers, args.filters, recipe, _weights(args), execution=_execution(args)
+    )
+    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
     return 0
 
 
@@ -462,6 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ascent_args(s)
     s.add_argument(
         "--json", action="store_true", help="print the run summary as JSON on stdout (scripts)"
+    )
+    s.add_argument(
+        "--plan",
+        action="store_true",
+        help="only print what the run would do: per layer the filters to do, the predicted "
+        "time here (timed on a few steps; compiling apart) and the size on disk; writes nothing",
     )
     d = s.add_argument_group("multi-process (jax.distributed)")
     d.add_argument(
