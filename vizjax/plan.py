@@ -24,9 +24,12 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vizjax import ascent, cost, schema, vgg
-from vizjax.execution import Execution, keep_freed_host_memory
+from vizjax.execution import Execution, auto_segment, keep_freed_host_memory
 from vizjax.progress import _duration
 from vizjax.recipe import Recipe
+
+#: Steps timed when a recipe runs as one loop over all its steps (see :func:`time_layer`).
+SAMPLE_STEPS = 8
 
 
 def atlas_bytes(layer: str, rows: int, recipe: Recipe) -> int:
@@ -67,11 +70,20 @@ def time_layer(
     Returns ``{"chunk", "compile_s", "step_s"}``: the chunk (filters per compiled call), the
     seconds to trace and compile every entry point the run would call (init, each segment
     length, finish), and the seconds of one step of one chunk (a segment after a first one).
+    On an accelerator, a recipe that runs as one rolled loop over all its steps is timed on
+    :data:`SAMPLE_STEPS` steps.
     """
     mesh = ascent.local_mesh()
-    if mesh.devices.flat[0].platform == "cpu":
+    platform = mesh.devices.flat[0].platform
+    if platform == "cpu":
         keep_freed_host_memory()
     d = mesh.devices.size
+    segment = execution.segment or auto_segment(recipe.steps, platform)
+    if platform != "cpu" and segment >= recipe.steps > SAMPLE_STEPS:
+        # One rolled loop over every step (accelerators): its cost per step and its compile do
+        # not depend on its length, so time a short one instead of running a chunk twice.
+        # (XLA:CPU unrolls a segment: there the real one is compiled and timed.)
+        recipe = recipe.replace(steps=SAMPLE_STEPS)
     program = ascent.compiled_program(
         layer, weights.preprocessing, recipe.program(), execution.program(), mesh
     )
