@@ -59,12 +59,39 @@ def test_meter_gives_no_eta_before_the_first_chunk_and_times_compiles_apart():
     m.new_layer()
     now[0] = 12.0  # first chunk: 10 s compiling + 2 s for 10 units
     m.add(10.0)
-    assert m.eta() == pytest.approx(90 / (10 / 12) + 0)  # no steady chunk yet: all-in rate
+    assert m.eta() is None  # that rate includes compiling: still "estimating..."
     now[0] = 14.0  # a steady chunk: 10 units in 2 s
     m.add(10.0)
     assert m.rate() == pytest.approx(5.0) and m.compile_s() == pytest.approx(10.0)
     # 80 units at 5/s, plus one layer still to compile.
     assert m.eta() == pytest.approx(80 / 5 + 10.0)
+    # Two layers of one chunk each, never a steady chunk: the all-in rate after both.
+    now[0] = 0.0
+    m = WorkMeter(100.0, layers=3, clock=lambda: now[0])
+    for t in (20.0, 40.0):
+        m.new_layer()
+        now[0] = t
+        m.add(10.0)
+    assert not m.steady and m.eta() == pytest.approx(80 / (20 / 40))
+
+
+def test_meter_warns_once_when_the_eta_is_long(monkeypatch):
+    now = [0.0]
+    m = WorkMeter(1e6, layers=1, clock=lambda: now[0], warn=lambda eta: f"long: {eta:.0f}")
+    for t in (1.0, 2.0, 3.0):
+        now[0] = t
+        m.add(1.0)
+        if t == 1.0:
+            assert m.warning() is None  # no ETA yet
+        elif t == 2.0:
+            assert m.warning() == f"long: {(1e6 - 2) / 1.0 + 0:.0f}"
+        else:
+            assert m.warning() is None  # once
+    short = WorkMeter(10.0, layers=1, clock=lambda: now[0], warn=lambda eta: "long")
+    for t in (4.0, 5.0):
+        now[0] = t
+        short.add(1.0)
+    assert short.warning() is None and short.warned
 
 
 def test_long_run_warning_says_what_would_shorten_it():

@@ -37,7 +37,10 @@ def test_the_bar_fills_by_work_and_counts_filters():
     bar = progress._work_bar(10, "block1_conv1 (layer 1/2)", 0, meter)
     assert "0/10 filters" in str(bar) and "estimating..." in str(bar)
     now[0] = 1.0
-    bar.update(5, work=10.0)  # half the filters, a tenth of the work
+    bar.update(2, work=5.0)
+    assert "2/10 filters" in str(bar) and "estimating..." in str(bar)  # that chunk compiled
+    now[0] = 2.0
+    bar.update(3, work=5.0)  # half the filters, a tenth of the work
     text = str(bar)
     assert "5/10 filters" in text and " 10%|" in text and "ETA " in text
     bar.close()
@@ -48,7 +51,10 @@ def test_line_progress_uses_the_meter_for_its_eta(capsys):
     meter = progress.WorkMeter(100.0, layers=1, clock=lambda: now[0])
     bar = progress.LineProgress(10, "x", interval=0.0, meter=meter)
     now[0] = 10.0
-    bar.update(5, work=10.0)  # 5 filters of 10, but 10 units of 100 in 10 s: 90 s left
+    bar.update(2, work=10.0)  # a first chunk (compiling): no ETA yet, so no line
+    assert capsys.readouterr().err == ""
+    now[0] = 20.0
+    bar.update(3, work=10.0)  # 5 filters of 10, but 20 units of 100, 10 per 10 s: 80 s left
     assert capsys.readouterr().err.strip() == "x: 5/10 filters, " + (
-        f"{bar.done / (bar.last - bar.t0):.3g} filters/s, ETA 1m30s"
+        f"{bar.done / (bar.last - bar.t0):.3g} filters/s, ETA 1m20s"
     )

@@ -45,14 +45,20 @@ class WorkMeter:
     yet); the compile time per layer is what a first chunk took beyond its work at that rate.
 
     ``work_total``: the work of every filter this run computes; ``layers``: how many layers it
-    computes filters of (each compiles once). Call :meth:`new_layer` before a layer's first chunk
-    and :meth:`add` after each chunk.
+    computes filters of (each compiles once); ``warn``: makes the line to print first (once, see
+    :meth:`warning`) when the ETA exceeds :data:`vizjax.cost.LONG_RUN_SECONDS`. Call
+    :meth:`new_layer` before a layer's first chunk and :meth:`add` after each chunk.
     """
 
     def __init__(
-        self, work_total: float, layers: int, clock: Callable[[], float] = time.monotonic
+        self,
+        work_total: float,
+        layers: int,
+        clock: Callable[[], float] = time.monotonic,
+        warn: Callable[[float], str] | None = None,
     ) -> None:
         self.work_total, self.layers, self.clock = float(work_total), layers, clock
+        self.warn, self.warned = warn, False
         self.work_done = self.steady_work = self.steady_s = 0.0
         self.firsts: list[tuple[float, float]] = []  # (work, seconds) of each layer's first chunk
         self._first = True
@@ -92,15 +98,30 @@ class WorkMeter:
         return sum(max(0.0, s - w / rate) for w, s in self.firsts) / len(self.firsts)
 
     def eta(self) -> float | None:
-        """Seconds left (:func:`vizjax.cost.eta_seconds`), or None before the first chunk."""
+        """Seconds left (:func:`vizjax.cost.eta_seconds`), or None ("estimating...") until a
+        chunk that compiled nothing was timed (or, without one, two layers' first chunks)."""
         from vizjax import cost
 
+        if not self.steady and len(self.firsts) < 2:
+            return None
         return cost.eta_seconds(
             max(0.0, self.work_total - self.work_done),
             self.rate(),
             max(0, self.layers - len(self.firsts)),
             self.compile_s(),
         )
+
+    def warning(self) -> str | None:
+        """The long-run line, once: when the ETA first exceeds the limit, else None."""
+        from vizjax import cost
+
+        if self.warn is None or self.warned:
+            return None
+        eta = self.eta()
+        if eta is None:
+            return None
+        self.warned = True
+        return self.warn(eta) if eta > cost.LONG_RUN_SECONDS else None
 
 
 def _eta_text(meter: WorkMeter | None, rate: float, left: int) -> str:
@@ -147,6 +168,11 @@ class LineProgress:
         self.done += n
         if self.meter is not None:
             self.meter.add(n if work is None else work)
+            warning = self.meter.warning()
+            if warning:
+                self.write(warning)
+            if self.meter.eta() is None:
+                return  # no line without an ETA: the first one comes with it (or the warning)
         now = time.monotonic()
         if now - self.last >= self.interval and self.done < self.total:
             self.last = now
@@ -233,6 +259,9 @@ def _work_bar(total: int, desc: str, initial: int, meter: WorkMeter) -> Any:
         def update(self, n: int = 1, work: float | None = None) -> None:  # type: ignore[override]
             self.filters_done += n
             meter.add(n if work is None else work)
+            warning = meter.warning()
+            if warning:
+                self.write(warning, file=sys.stderr)
             super().update(n if work is None else work)
 
         @property

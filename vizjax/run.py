@@ -144,18 +144,6 @@ class StopOnSignal:
             raise Interrupted(self.signum, summary)
 
 
-def _warn_if_long(bar: Any, meter: WorkMeter, recipe: Recipe) -> bool:
-    """Once the run has timed a chunk that compiled nothing, say first if it will take more than
-    :data:`vizjax.cost.LONG_RUN_SECONDS`, and what would shorten it. True once decided."""
-    if not meter.steady:
-        return False
-    eta = meter.eta()
-    if eta is not None and eta > cost.LONG_RUN_SECONDS:
-        platform = jax.local_devices()[0].platform
-        bar.write(cost.long_run_warning(eta, recipe.steps, recipe.size, platform), file=sys.stderr)
-    return True
-
-
 def run_atlas(
     out: str | os.PathLike,
     layers: Sequence[str],
@@ -233,12 +221,14 @@ def run_atlas(
         total = resumed + sum(map(len, todos.values()))
         # The ETA weighs each filter by its layer's cost (vizjax.cost), not by one filter rate.
         work = {layer: cost.filter_work(layer, recipe) for layer in layers}
+        platform = jax.local_devices()[0].platform
         meter = WorkMeter(
             sum(len(todos[layer]) * work[layer] for layer in layers),
             sum(1 for layer in layers if todos[layer]),
+            # Over LONG_RUN_SECONDS: said first, once the run has timed a chunk after compiling.
+            warn=lambda eta: cost.long_run_warning(eta, recipe.steps, recipe.size, platform),
         )
         bar = _progress(total, _bar_label(layers, 0), quiet, initial=resumed, meter=meter)
-        warned = quiet
         for i, layer in enumerate(layers):
             stop.check(summary)
             todo, s = todos[layer], summary["layers"][layer]
@@ -263,8 +253,6 @@ def run_atlas(
                 s["nonfinite_computed"] += int(res.nonfinite.sum())
                 s["seconds"] = round(time.perf_counter() - t0, 2)
                 bar.update(len(res), work=len(res) * work[layer])
-                if not warned:
-                    warned = _warn_if_long(bar, meter, recipe)
                 stop.check(summary)  # SIGINT/SIGTERM: stop here, this chunk committed
             writer.finish_layer(layer)  # selectivity, specificity over the layer's stored images
             s["seconds"] = round(time.perf_counter() - t0, 2)
