@@ -69,7 +69,7 @@ def time_layer(
 
     Returns ``{"chunk", "compile_s", "step_s"}``: the chunk (filters per compiled call), the
     seconds to trace and compile every entry point the run would call (init, each segment
-    length, finish), and the seconds of one step of one chunk (a segment after a first one).
+    length, finish, the measures), and the seconds of one step of one chunk (a segment after a first one).
     On an accelerator, a recipe that runs as one rolled loop over all its steps is timed on
     :data:`SAMPLE_STEPS` steps.
     """
@@ -107,6 +107,12 @@ def time_layer(
         for n, fn in program.advance.items()
     }
     program.finish.lower(params, x0, fs, seed, state).compile()
+    # The run also measures each chunk's images (vizjax.fidelity): its compile counts too.
+    out = jax.eval_shape(program.finish, params, x0, fs, seed, state)
+    measure = ascent.compiled_measure(
+        layer, weights.preprocessing, recipe.preprocess, execution.program(), mesh
+    )
+    measure.lower(params, out["raw"], out["images"], fs).compile()
     compile_s = time.perf_counter() - t0
     # A first segment warms up (allocations, caches); the next one is timed.
     first, n = program.plan[0]
