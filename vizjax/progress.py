@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from vizjax import cost
 from vizjax.errors import VizjaxError
 
 #: Default seconds between progress lines when stderr is not a terminal (a log file, a
@@ -100,8 +101,6 @@ class WorkMeter:
     def eta(self) -> float | None:
         """Seconds left (:func:`vizjax.cost.eta_seconds`), or None ("estimating...") until a
         chunk that compiled nothing was timed (or, without one, two layers' first chunks)."""
-        from vizjax import cost
-
         if not self.steady and len(self.firsts) < 2:
             return None
         return cost.eta_seconds(
@@ -113,8 +112,6 @@ class WorkMeter:
 
     def warning(self) -> str | None:
         """The long-run line, once: when the ETA first exceeds the limit, else None."""
-        from vizjax import cost
-
         if self.warn is None or self.warned:
             return None
         eta = self.eta()
