@@ -4,7 +4,8 @@ Work is counted in analytic FLOPs. One *filter-step* (one filter's image, one as
 the network forward up to the target layer and back to the image (the input gradient: a
 convolution's costs as much as its forward; no weight gradients), on every view the recipe shows
 the network per step (maco's 4 crops; K images with ``--diversity K``), at the size the network
-sees after the recipe's transforms (lucid pads 128 px to 140 px and crops 4 px: 136 px). So a
+sees after the recipe's transforms (lucid pads 128 px by 12 a side, then its jitters crop 8 and
+4 px: the network sees 140 px). So a
 layer's filter-step costs ``2 x forward x views`` and a filter ``steps`` times that.
 
 One term is not a FLOP count: the image side of a step (the parameterization's FFT, the
@@ -14,7 +15,7 @@ runs far below its FLOP rate) costs, per pixel of each view, about as much as
 first layer of a whole-model run, ran at 1/10 of the other layers' FLOP rate (bench/README.md's
 whole-model table: 21 ms per filter-step for 0.8 GFLOP at 224 px, against 130-220 GFLOP/s
 elsewhere), and an ETA taken after it was ~10x too long; with it, every layer of that table runs
-at 170-230 "GFLOP/s" except block1_conv2 (320: the one-channel fast path skips most of its
+at 160-230 "GFLOP/s" except block1_conv2 (300: the one-channel fast path skips most of its
 target layer).
 
 Left out: the one-channel fast path, the fidelity measures after the ascent, writing the atlas.
