@@ -129,8 +129,8 @@ def test_eta_after_the_first_layer_predicts_the_second(tmp_path, default_weights
     clock = time.process_time
 
     class Recorder(WorkMeter):
-        def __init__(self, work_total, layers):
-            super().__init__(work_total, layers, clock=clock)
+        def __init__(self, work_total, layers, **kwargs):
+            super().__init__(work_total, layers, **{**kwargs, "clock": clock})
 
         def new_layer(self):
             if self.firsts:  # the second layer begins: what would the bar say now?
