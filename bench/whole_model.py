@@ -12,7 +12,7 @@ import jax
 
 from bench import timing, work
 from bench.report import fmt, human, table
-from vizjax import ascent, vgg
+from vizjax import ascent, cost, vgg
 from vizjax.execution import Execution, auto_segment
 from vizjax.recipe import Recipe
 
@@ -35,8 +35,9 @@ def predict_whole_model(
     ``sample_filters``) run for ``sample_segments`` segments of the recipe's own segment length
     (compile timed on the first call, then a second call timed), extrapolated to the recipe's full
     steps and the layer's filter count, plus its compile time. Layers not reached before
-    ``deadline`` (a ``time.perf_counter()`` value) or not in ``layers`` are estimated from the
-    measured layers' median effective FLOP/s and median compile time (marked ``estimated``).
+    ``deadline`` (a ``time.perf_counter()`` value) or not in ``layers`` are estimated by
+    :mod:`vizjax.cost` (the work model of the run's ETA and ``vizjax atlas --plan``) at the
+    measured layers' median work rate, with their median compile time (marked ``estimated``).
     Returns ``{"layers": [...], "total_s", "compile_s", "measured": n}``.
     """
     seg = execution.segment or auto_segment(recipe.steps, work.platform())
@@ -48,7 +49,12 @@ def predict_whole_model(
     for layer in vgg.CONV_LAYERS:
         c = vgg.num_channels(layer)
         eff_step = work.eff_flops_per_step(layer, recipe)
-        row = {"layer": layer, "filters_total": c, "eff_gflop_per_filter_step": eff_step / 1e9}
+        row = {
+            "layer": layer,
+            "filters_total": c,
+            "eff_gflop_per_filter_step": eff_step / 1e9,
+            "work_g_per_filter_step": cost.work_per_filter_step(layer, recipe) / 1e9,
+        }
         if layer in layers and (deadline is None or time.perf_counter() < deadline):
             chunk, probe_s = timing.auto_chunk(weights, layer, c, recipe, ex)
             n = min(c, max(sample_filters, chunk))
@@ -68,6 +74,7 @@ def predict_whole_model(
                 ms_per_filter_step=1e3 * v["wall_s"] / (n * steps),
             )
             row["eff_gflops"] = eff_step * c * recipe.steps / row["wall_s"] / 1e9
+            row["work_gps"] = row["work_g_per_filter_step"] * c * recipe.steps / row["wall_s"]
             ascent.compiled_program.cache_clear()
             jax.clear_caches()
         else:
@@ -77,15 +84,13 @@ def predict_whole_model(
             log(row)
     measured = [r for r in out if not r["estimated"]]
     if measured:
-        rate = statistics.median(r["eff_gflops"] for r in measured)
+        rate = statistics.median(r["work_gps"] for r in measured)
         comp = statistics.median(r["compile_s"] for r in measured)
         for r in out:
             if r["estimated"]:
-                r["wall_s"] = (
-                    r["eff_gflop_per_filter_step"] * r["filters_total"] * recipe.steps / rate
-                )
+                r["wall_s"] = r["work_g_per_filter_step"] * r["filters_total"] * recipe.steps / rate
                 r["compile_s"] = comp
-                r["ms_per_filter_step"] = 1e3 * r["eff_gflop_per_filter_step"] / rate
+                r["ms_per_filter_step"] = 1e3 * r["work_g_per_filter_step"] / rate
     total = sum(r.get("wall_s", float("nan")) + r.get("compile_s", 0.0) for r in out)
     return {
         "layers": out,

@@ -14,26 +14,12 @@ import time
 import jax
 import jax.numpy as jnp
 
-from vizjax import transform, vgg
-from vizjax.recipe import Recipe
+from vizjax import cost
 
-
-def analytic_forward_flops(layer: str, h: int, w: int) -> float:
-    """2*H*W*9*Cin*Cout summed over the convolutions up to and including ``layer``."""
-    total = 0.0
-    for _name, kind, cin, cout in vgg.LAYERS[: vgg.layer_index(layer) + 1]:
-        if kind == "pool":
-            h, w = h // 2, w // 2
-        else:
-            total += 2.0 * h * w * 9 * cin * cout
-    return total
-
-
-def eff_flops_per_step(layer: str, recipe: Recipe) -> float:
-    """Effective FLOPs of one filter's step: 2 x forward of every view the network sees."""
-    h, w = transform.out_hw(recipe.transforms, tuple(recipe.size or (128, 128)))
-    views = transform.views(recipe.transforms) * recipe.images
-    return 2.0 * analytic_forward_flops(layer, h, w) * views
+#: The analytic FLOP count lives in vizjax.cost (shared with the run's ETA and ``--plan``).
+analytic_forward_flops = cost.forward_flops
+#: Effective FLOPs of one filter's step: 2 x forward of every view the network sees.
+eff_flops_per_step = cost.flops_per_filter_step
 
 
 def measure_peak(dtype: str, n: int, repeats: int = 5) -> float:

@@ -49,34 +49,6 @@ def test_start_image_from_noise_and_from_a_photo(tmp_path):
     assert r1.init_sha256 and len(r1.init_sha256) == 64
 
 
-def test_durations_and_bar_labels():
-    assert [run._duration(s) for s in (0.4, 59, 61, 3599, 3600, 7322)] == [
-        "0 s",
-        "59 s",
-        "1m01s",
-        "59m59s",
-        "1h00m",
-        "2h02m",
-    ]
-    assert run._bar_label(["a"], 0) == "a"
-    assert run._bar_label(["a", "b"], 1) == "b (layer 2/2)"
-
-
-def test_line_progress_for_logs(capsys):
-    p = run.LineProgress(10, "block1_conv1", initial=2, interval=0.0)
-    p.update(3)
-    p.set_description("block2_conv1")
-    p.update(5)  # done: no ETA line, the closing line says it
-    p.close()
-    lines = capsys.readouterr().err.splitlines()
-    assert lines[0].startswith("block1_conv1: 5/10 filters, ") and "filters/s, ETA " in lines[0]
-    assert len(lines) == 2 and lines[1].startswith("block2_conv1: 10/10 filters, ")
-    assert "(done in " in lines[1]
-    quiet = run.LineProgress(4, "x", initial=4, interval=0.0)
-    quiet.close()  # nothing computed: nothing to say
-    assert capsys.readouterr().err == ""
-
-
 def test_a_signal_stops_at_the_next_check_and_a_second_at_once():
     before = signal.getsignal(signal.SIGTERM)
     with run.StopOnSignal() as stop:

@@ -170,7 +170,7 @@ def _weights(args: argparse.Namespace):  # -> Weights
 def _check_environment(args: argparse.Namespace) -> None:
     """The environment variables a command reads, checked before it does anything."""
     if args.command in ("atlas", "fidelity", "article"):
-        from vizjax.run import progress_seconds
+        from vizjax.progress import progress_seconds
 
         progress_seconds()
 
@@ -231,6 +231,8 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     for layer in layers:
         vgg.layer_index(layer)
     recipe = _recipe(args)
+    if args.plan:
+        return _print_plan(args, layers, recipe)
     summary = run_atlas(
         args.out,
         layers,
@@ -241,6 +243,17 @@ def cmd_atlas(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     _print_summary(summary, args)
+    return 0
+
+
+def _print_plan(args: argparse.Namespace, layers: list[str], recipe: Recipe) -> int:
+    """``atlas --plan``: what the run would do and take here (vizjax.plan); writes nothing."""
+    from vizjax.plan import format_plan, make_plan
+
+    plan = make_plan(
+        args.out, layers, args.filters, recipe, _weights(args), execution=_execution(args)
+    )
+    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
     return 0
 
 
@@ -483,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ascent_args(s)
     s.add_argument(
         "--json", action="store_true", help="print the run summary as JSON on stdout (scripts)"
+    )
+    s.add_argument(
+        "--plan",
+        action="store_true",
+        help="only print what the run would do: per layer the filters to do, the predicted "
+        "time here (timed on a few steps; compiling apart) and the size on disk; writes nothing",
     )
     d = s.add_argument_group("multi-process (jax.distributed)")
     d.add_argument(

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,11 +17,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from vizjax import ascent, atlas, distributed, vgg
+from vizjax import ascent, atlas, cost, distributed, vgg
 from vizjax.config import RunConfig, read_config
 from vizjax.errors import VizjaxError
 from vizjax.execution import Execution
 from vizjax.interrupt import StopOnSignal
+from vizjax.progress import WorkMeter, _bar_label, _progress
 from vizjax.recipe import DEFAULT_SIZE, Recipe
 from vizjax.weights import Weights
 
@@ -81,95 +80,6 @@ def start_image(recipe: Recipe) -> tuple[np.ndarray, Recipe]:
         size=(int(x0.shape[0]), int(x0.shape[1])), init_sha256=sha256_file(recipe.init)
     )
     return x0, recipe
-
-
-#: Seconds between progress lines when stderr is not a terminal (a log file, a scheduler), unless
-#: ``VIZJAX_PROGRESS_SECONDS`` says otherwise.
-PROGRESS_SECONDS = 30.0
-
-
-def progress_seconds() -> float:
-    """``VIZJAX_PROGRESS_SECONDS`` (default 30), checked: VizjaxError unless a finite number >= 0.
-    Read when called, not at import, so a bad value is one line and the CLI can check it first."""
-    text = os.environ.get("VIZJAX_PROGRESS_SECONDS", "")
-    if not text.strip():
-        return PROGRESS_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise VizjaxError(f"VIZJAX_PROGRESS_SECONDS must be a number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-class LineProgress:
-    """Progress for logs: a line ``layer: done/total filters, rate, ETA`` every ``interval``
-    seconds and one when the layer ends, instead of a bar redrawn with carriage returns. The
-    rate counts the filters computed by this run (not those resumed)."""
-
-    def __init__(
-        self, total: int, desc: str, initial: int = 0, interval: float | None = None
-    ) -> None:
-        self.total, self.desc = total, desc
-        self.interval = progress_seconds() if interval is None else interval
-        self.done = self.initial = initial
-        self.t0 = self.last = time.monotonic()
-
-    def set_description(self, desc: str) -> None:
-        self.desc = desc
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= self.interval and self.done < self.total:
-            self.last = now
-            self._line(now)
-
-    def _line(self, now: float, end: str = "") -> None:
-        computed, elapsed = self.done - self.initial, max(now - self.t0, 1e-9)
-        rate = computed / elapsed
-        text = f"{self.desc}: {self.done}/{self.total} filters"
-        if computed:
-            text += f", {rate:.3g} filters/s"
-            text += f", ETA {_duration((self.total - self.done) / rate)}" if not end else ""
-        print(text + end, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.done > self.initial:
-            self._line(time.monotonic(), f" (done in {_duration(time.monotonic() - self.t0)})")
-
-
-def _bar_label(layers: Sequence[str], i: int) -> str:
-    """The progress bar's label while layer ``i`` runs: its name, and its rank in a longer run."""
-    return layers[i] if len(layers) == 1 else f"{layers[i]} (layer {i + 1}/{len(layers)})"
-
-
-def _progress(total: int, desc: str, quiet: bool, initial: int = 0) -> Any:
-    """A tqdm bar on a terminal, :class:`LineProgress` lines otherwise, nothing if ``quiet``."""
-    from tqdm import tqdm
-
-    if not quiet and not sys.stderr.isatty():
-        return LineProgress(total, desc, initial)
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit="filter",
-        disable=quiet,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )
 
 
 def run_atlas(
@@ -248,11 +158,22 @@ def run_atlas(
                 }
             resumed = sum(s["done"] for s in summary["layers"].values())
             total = resumed + sum(map(len, todos.values()))
-            bar = _progress(total, _bar_label(layers, 0), quiet, initial=resumed)
+            # The ETA weighs each filter by its layer's cost (vizjax.cost), not by one filter rate.
+            work = {layer: cost.filter_work(layer, recipe) for layer in layers}
+            platform = jax.local_devices()[0].platform
+            meter = WorkMeter(
+                sum(len(todos[layer]) * work[layer] for layer in layers),
+                sum(1 for layer in layers if todos[layer]),
+                # Over LONG_RUN_SECONDS: said first, once the run has timed a chunk after compiling.
+                warn=lambda eta: cost.long_run_warning(eta, recipe.steps, recipe.size, platform),
+            )
+            bar = _progress(total, _bar_label(layers, 0), quiet, initial=resumed, meter=meter)
             for i, layer in enumerate(layers):
                 stop.check(summary)
                 todo, s = todos[layer], summary["layers"][layer]
                 bar.set_description(_bar_label(layers, i))
+                if todo:
+                    meter.new_layer()
                 t0 = time.perf_counter()
                 for res in ascent.iter_chunks(
                     layer,
@@ -270,7 +191,7 @@ def run_atlas(
                     s["zero_start_grad_computed"] += int(res.zero_start_grad.sum())
                     s["nonfinite_computed"] += int(res.nonfinite.sum())
                     s["seconds"] = round(time.perf_counter() - t0, 2)
-                    bar.update(len(res))
+                    bar.update(len(res), work=len(res) * work[layer])
                     stop.check(summary)  # SIGINT/SIGTERM: stop here, this chunk committed
                 # selectivity, specificity over the layer's stored images
                 writer.finish_layer(layer)

@@ -1,0 +1,73 @@
+"""The progress display: its interval setting and its lines for logs."""
+
+import pytest
+
+from vizjax import progress
+from vizjax.errors import VizjaxError
+
+
+def test_progress_seconds_reads_the_environment_when_asked(monkeypatch):
+    monkeypatch.delenv("VIZJAX_PROGRESS_SECONDS", raising=False)
+    assert progress.progress_seconds() == progress.PROGRESS_SECONDS
+    monkeypatch.setenv("VIZJAX_PROGRESS_SECONDS", "2.5")
+    assert progress.progress_seconds() == 2.5
+    assert progress.LineProgress(10, "x").interval == 2.5
+
+
+@pytest.mark.parametrize("bad", ["soon", "nan", "inf", "-1"])
+def test_a_bad_progress_interval_is_one_line(monkeypatch, bad):
+    monkeypatch.setenv("VIZJAX_PROGRESS_SECONDS", bad)
+    with pytest.raises(VizjaxError, match="VIZJAX_PROGRESS_SECONDS"):
+        progress.LineProgress(10, "x")
+
+
+def test_line_progress_prints_rate_and_eta(capsys):
+    bar = progress.LineProgress(4, "block1_conv1", interval=0.0)
+    bar.update(1)
+    bar.update(3)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("block1_conv1: 1/4 filters, ") and "ETA" in lines[0]
+    assert lines[-1].startswith("block1_conv1: 4/4 filters") and "done in" in lines[-1]
+
+
+def test_the_bar_fills_by_work_and_counts_filters():
+    now = [0.0]
+    meter = progress.WorkMeter(100.0, layers=2, clock=lambda: now[0])
+    bar = progress._work_bar(10, "block1_conv1 (layer 1/2)", 0, meter)
+    assert "0/10 filters" in str(bar) and "estimating..." in str(bar)
+    now[0] = 1.0
+    bar.update(2, work=5.0)
+    assert "2/10 filters" in str(bar) and "estimating..." in str(bar)  # that chunk compiled
+    now[0] = 2.0
+    bar.update(3, work=5.0)  # half the filters, a tenth of the work
+    text = str(bar)
+    assert "5/10 filters" in text and " 10%|" in text and "ETA " in text
+    bar.close()
+
+
+def test_line_progress_uses_the_meter_for_its_eta(capsys):
+    now = [0.0]
+    meter = progress.WorkMeter(100.0, layers=1, clock=lambda: now[0])
+    bar = progress.LineProgress(10, "x", interval=0.0, meter=meter)
+    now[0] = 10.0
+    bar.update(2, work=10.0)  # a first chunk (compiling): no ETA yet, so no line
+    assert capsys.readouterr().err == ""
+    now[0] = 20.0
+    bar.update(3, work=10.0)  # 5 filters of 10, but 20 units of 100, 10 per 10 s: 80 s left
+    assert capsys.readouterr().err.strip() == "x: 5/10 filters, " + (
+        f"{bar.done / (bar.last - bar.t0):.3g} filters/s, ETA 1m20s"
+    )
+
+
+def test_durations_and_bar_labels():
+    assert [progress._duration(s) for s in (0.4, 59, 61, 3599, 3600, 7322)] == [
+        "0 s",
+        "59 s",
+        "1m01s",
+        "59m59s",
+        "1h00m",
+        "2h02m",
+    ]
+    assert progress._bar_label(["a"], 0) == "a"
+    assert progress._bar_label(["a", "b"], 1) == "b (layer 2/2)"

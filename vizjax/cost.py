@@ -1,0 +1,121 @@
+"""The cost model: how much work a run is, so that a plan, an ETA and the bench agree.
+
+Work is counted in analytic FLOPs. One *filter-step* (one filter's image, one ascent step) runs
+the network forward up to the target layer and back to the image (the input gradient: a
+convolution's costs as much as its forward; no weight gradients), on every view the recipe shows
+the network per step (maco's 4 crops; K images with ``--diversity K``), at the size the network
+sees after the recipe's transforms (lucid pads 128 px by 12 a side, then its jitters crop 8 and
+4 px: the network sees 140 px). So a
+layer's filter-step costs ``2 x forward x views`` and a filter ``steps`` times that.
+
+One term is not a FLOP count: the image side of a step (the parameterization's FFT, the
+transforms' resampling, the optimizer, the first convolution's 3 input channels, which XLA:CPU
+runs far below its FLOP rate) costs, per pixel of each view, about as much as
+:data:`IMAGE_FLOPS_PER_PIXEL` FLOPs of the deeper convolutions. Without it block1_conv1, the
+first layer of a whole-model run, ran at 1/10 of the other layers' FLOP rate (bench/README.md's
+whole-model table: 21 ms per filter-step for 0.8 GFLOP at 224 px, against 130-220 GFLOP/s
+elsewhere), and an ETA taken after it was ~10x too long; with it, every layer of that table runs
+at 160-230 "GFLOP/s" except block1_conv2 (300: the one-channel fast path skips most of its
+target layer).
+
+Left out: the one-channel fast path, the fidelity measures after the ascent, writing the atlas.
+Compilation is not work: it is timed apart (see :class:`vizjax.progress.WorkMeter`).
+
+Everything here is pure arithmetic on layer names and recipes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from vizjax import transform, vgg
+from vizjax.recipe import DEFAULT_SIZE, Recipe
+
+#: Above this predicted time a plan (and a run, once it has measured its speed) says so first.
+LONG_RUN_SECONDS = 3 * 3600.0
+
+
+#: FLOP-equivalents of the image side of a step per pixel of each view the network sees (see the
+#: module docstring). Measured on the 2-core Xeon that wrote bench/README.md: block1_conv1's
+#: 21.3 ms per filter-step at 224 px (lucid, 236 px views) at the ~180 GFLOP/s of the deeper
+#: layers is 3.8 GFLOP, 0.8 of it convolutions: 3.0e9 / 236**2 ~ 5.5e4 per pixel.
+IMAGE_FLOPS_PER_PIXEL = 5.5e4
+
+
+def forward_flops(layer: str, height: int, width: int) -> float:
+    """FLOPs of VGG16's forward pass on one ``height x width`` image, up to and including
+    ``layer``: ``2 * H * W * 9 * Cin * Cout`` summed over the convolutions (a multiply-add is 2
+    FLOPs; pools, ReLUs and biases are not counted), each at its own resolution."""
+    total, h, w = 0.0, height, width
+    for _name, kind, cin, cout in vgg.LAYERS[: vgg.layer_index(layer) + 1]:
+        if kind == "pool":
+            h, w = h // 2, w // 2
+        else:
+            total += 2.0 * h * w * 9 * cin * cout
+    return total
+
+
+def network_hw(recipe: Recipe) -> tuple[int, int]:
+    """The size of each view the network sees: the recipe's image size (default 128x128) after
+    its transforms (padding, crops)."""
+    return transform.out_hw(recipe.transforms, tuple(recipe.size or DEFAULT_SIZE))
+
+
+def views_per_step(recipe: Recipe) -> int:
+    """Views the network sees per filter-step: the transforms' crops times the K images."""
+    return transform.views(recipe.transforms) * recipe.images
+
+
+def flops_per_filter_step(layer: str, recipe: Recipe) -> float:
+    """FLOPs of one filter-step at ``layer``: forward + input gradient (2 x forward) of every
+    view the network sees."""
+    h, w = network_hw(recipe)
+    return 2.0 * forward_flops(layer, h, w) * views_per_step(recipe)
+
+
+def work_per_filter_step(layer: str, recipe: Recipe) -> float:
+    """Work of one filter-step: :func:`flops_per_filter_step` plus the image side
+    (:data:`IMAGE_FLOPS_PER_PIXEL` per pixel of each view)."""
+    h, w = network_hw(recipe)
+    return flops_per_filter_step(layer, recipe) + IMAGE_FLOPS_PER_PIXEL * h * w * views_per_step(
+        recipe
+    )
+
+
+def filter_work(layer: str, recipe: Recipe) -> float:
+    """Work of one filter of ``layer``: every step of the recipe."""
+    return work_per_filter_step(layer, recipe) * recipe.steps
+
+
+def run_work(plan: Mapping[str, int], recipe: Recipe) -> float:
+    """Work of a run: ``plan`` maps each layer to the number of its filters to compute."""
+    return sum(n * filter_work(layer, recipe) for layer, n in plan.items())
+
+
+def eta_seconds(
+    work_left: float, rate: float | None, compiles_left: int = 0, compile_s: float = 0.0
+) -> float | None:
+    """Seconds left: the work left at ``rate`` (work per second measured so far), plus
+    ``compile_s`` for each layer still to compile. None while no rate is known."""
+    if not rate or rate <= 0:
+        return None
+    return work_left / rate + compiles_left * compile_s
+
+
+def long_run_warning(seconds: float, steps: int, size: tuple[int, int], platform: str) -> str:
+    """The one line a plan or a run prints first when it will take more than
+    :data:`LONG_RUN_SECONDS`: how long, and what would shorten it (time is about proportional to
+    steps x pixels x filters)."""
+    from vizjax.progress import _duration
+
+    hint = [
+        f"fewer steps (--steps {max(1, steps // 4)} is ~4x shorter)",
+        f"a smaller size (--size {max(32, size[0] // 2)} is ~4x shorter)",
+        "a subset of filters (--filters 0:16)",
+    ]
+    if platform == "cpu":
+        hint.append("an accelerator (a GPU)")
+    return (
+        f"vizjax: this run will take about {_duration(seconds)} on this machine; to shorten it "
+        f"use {', '.join(hint[:-1])} or {hint[-1]}"
+    )
