@@ -13,24 +13,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny_network
 from PIL import Image
 
 from vizjax import exemplars, images, vgg
 
 
 def random_params(seed: int = 0) -> dict:
-    """VGG16's shapes with LeCun-normal kernels and zero biases, drawn by numpy: the same kind of
-    weights as ``vgg.init_params`` without tracing a Flax init (seconds on this CPU)."""
-    rng = np.random.default_rng(seed)
-    return {
-        "params": {
-            name: {
-                "kernel": (rng.standard_normal(k) / np.sqrt(9 * k[2])).astype(np.float32),
-                "bias": np.zeros(b, np.float32),
-            }
-            for name, (k, b) in vgg.CONV_SHAPES.items()
-        }
-    }
+    """VGG16's shapes with random weights (see ``tiny_network.params``)."""
+    return {"params": tiny_network.params(seed, vgg.WIDTHS)}
 
 
 # ---------------------------------------------------------------------------------------------

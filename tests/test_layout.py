@@ -16,10 +16,10 @@ PACKAGE = ROOT / "vizjax"
 LAYERS = {
     0: {"errors", "schema", "durable", "conv", "optim", "transform", "distributed", "probe"},
     1: {"images", "vgg", "execution", "objectives", "param", "keras", "interrupt"},
-    2: {"weights", "recipe", "fidelity", "render"},
-    3: {"config", "ascent", "atlas"},
+    2: {"weights", "recipe", "fidelity", "render", "cost"},
+    3: {"config", "ascent", "atlas", "progress"},
     4: {"run", "exemplars", "gallery"},
-    5: {"article"},
+    5: {"article", "plan"},
     6: {"cli", "__main__"},
 }
 LEVEL = {name: level for level, names in LAYERS.items() for name in names}

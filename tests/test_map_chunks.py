@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tiny_network
 
 from vizjax import ascent, vgg
 from vizjax.execution import Execution
@@ -12,16 +13,8 @@ from vizjax.recipe import PRESETS
 
 
 def random_params(seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    return {
-        "params": {
-            name: {
-                "kernel": (rng.standard_normal(k) / np.sqrt(9 * k[2])).astype(np.float32),
-                "bias": np.zeros(b, np.float32),
-            }
-            for name, (k, b) in vgg.CONV_SHAPES.items()
-        }
-    }
+    """VGG16's shapes with random weights (see ``tiny_network.params``)."""
+    return {"params": tiny_network.params(seed, vgg.WIDTHS)}
 
 
 def test_map_chunks_pads_shards_and_cuts_the_padding():

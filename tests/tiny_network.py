@@ -23,13 +23,13 @@ WIDTHS = (8, 8, 16, 16, 16)
 SEED = 0
 
 
-def params(seed: int = SEED) -> dict[str, dict[str, np.ndarray]]:
+def params(seed: int = SEED, widths: tuple[int, ...] = WIDTHS) -> dict[str, dict[str, np.ndarray]]:
     """LeCun-normal kernels (std 1/sqrt(9 * cin)) from ``default_rng(seed)`` and zero biases, as
     flax initializes them: numpy, because flax's init compiles ~100 ops (~10 s on a 2-core CPU)
-    for 22k numbers."""
+    for 22k numbers. ``widths=vgg.WIDTHS``: random weights of VGG16's own shapes."""
     rng = np.random.default_rng(seed)
     out = {}
-    for name, (kshape, bshape) in vgg.conv_shapes(WIDTHS).items():
+    for name, (kshape, bshape) in vgg.conv_shapes(widths).items():
         fan_in = kshape[0] * kshape[1] * kshape[2]
         out[name] = {
             "kernel": (rng.standard_normal(kshape) / np.sqrt(fan_in)).astype(np.float32),

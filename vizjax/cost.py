@@ -102,12 +102,20 @@ def eta_seconds(
     return work_left / rate + compiles_left * compile_s
 
 
+def duration_text(seconds: float) -> str:
+    """``"41 s"``, ``"3m07s"``, ``"2h05m"``: a duration as the progress lines and plans show it."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 def long_run_warning(seconds: float, steps: int, size: tuple[int, int], platform: str) -> str:
     """The one line a plan or a run prints first when it will take more than
     :data:`LONG_RUN_SECONDS`: how long, and what would shorten it (time is about proportional to
     steps x pixels x filters)."""
-    from vizjax.progress import _duration
-
     hint = [
         f"fewer steps (--steps {max(1, steps // 4)} is ~4x shorter)",
         f"a smaller size (--size {max(32, size[0] // 2)} is ~4x shorter)",
@@ -116,6 +124,6 @@ def long_run_warning(seconds: float, steps: int, size: tuple[int, int], platform
     if platform == "cpu":
         hint.append("an accelerator (a GPU)")
     return (
-        f"vizjax: this run will take about {_duration(seconds)} on this machine; to shorten it "
+        f"vizjax: this run will take about {duration_text(seconds)} on this machine; to shorten it "
         f"use {', '.join(hint[:-1])} or {hint[-1]}"
     )

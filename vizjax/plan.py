@@ -24,8 +24,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vizjax import ascent, cost, schema, vgg
+from vizjax.cost import duration_text as _duration
 from vizjax.execution import Execution, auto_segment, keep_freed_host_memory
-from vizjax.progress import _duration
 from vizjax.recipe import Recipe
 
 #: Steps timed when a recipe runs as one loop over all its steps (see :func:`time_layer`).
@@ -143,17 +143,9 @@ def make_plan(
     "compute_s", "seconds", "work", "bytes"}], "compute_s", "compile_s", "seconds", "bytes",
     "warning"}``; ``seconds`` = compute + compile, ``warning`` the long-run line or None.
     """
-    from vizjax.run import parse_filters, start_image
+    from vizjax.run import checked_request
 
-    for layer in layers:
-        ascent.check_conv_layer(layer)
-    x0, recipe = start_image(recipe)
-    for layer in layers:
-        ascent.check_layer_size(layer, *recipe.size, recipe)  # type: ignore[misc]
-    wanted = {
-        layer: parse_filters(filters, vgg.num_channels(layer, weights.widths), layer)
-        for layer in layers
-    }
+    x0, recipe, wanted = checked_request(layers, filters, recipe, weights)
     done = done_in_atlas(out, layers)
     rows = []
     for layer in layers:

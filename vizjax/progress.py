@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vizjax import cost
+from vizjax.cost import duration_text as _duration
 from vizjax.errors import VizjaxError
 
 #: Default seconds between progress lines when stderr is not a terminal (a log file, a
@@ -129,15 +130,6 @@ def _eta_text(meter: WorkMeter | None, rate: float, left: int) -> str:
     else:
         eta = left / rate if rate > 0 else None
     return "estimating..." if eta is None else f"ETA {_duration(eta)}"
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class LineProgress:

@@ -82,6 +82,24 @@ def start_image(recipe: Recipe) -> tuple[np.ndarray, Recipe]:
     return x0, recipe
 
 
+def checked_request(
+    layers: Sequence[str], filters: str | Sequence[int], recipe: Recipe, weights: Weights
+) -> tuple[np.ndarray, Recipe, dict[str, list[int]]]:
+    """Check what a run asks for before anything is compiled or written (conv layers, the image
+    size after the recipe's transforms, filter indices within the weights' channels). Returns
+    the start image, the recipe with its size filled in, and each layer's filters."""
+    for layer in layers:
+        ascent.check_conv_layer(layer)
+    x0, recipe = start_image(recipe)
+    for layer in layers:
+        ascent.check_layer_size(layer, *recipe.size, recipe)  # type: ignore[misc]
+    wanted = {
+        layer: parse_filters(filters, vgg.num_channels(layer, weights.widths), layer)
+        for layer in layers
+    }
+    return x0, recipe, wanted
+
+
 def run_atlas(
     out: str | os.PathLike,
     layers: Sequence[str],
@@ -104,15 +122,7 @@ def run_atlas(
     :class:`vizjax.errors.Interrupted` carrying the summary so far (rerun to resume).
     """
     # Validate everything before compiling or writing anything.
-    for layer in layers:
-        ascent.check_conv_layer(layer)
-    x0, recipe = start_image(recipe)
-    for layer in layers:
-        ascent.check_layer_size(layer, *recipe.size, recipe)  # type: ignore[misc]
-    plan = {
-        layer: parse_filters(filters, vgg.num_channels(layer, weights.widths), layer)
-        for layer in layers
-    }
+    x0, recipe, plan = checked_request(layers, filters, recipe, weights)
 
     out = Path(out)
     try:

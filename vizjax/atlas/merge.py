@@ -48,6 +48,16 @@ def _remove_new_files(folder: Path, before: set[str] | None) -> None:
             folder.rmdir()
 
 
+def _differences(a: dict[str, Any], a_path: Path, b: dict[str, Any], b_path: Path) -> list[Any]:
+    """What makes the runs that wrote two atlases (their root attributes) different runs."""
+    return run_differences(
+        stored_config(a, a_path),
+        stored_config(b, b_path),
+        str(a.get("weights_sha256", "")),
+        str(b.get("weights_sha256", "")),
+    )
+
+
 def _check_target(out: Path, first: Path) -> None:
     """Refuse (one line naming the file) an ``out`` that merge would destroy: anything but
     nothing or an atlas of the same run as the parts (a text file, a folder, a foreign HDF5
@@ -59,12 +69,7 @@ def _check_target(out: Path, first: Path) -> None:
         theirs = {k: _text(v) for k, v in f.attrs.items()}
     with _open_h5(first) as f:
         ours = {k: _text(v) for k, v in f.attrs.items()}
-    diff = run_differences(
-        stored_config(theirs, out),
-        stored_config(ours, first),
-        str(theirs.get("weights_sha256", "")),
-        str(ours.get("weights_sha256", "")),
-    )
+    diff = _differences(theirs, out, ours, first)
     if diff:
         from vizjax.config import describe
 
@@ -121,14 +126,8 @@ def merge_atlases(
                 root = {k: _text(v) for k, v in f.attrs.items()}
                 sources.append((p, 1, root, f))
         first_path, _, first_root, _ = sources[0]
-        first_config = stored_config(first_root, first_path)
         for p, _, root, _ in sources[1:]:
-            diff = run_differences(
-                stored_config(root, p),
-                first_config,
-                str(root.get("weights_sha256", "")),
-                str(first_root.get("weights_sha256", "")),
-            )
+            diff = _differences(root, p, first_root, first_path)
             if diff:
                 from vizjax.config import describe
 
