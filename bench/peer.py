@@ -28,13 +28,18 @@ LUCENT_VENV_PYTHON = BENCH / ".venv-lucent" / "bin" / "python"
 AGREE_RTOL = 1e-3
 
 
-def torch_python() -> Path | None:
-    """PyTorch's interpreter: $VIZJAX_TORCH_PYTHON, else bench/.venv-torch, else None."""
-    env = os.environ.get("VIZJAX_TORCH_PYTHON")
-    for p in ([Path(env)] if env else []) + [TORCH_VENV_PYTHON]:
+def _interpreter(variable: str, default: Path) -> Path | None:
+    """A peer's Python: ``$variable`` if it names an executable, else ``default`` if it is one."""
+    env = os.environ.get(variable)
+    for p in ([Path(env)] if env else []) + [default]:
         if p.is_file() and os.access(p, os.X_OK):
             return p
     return None
+
+
+def torch_python() -> Path | None:
+    """PyTorch's interpreter: $VIZJAX_TORCH_PYTHON, else bench/.venv-torch, else None."""
+    return _interpreter("VIZJAX_TORCH_PYTHON", TORCH_VENV_PYTHON)
 
 
 def export_weights(weights: Any, path: Path) -> None:
@@ -75,11 +80,7 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 def lucent_python() -> Path | None:
     """Lucent's interpreter: $VIZJAX_LUCENT_PYTHON, else bench/.venv-lucent, else None."""
-    env = os.environ.get("VIZJAX_LUCENT_PYTHON")
-    for p in ([Path(env)] if env else []) + [LUCENT_VENV_PYTHON]:
-        if p.is_file() and os.access(p, os.X_OK):
-            return p
-    return None
+    return _interpreter("VIZJAX_LUCENT_PYTHON", LUCENT_VENV_PYTHON)
 
 
 def run_lucent(
