@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from bench import peer
@@ -50,13 +49,20 @@ def measure_images(
     w: Weights, layer: str, filters: list[int], raw: np.ndarray
 ) -> dict[str, np.ndarray]:
     """vizjax's measures of images from elsewhere: ``raw (n, H, W, 3)`` RGB 0-255, image i made
-    for filter ``filters[i]`` (the same program the ascent runs on its own images)."""
-    mesh = ascent.local_mesh(jax.devices()[:1])
-    fn = ascent.compiled_measure(layer, w.preprocessing, True, Execution().program(), mesh)
+    for filter ``filters[i]`` (distinct), through the engine's own measuring loop
+    (:func:`vizjax.ascent.iter_measures`, what ``vizjax fidelity`` runs on stored images)."""
     raw = np.asarray(raw, np.float32)[:, None]
     display = np.clip(np.round(raw), 0, 255).astype(np.uint8)
-    m = jax.device_get(fn(w.params, raw, display, np.asarray(filters, np.int32)))
-    out = {k: np.asarray(v) for k, v in m.items()}
+    row = {int(f): i for i, f in enumerate(filters)}
+
+    def images(fs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = [row[int(f)] for f in fs]
+        return raw[rows], display[rows]
+
+    parts = list(ascent.iter_measures(layer, filters, images, w.params, w.preprocessing, True))
+    order = np.concatenate([fs for fs, _ in parts])
+    out = {k: np.concatenate([m[k] for _, m in parts]) for k in parts[0][1]}
+    assert list(order) == list(filters)  # chunks come back in request order
     out["filter"] = np.asarray(filters)
     out["dead"] = np.all(out["final_activation"] == 0, axis=-1)
     return out

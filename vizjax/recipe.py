@@ -309,17 +309,6 @@ PRESETS: dict[str, Recipe] = {
         redirect_relu=16,
         display="clip",
     ),
-    # Lucid's param, objective and optimizer with Lucent's transforms: the network sees each
-    # transformed canvas resized back to the image size (see transform.LucentView).
-    "lucent": Recipe(
-        name="lucent",
-        param=param.FFT(),
-        transforms=TRANSFORM_SETS["lucent"],
-        optimizer=optim.Optimizer("adam", lr=0.05),
-        steps=512,
-        redirect_relu=16,
-        display="clip",
-    ),
     "keras-vis": Recipe(
         name="keras-vis",
         param=param.Pixel(start="uniform", low=0.0, high=255.0),
@@ -338,6 +327,10 @@ PRESETS: dict[str, Recipe] = {
         display="clip",
     ),
 }
+
+# Lucid's param, objective and optimizer with Lucent's transforms: the network sees each
+# transformed canvas resized back to the image size (see transform.LucentView).
+PRESETS["lucent"] = PRESETS["lucid"].replace(name="lucent", transforms=TRANSFORM_SETS["lucent"])
 
 DEFAULT_SIZE = (128, 128)
 
