@@ -23,6 +23,7 @@ def _lines(path):
 
 def test_throughput_tiny_run_writes_its_rows(tmp_path, capsys):
     from bench import throughput as tp
+
     out = tmp_path / "r.jsonl"
     assert tp.main(["--tiny", "--out", str(out)]) == 0
     rows = _lines(out)
@@ -39,6 +40,7 @@ def test_throughput_tiny_run_writes_its_rows(tmp_path, capsys):
 
 def test_throughput_peer_torch_agrees_or_is_skipped_with_a_note(tmp_path, capsys):
     from bench import throughput as tp
+
     out = tmp_path / "r.jsonl"
     assert tp.main(["--tiny", "--no-scaling", "--peer", "torch", "--out", str(out)]) == 0
     torch_rows = [r for r in _lines(out) if r.get("way") == "torch"]
@@ -52,6 +54,7 @@ def test_throughput_peer_torch_agrees_or_is_skipped_with_a_note(tmp_path, capsys
 @pytest.mark.slow  # lucid's programs compile for ~10 s each on a 2-core CPU; six of them here
 def test_recipes_and_whole_model_tiny(tmp_path):
     from bench import throughput as tp
+
     out = tmp_path / "r.jsonl"
     assert tp.main(["--tiny", "--recipes", "--out", str(out)]) == 0
     assert tp.main(["--tiny", "--whole-model", "--layers", "block1_conv1", "--out", str(out)]) == 0
@@ -122,3 +125,21 @@ def test_fidelity_tiny_run_has_photo_recipe_and_lucent_rows_or_a_note(tmp_path, 
         assert "--peer lucent skipped" in capsys.readouterr().out
     else:
         assert rows["Lucent"]["done"] == 2 and rows["Lucent"]["seconds_per_filter"] > 0
+
+
+def test_frontier_runs_each_point_once_and_plots(tmp_path, capsys):
+    from bench import frontier
+
+    args = ["--layers", "block1_conv1", "--filters", "2", "--size", "32", "--recipes", "classic"]
+    args += ["--steps", "1,3", "--out", str(tmp_path)]
+    frontier.main(args)
+    rows = _lines(tmp_path / "results.jsonl")
+    points = sorted((r["recipe"], r["steps"]) for r in rows)
+    assert points == [("classic", 1), ("classic", 3), ("photo", 0)]
+    assert all(r["seconds_per_filter"] > 0 for r in rows if r["recipe"] != "photo")
+    assert (tmp_path / "frontier_block1_conv1.png").stat().st_size > 1000
+    # Resumed: a finished point is not run again; a new step count is.
+    frontier.main([*args[:-4], "--steps", "1,2", "--out", str(tmp_path)])
+    again = [(r["recipe"], r["steps"]) for r in _lines(tmp_path / "results.jsonl")]
+    assert len(again) == 4 and again[-1] == ("classic", 2)
+    assert "| block1_conv1 | classic | 2 |" in capsys.readouterr().out
