@@ -353,6 +353,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             "attrs": {k: v for k, v in a.attrs.items() if k != "config"},
             "config": a.config,
             "photo_hf_energy": photo,
+            # The folder that travels with the index (format 1 is one file).
+            "data_folder": a.data_dir.name if a.format_version == 2 else None,
             "layers": {},
         }
         for name, layer in a.layers.items():
@@ -374,6 +376,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(
         f"{args.atlas}: {attrs.get('format')} v{attrs.get('format_version')}, "
         f"model {attrs.get('model')}, weights {attrs.get('weights')}, created {attrs.get('created')}"
+        + (
+            f"; data folder {out['data_folder']}/ (move it with the index)"
+            if out["data_folder"]
+            else ""
+        )
     )
     print("config: " + json.dumps(out["config"], sort_keys=True))
     for name, s in out["layers"].items():
