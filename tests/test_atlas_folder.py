@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -155,3 +156,20 @@ def test_an_old_atlas_is_read_resumed_renamed_and_merged(tmp_path, monkeypatch):
     assert data_dir(tmp_path / "m.h5").name.startswith("m.")
     assert sorted(plain(tmp_path / "m.h5")["filters"].tolist()) == [3, 4]
     assert {p: digests(data_dir(p)) for p in (old, new)} == parts
+
+
+def test_a_copied_index_keeps_the_segments_only_the_other_maps(tmp_path):
+    """``cp a.h5 b.h5`` (the index alone): both name one folder, their segments one id; a writer
+    of either deletes none of the segments the other maps."""
+    a = write_run(tmp_path / "a.h5", filters=(0, 1))
+    b = tmp_path / "b.h5"
+    shutil.copyfile(a, b)
+    write_run(a, filters=(0, 1, 2))  # a new segment that only a.h5 maps
+    want = through_vizjax(a)
+    write_run(b, filters=(0, 1, 3))  # b's writer cleans up: a's new segment stays
+    for k, v in through_vizjax(a).items():
+        np.testing.assert_array_equal(v, want[k], err_msg=k)
+    assert sorted(plain(a)["filters"].tolist()) == [0, 1, 2]
+    assert sorted(plain(b)["filters"].tolist()) == [0, 1, 3]
+    write_run(a, filters=(0, 1, 2, 4))  # and the other way round
+    assert sorted(plain(b)["filters"].tolist()) == [0, 1, 3]

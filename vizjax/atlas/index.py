@@ -190,7 +190,7 @@ class _Store:
         prefix = f"{self.path.name}.tmp-"  # where vizjax before 0.x wrote the index' temp file
         stale = [p for p in self.path.parent.iterdir() if p.name.startswith(prefix)]
         if self.dir.is_dir():
-            used = self.segments()
+            used = set(self.segments()) | self._mapped_by_others()
             for p in self.dir.iterdir():
                 if p.name.startswith(".tmp-"):
                     stale.append(p)
@@ -199,6 +199,25 @@ class _Store:
         for p in stale:
             with contextlib.suppress(OSError):
                 p.unlink()
+
+    def _mapped_by_others(self) -> set[str]:
+        """Segments of this folder that other indexes beside this one map: a copy of the index
+        (``cp a.h5 b.h5``) names the same folder, and a writer of one must not delete what only
+        the other maps (their segments carry one id)."""
+        names: set[str] = set()
+        for p in self.path.parent.iterdir():
+            if p.name == self.path.name or p.name.startswith(".") or not p.is_file():
+                continue
+            with contextlib.suppress(Exception):  # not HDF5, unreadable, damaged: not an index
+                if not h5py.is_hdf5(p):
+                    continue
+                with h5py.File(p, "r") as f:
+                    if _text(f.attrs.get(FOLDER_ATTR, "")) != self.dir.name:
+                        continue
+                    for g in f["layers"].values():
+                        spec = json.loads(_text(g.attrs.get("segments", "[]")))
+                        names.update(str(run[0]) for run in spec)
+        return names
 
     def _owns(self, segment: Path, also: frozenset[str]) -> bool:
         """``segment`` carries this atlas' id or one of ``also`` (or none, and the index predates
