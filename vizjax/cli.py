@@ -130,6 +130,12 @@ def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = "lucid") 
         default=0,
         help="steps per compiled call (0 = auto: all on accelerators, short segments on CPU)",
     )
+    e.add_argument(
+        "--compile-ahead",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="compile the next layer while one runs (auto: on accelerators, not on CPU)",
+    )
     e.add_argument("--weights", default=None, help="weight set name (default vgg16-torchvision)")
     e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
@@ -158,7 +164,12 @@ def _recipe(args: argparse.Namespace) -> Recipe:
 
 
 def _execution(args: argparse.Namespace) -> Execution:
-    return Execution(dtype=args.dtype, batch=args.batch, segment=args.segment)
+    return Execution(
+        dtype=args.dtype,
+        batch=args.batch,
+        segment=args.segment,
+        compile_ahead=getattr(args, "compile_ahead", "auto"),
+    )
 
 
 def _weights(args: argparse.Namespace):  # -> Weights
