@@ -28,9 +28,10 @@ import numpy as np
 
 from vizjax.errors import Interrupted, VizjaxError
 
-#: Seconds without a heartbeat after which the coordination service counts a process as gone
-#: (killed with ``kill -9``, its host lost): the others then stop within about this time, after
-#: their chunk in flight. ``VIZJAX_HEARTBEAT_SECONDS`` overrides it (jax's own default is 100).
+#: Seconds without a heartbeat after which a process counts as gone (killed with ``kill -9``, its
+#: host lost; :func:`gone_peer`): the others then stop within about this time, after their chunk
+#: in flight. jax's coordination service gets the same timeout (its default is 100 s).
+#: ``VIZJAX_HEARTBEAT_SECONDS`` overrides it.
 HEARTBEAT_S = 30
 
 

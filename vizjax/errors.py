@@ -36,7 +36,7 @@ class Interrupted(Exception):
         name = signal.Signals(signum).name
         if by is None:
             super().__init__(f"interrupted by {name}")
-        elif signum == signal.SIGKILL:  # seen gone by the coordination service: no word from it
+        elif signum == signal.SIGKILL:  # no word from it: its heartbeat stopped
             super().__init__(
                 f"stopped because process {by} of the run is gone (killed, or its host lost)"
             )

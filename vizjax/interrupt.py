@@ -6,9 +6,9 @@ it ends with :class:`vizjax.errors.Interrupted`, which the CLI reports in one li
 (:func:`vizjax.distributed.announce_stop`); the others see it at their next check, after their
 chunk in flight or while they wait for the rest, and stop too: every process ends within about
 one chunk's time, each part resumable, instead of waiting at a barrier for a process that is gone.
-A process killed without a word (``kill -9``, a lost host) is seen gone by the coordination
-service after :func:`vizjax.distributed.heartbeat_seconds`; the others then stop the same way
-(exit 137, one line naming it). Process 0 hosts the service: when it dies, jax itself ends the
+A process killed without a word (``kill -9``, a lost host) is seen gone when its heartbeat in the
+coordination service's key-value store stops for :func:`vizjax.distributed.heartbeat_seconds`;
+the others then stop the same way (exit 137, one line naming it). Process 0 hosts the service: when it dies, jax itself ends the
 others at once (with its own fatal log, not one line).
 """
 

@@ -88,8 +88,8 @@ def merge_atlases(
     All parts must come from one run (the same weights and config identity,
     :func:`vizjax.config.identity`: parts that a resumed run would accept) and have the same
     geometry per layer, else AtlasError. Format 2 parts' segment files are hard-linked into
-    out's data folder (copied where the file system cannot link) and one new index maps them; format 1
-    parts' rows are copied into new segments. A filter done in several parts appears once: the
+    out's data folder (copied where the file system cannot link) and one new index maps them;
+    format 1 parts' rows are copied into new segments. A filter done in several parts appears once: the
     row of the first part (in ``parts`` order) that has it done is mapped, the others are left
     out of the index' virtual datasets (the parts' files are never changed). Rows not done in any
     part are left out. ``out`` may be one of the parts (its own segments are reused in place).

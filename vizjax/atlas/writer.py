@@ -161,6 +161,8 @@ class AtlasWriter:
             store = _Store.load(self.path)
             store.cleanup()
             return store
+        if self._new_id is None:  # removed between the first look and the lock
+            raise AtlasError(f"{self.path} changed while this command started; rerun it")
         root: dict[str, Any] = dict(self._attrs)
         root.update(
             format=FORMAT,
