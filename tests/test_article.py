@@ -5,7 +5,7 @@ import tiny_network
 from PIL import Image
 
 from vizjax import article
-from vizjax.atlas import open_atlas
+from vizjax.atlas import data_dir, open_atlas
 
 TINY = article.Plan(
     layers=("block2_conv1",),
@@ -51,7 +51,9 @@ def test_tiny_article_writes_every_picture_and_resumes(tiny_weights, tmp_path, c
     assert "classic vs lucid (2 steps, 32x32 px)" in capsys.readouterr().out
     # A rerun finds every filter done and only redraws.
     # (The index is rewritten through a temp file in the folder, so compare the segment files.)
-    before = sorted(p.name for p in (tmp_path / "atlas.h5.d").glob("*.h5"))
+    before = sorted(p.name for p in data_dir(tmp_path / "atlas.h5").glob("*.h5"))
     article.reproduce(tmp_path, quiet=True, plan=TINY, weights_name=tiny_network.NAME)
     assert before
-    assert sorted(p.name for p in (tmp_path / "atlas.h5.d").glob("*.h5")) == before  # no new one
+    assert (
+        sorted(p.name for p in data_dir(tmp_path / "atlas.h5").glob("*.h5")) == before
+    )  # no new one

@@ -137,11 +137,13 @@ def test_layout_plain_h5py(tmp_path):
             assert d.dtype == np.dtype(field.dtype), field.name
             assert d.shape == (6, *schema.row_shape(field, dims)), field.name
             [src] = d.virtual_sources()
-            assert src.file_name == f"atlas.h5.d/{seg_name}"  # relative to the index
+            # relative to the index, in a folder named by the atlas' id
+            assert src.file_name == f"atlas.{f.attrs['atlas_id'][:8]}.d/{seg_name}"
+            assert f.attrs["data_folder"] == src.file_name.split("/")[0]
         for field in schema.INDEX_DATASETS:
             assert not g[field.name].is_virtual and g[field.name].shape == (6,)
     # The segment: contiguous, uncompressed, allocated datasets.
-    with h5py.File(tmp_path / "atlas.h5.d" / seg_name, "r") as s:
+    with h5py.File(vizjax.atlas.data_dir(tmp_path / "atlas.h5") / seg_name, "r") as s:
         assert s.attrs["format"] == "vizjax-atlas-segment" and s.attrs["layer"] == "l1"
         for field in schema.ROW_FIELDS:
             d = s[field.name]
@@ -159,8 +161,9 @@ def test_readme_snippet_runs_on_a_v2_atlas(tmp_path, monkeypatch):
     write_run(tmp_path / "atlas.h5", plan={"block4_conv1": (6, [5, 0, 3])})
     other = tmp_path / "elsewhere"
     other.mkdir()
+    folder = vizjax.atlas.data_dir(tmp_path / "atlas.h5")
     shutil.move(tmp_path / "atlas.h5", other / "atlas.h5")  # the index and its folder move
-    shutil.move(tmp_path / "atlas.h5.d", other / "atlas.h5.d")
+    shutil.move(folder, other / folder.name)
     monkeypatch.chdir(other)
     scope: dict = {}
     exec(code, scope)  # noqa: S102 -- the README's own example, as a user would run it
@@ -182,7 +185,7 @@ def test_segment_is_sparse_and_a_commit_touches_no_index(tmp_path):
     out = tmp_path / "atlas.h5"
     with AtlasWriter(out, ATTRS, CONFIG) as w:
         w.begin_layer("big", 512, range(512), (64, 64), STEPS)
-        [seg] = list((tmp_path / "atlas.h5.d").glob("*.h5"))
+        [seg] = list(vizjax.atlas.data_dir(out).glob("*.h5"))
         st = seg.stat()
         assert st.st_size > 512 * 64 * 64 * 3 * 5  # images + raw allocated...
         assert st.st_blocks * 512 < st.st_size / 20  # ...but not written: sparse
@@ -294,9 +297,11 @@ def test_reader_refuses_missing_foreign_and_incomplete(tmp_path):
         open_atlas(text)
     out = tmp_path / "atlas.h5"
     write_run(out, plan={"l1": (6, [0])})
-    shutil.copy(out, tmp_path / "alone.h5")  # the index without its data folder
-    with pytest.raises(AtlasError, match=r"alone.h5.d/l1.000001.h5 is missing .*copy or move both"):
-        open_atlas(tmp_path / "alone.h5")
+    (tmp_path / "sub").mkdir()
+    shutil.copy(out, tmp_path / "sub" / "alone.h5")  # the index without its data folder
+    folder = vizjax.atlas.data_dir(out).name
+    with pytest.raises(AtlasError, match=rf"{folder}/l1.000001.h5 is missing .*copy or move both"):
+        open_atlas(tmp_path / "sub" / "alone.h5")
     with h5py.File(out, "r+") as f:
         f.attrs["format_version"] = 3
     with pytest.raises(AtlasError, match="format version 3"):
@@ -408,7 +413,7 @@ def test_resume_adds_a_segment_for_new_filters(tmp_path):
 def test_next_writer_removes_what_killed_writers_left(tmp_path):
     out = tmp_path / "atlas.h5"
     write_run(out, plan={"l1": (6, [0])})
-    folder = tmp_path / "atlas.h5.d"
+    folder = vizjax.atlas.data_dir(out)
     litter = [folder / ".tmp-l1.000008.h5", tmp_path / "atlas.h5.tmp-99"]
     for p in litter:
         p.write_bytes(b"torn")
@@ -713,9 +718,9 @@ def test_merge_links_parts_and_resolves_duplicates(tmp_path):
         assert atlas.config["filters"] == [4, 0, 2, 5]  # root attributes of the first part
         np.testing.assert_array_equal(atlas.layers["l1"].filters, [4, 0, 2, 5, 1, 3])
     # No data copied: every segment of the output is a hard link to a part's segment.
-    inodes = {p.stat().st_ino for p in (tmp_path / "atlas.part-1-of-2.h5.d").iterdir()}
-    inodes |= {p.stat().st_ino for p in (tmp_path / "atlas.part-2-of-2.h5.d").iterdir()}
-    for seg in (tmp_path / "atlas.h5.d").glob("*.h5"):
+    inodes = {p.stat().st_ino for p in vizjax.atlas.data_dir(p1).iterdir()}
+    inodes |= {p.stat().st_ino for p in vizjax.atlas.data_dir(p2).iterdir()}
+    for seg in vizjax.atlas.data_dir(out).glob("*.h5"):
         assert seg.stat().st_ino in inodes and seg.stat().st_nlink == 2
     # A measure written into the merged atlas does not change the parts (the segment is copied).
     with AtlasWriter(out, ATTRS, {**CONFIG, "filters": [4, 0, 2, 5]}) as w:
@@ -950,7 +955,8 @@ def test_exemplars(tmp_path):
     out = tmp_path / "atlas.h5"
     write_run(out, plan={"l1": (6, [0, 1])})
     arrays, attrs = exemplar_arrays()
-    assert write_exemplars(out, "l1", arrays, attrs) == tmp_path / "atlas.h5.d/exemplars.l1.h5"
+    got = write_exemplars(out, "l1", arrays, attrs)
+    assert got == vizjax.atlas.data_dir(out) / "exemplars.l1.h5"
     with h5py.File(out, "r") as f:  # plain h5py through the external link
         assert f["layers/l1/exemplars/paths"][0, 1].decode() == "img0_1.jpg"
         assert f["layers/l1/exemplars"].attrs["top"] == 3

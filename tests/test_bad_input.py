@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from vizjax import probe
+from vizjax.atlas import data_dir
 from vizjax.cli import main
 from vizjax.errors import WeightsError
 from vizjax.vgg import CONV_SHAPES
@@ -549,7 +550,7 @@ def _group(path: str):
 
 
 def _segment(atlas: Path) -> Path:
-    return sorted((atlas.parent / (atlas.name + ".d")).glob("block1_conv1.*.h5"))[0]
+    return sorted(data_dir(atlas).glob("block1_conv1.*.h5"))[0]
 
 
 def _segment_edit(edit):
@@ -685,7 +686,7 @@ FILE_EDITS = {
     "index a folder": (lambda p: (p.unlink(), p.mkdir()), "not a vizjax atlas"),
     "index bytes flipped": (_flip_bytes, "atlas"),
     "segment missing": (lambda p: _segment(p).unlink(), "is missing"),
-    "data folder missing": (lambda p: shutil.rmtree(p.parent / (p.name + ".d")), "is missing"),
+    "data folder missing": (lambda p: shutil.rmtree(data_dir(p)), "is missing"),
     "segment truncated": (lambda p: _truncate(lambda n: n // 3)(_segment(p)), "damaged"),
     "segment text": (lambda p: _segment(p).write_text("nope"), "damaged"),
     "segment a folder": (lambda p: (_segment(p).unlink(), _segment_dir(p)), "damaged"),
@@ -698,8 +699,7 @@ ATLAS_CASES = {**INDEX_EDITS, **FILE_EDITS}
 
 
 def _segment_dir(p: Path) -> None:
-    folder = p.parent / (p.name + ".d")
-    (folder / "block1_conv1.000001.h5").mkdir()
+    (data_dir(p) / "block1_conv1.000001.h5").mkdir()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import tiny_network
 from PIL import Image
 
 from vizjax import exemplars, images, vgg
+from vizjax.atlas import data_dir
 
 
 def random_params(seed: int = 0) -> dict:
@@ -425,7 +426,7 @@ def test_exemplars_of_an_atlas_made_without_preprocessing_run_the_network_withou
     # Exemplars an earlier version stored with the preprocessing on are not "up to date".
     assert main([*argv, "--top", "3", "--crop-size", "8"]) == 0
     assert "up to date" in capsys.readouterr().out
-    with h5py.File(atlas.with_name("raw.h5.d") / "exemplars.block1_conv1.h5", "r+") as f:
+    with h5py.File(data_dir(atlas) / "exemplars.block1_conv1.h5", "r+") as f:
         f.attrs["preprocessing"] = default_weights.preprocessing.to_json()
     assert main([*argv, "--top", "3", "--crop-size", "8"]) == 0
     assert "up to date" not in capsys.readouterr().out

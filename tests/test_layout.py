@@ -17,7 +17,7 @@ LAYERS = {
     0: {"errors", "schema", "durable", "conv", "optim", "transform", "distributed", "probe"},
     1: {"images", "vgg", "execution", "objectives", "param", "keras", "interrupt"},
     2: {"weights", "recipe", "fidelity", "render", "cost"},
-    3: {"config", "ascent", "atlas", "progress"},
+    3: {"config", "ascent", "ahead", "atlas", "progress"},
     4: {"run", "exemplars", "gallery"},
     5: {"article", "plan"},
     6: {"cli", "__main__"},

@@ -30,7 +30,7 @@ import synthetic_atlas  # noqa: E402
 from atlas_scenarios import ATTRS, CONFIG, HW, STEPS, make_rows  # noqa: E402
 
 from vizjax import images  # noqa: E402
-from vizjax.atlas import AtlasWriter, merge_atlases, open_atlas  # noqa: E402
+from vizjax.atlas import AtlasWriter, data_dir, merge_atlases, open_atlas  # noqa: E402
 from vizjax.cli import main  # noqa: E402
 from vizjax.errors import AtlasError, VizjaxError  # noqa: E402
 from vizjax.gallery import MARKER, write_site  # noqa: E402
@@ -88,39 +88,18 @@ def write_run(path: Path, filters=(0, 1), config=CONFIG, layer: str = "l1") -> P
 # Goal 3: an atlas stays an atlas when renamed or moved; a new run keeps other indexes' segments
 
 
-def test_rename_both_parts_reads_with_vizjax_at_once_and_with_h5py_after_a_write(tmp_path):
-    a = write_run(tmp_path / "a.h5", filters=(0, 1, 2))
-    with open_atlas(a) as atlas:
-        want = atlas.layers["l1"].raw[...]
-    b = tmp_path / "sub" / "b b.h5"
-    b.parent.mkdir()
-    os.rename(a, b)
-    os.rename(tmp_path / "a.h5.d", tmp_path / "sub" / "b b.h5.d")
-    with open_atlas(b) as atlas:  # read from the segments: the index still names a.h5.d
-        layer = atlas.layers["l1"]
-        assert sorted(layer.completed().tolist()) == [0, 1, 2]
-        np.testing.assert_array_equal(layer.raw[...], want)
-        np.testing.assert_array_equal(layer.raw[[2, 0]], want[[2, 0]])
-    rc, err = run_cli(["info", str(b)])
-    assert rc == 0, err
-    merge_atlases(b, [b])  # rewrites only the index, with the new folder name
-    with h5py.File(b, "r") as f:  # plain h5py
-        assert sorted(f["layers/l1/filters"][...].tolist()) == [0, 1, 2]
-    write_run(b, filters=(3,))  # any write rewrites the index with the new folder name
-    with h5py.File(b, "r") as f:  # plain h5py
-        assert sorted(f["layers/l1/filters"][...].tolist()) == [0, 1, 2, 3]
-        assert f["layers/l1/done"][...].all()
-        np.testing.assert_array_equal(f["layers/l1/raw"][:3], want)
-
-
 def test_a_new_run_at_the_old_name_of_a_moved_index_keeps_its_segments(tmp_path):
     a = write_run(tmp_path / "a.h5", filters=(0, 1))
-    folder = tmp_path / "a.h5.d"
+    folder = data_dir(a)
     old_segments = {p.name: p.read_bytes() for p in folder.glob("*.h5")}
-    os.rename(a, tmp_path / "moved.h5")  # only the index: its data stays in a.h5.d
+    os.rename(a, tmp_path / "moved.h5")  # only the index: its data stays in its folder
     write_run(a, filters=(4,), config={**CONFIG, "lr": 0.5})  # another run, same name
+    assert data_dir(a) != folder  # the new atlas has a folder of its own
     for name, data in old_segments.items():
         assert (folder / name).read_bytes() == data
+    with h5py.File(tmp_path / "moved.h5", "r") as f:  # the renamed index reads with plain h5py
+        assert sorted(f["layers/l1/filters"][...].tolist()) == [0, 1]
+        assert f["layers/l1/done"][...].all()
     os.rename(a, tmp_path / "new.h5")
     os.rename(tmp_path / "moved.h5", a)  # the moved index comes back: still whole
     with open_atlas(a) as atlas:
@@ -136,22 +115,24 @@ def test_no_lock_or_temp_file_beside_the_users_files(tmp_path):
     write_run(tmp_path / "a.h5")
     write_run(tmp_path / "b.h5")
     merge_atlases(tmp_path / "m.h5", [tmp_path / "a.h5", tmp_path / "b.h5"])
-    names = {"a.h5", "a.h5.d", "b.h5", "b.h5.d", "m.h5", "m.h5.d"}
+    names = {"a.h5", "b.h5", "m.h5"} | {
+        data_dir(tmp_path / n).name for n in ("a.h5", "b.h5", "m.h5")
+    }
     assert set(os.listdir(tmp_path)) == names
     with pytest.raises(AtlasError):  # a refused merge leaves nothing either
         merge_atlases(tmp_path / "n.h5", [tmp_path / "a.h5", tmp_path / "missing.h5"])
     assert set(os.listdir(tmp_path)) == names
-    for name in ("a.h5.d", "m.h5.d"):  # inside vizjax's own folders: segments and the lock
-        assert not [n for n in os.listdir(tmp_path / name) if n.startswith(".tmp-")]
+    for name in ("a.h5", "m.h5"):  # inside vizjax's own folders: segments and the lock
+        assert not [n for n in os.listdir(data_dir(tmp_path / name)) if n.startswith(".tmp-")]
 
 
 def test_a_killed_writers_temp_files_are_removed_by_the_next_run(tmp_path):
     a = write_run(tmp_path / "a.h5")
     (tmp_path / "a.h5.tmp-99").write_bytes(b"torn")  # an older vizjax's index temp file
-    (tmp_path / "a.h5.d" / ".tmp-index-99.h5").write_bytes(b"torn")
+    (data_dir(a) / ".tmp-index-99.h5").write_bytes(b"torn")
     write_run(a, filters=(2,))
-    assert set(os.listdir(tmp_path)) == {"a.h5", "a.h5.d"}
-    assert not [n for n in os.listdir(tmp_path / "a.h5.d") if n.startswith(".tmp-")]
+    assert set(os.listdir(tmp_path)) == {"a.h5", data_dir(a).name}
+    assert not [n for n in os.listdir(data_dir(a)) if n.startswith(".tmp-")]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,7 +258,7 @@ def _target(kind: str, where: Path, name: str, template: Path) -> Path:
             f.attrs["owner"] = "someone else"
     elif kind == "atlas":  # an atlas of another run, with its data folder
         shutil.copyfile(template, p)
-        shutil.copytree(template.with_name(template.name + ".d"), p.with_name(p.name + ".d"))
+        shutil.copytree(data_dir(template), p.with_name(data_dir(template).name))
     elif kind in ("folder", "read_only_folder"):
         p.mkdir()
         (p / "index.html").write_text("<p>my site</p>")
@@ -425,6 +406,57 @@ def test_sigterm_to_one_process_ends_every_process_and_the_atlas_resumes(tmp_pat
         assert sorted(a.layers["block1_conv2"].completed().tolist()) == list(range(16))
 
 
+@pytest.mark.slow
+def test_kill_9_of_one_process_ends_the_others_in_one_line_and_the_atlas_resumes(tmp_path):
+    """A process killed without a word: the coordination service counts it gone after the
+    heartbeat timeout (3 s here), and the other stops after its chunk in flight, in one line."""
+    out = tmp_path / "multi.h5"
+    args = ["atlas", "--recipe", "classic", "--layer", "block1_conv2", "--filters", "0:16"]
+    args += ["--size", "32", "--steps", "16", "--batch", "1", "--quiet", "--out", str(out)]
+    env = {**os.environ, "VIZJAX_HEARTBEAT_SECONDS": "3"}
+
+    def launch(port: int) -> list[subprocess.Popen]:
+        return [
+            subprocess.Popen(
+                [*VIZJAX, *args, "--coordinator", f"127.0.0.1:{port}"]
+                + ["--num-processes", "2", "--process-id", str(i)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for i in range(2)
+        ]
+
+    procs = launch(_free_port())
+    try:
+        deadline = time.monotonic() + 240
+        while _parts_done(out, 1) < 1:
+            assert all(p.poll() is None for p in procs), "a process ended before the kill"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        procs[1].kill()
+        t0 = time.monotonic()
+        err = procs[0].communicate(timeout=120)[1]  # bounded: no barrier hang
+        took = time.monotonic() - t0
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate()
+    lines = [ln for ln in err.splitlines() if ln.startswith("vizjax: ")]
+    assert procs[0].returncode == 128 + signal.SIGKILL, err[-2000:]
+    assert len(lines) == 1 and "process 1 of the run is gone" in lines[0], err[-2000:]
+    assert "rerun the same command to resume" in lines[0]
+    assert "Check failure" not in err and "Terminating process" not in err  # not jax's abort
+    assert took < 60, took
+    procs = launch(_free_port())  # the same command again: resumes the parts and merges
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    with open_atlas(out) as a:
+        assert sorted(a.layers["block1_conv2"].completed().tolist()) == list(range(16))
+
+
 class _FakeClient:
     """The coordination service's key-value store, in memory (or gone: ``fail``)."""
 
@@ -445,6 +477,8 @@ class _FakeClient:
         return self.kv[key]
 
     def key_value_dir_get(self, prefix: str) -> list[tuple[str, str]]:
+        if self.fail:
+            raise RuntimeError("UNAVAILABLE: failed to connect to all addresses")
         return [(k, v) for k, v in self.kv.items() if k.startswith(prefix)]
 
 
@@ -476,13 +510,69 @@ def test_waiting_for_the_other_processes_ends_when_one_stops_or_the_service_is_g
     assert client.kv["vizjax/a.h5/stop"] == f"1 {int(signal.SIGTERM)}"  # the first word stays
 
 
+def test_a_process_gone_without_a_word_ends_the_wait(monkeypatch):
+    from vizjax import distributed
+    from vizjax.errors import Interrupted
+    from vizjax.interrupt import StopOnSignal
+
+    client = _FakeClient()
+    monkeypatch.setattr(distributed.jax, "process_count", lambda: 3)
+    monkeypatch.setattr(distributed.jax, "process_index", lambda: 0)
+    monkeypatch.setattr(distributed, "_client", lambda: client)
+    monkeypatch.setattr(distributed, "heartbeat_seconds", lambda: 0.05)
+    monkeypatch.setattr(distributed, "_seen", {})
+    stop = StopOnSignal(run="a.h5")
+
+    def beat(*processes: int) -> None:
+        for p in processes:
+            key = f"vizjax/beat/{p}"
+            client.kv[key] = str(int(client.kv.get(key, "0")) + 1)
+
+    beat(1, 2)
+    stop.check({})  # everybody's heartbeat seen once: nothing
+    for _ in range(3):
+        time.sleep(0.03)
+        beat(1, 2)
+        stop.check({})  # alive: their heartbeats change
+    # Process 2 is killed with kill -9: no announcement, only its heartbeat stops.
+    with pytest.raises(Interrupted, match="process 2 of the run is gone") as e:
+        for _ in range(20):
+            time.sleep(0.02)
+            beat(1)
+            stop.check({})
+    assert e.value.signum == signal.SIGKILL
+    with pytest.raises(Interrupted, match="process 2 of the run is gone"):
+        distributed.wait_for_all("a.h5", "written", lambda: stop.check({}), poll_s=0.01)
+    # A process that reached the point and then ended normally is not "gone" for this wait.
+    client.kv["vizjax/a.h5/merged/1"] = client.kv["vizjax/a.h5/merged/2"] = "1"
+    distributed.wait_for_all("a.h5", "merged", lambda: stop.check({}), poll_s=0.01)
+    client.fail = True  # the service is gone: said by the wait, not by this check
+    assert distributed.gone_peer() is None
+
+
+def test_the_heartbeat_setting_is_checked_before_anything(monkeypatch):
+    from vizjax import distributed
+
+    monkeypatch.setenv("VIZJAX_HEARTBEAT_SECONDS", "7")
+    assert distributed.heartbeat_seconds() == 7
+    for bad in ("abc", "0", "-3", "1e9"):
+        monkeypatch.setenv("VIZJAX_HEARTBEAT_SECONDS", bad)
+        with pytest.raises(VizjaxError, match="VIZJAX_HEARTBEAT_SECONDS must be an integer"):
+            distributed.check("127.0.0.1:1", 2, 0, False)
+    distributed.check(None, None, None, False)  # one process: not read
+
+
 def test_a_renamed_atlas_keeps_its_exemplars(tmp_path):
     a = synthetic_atlas.make(tmp_path / "a.h5")
     with open_atlas(a) as atlas:
         want = atlas.layers["block1_conv1"].exemplars(3)
-    os.rename(a, tmp_path / "b.h5")
-    os.rename(tmp_path / "a.h5.d", tmp_path / "b.h5.d")
-    with open_atlas(tmp_path / "b.h5") as atlas:
+    (tmp_path / "sub").mkdir()  # another name, another folder: the data folder keeps its name
+    folder = data_dir(a)
+    os.rename(a, tmp_path / "sub" / "b.h5")
+    os.rename(folder, tmp_path / "sub" / folder.name)
+    with h5py.File(tmp_path / "sub" / "b.h5", "r") as f:  # plain h5py through the external link
+        assert f["layers/block1_conv1/exemplars"].attrs["top"] == 3
+    with open_atlas(tmp_path / "sub" / "b.h5") as atlas:
         got = atlas.layers["block1_conv1"].exemplars(3)
         assert atlas.layers["block1_conv1"].exemplar_attrs["top"] == 3
     assert got["paths"] == want["paths"]

@@ -13,7 +13,8 @@ Read top to bottom:
 3. :func:`map_chunks` is the only chunk/pad/shard loop: rows cut into chunks, the last padded
    with copies of its last row, placed sharded over the mesh, the padding cut from what comes
    back. :func:`iter_chunks` runs the ascent through it and yields numpy :class:`Results`
-   (:func:`visualize` collects them); :func:`iter_measures` runs the measures on stored images
+   (:func:`visualize` collects them); what it runs for a layer is :func:`prepare`'s, which
+   :func:`compiled` compiles ahead of time (:mod:`vizjax.ahead`: the next layer while one runs); :func:`iter_measures` runs the measures on stored images
    (``vizjax fidelity``); the dataset exemplars run :func:`compiled_forward` through it.
 
 A filter's result depends only on (weights, layer, filter, recipe): never on the chunk size, the
@@ -505,36 +506,42 @@ def check_filters(
     return arr.astype(np.int32)
 
 
-def iter_chunks(
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What :func:`iter_chunks` runs for one layer (:func:`prepare`): the program (its entries
+    compiled for the chunk's shape by :func:`compiled`), the measure, the chunk size and the
+    placed inputs."""
+
+    filters: np.ndarray
+    mesh: Mesh
+    program: Program
+    measure: Callable[..., Any] | None
+    params: Any  # placed on every device, Winograd transforms added
+    start: jax.Array
+    seed: jax.Array
+    chunk: int
+
+
+def prepare(
     layer: str,
     filters: Sequence[int],
     recipe: Recipe,
     params: Any,
     preprocessing: vgg.Preprocessing,
-    *,
     execution: Execution = DEFAULT_EXECUTION,
     start: jax.Array | np.ndarray | None = None,
     mesh: Mesh | None = None,
     measure: bool = False,
-) -> Iterator[Results]:
-    """Run ``filters`` of ``layer`` chunk by chunk, yielding each chunk's :class:`Results`.
-
-    Args:
-      params: ``{"params": {...}}`` as loaded by :func:`vizjax.weights.load_weights`.
-      start: the shared start image (H, W, 3) in RGB 0-255 units; default: :func:`noise_image`
-        of ``recipe`` (a run with a start photo passes the photo and sets ``recipe.init``).
-      execution: dtype, convolution, loop structure and ``batch`` (filters per chunk, or
-        ``"auto"``, see :func:`auto_chunk`; rounded up to a multiple of the device count).
-      measure: also compute the :mod:`vizjax.fidelity` measures of each chunk's images (on the
-        devices, before the images come back).
-    """
+) -> Prepared | None:
+    """Check the request (the arguments of :func:`iter_chunks`) and build, not yet compile, what
+    it runs; None if there are no filters."""
     check_conv_layer(layer)
     widths = vgg.widths_of(params)
     filt = check_filters(layer, filters, widths)
     start = noise_image(recipe) if start is None else jnp.asarray(start, jnp.float32)
     check_layer_size(layer, start.shape[0], start.shape[1], recipe)
     if len(filt) == 0:
-        return
+        return None
     mesh = mesh or local_mesh()
     if mesh.devices.flat[0].platform == "cpu":
         keep_freed_host_memory()
@@ -555,6 +562,66 @@ def iter_chunks(
         if measure
         else None
     )
+    return Prepared(filt, mesh, program, measure_fn, params, start, seed, chunk)
+
+
+def compiled(job: Prepared) -> Prepared:
+    """``job`` with every entry point compiled for its chunk shape (``jit(...).lower().compile()``
+    of the one jit boundary's functions): running it compiles nothing. :mod:`vizjax.ahead` calls
+    it in a background thread for the layers to come."""
+    _, shard = shardings(job.mesh)
+    p, x, seed = job.params, job.start, job.seed
+    filters = jax.ShapeDtypeStruct((job.chunk,), jnp.int32, sharding=shard)
+    state = jax.eval_shape(job.program.init, p, x, filters, seed)
+    out = jax.eval_shape(job.program.finish, p, x, filters, seed, state)
+    program = dataclasses.replace(
+        job.program,
+        init=job.program.init.lower(p, x, filters, seed).compile(),
+        advance={
+            n: f.lower(p, x, filters, seed, state, np.int32(0)).compile()
+            for n, f in job.program.advance.items()
+        },
+        finish=job.program.finish.lower(p, x, filters, seed, state).compile(),
+    )
+    measure = job.measure
+    if measure is not None:
+        lowered = measure.lower(p, out["raw"], out["images"], filters)  # type: ignore[attr-defined]
+        measure = lowered.compile()
+    return dataclasses.replace(job, program=program, measure=measure)
+
+
+def iter_chunks(
+    layer: str,
+    filters: Sequence[int],
+    recipe: Recipe,
+    params: Any,
+    preprocessing: vgg.Preprocessing,
+    *,
+    execution: Execution = DEFAULT_EXECUTION,
+    start: jax.Array | np.ndarray | None = None,
+    mesh: Mesh | None = None,
+    measure: bool = False,
+    prepared: Prepared | None = None,
+) -> Iterator[Results]:
+    """Run ``filters`` of ``layer`` chunk by chunk, yielding each chunk's :class:`Results`.
+
+    Args:
+      params: ``{"params": {...}}`` as loaded by :func:`vizjax.weights.load_weights`.
+      start: the shared start image (H, W, 3) in RGB 0-255 units; default: :func:`noise_image`
+        of ``recipe`` (a run with a start photo passes the photo and sets ``recipe.init``).
+      execution: dtype, convolution, loop structure and ``batch`` (filters per chunk, or
+        ``"auto"``, see :func:`auto_chunk`; rounded up to a multiple of the device count).
+      measure: also compute the :mod:`vizjax.fidelity` measures of each chunk's images (on the
+        devices, before the images come back).
+      prepared: :func:`prepare` (and :func:`compiled`) of these same arguments, done before
+        (:mod:`vizjax.ahead`: in the background); else prepared here and compiled on first use.
+    """
+    job = prepared or prepare(
+        layer, filters, recipe, params, preprocessing, execution, start, mesh, measure
+    )
+    if job is None:
+        return
+    program, measure_fn, filt = job.program, job.measure, job.filters
 
     def run(params: Any, start: jax.Array, seed: jax.Array, filters: jax.Array) -> Any:
         out = program.run(params, start, filters, seed)
@@ -562,9 +629,8 @@ def iter_chunks(
             out = {**out, **measure_fn(params, out["raw"], out["images"], filters)}
         return out
 
-    for sl, out in map_chunks(
-        run, (params, start, seed), len(filt), chunk, lambda sl: (filt[sl],), mesh
-    ):
+    placed = (job.params, job.start, job.seed)
+    for sl, out in map_chunks(run, placed, len(filt), job.chunk, lambda sl: (filt[sl],), job.mesh):
         yield Results(layer=layer, filters=filt[sl].copy(), **out)
 
 

@@ -130,6 +130,12 @@ def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = "lucid") 
         default=0,
         help="steps per compiled call (0 = auto: all on accelerators, short segments on CPU)",
     )
+    e.add_argument(
+        "--compile-ahead",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="compile the next layer while one runs (auto: on accelerators, not on CPU)",
+    )
     e.add_argument("--weights", default=None, help="weight set name (default vgg16-torchvision)")
     e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
@@ -158,7 +164,12 @@ def _recipe(args: argparse.Namespace) -> Recipe:
 
 
 def _execution(args: argparse.Namespace) -> Execution:
-    return Execution(dtype=args.dtype, batch=args.batch, segment=args.segment)
+    return Execution(
+        dtype=args.dtype,
+        batch=args.batch,
+        segment=args.segment,
+        compile_ahead=getattr(args, "compile_ahead", "auto"),
+    )
 
 
 def _weights(args: argparse.Namespace):  # -> Weights
@@ -353,6 +364,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             "attrs": {k: v for k, v in a.attrs.items() if k != "config"},
             "config": a.config,
             "photo_hf_energy": photo,
+            # The folder that travels with the index (format 1 is one file).
+            "data_folder": a.data_dir.name if a.format_version == 2 else None,
             "layers": {},
         }
         for name, layer in a.layers.items():
@@ -374,6 +387,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(
         f"{args.atlas}: {attrs.get('format')} v{attrs.get('format_version')}, "
         f"model {attrs.get('model')}, weights {attrs.get('weights')}, created {attrs.get('created')}"
+        + (
+            f"; data folder {out['data_folder']}/ (move it with the index)"
+            if out["data_folder"]
+            else ""
+        )
     )
     print("config: " + json.dumps(out["config"], sort_keys=True))
     for name, s in out["layers"].items():

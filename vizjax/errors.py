@@ -36,5 +36,9 @@ class Interrupted(Exception):
         name = signal.Signals(signum).name
         if by is None:
             super().__init__(f"interrupted by {name}")
+        elif signum == signal.SIGKILL:  # no word from it: its heartbeat stopped
+            super().__init__(
+                f"stopped because process {by} of the run is gone (killed, or its host lost)"
+            )
         else:
             super().__init__(f"stopped because process {by} of the run was interrupted by {name}")

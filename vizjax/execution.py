@@ -17,6 +17,7 @@ from vizjax.errors import VizjaxError
 
 DTYPES = ("float32", "bfloat16")
 CONVS = ("auto", "xla", "winograd")
+SWITCHES = ("auto", "on", "off")
 
 
 def _fast(default: Any) -> Any:
@@ -39,6 +40,10 @@ class Execution:
       unroll: steps unrolled inside a segment's ``lax.scan``; 0 = auto (the whole segment on
         CPU, 1 on accelerators).
       batch: filters per chunk (one compiled program per chunk shape), or ``"auto"``.
+      compile_ahead: a multi-layer run compiles the next layer's programs in a background thread
+        while a layer runs (:class:`vizjax.ascent.CompileAhead`): ``"on"``, ``"off"`` or
+        ``"auto"`` (on accelerators only: there the host's cores are idle while the device
+        computes; on a CPU the compile would take the cores the run computes on).
     """
 
     dtype: str = "float32"
@@ -46,6 +51,7 @@ class Execution:
     segment: int = _fast(0)
     unroll: int = _fast(0)
     batch: int | str = _fast("auto")
+    compile_ahead: str = _fast("auto")
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -56,13 +62,17 @@ class Execution:
             raise VizjaxError("segment and unroll must be >= 0 (0 = auto)")
         if self.batch != "auto" and (not isinstance(self.batch, int) or self.batch <= 0):
             raise VizjaxError(f"batch must be a positive integer or 'auto', got {self.batch!r}")
+        if self.compile_ahead not in SWITCHES:
+            raise VizjaxError(
+                f"compile_ahead must be one of {', '.join(SWITCHES)}, got {self.compile_ahead!r}"
+            )
 
     def replace(self, **changes: Any) -> Execution:
         return dataclasses.replace(self, **changes)
 
     def program(self) -> Execution:
         """The settings that shape a compiled program (the chunk size is its input shape)."""
-        return dataclasses.replace(self, batch="auto")
+        return dataclasses.replace(self, batch="auto", compile_ahead="auto")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

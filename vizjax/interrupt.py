@@ -6,6 +6,10 @@ it ends with :class:`vizjax.errors.Interrupted`, which the CLI reports in one li
 (:func:`vizjax.distributed.announce_stop`); the others see it at their next check, after their
 chunk in flight or while they wait for the rest, and stop too: every process ends within about
 one chunk's time, each part resumable, instead of waiting at a barrier for a process that is gone.
+A process killed without a word (``kill -9``, a lost host) is seen gone when its heartbeat in the
+coordination service's key-value store stops for :func:`vizjax.distributed.heartbeat_seconds`;
+the others then stop the same way (exit 137, one line naming it). Process 0 hosts the service: when it dies, jax itself ends the
+others at once (with its own fatal log, not one line).
 """
 
 from __future__ import annotations
@@ -65,3 +69,6 @@ class StopOnSignal:
             if peer is not None:
                 process, signum = peer
                 raise Interrupted(signum, summary, by=process)
+            gone = distributed.gone_peer()
+            if gone is not None:
+                raise Interrupted(signal.SIGKILL, summary, by=gone)

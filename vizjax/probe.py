@@ -14,6 +14,7 @@ Python start-up plus h5py (~0.3 s); it is skipped for files vizjax itself is wri
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,12 +60,20 @@ print("", flush=True)
 
 
 def atlas_files(path: str | os.PathLike[str]) -> list[Path]:
-    """The HDF5 files of an atlas: its index and every ``.h5`` file of its data folder."""
+    """The HDF5 files of an atlas: its index and every ``.h5`` file of its data folder.
+
+    The folder's name is in the index, which is not read here (probing is what makes reading it
+    safe): every folder that can be the index' is taken, ``OUT.h5.d`` and ``OUT.<8 hex>.d``.
+    """
     p = Path(path)
     files = [p] if p.is_file() else []
-    folder = p.with_name(p.name + ".d")
-    if folder.is_dir():
-        files += sorted(q for q in folder.iterdir() if q.suffix == ".h5" and q.is_file())
+    pattern = re.compile(rf"^(?:{re.escape(p.name)}|{re.escape(p.stem)}\.[0-9a-f]{{8}})\.d$")
+    folders = (
+        sorted(q for q in p.parent.iterdir() if pattern.match(q.name)) if p.parent.is_dir() else []
+    )
+    for folder in folders:
+        if folder.is_dir():
+            files += sorted(q for q in folder.iterdir() if q.suffix == ".h5" and q.is_file())
     return files
 
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from vizjax import ascent, atlas, cost, distributed, vgg
+from vizjax.ahead import compile_ahead, compiles_ahead
 from vizjax.config import RunConfig, read_config
 from vizjax.errors import VizjaxError
 from vizjax.execution import Execution
@@ -145,7 +146,13 @@ def run_atlas(
         filters=filters if isinstance(filters, str) else tuple(int(f) for f in filters),
     )
     summary: dict[str, Any] = {"out": str(out), "layers": {}}
-    with StopOnSignal(run=out.name if nproc > 1 else None) as stop:
+    # The next layer's programs compile in the background while a layer runs (so a multi-layer
+    # run waits for one layer's compile, not for each); None where it is off.
+    ahead_on = compiles_ahead(execution, jax.local_devices()[0].platform)
+    with (
+        StopOnSignal(run=out.name if nproc > 1 else None) as stop,
+        compile_ahead(ahead_on) as ahead,
+    ):
         with atlas.AtlasWriter(part, attrs, cfg.to_json()) as writer:
             # Rows for every layer first, so one bar counts the whole run (filters/s, ETA).
             todos = {}
@@ -181,19 +188,26 @@ def run_atlas(
             for i, layer in enumerate(layers):
                 stop.check(summary)
                 todo, s = todos[layer], summary["layers"][layer]
+                kw = {"execution": execution, "start": x0, "measure": True}
+                later = [n for n in layers[i + 1 :] if todos[n]][:1]
+                if ahead is not None and later and not ahead.submitted(later[0]):
+                    p = (weights.params, weights.preprocessing)
+                    ahead.submit(later[0], todos[later[0]], recipe, *p, **kw)
                 bar.set_description(_bar_label(layers, i))
                 if todo:
                     meter.new_layer()
                 t0 = time.perf_counter()
+                # Its programs if compiled ahead (a stop is heard while it waits for them).
+                check = lambda: stop.check(summary)  # noqa: E731
+                prepared = ahead.take(layer, todo, recipe, check, **kw) if ahead else None
                 for res in ascent.iter_chunks(
                     layer,
                     todo,
                     recipe,
                     weights.params,
                     weights.preprocessing,
-                    execution=execution,
-                    start=x0,
-                    measure=True,
+                    prepared=prepared,
+                    **kw,
                 ):
                     writer.write_chunk(layer, res)
                     s["done"] += len(res)

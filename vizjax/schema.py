@@ -174,6 +174,11 @@ ROOT_ATTRS: tuple[Attr, ...] = (
         "str",
         "this atlas' id; its segments carry it, and only they are ever deleted by a writer",
     ),
+    Attr(
+        "data_folder",
+        "str",
+        "the data folder's name (beside the index; absent: `OUT.h5.d`, the index' name + `.d`)",
+    ),
 )
 
 #: Attributes of a segment file's root: enough to check it against the layer it belongs to.
@@ -341,7 +346,9 @@ def markdown() -> str:
     """The README's schema section (both versions), generated from the tables of this module."""
     lines = [
         f"Schema (version {FORMAT_VERSION}). `OUT.h5` is a small index; the rows live in "
-        "`OUT.h5.d/<layer>.<seq>.h5` segment files, which the index presents as one virtual "
+        "`OUT.<id>.d/<layer>.<seq>.h5` segment files (the data folder, beside the index, named "
+        "by the atlas' id; `OUT.h5.d/` in atlases written before), which the index presents "
+        "as one virtual "
         "dataset per field under `/layers/<layer>` (row axis n first; K images per filter, "
         "H x W pixels, T steps, C channels of the layer):",
         "",
@@ -356,7 +363,7 @@ def markdown() -> str:
         f"Root attributes: {_attr_list(ROOT_ATTRS)}.",
         "",
         "Dataset exemplars (optional), `/layers/<layer>/exemplars`, an external link to "
-        "`OUT.h5.d/exemplars.<layer>.h5`; rows are all C channels, S the crop size:",
+        "`OUT.<id>.d/exemplars.<layer>.h5`; rows are all C channels, S the crop size:",
         "",
         *_field_table(EXEMPLAR_FIELDS, row="C", since=False),
         "",

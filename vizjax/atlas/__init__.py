@@ -3,7 +3,7 @@
 Format v2 (what this package writes; the fields are the table in :mod:`vizjax.schema`)::
 
     OUT.h5              the index: a small HDF5 file, only ever replaced whole (tmp, fsync, rename)
-    OUT.h5.d/           the data folder (travels with OUT.h5)
+    OUT.<id>.d/         the data folder (travels with OUT.h5; named by the atlas' id[:8])
       <layer>.<seq>.h5      a segment: rows of one layer added by one run, fixed layout
       exemplars.<layer>.h5  dataset exemplars of one layer (written whole, tmp + rename)
       .lock                 flock of the single writer (never beside the user's files)
@@ -11,10 +11,12 @@ Format v2 (what this package writes; the fields are the table in :mod:`vizjax.sc
 
 The index holds the root attributes and, per layer, one *virtual dataset* (HDF5 VDS) per field
 that concatenates the layer's segments row-wise, with source paths relative to the index' folder
-(``OUT.h5.d/<file>``), so plain h5py reads an atlas as if it were one file, from any working
-directory, also after the index and its folder are moved together. Renamed together (another
-name), the virtual datasets still name the old folder: the reader then reads the segments directly,
-and the next writer rewrites the index with the new name.
+(``OUT.<id>.d/<file>``), so plain h5py reads an atlas as if it were one file, from any working
+directory, also after the index is renamed (any name) and moved with its folder (the folder keeps
+its name, which the index records in ``data_folder``); a new atlas at the old name gets a folder of
+its own. An index written before (``OUT.h5.d``, no ``data_folder``) is read as it is; renamed
+together with its folder, its virtual datasets still name the old folder: the reader then reads
+the segments directly, and the next writer rewrites the index with the folder's name recorded.
 
 Crash safety. A segment is created once, for the rows one run adds to one layer, with every
 dataset contiguous, uncompressed, allocated early and never filled (the file is sparse: no disk is
@@ -28,7 +30,7 @@ index refers to, and temp files, are deleted by the next writer: only segments c
 atlas' ``atlas_id`` (a root attribute; every segment has it), so the data of another index (one
 moved away from this name) is never deleted. The index' temp file is written in the data folder.
 
-Single writer. ``OUT.h5.d/.lock`` is ``flock``ed by the writer for its lifetime; the kernel drops the
+Single writer. ``.lock`` in the data folder is ``flock``ed by the writer for its lifetime; the kernel drops the
 lock when the process dies, so a killed run never blocks the next one. Readers need no lock.
 
 Format v1 (one HDF5 file, see :data:`vizjax.schema.V1_ROW_FIELDS`) stays readable: :func:`open_atlas`

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from vizjax import schema
-from vizjax.atlas.files import _LAYER_RE, _check_root, _open_h5
+from vizjax.atlas.files import _LAYER_RE, _check_root, _open_h5, data_dir
 from vizjax.atlas.index import _Layer, _Store
 from vizjax.atlas.lock import _acquire_lock
 from vizjax.atlas.v1 import _upgrade_locked
@@ -104,7 +104,7 @@ def write_exemplars(
     ``arrays`` holds every field of :data:`vizjax.schema.EXEMPLAR_FIELDS` (row axis C, every
     channel of the layer: ``paths`` (C, top) str, ``activation`` (C, top), ``position``
     (C, top, 2), ``box`` (C, top, 4), ``crops`` (C, top, S, S, 3) uint8) and ``attrs`` every
-    attribute of :data:`vizjax.schema.EXEMPLAR_ATTRS`. Writes ``OUT.h5.d/exemplars.<layer>.h5``
+    attribute of :data:`vizjax.schema.EXEMPLAR_ATTRS`. Writes ``exemplars.<layer>.h5`` in the data folder
     (tmp + rename, replacing earlier exemplars) and links it from the index at
     ``/layers/<layer>/exemplars``. Takes the atlas' writer lock (AtlasError if a writer has it:
     with a writer open, call its :meth:`AtlasWriter.write_exemplars`). A format 1 atlas is upgraded.
@@ -112,7 +112,7 @@ def write_exemplars(
     p = Path(path)
     if not p.exists():
         raise AtlasError(f"no atlas at {p}")
-    lock = _acquire_lock(p)
+    lock = _acquire_lock(p, data_dir(p))
     try:
         upgrade_needed = False
         with _open_h5(p) as f:

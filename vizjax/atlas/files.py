@@ -67,10 +67,48 @@ def _jax_version() -> str:
         return "unknown"
 
 
-def data_dir(path: str | os.PathLike[str]) -> Path:
-    """The data folder of the atlas index ``path``: ``OUT.h5`` -> ``OUT.h5.d``."""
+#: The index' root attribute that names its data folder (a folder beside the index).
+FOLDER_ATTR = "data_folder"
+#: What a data folder's name may be: one plain name ending in ``.d`` (a crafted index cannot
+#: point vizjax at another directory).
+_FOLDER_RE = re.compile(r"^[^/\\\x00]+\.d$")
+
+
+def new_data_dir(path: str | os.PathLike[str], atlas_id: str) -> Path:
+    """The data folder a new atlas at ``path`` gets: ``OUT.h5`` -> ``OUT.<id[:8]>.d``.
+
+    Named by the atlas' id, not only by the index' name: the index can be renamed (any name) and
+    both moved to any folder, and plain h5py still finds the rows (the virtual datasets name the
+    folder relative to the index); a new atlas at the old name gets a folder of its own.
+    """
+    p = Path(path)
+    return p.with_name(f"{p.stem}.{atlas_id[:8]}.d")
+
+
+def legacy_data_dir(path: str | os.PathLike[str]) -> Path:
+    """``OUT.h5.d``: the data folder of an index that names none (written before vizjax named
+    folders by the atlas' id; renamed together with the index)."""
     p = Path(path)
     return p.with_name(p.name + ".d")
+
+
+def data_dir(path: str | os.PathLike[str], attrs: Any = None) -> Path:
+    """The data folder of the atlas index ``path``: the folder named by the index' root attribute
+    ``data_folder`` (``attrs``, read from the file if None), beside the index whatever the index'
+    name now is; :func:`legacy_data_dir` for an index without it (or no index)."""
+    p = Path(path)
+    if attrs is None:
+        attrs = {}
+        if p.is_file():
+            try:
+                with h5py.File(p, "r") as f:
+                    attrs = {FOLDER_ATTR: f.attrs.get(FOLDER_ATTR, "")}
+            except OSError:
+                pass
+    name = _text(attrs.get(FOLDER_ATTR, ""))
+    if isinstance(name, str) and _FOLDER_RE.match(name) and name not in (".d", "..d"):
+        return p.with_name(name)
+    return legacy_data_dir(p)
 
 
 def sidecar_path(path: str | os.PathLike[str], name: str) -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 from vizjax import schema
 from vizjax.atlas.files import (
     _SEGMENT_RE,
+    FOLDER_ATTR,
     FORMAT_VERSION,
     _check_root,
     _open_h5,
@@ -26,8 +27,27 @@ from vizjax.atlas.files import (
     data_dir,
 )
 from vizjax.atlas.segment import Geometry, _create_segment, _dims, _open_segment, _Segment
-from vizjax.durable import _replace_atomically, fault
+from vizjax.durable import _fsync_dir, _fsync_path, _replace_atomically, fault
 from vizjax.errors import AtlasError
+
+
+def _create_atomically(tmp: Path, path: Path) -> None:
+    """Like :func:`~vizjax.durable._replace_atomically`, but AtlasError if ``path`` exists (a hard
+    link never replaces a file; where the file system has no links, a plain rename)."""
+    _fsync_path(tmp)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise AtlasError(
+            f"{path} was created by another process meanwhile; rerun the command to resume it"
+        ) from None
+    except OSError:
+        if path.exists():
+            raise
+        os.replace(tmp, path)
+    else:
+        tmp.unlink()
+    _fsync_dir(path.parent)
 
 
 @dataclasses.dataclass
@@ -87,8 +107,11 @@ class _Store:
 
     def __init__(self, path: Path, root: dict[str, Any]) -> None:
         self.path = path
-        self.dir = data_dir(path)
+        self.dir = data_dir(path, root)
         self.root = root
+        # Recorded in the index (an index written before names none: its folder is OUT.h5.d,
+        # named from now on), so the index may be renamed without its folder.
+        root[FOLDER_ATTR] = self.dir.name
         # Which files of the data folder are this atlas' own: its segments carry its id, so a
         # cleanup never deletes the segments of another index (one moved away, say). An index
         # written before ids existed gets one derived from its creation (the same every time,
@@ -167,7 +190,7 @@ class _Store:
         prefix = f"{self.path.name}.tmp-"  # where vizjax before 0.x wrote the index' temp file
         stale = [p for p in self.path.parent.iterdir() if p.name.startswith(prefix)]
         if self.dir.is_dir():
-            used = self.segments()
+            used = set(self.segments()) | self._mapped_by_others()
             for p in self.dir.iterdir():
                 if p.name.startswith(".tmp-"):
                     stale.append(p)
@@ -176,6 +199,25 @@ class _Store:
         for p in stale:
             with contextlib.suppress(OSError):
                 p.unlink()
+
+    def _mapped_by_others(self) -> set[str]:
+        """Segments of this folder that other indexes beside this one map: a copy of the index
+        (``cp a.h5 b.h5``) names the same folder, and a writer of one must not delete what only
+        the other maps (their segments carry one id)."""
+        names: set[str] = set()
+        for p in self.path.parent.iterdir():
+            if p.name == self.path.name or p.name.startswith(".") or not p.is_file():
+                continue
+            with contextlib.suppress(Exception):  # not HDF5, unreadable, damaged: not an index
+                if not h5py.is_hdf5(p):
+                    continue
+                with h5py.File(p, "r") as f:
+                    if _text(f.attrs.get(FOLDER_ATTR, "")) != self.dir.name:
+                        continue
+                    for g in f["layers"].values():
+                        spec = json.loads(_text(g.attrs.get("segments", "[]")))
+                        names.update(str(run[0]) for run in spec)
+        return names
 
     def _owns(self, segment: Path, also: frozenset[str]) -> bool:
         """``segment`` carries this atlas' id or one of ``also`` (or none, and the index predates
@@ -204,9 +246,15 @@ class _Store:
         layer.add_run(seg, 0, len(seg.filters))
         return seg
 
-    def write_index(self, index_data: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> None:
+    def write_index(
+        self,
+        index_data: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        create: bool = False,
+    ) -> None:
         """Write the index from memory (tmp, fsync, rename); per-layer datasets are recomputed
-        for layers whose rows changed unless ``index_data[layer]`` gives them."""
+        for layers whose rows changed unless ``index_data[layer]`` gives them. ``create``: the
+        index must not exist yet (AtlasError if another process created one meanwhile: two new
+        atlases at one name have two folders, so their locks do not exclude each other)."""
         for name, layer in self.layers.items():
             if index_data and name in index_data:
                 layer.derived = dict(index_data[name])
@@ -227,7 +275,10 @@ class _Store:
                 for name, layer in self.layers.items():
                     self._write_layer(layers.create_group(name), name, layer)
             fault("index.written")
-            _replace_atomically(tmp, self.path)
+            if create:
+                _create_atomically(tmp, self.path)
+            else:
+                _replace_atomically(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()

@@ -1,5 +1,5 @@
-"""The atlas' single-writer lock: ``OUT.h5.d/.lock``, in the atlas' own data folder (never beside
-the user's files), a :class:`vizjax.durable.FileLock`."""
+"""The atlas' single-writer lock: ``.lock`` in the atlas' own data folder (never beside the user's
+files), a :class:`vizjax.durable.FileLock`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ LOCK_NAME = ".lock"
 
 
 class _Lock:
-    """The writer's :class:`~vizjax.durable.FileLock` on ``<atlas>.d/.lock``, which creates the
+    """The writer's :class:`~vizjax.durable.FileLock` on ``<data folder>/.lock``, which creates the
     data folder if missing. ``made_dir``: the folder did not exist before (so a command that fails
     before writing the index removes it again, leaving nothing behind)."""
 
@@ -25,6 +25,11 @@ class _Lock:
         self.path, self.atlas = path, atlas
         self.made_dir = False
         self._lock = FileLock(path, self._busy)
+
+    @property
+    def folder(self) -> Path:
+        """The data folder the lock is in."""
+        return self.path.parent
 
     def _busy(self, owner: str) -> AtlasError:
         return AtlasError(f"{self.atlas} is being written by another process (pid {owner})")
@@ -76,14 +81,13 @@ def _remove_legacy_lock(path: Path) -> None:
     os.close(fd)
 
 
-def _acquire_lock(path: Path) -> _Lock:
-    """Take the single-writer lock of the atlas ``path`` (the file ``.lock`` in its data folder,
-    which is created if missing); AtlasError if ``path`` has no directory or is locked."""
+def _acquire_lock(path: Path, folder: Path) -> _Lock:
+    """Take the single-writer lock of the atlas ``path`` (the file ``.lock`` in its data folder
+    ``folder``, created if missing); AtlasError if ``path`` has no directory or is locked."""
     parent = path.parent
     if not parent.is_dir():
         what = "is not a directory" if parent.exists() else "does not exist"
         raise AtlasError(f"cannot write atlas {path}: directory {parent} {what}")
-    folder = path.with_name(path.name + ".d")
     if folder.exists() and not folder.is_dir():
         raise AtlasError(f"cannot write atlas {path}: {folder} exists and is not a folder")
     lock = _Lock(folder / LOCK_NAME, path)

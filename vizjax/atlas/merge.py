@@ -13,7 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vizjax.atlas.files import _check_root, _open_h5, _text, data_dir
+from vizjax.atlas.files import FOLDER_ATTR, _check_root, _open_h5, _text, data_dir, new_data_dir
 from vizjax.atlas.identity import run_differences, stored_config
 from vizjax.atlas.index import _Layer, _Store
 from vizjax.atlas.lock import _acquire_lock
@@ -88,8 +88,8 @@ def merge_atlases(
     All parts must come from one run (the same weights and config identity,
     :func:`vizjax.config.identity`: parts that a resumed run would accept) and have the same
     geometry per layer, else AtlasError. Format 2 parts' segment files are hard-linked into
-    ``OUT.h5.d`` (copied where the file system cannot link) and one new index maps them; format 1
-    parts' rows are copied into new segments. A filter done in several parts appears once: the
+    out's data folder (copied where the file system cannot link) and one new index maps them;
+    format 1 parts' rows are copied into new segments. A filter done in several parts appears once: the
     row of the first part (in ``parts`` order) that has it done is mapped, the others are left
     out of the index' virtual datasets (the parts' files are never changed). Rows not done in any
     part are left out. ``out`` may be one of the parts (its own segments are reused in place).
@@ -104,9 +104,12 @@ def merge_atlases(
         # before anything is linked or written.
         open_atlas(p).close()
     _check_target(out, Path(parts[0]))
-    lock = _acquire_lock(out)
+    new_id = _Store.new_id()  # out's own id, not the first part's (unless out is an atlas)
+    existed = out.exists()
+    folder = data_dir(out) if existed else new_data_dir(out, new_id)
+    lock = _acquire_lock(out, folder)
     # What out's folder holds now: a failed merge removes what it added (nothing refers to it).
-    before = None if lock.made_dir else set(os.listdir(data_dir(out)))
+    before = None if lock.made_dir else set(os.listdir(folder))
     index_written = False
     sources: list[tuple[Path, int, dict[str, Any], Any]] = []  # (path, version, root, data)
     v1_files: list[h5py.File] = []
@@ -141,7 +144,8 @@ def merge_atlases(
             str(root["atlas_id"]) for _, v, root, _ in sources if v == 2 and "atlas_id" in root
         )
         root = dict(first_root)
-        root["atlas_id"] = _Store.new_id()  # out's own id, not the first part's
+        root["atlas_id"] = new_id
+        root[FOLDER_ATTR] = folder.name
         if out.exists():
             # Keep what out's folder holds while the old index still refers to it.
             with contextlib.suppress(AtlasError):
@@ -214,7 +218,7 @@ def merge_atlases(
                 _link_or_copy(src, dst)
             store.layers[name].exemplars = src.exists()
         fault("merge.index")
-        store.write_index()
+        store.write_index(create=not existed)
         index_written = True
         # The old index' segments that the new one does not map are nobody's now.
         store.cleanup(linked_ids)
@@ -222,7 +226,7 @@ def merge_atlases(
         raise AtlasError(f"cannot write atlas {out}: {_os_reason(e)}") from e
     finally:
         if not index_written:
-            _remove_new_files(data_dir(out), before)
+            _remove_new_files(folder, before)
         for f in v1_files:
             f.close()
         for _, version, _, data in sources:

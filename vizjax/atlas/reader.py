@@ -239,16 +239,16 @@ class AtlasLayer:
             self._segments = _segments_attr(a.get("segments", "[]"))
             fields = schema.ROW_FIELDS if "k" in a else ()
             for fname, _, _ in self._segments:
-                p = data_dir(atlas.path) / fname
+                p = atlas.data_dir / fname
                 if not p.exists():
                     raise AtlasError(
                         f"atlas data file {p} is missing (an atlas is {atlas.path.name} plus its "
-                        f"folder {data_dir(atlas.path).name}; copy or move both)"
+                        f"folder {atlas.data_dir.name}; copy or move both, keeping the folder's name)"
                     )
         self._moved = (
             atlas.format_version == 2
             and bool(self._segments)
-            and _moved(_dataset(group, "filters"), data_dir(atlas.path).name)
+            and _moved(_dataset(group, "filters"), atlas.data_dir.name)
         )
         self.filters: np.ndarray = _read_rows(_dataset(group, "filters"), "filters", "iu")
         self.done: np.ndarray = _read_rows(_dataset(group, "done"), "done", "b")
@@ -280,10 +280,10 @@ class AtlasLayer:
         if atlas.format_version == 2 and "k" not in a and n:
             raise ValueError(f"{n} rows but no image geometry (k, image_height, ...)")
         if atlas.format_version == 2 and fields:
-            self._check_segments(atlas.path, n)
+            self._check_segments(atlas.data_dir, n)
         self._rows = {int(f): i for i, f in enumerate(self.filters)}
 
-    def _check_segments(self, path: Path, n: int) -> None:
+    def _check_segments(self, folder: Path, n: int) -> None:
         """The index' ``segments`` map exactly its rows, each to a valid segment of this layer."""
         if sum(b - a for _, a, b in self._segments) != n:
             raise ValueError(
@@ -292,7 +292,7 @@ class AtlasLayer:
         geometry: Geometry = (self.num_filters, self.k, self.image_shape, self.steps)
         filters = []
         for fname, a, b in self._segments:
-            seg = _open_segment(data_dir(path) / fname, self.name, geometry)
+            seg = _open_segment(folder / fname, self.name, geometry)
             if b > len(seg.filters):
                 raise ValueError(
                     f"segments maps rows {a}:{b} of {fname}, it has {len(seg.filters)}"
@@ -550,6 +550,8 @@ class Atlas:
         self._file = f
         self._files: dict[str, h5py.File] = {}  # data files read directly (a renamed atlas)
         self.attrs: dict[str, Any] = {k: _text(v) for k, v in f.attrs.items()}
+        #: The data folder (format 2): the one the index names, beside the index.
+        self.data_dir: Path = data_dir(path, self.attrs)
         for attr in schema.ROOT_ATTRS:  # present ones must have their type (str for JSON)
             value = self.attrs.get(attr.name)
             kind = int if attr.type == "int" else str
@@ -578,7 +580,7 @@ class Atlas:
     def _segment_file(self, name: str) -> h5py.File:
         """The data file ``name`` of the atlas' folder, opened once (read-only)."""
         if name not in self._files:
-            self._files[name] = h5py.File(data_dir(self.path) / name, "r")
+            self._files[name] = h5py.File(self.data_dir / name, "r")
         return self._files[name]
 
     def close(self) -> None:

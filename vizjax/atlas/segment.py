@@ -129,8 +129,8 @@ def _open_segment(path: Path, layer: str, geometry: Geometry | None) -> _Segment
     """Read a segment's rows and offsets; AtlasError if it is missing or does not fit its layer."""
     if not path.exists():
         raise AtlasError(
-            f"atlas data file {path} is missing (an atlas is OUT.h5 plus its folder OUT.h5.d; "
-            f"copy or move both)"
+            f"atlas data file {path} is missing (an atlas is its index plus the data folder "
+            f"{path.parent.name} beside it; copy or move both, keeping the folder's name)"
         )
     try:
         with h5py.File(path, "r") as f:

@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vizjax.atlas.files import _COPY_ROWS, _LAYER_RE, _check_root, _open_h5, _text
+from vizjax.atlas.files import _COPY_ROWS, _LAYER_RE, _check_root, _open_h5, _text, data_dir
 from vizjax.atlas.identity import run_differences, stored_config
 from vizjax.atlas.index import _Layer, _Store
 from vizjax.atlas.lock import _acquire_lock
@@ -138,14 +138,14 @@ def _upgrade_locked(path: Path) -> None:
 def upgrade(path: str | os.PathLike[str]) -> bool:
     """Convert the format 1 atlas at ``path`` to format 2 in place; False if it already is 2.
 
-    Atomic: the segments are written into ``OUT.h5.d`` first, then the new index replaces the
+    Atomic: the segments are written into the data folder first, then the new index replaces the
     old file in one rename; killed before, the file is still the complete format 1 atlas (and the
     next writer deletes the half-made folder). Takes the writer lock.
     """
     p = Path(path)
     if not p.exists():
         raise AtlasError(f"no atlas at {p}")
-    lock = _acquire_lock(p)
+    lock = _acquire_lock(p, data_dir(p))
     try:
         with _open_h5(p) as f:
             if _check_root(f, p) == 2:

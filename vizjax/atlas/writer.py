@@ -25,6 +25,8 @@ from vizjax.atlas.files import (
     _text,
     _utc_now,
     _vizjax_version,
+    data_dir,
+    new_data_dir,
 )
 from vizjax.atlas.identity import check_same_run, stored_config
 from vizjax.atlas.index import _Layer, _Store
@@ -90,6 +92,7 @@ class AtlasWriter:
         self._lock: _Lock | None = None
         self._store: _Store | None = None
         self._stale: set[str] = set()  # layers whose per-layer datasets are out of date
+        self._new_id: str | None = None  # the id of the atlas this writer creates
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -100,7 +103,12 @@ class AtlasWriter:
             with _open_h5(self.path) as f:
                 _check_root(f, self.path)
                 self._check_run(dict(f.attrs))
-        self._lock = _acquire_lock(self.path)
+                folder = data_dir(self.path, f.attrs)
+            self._new_id = None
+        else:
+            self._new_id = _Store.new_id()
+            folder = new_data_dir(self.path, self._new_id)
+        self._lock = _acquire_lock(self.path, folder)
         try:
             self._store = self._open()
         except OSError as e:
@@ -138,15 +146,23 @@ class AtlasWriter:
         return self._store
 
     def _open(self) -> _Store:
+        assert self._lock is not None
         if self.path.exists():
             with _open_h5(self.path) as f:
                 version = _check_root(f, self.path)
                 self._check_run(dict(f.attrs))
+                if self._new_id is not None or data_dir(self.path, f.attrs) != self._lock.folder:
+                    # Created or replaced between the first look and the lock.
+                    raise AtlasError(
+                        f"{self.path} changed while this command started; rerun it to resume it"
+                    )
             if version == 1:
                 _upgrade_locked(self.path)
             store = _Store.load(self.path)
             store.cleanup()
             return store
+        if self._new_id is None:  # removed between the first look and the lock
+            raise AtlasError(f"{self.path} changed while this command started; rerun it")
         root: dict[str, Any] = dict(self._attrs)
         root.update(
             format=FORMAT,
@@ -155,11 +171,12 @@ class AtlasWriter:
             jax_version=_jax_version(),
             created=_utc_now(),
             config=self._config_json,
-            atlas_id=_Store.new_id(),
+            atlas_id=self._new_id,
+            data_folder=self._lock.folder.name,
         )
         store = _Store(self.path, root)
-        store.cleanup()  # temp files only: the segments in the folder are other atlases' (new id)
-        store.write_index()
+        store.cleanup()  # temp files only (the folder is new)
+        store.write_index(create=True)
         return store
 
     def _check_run(self, file_attrs: Mapping[str, Any]) -> None:
