@@ -151,6 +151,7 @@ def test_sizes_parameters_and_flops_follow_the_table():
     assert net.output_hw("pool5", need, need) == (1, 1)
     assert net.output_hw("pool5", need - 1, need - 1) == (0, 0)
     assert net.winograd_layers == ("conv3", "conv4", "conv5")
+    assert sum(net.num_channels(n) for n in net.conv_layers) == 1152  # --all-layers' filters
     # conv1 at 224 px: 55x55 outputs, each 11*11*3 multiply-adds per output channel.
     assert cost.forward_flops("conv1", 224, 224, net) == 2 * 55 * 55 * 121 * 3 * 64
     assert cost.forward_flops("pool1", 224, 224, net) == cost.forward_flops("conv1", 224, 224, net)
