@@ -7,7 +7,8 @@
     python scripts/models_figure.py alexnet.h5 vgg16.h5 --out bench/figures/alexnet_vs_vgg16.png
 
 Each atlas gives one panel (its layers in atlas order, its first ``--filters`` done filters per
-layer, tiles resized to ``--tile`` px, labelled ``layer/filter``); the panels are put side by side.
+layer, tiles resized to ``--tile`` px; a row's first tile is labelled with its layer, the others with
+their filter); the panels are put side by side.
 The PNG is palette-quantized (256 colours) when that keeps it under ``--max-kb``.
 """
 
@@ -30,10 +31,10 @@ def panel(path: str, filters: int, tile: int) -> np.ndarray:
     with open_atlas(path) as a:
         for name, layer in a.layers.items():
             done = sorted(int(f) for f in layer.completed())[:filters]
-            for f in done:
+            for i, f in enumerate(done):
                 im = Image.fromarray(layer.image(f)).resize((tile, tile), Image.LANCZOS)
                 tiles.append(np.asarray(im))
-                labels.append(f"{name}/{f}")
+                labels.append(name if i == 0 else str(f))
             for _ in range(filters - len(done)):  # keep the rows aligned
                 tiles.append(np.full((tile, tile, 3), 255, np.uint8))
                 labels.append("")
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("atlases", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--filters", type=int, default=4)
-    p.add_argument("--tile", type=int, default=64)
+    p.add_argument("--tile", type=int, default=80)
     p.add_argument("--max-kb", type=int, default=300)
     args = p.parse_args(argv)
     panels = [panel(a, args.filters, args.tile) for a in args.atlases]

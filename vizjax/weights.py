@@ -232,9 +232,10 @@ def _check_shapes(params: Params, source: str, network: Network) -> None:
                 raise WeightsError(f"{source}: {name}/{key}: expected shape {want}, found {got}")
 
 
-def _check_finite(params: Params, source: str, network: Network) -> None:
-    """NaN/Inf in a weight would turn every activation downstream of it into NaN: refuse the file."""
-    for name in network.conv_layers:
+def _check_finite(params: Params, source: str) -> None:
+    """NaN/Inf in a weight would turn every activation downstream of it into NaN: refuse the file
+    (``params``' layers, whose shapes were checked first)."""
+    for name in params:
         for key in ("kernel", "bias"):
             a = np.asarray(params[name][key])
             if not np.isfinite(a).all():
@@ -267,7 +268,7 @@ def save_weights(
     out = Path(out).resolve()
     network = models.network(model, widths)
     _check_shapes(params, source, network)
-    _check_finite(params, source, network)
+    _check_finite(params, source)
     if out.exists():
         raise WeightsError(f"{out} already exists; remove it or choose another --out")
     try:
@@ -441,7 +442,7 @@ def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weigh
         msg = " ".join(f"{type(e).__name__}: {e}".split())
         raise WeightsError(f"{path}: cannot read checkpoint ({msg})") from None
     _check_shapes(params, str(path), network)
-    _check_finite(params, str(path), network)
+    _check_finite(params, str(path))
     extra_layers = sorted(set(params) - set(network.conv_layers))
     if extra_layers:
         raise WeightsError(f"{path}: layers {', '.join(extra_layers)} are not {network.name}'s")
