@@ -511,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-scaling", action="store_true")
     p.add_argument("--recipe", default="lucid", help="--whole-model: the preset")
+    p.add_argument(
+        "--model",
+        default="vgg16",
+        help="--whole-model: the network (vgg16, alexnet; its default weights)",
+    )
     p.add_argument("--size", type=int, default=None, help="--whole-model / --recipes: image side")
     p.add_argument(
         "--layers", default=None, help="--whole-model: measure only these (others estimated)"
@@ -557,13 +562,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{info['date']}, load {info['load1_at_start']}"
     )
     print(f"# {info['command']}")
-    from vizjax.weights import load_weights
+    from vizjax.weights import default_weights, load_weights
 
-    ctx = Context(load_weights(), log, {}, s)
+    ctx = Context(load_weights(default_weights(args.model)), log, {}, s)
     assert s.matmul_n is not None
     ctx.peaks.update(section_peak(s.matmul_n, log))
     if args.whole_model:
-        layers = args.layers.split(",") if args.layers else vgg.CONV_LAYERS
+        layers = args.layers.split(",") if args.layers else ctx.weights.network.conv_layers
         section_whole_model(ctx, args.recipe, s.size or 224, layers)
     elif args.recipes:
         section_recipe_table(ctx, s.size or 128)

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bench import work
-from vizjax import ascent, vgg
+from vizjax import ascent, models, vgg
 from vizjax.execution import Execution, auto_segment
 from vizjax.recipe import CLASSIC, Recipe
 
@@ -29,7 +29,12 @@ def prepared(weights: Any, layer: str, recipe: Recipe, execution: Execution) -> 
     """What :func:`vizjax.ascent.iter_chunks` sets up before its first chunk."""
     mesh = ascent.local_mesh()
     program = ascent.compiled_program(
-        layer, weights.preprocessing, recipe.program(), execution.program(), mesh
+        layer,
+        weights.preprocessing,
+        recipe.program(),
+        execution.program(),
+        mesh,
+        models.from_params(weights.params),
     )
     rep = NamedSharding(mesh, PartitionSpec())
     params = jax.device_put(weights.params, rep)

@@ -12,7 +12,7 @@ import jax
 
 from bench import timing, work
 from bench.report import fmt, human, table
-from vizjax import ascent, cost, vgg
+from vizjax import ascent, cost, models
 from vizjax.execution import Execution, auto_segment
 from vizjax.recipe import Recipe
 
@@ -25,7 +25,7 @@ def predict_whole_model(
     sample_filters: int = 2,
     sample_segments: int = 1,
     rolled_sample_steps: int = 8,
-    layers: Sequence[str] = vgg.CONV_LAYERS,
+    layers: Sequence[str] | None = None,
     deadline: float | None = None,
     log: Callable[[dict[str, Any]], Any] | None = None,
 ) -> dict[str, Any]:
@@ -38,22 +38,25 @@ def predict_whole_model(
     ``deadline`` (a ``time.perf_counter()`` value) or not in ``layers`` are estimated by
     :mod:`vizjax.cost` (the work model of the run's ETA and ``vizjax atlas --plan``) at the
     measured layers' median work rate, with their median compile time (marked ``estimated``).
-    Returns ``{"layers": [...], "total_s", "compile_s", "measured": n}``.
+    Returns ``{"layers": [...], "total_s", "compile_s", "measured": n}``. The model is the
+    weights' (``layers`` default: all its convolutions).
     """
+    network = models.from_params(weights.params)
+    layers = network.conv_layers if layers is None else layers
     seg = execution.segment or auto_segment(recipe.steps, work.platform())
     if seg < recipe.steps:  # a host loop over segments: time whole segments of that length
         steps, ex = min(recipe.steps, seg * sample_segments), execution.replace(segment=seg)
     else:  # one segment (a rolled loop on accelerators): its cost per step does not depend on length
         steps, ex = min(recipe.steps, rolled_sample_steps), execution.replace(segment=0)
     out = []
-    for layer in vgg.CONV_LAYERS:
-        c = vgg.num_channels(layer)
-        eff_step = work.eff_flops_per_step(layer, recipe)
+    for layer in network.conv_layers:
+        c = network.num_channels(layer)
+        eff_step = work.eff_flops_per_step(layer, recipe, network)
         row = {
             "layer": layer,
             "filters_total": c,
             "eff_gflop_per_filter_step": eff_step / 1e9,
-            "work_g_per_filter_step": cost.work_per_filter_step(layer, recipe) / 1e9,
+            "work_g_per_filter_step": cost.work_per_filter_step(layer, recipe, network) / 1e9,
         }
         if layer in layers and (deadline is None or time.perf_counter() < deadline):
             chunk, probe_s = timing.auto_chunk(weights, layer, c, recipe, ex)

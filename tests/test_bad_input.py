@@ -405,7 +405,7 @@ def test_crafted_default_checkpoint_through_the_cli(tmp_path, monkeypatch):
     path = tmp_path / "vgg16.ckpt"
     path.write_bytes(_pickles(marker)["GLOBAL+REDUCE"])
     monkeypatch.setenv("VIZJAX_WEIGHTS_DIR", str(tmp_path / "w"))
-    monkeypatch.setattr("vizjax.weights.find_lpips_checkpoint", lambda: path)
+    monkeypatch.setattr("vizjax.weights.find_lpips_checkpoint", lambda *_: path)
     assert_refused(["weights"], tmp_path, "refusing to unpickle os.system")
     assert not marker.exists() and not (tmp_path / "w").exists()
 

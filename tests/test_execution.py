@@ -100,7 +100,7 @@ def _probe_setup(weights, recipe, ex, n_devices=2):
     """Everything auto_chunk needs, on ``n_devices`` real CPU devices."""
     mesh = Mesh(np.array(jax.devices()[:n_devices]), ("filters",))
     program = ascent.compiled_program(
-        "block1_conv2", weights.preprocessing, recipe.program(), ex.program(), mesh, weights.widths
+        "block1_conv2", weights.preprocessing, recipe.program(), ex.program(), mesh, weights.network
     )
     rep = NamedSharding(mesh, PartitionSpec())
     params = jax.device_put(weights.params, rep)

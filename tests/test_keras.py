@@ -60,8 +60,14 @@ def _set_names(attrs: h5py.AttributeManager, key: str, names: list[str], layout:
         attrs[key] = np.array([n.encode() for n in names]) if names else np.asarray([])
 
 
-def write_keras_h5(path: Path, conv: dict[str, dict[str, np.ndarray]], layout: str) -> Path:
-    """Write ``conv`` (only the layers given, in network order) plus pools etc. as ``layout``."""
+def write_keras_h5(
+    path: Path,
+    conv: dict[str, dict[str, np.ndarray]],
+    layout: str,
+    layer_names: tuple[str, ...] = LAYER_NAMES,
+) -> Path:
+    """Write ``conv`` (only the layers given, in network order) plus pools etc. as ``layout``;
+    ``layer_names``: the network's (VGG16's by default, VGG19's for its converter tests)."""
     spec = LAYOUTS[layout]
     with h5py.File(path, "w") as f:
         root = f
@@ -72,8 +78,8 @@ def write_keras_h5(path: Path, conv: dict[str, dict[str, np.ndarray]], layout: s
             for obj in (f, root):
                 obj.attrs["keras_version"], obj.attrs["backend"] = VERSIONS[layout]
         layers = {"input_1": {}}
-        for name in LAYER_NAMES:
-            if name in conv or name not in CONV_SHAPES:  # pools have no weights
+        for name in layer_names:
+            if name in conv or name.endswith("_pool"):  # pools have no weights
                 layers[name] = conv.get(name, {})
         if spec["top"]:
             layers.update(TOP)

@@ -15,7 +15,10 @@ PACKAGE = ROOT / "vizjax"
 #: writer -> segments/index -> reader -> fidelity/gallery/xarray.
 LAYERS = {
     0: {"errors", "schema", "durable", "conv", "optim", "transform", "distributed", "probe"},
-    1: {"images", "vgg", "execution", "objectives", "param", "keras", "interrupt"},
+    1: {
+        *("images", "network", "vgg", "alexnet", "models", "execution", "objectives"),
+        *("param", "keras", "interrupt"),
+    },
     2: {"weights", "recipe", "fidelity", "render", "cost"},
     3: {"config", "ascent", "ahead", "atlas", "progress"},
     4: {"run", "exemplars", "gallery"},

@@ -1,4 +1,4 @@
-"""vizjax: batched feature visualization (activation maximization) for VGG16 in JAX.
+"""vizjax: batched feature visualization (activation maximization) for VGG16 (and AlexNet, VGG19) in JAX.
 
 The public API, imported lazily so that ``import vizjax`` (and the CLI's error paths) stay fast::
 
@@ -9,6 +9,7 @@ The public API, imported lazily so that ``import vizjax`` (and the CLI's error p
     run_atlas                             vizjax.run
     open_atlas, merge_atlases             vizjax.atlas
     VGG16, LAYER_NAMES, CONV_LAYERS       vizjax.vgg
+    Network, MODELS                       vizjax.network, vizjax.models
     VizjaxError                           vizjax.errors
 """
 
@@ -35,6 +36,8 @@ _EXPORTS = {
     "VGG16": "vgg",
     "LAYER_NAMES": "vgg",
     "CONV_LAYERS": "vgg",
+    "Network": "network",
+    "MODELS": "models",
     "VizjaxError": "errors",
 }
 

@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from vizjax import ascent, vgg
+from vizjax import ascent
 from vizjax.errors import VizjaxError
 from vizjax.execution import Execution
+from vizjax.network import Preprocessing
 from vizjax.recipe import Recipe
 
 #: Seconds between two checks for a stop while a layer waits for its compile.
@@ -79,7 +80,7 @@ class CompileAhead:
         filters: Sequence[int],
         recipe: Recipe,
         params: Any,
-        preprocessing: vgg.Preprocessing,
+        preprocessing: Preprocessing,
         **kw: Any,
     ) -> None:
         """Compile what ``iter_chunks(layer, filters, recipe, params, preprocessing, **kw)``

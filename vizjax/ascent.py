@@ -35,9 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vizjax import fidelity, render, vgg
+from vizjax import fidelity, models, render, vgg
 from vizjax.errors import VizjaxError
 from vizjax.execution import Execution, auto_segment, keep_freed_host_memory, segments
+from vizjax.network import IDENTITY, ConvNet, Network, Preprocessing, prepare_winograd
 from vizjax.recipe import DEFAULT_SIZE, Recipe
 
 DEFAULT_EXECUTION = Execution()
@@ -50,15 +51,13 @@ TRACES: collections.Counter[tuple[str, int]] = collections.Counter()
 #: batches and are limited by memory instead (see :func:`auto_chunk`).
 AUTO_CAP_DEFAULT = 512
 
-#: Convolutions computed by Winograd F(2x2, 3x3) when ``conv`` is "winograd" (or "auto" on CPU):
-#: blocks 2-5, where it measured faster on XLA:CPU (+28% at block3_conv3, +36% at block5_conv1,
-#: 128 px; bench/README.md). On block1 (3 and 64 input channels at full resolution) XLA's own
-#: convolution was faster.
-WINOGRAD_LAYERS = tuple(n for n in vgg.CONV_LAYERS if not n.startswith("block1"))
+#: VGG16's convolutions computed by Winograd F(2x2, 3x3) when ``conv`` is "winograd" (or "auto" on
+#: CPU): :attr:`vizjax.network.Network.winograd_layers` (blocks 2-5 for VGG16).
+WINOGRAD_LAYERS = vgg.NETWORK.winograd_layers
 
 
 def cpu_filters_per_device(
-    layer: str, height: int, width: int, widths: tuple[int, ...] = vgg.WIDTHS
+    layer: str, height: int, width: int, network: Network = vgg.NETWORK
 ) -> int:
     """How many filters one CPU program should optimize at once (measured on a 2-core CPU).
 
@@ -67,8 +66,8 @@ def cpu_filters_per_device(
     block3 at 64 px), the matrix products get too small to keep the cores busy and 8 filters per
     program are 1.1-1.9x faster (bench/README.md, scaling table).
     """
-    h, w = vgg.output_hw(layer, height, width)
-    return 8 if h * w * vgg.num_channels(layer, widths) <= 65536 else 1
+    h, w = network.output_hw(layer, height, width)
+    return 8 if h * w * network.num_channels(layer) <= 65536 else 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,9 +125,12 @@ def noise_image(recipe: Recipe) -> jax.Array:
     return recipe.noise_mean + recipe.noise_std * jax.random.normal(key, (h, w, 3), jnp.float32)
 
 
-def filter_key(seed: jax.Array | int, layer: str, f: jax.Array | int) -> jax.Array:
+def filter_key(
+    seed: jax.Array | int, layer: str, f: jax.Array | int, network: Network = vgg.NETWORK
+) -> jax.Array:
     """Per-filter randomness: ``fold_in(fold_in(key(seed), layer index), f)``."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), vgg.layer_index(layer)), f)
+    index = network.layer_index(layer)
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), index), f)
 
 
 def deprocess(x: jax.Array) -> jax.Array:
@@ -141,32 +143,27 @@ def deprocess(x: jax.Array) -> jax.Array:
 
 
 def make_model(
-    preprocessing: vgg.Preprocessing,
+    preprocessing: Preprocessing,
     preprocess: bool,
     execution: Execution,
     platform: str = "cpu",
-    widths: tuple[int, ...] = vgg.WIDTHS,
-) -> vgg.VGG16:
-    """The network a run asks for: preprocessing on or off, dtype, convolution algorithm, and the
-    channel widths of its weights (:func:`vizjax.vgg.widths_of`)."""
-    prep = preprocessing if preprocess else vgg.IDENTITY
+    network: Network = vgg.NETWORK,
+) -> ConvNet:
+    """The module a run asks for: ``network`` (its weights', :func:`vizjax.models.from_params`)
+    with preprocessing on or off, dtype and convolution algorithm."""
+    prep = preprocessing if preprocess else IDENTITY
     wino = execution.conv == "winograd" or (execution.conv == "auto" and platform == "cpu")
-    return vgg.VGG16(
-        preprocessing=prep,
-        dtype=jnp.dtype(execution.dtype),
-        winograd=WINOGRAD_LAYERS if wino else (),
-        widths=widths,
-    )
+    return network.module(prep, jnp.dtype(execution.dtype), network.winograd_layers if wino else ())
 
 
-def network_layers(objective: Any) -> tuple[str, ...]:
+def network_layers(objective: Any, network: Network = vgg.NETWORK) -> tuple[str, ...]:
     """The network layers an objective reads (without the image itself), in network order."""
     names = [n for n in objective.layers() if n != "input"]
-    return tuple(sorted(names, key=vgg.layer_index))
+    return tuple(sorted(names, key=network.layer_index))
 
 
 def make_net(
-    model: vgg.VGG16, params: Any, objective: Any, layer: str, f: jax.Array, fast: bool
+    model: ConvNet, params: Any, objective: Any, layer: str, f: jax.Array, fast: bool
 ) -> render.Net:
     """``net(views, redirect) -> {layer: activations}`` for filter ``f``.
 
@@ -176,7 +173,7 @@ def make_net(
     filters per device, per-filter kernel columns become a grouped convolution, which XLA:CPU runs
     several times slower than the whole layer (bench/README.md).
     """
-    outputs = network_layers(objective) or (layer,)
+    outputs = network_layers(objective, model.network) or (layer,)
     channel = f if fast else None
 
     def net(views: jax.Array, redirect: jax.Array | None) -> dict[str, jax.Array]:
@@ -185,9 +182,9 @@ def make_net(
     return net
 
 
-def can_use_fast_path(objective: Any, layer: str) -> bool:
+def can_use_fast_path(objective: Any, layer: str, network: Network = vgg.NETWORK) -> bool:
     """One output channel suffices: the objective reads channel f of ``layer`` and nothing deeper."""
-    names = network_layers(objective)
+    names = network_layers(objective, network)
     return bool(names) and names[-1] == layer and objective.channel_only(layer)
 
 
@@ -230,22 +227,22 @@ class Program:
 @functools.lru_cache(maxsize=64)
 def compiled_program(
     layer: str,
-    preprocessing: vgg.Preprocessing,
+    preprocessing: Preprocessing,
     recipe: Recipe,
     execution: Execution,
     mesh: Mesh,
-    widths: tuple[int, ...] = vgg.WIDTHS,
+    network: Network = vgg.NETWORK,
 ) -> Program:
     """The one jit boundary of vizjax; see the module docstring.
 
     ``recipe`` and ``execution`` must be their ``.program()`` forms (what shapes the program), so
-    runs that differ only in seed, start image or chunk size share it; ``widths`` are the weights'
-    (:func:`vizjax.vgg.widths_of`). Params, the start image and
+    runs that differ only in seed, start image or chunk size share it; ``network`` is the weights'
+    (:func:`vizjax.models.from_params`). Params, the start image and
     the seed are replicated; the filter axis of everything else is sharded over ``mesh``. jax
     caches the executables per chunk shape and image size.
     """
     platform = mesh.devices.flat[0].platform
-    model = make_model(preprocessing, recipe.preprocess, execution, platform, widths)
+    model = make_model(preprocessing, recipe.preprocess, execution, platform, network)
     objective = recipe.objective.build(layer, recipe.images)
     plan = tuple(segments(recipe.steps, execution.segment or auto_segment(recipe.steps, platform)))
     from_start = recipe.init is not None
@@ -254,12 +251,14 @@ def compiled_program(
         """``fn(net, f, key, hw, state_f)`` written for one filter, vmapped over ``filters``."""
         # One filter per device: compute just its channel. Several: the whole target layer, since
         # per-filter kernel columns would make a (slow) grouped convolution. Same result.
-        fast = filters.shape[0] <= mesh.devices.size and can_use_fast_path(objective, layer)
+        fast = filters.shape[0] <= mesh.devices.size and can_use_fast_path(
+            objective, layer, network
+        )
         hw = (start.shape[0], start.shape[1])
 
         def one(f: jax.Array, s: Any) -> Any:
             net = make_net(model, params, objective, layer, f, fast)
-            return fn(net, f, filter_key(seed, layer, f), hw, s)
+            return fn(net, f, filter_key(seed, layer, f, network), hw, s)
 
         return jax.vmap(one)(filters, state)
 
@@ -301,10 +300,10 @@ def compiled_program(
         )
 
     rep, shard = shardings(mesh)
-    deepest = max(vgg.layer_index(n) for n in (*network_layers(objective), layer))
-    wino = tuple(n for n in model.winograd if vgg.layer_index(n) <= deepest)
+    deepest = max(network.layer_index(n) for n in (*network_layers(objective, network), layer))
+    wino = tuple(n for n in model.winograd if network.layer_index(n) <= deepest)
     return Program(
-        prepare=jax.jit(lambda p: vgg.prepare_winograd(p, wino), out_shardings=rep),
+        prepare=jax.jit(lambda p: prepare_winograd(p, wino), out_shardings=rep),
         init=jax.jit(init, in_shardings=(rep, rep, shard, rep), out_shardings=shard),
         advance={
             n: jax.jit(
@@ -323,19 +322,19 @@ def compiled_program(
 @functools.lru_cache(maxsize=64)
 def compiled_measure(
     layer: str,
-    preprocessing: vgg.Preprocessing,
+    preprocessing: Preprocessing,
     preprocess: bool,
     execution: Execution,
     mesh: Mesh,
-    widths: tuple[int, ...] = vgg.WIDTHS,
+    network: Network = vgg.NETWORK,
 ) -> Callable[..., dict[str, Any]]:
     """``(params, raw (n, K, H, W, 3), display (n, K, H, W, 3), filters (n,)) -> measures`` of
     :mod:`vizjax.fidelity`, vmapped over filters and sharded like the ascent (the same jit
     boundary's second program: the ascent runs it on each chunk before the images leave the
     devices; ``vizjax fidelity`` runs it on stored images)."""
     platform = mesh.devices.flat[0].platform
-    model = make_model(preprocessing, preprocess, execution, platform, widths)
-    index = vgg.layer_index(layer)
+    model = make_model(preprocessing, preprocess, execution, platform, network)
+    index = network.layer_index(layer)
 
     def measure(params, raw, display, filters):
         def acts(x: jax.Array) -> jax.Array:
@@ -352,9 +351,9 @@ def compiled_measure(
 @functools.lru_cache(maxsize=16)
 def compiled_forward(
     layers: tuple[str, ...],
-    preprocessing: vgg.Preprocessing,
+    preprocessing: Preprocessing,
     mesh: Mesh,
-    widths: tuple[int, ...] = vgg.WIDTHS,
+    network: Network = vgg.NETWORK,
 ) -> Callable[[Any, jax.Array], dict[str, tuple[jax.Array, jax.Array]]]:
     """``(params, squares uint8 (B, S, S, 3)) -> {layer: (mean (B, C) f32, argmax (B, C) i32)}``,
     the dataset exemplars' forward (:mod:`vizjax.exemplars`), images sharded over the mesh.
@@ -363,9 +362,9 @@ def compiled_forward(
     the flat index ``y * W' + x`` of its most active unit (the first one at ties). ``B`` must be a
     multiple of the mesh size (:func:`map_chunks` pads). One ``apply`` per layer: XLA merges the
     common prefix of the network (common-subexpression elimination), so the deepest layer's
-    forward is computed once. ``widths``: the weights' channel widths (:func:`vizjax.vgg.widths_of`).
+    forward is computed once. ``network``: the weights' (:func:`vizjax.models.from_params`).
     """
-    model = vgg.VGG16(preprocessing=preprocessing, widths=widths)
+    model = network.module(preprocessing)
 
     def forward(params: Any, squares: jax.Array) -> dict[str, tuple[jax.Array, jax.Array]]:
         x = squares.astype(jnp.float32)
@@ -447,7 +446,7 @@ def auto_chunk(
     device = mesh.devices.flat[0]
     if device.platform == "cpu":
         per_device = cpu_filters_per_device(
-            layer, start.shape[0], start.shape[1], vgg.widths_of(params)
+            layer, start.shape[0], start.shape[1], models.from_params(params)
         )
         return min(per_device, math.ceil(n / d)) * d
     per_device = min(AUTO_CAP_DEFAULT, math.ceil(n / d))
@@ -468,17 +467,19 @@ def auto_chunk(
     return per_device * d
 
 
-def check_conv_layer(layer: str) -> None:
+def check_conv_layer(layer: str, network: Network = vgg.NETWORK) -> None:
     """Filters belong to convolutions: refuse unknown names and pooling layers in one line."""
-    if vgg.LAYERS[vgg.layer_index(layer)][1] != "conv":
+    if network.layer(layer).kind != "conv":
         raise VizjaxError(f"{layer} is a pooling layer; choose a convolution (its filters)")
 
 
-def check_layer_size(layer: str, h: int, w: int, recipe: Recipe | None = None) -> None:
+def check_layer_size(
+    layer: str, h: int, w: int, recipe: Recipe | None = None, network: Network = vgg.NETWORK
+) -> None:
     """The image must be large enough for ``layer`` after the recipe's transforms."""
     from vizjax import transform
 
-    need = vgg.min_input_size(layer)
+    need = network.min_input_size(layer)
     if min(h, w) < need:
         raise VizjaxError(
             f"image size {h}x{w} is too small for {layer}: it needs at least {need}x{need} px"
@@ -495,10 +496,8 @@ def check_layer_size(layer: str, h: int, w: int, recipe: Recipe | None = None) -
             )
 
 
-def check_filters(
-    layer: str, filters: Sequence[int], widths: tuple[int, ...] = vgg.WIDTHS
-) -> np.ndarray:
-    n = vgg.num_channels(layer, widths)
+def check_filters(layer: str, filters: Sequence[int], network: Network = vgg.NETWORK) -> np.ndarray:
+    n = network.num_channels(layer)
     arr = np.asarray(list(filters), dtype=np.int64).reshape(-1)
     bad = arr[(arr < 0) | (arr >= n)]
     if bad.size:
@@ -527,7 +526,8 @@ def prepare(
     filters: Sequence[int],
     recipe: Recipe,
     params: Any,
-    preprocessing: vgg.Preprocessing,
+    preprocessing: Preprocessing,
+    *,
     execution: Execution = DEFAULT_EXECUTION,
     start: jax.Array | np.ndarray | None = None,
     mesh: Mesh | None = None,
@@ -535,18 +535,18 @@ def prepare(
 ) -> Prepared | None:
     """Check the request (the arguments of :func:`iter_chunks`) and build, not yet compile, what
     it runs; None if there are no filters."""
-    check_conv_layer(layer)
-    widths = vgg.widths_of(params)
-    filt = check_filters(layer, filters, widths)
+    network = models.from_params(params)
+    check_conv_layer(layer, network)
+    filt = check_filters(layer, filters, network)
     start = noise_image(recipe) if start is None else jnp.asarray(start, jnp.float32)
-    check_layer_size(layer, start.shape[0], start.shape[1], recipe)
+    check_layer_size(layer, start.shape[0], start.shape[1], recipe, network)
     if len(filt) == 0:
         return None
     mesh = mesh or local_mesh()
     if mesh.devices.flat[0].platform == "cpu":
         keep_freed_host_memory()
     program = compiled_program(
-        layer, preprocessing, recipe.program(), execution.program(), mesh, widths
+        layer, preprocessing, recipe.program(), execution.program(), mesh, network
     )
     # Explicit placement: in a multi-process job jit refuses host arrays with non-trivial shardings.
     rep, _ = shardings(mesh)
@@ -558,7 +558,9 @@ def prepare(
     else:
         chunk = round_to_mesh(int(execution.batch), mesh)
     measure_fn = (
-        compiled_measure(layer, preprocessing, recipe.preprocess, execution.program(), mesh, widths)
+        compiled_measure(
+            layer, preprocessing, recipe.preprocess, execution.program(), mesh, network
+        )
         if measure
         else None
     )
@@ -595,7 +597,7 @@ def iter_chunks(
     filters: Sequence[int],
     recipe: Recipe,
     params: Any,
-    preprocessing: vgg.Preprocessing,
+    preprocessing: Preprocessing,
     *,
     execution: Execution = DEFAULT_EXECUTION,
     start: jax.Array | np.ndarray | None = None,
@@ -617,7 +619,15 @@ def iter_chunks(
         (:mod:`vizjax.ahead`: in the background); else prepared here and compiled on first use.
     """
     job = prepared or prepare(
-        layer, filters, recipe, params, preprocessing, execution, start, mesh, measure
+        layer,
+        filters,
+        recipe,
+        params,
+        preprocessing,
+        execution=execution,
+        start=start,
+        mesh=mesh,
+        measure=measure,
     )
     if job is None:
         return
@@ -643,7 +653,7 @@ def iter_measures(
     filters: Sequence[int],
     images: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     params: Any,
-    preprocessing: vgg.Preprocessing,
+    preprocessing: Preprocessing,
     preprocess: bool,
     *,
     execution: Execution = DEFAULT_EXECUTION,
@@ -656,12 +666,12 @@ def iter_measures(
     measures named as :class:`Results` (row axis first). ``execution.batch``: filters per chunk
     (``"auto"``: :data:`MEASURE_FILTERS_PER_DEVICE` per device).
     """
-    widths = vgg.widths_of(params)
-    filt = check_filters(layer, filters, widths)
+    network = models.from_params(params)
+    filt = check_filters(layer, filters, network)
     if len(filt) == 0:
         return
     mesh = mesh or local_mesh()
-    fn = compiled_measure(layer, preprocessing, preprocess, execution.program(), mesh, widths)
+    fn = compiled_measure(layer, preprocessing, preprocess, execution.program(), mesh, network)
     d = mesh.devices.size
     if execution.batch == "auto":
         chunk = min(MEASURE_FILTERS_PER_DEVICE, math.ceil(len(filt) / d)) * d
@@ -680,7 +690,7 @@ def visualize(
     filters: Sequence[int],
     recipe: Recipe,
     params: Any,
-    preprocessing: vgg.Preprocessing,
+    preprocessing: Preprocessing,
     **kwargs: Any,
 ) -> Results:
     """All of :func:`iter_chunks`, concatenated: the Python API for downstream code.

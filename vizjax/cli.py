@@ -136,8 +136,28 @@ def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = "lucid") 
         default="auto",
         help="compile the next layer while one runs (auto: on accelerators, not on CPU)",
     )
-    e.add_argument("--weights", default=None, help="weight set name (default vgg16-torchvision)")
+    _add_model_args(e)
     e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+#: ``vizjax.models.MODELS``' names, typed here so that building the parser imports no JAX
+#: (tests/test_models.py checks they agree).
+MODEL_NAMES = ("vgg16", "vgg19", "alexnet")
+
+
+def _add_model_args(g: argparse._ActionsContainer, weights_help: str | None = None) -> None:
+    g.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default=None,
+        help="the network (default: the weights', else vgg16); without --weights, its default "
+        "weights (vgg16-torchvision, alexnet-torchvision; vgg19: convert Keras' file)",
+    )
+    g.add_argument(
+        "--weights",
+        default=None,
+        help=weights_help or "weight set name (default: the model's, vgg16-torchvision)",
+    )
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:
@@ -173,9 +193,21 @@ def _execution(args: argparse.Namespace) -> Execution:
 
 
 def _weights(args: argparse.Namespace):  # -> Weights
-    from vizjax.weights import DEFAULT_WEIGHTS, load_weights
+    """The weights ``--weights`` names (default: ``--model``'s default set), checked against
+    ``--model`` when both are given (one line if they are another model's)."""
+    from vizjax.models import DEFAULT_MODEL
+    from vizjax.weights import default_weights, load_weights
 
-    return load_weights(args.weights or DEFAULT_WEIGHTS)
+    model = getattr(args, "model", None)
+    if not args.weights:
+        return load_weights(default_weights(model or DEFAULT_MODEL))
+    w = load_weights(args.weights)
+    if model and w.model != model:
+        raise VizjaxError(
+            f"weights {w.name} are {w.model}'s, not {model}'s: drop --weights for {model}'s "
+            f"default or pass {model} weights"
+        )
+    return w
 
 
 def _check_environment(args: argparse.Namespace) -> None:
@@ -200,17 +232,23 @@ def _probe_inputs(args: argparse.Namespace) -> None:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from vizjax import vgg
+    from vizjax import models
 
-    params = _weights(args).params if args.weights else None
-    print(vgg.summary(params))
+    if args.weights:
+        w = _weights(args)
+        print(w.network.summary(w.params))
+    else:
+        print(models.network(args.model or models.DEFAULT_MODEL).summary())
     return 0
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
+    from vizjax.models import MODELS
     from vizjax.weights import available, prepare_default, weights_dir
 
-    prepare_default()  # the default set is always there after this
+    for m in MODELS.values():  # the default sets are always there after this
+        if m.default_weights:
+            prepare_default(model=m.name)
     print(f"weights directory: {weights_dir()}")
     for name in available():
         print(f"  {name}")
@@ -220,36 +258,35 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from vizjax.weights import convert_keras
 
-    out = convert_keras(args.file, args.out)
+    out = convert_keras(args.file, args.out, model=args.model)
     print(f"wrote {out} (orbax checkpoint + manifest.json; preprocessing: caffe)")
     return 0
 
 
 def cmd_atlas(args: argparse.Namespace) -> int:
-    from vizjax import distributed, vgg
+    from vizjax import distributed
     from vizjax.run import run_atlas
 
     distributed.check(args.coordinator, args.num_processes, args.process_id, args.distributed)
     distributed.initialize(
         args.coordinator, args.num_processes, args.process_id, auto=args.distributed
     )
-    if args.all_layers:
-        layers = list(vgg.CONV_LAYERS)
-    elif args.layer:
-        layers = list(dict.fromkeys(args.layer))
-    else:
+    if not (args.all_layers or args.layer):
         raise VizjaxError("give --layer L (repeatable) or --all-layers")
+    weights = _weights(args)
+    network = weights.network
+    layers = list(network.conv_layers if args.all_layers else dict.fromkeys(args.layer))
     for layer in layers:
-        vgg.layer_index(layer)
+        network.layer_index(layer)
     recipe = _recipe(args)
     if args.plan:
-        return _print_plan(args, layers, recipe)
+        return _print_plan(args, layers, recipe, weights)
     summary = run_atlas(
         args.out,
         layers,
         args.filters,
         recipe,
-        _weights(args),
+        weights,
         execution=_execution(args),
         quiet=args.quiet,
     )
@@ -257,13 +294,11 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_plan(args: argparse.Namespace, layers: list[str], recipe: Recipe) -> int:
+def _print_plan(args: argparse.Namespace, layers: list[str], recipe: Recipe, weights) -> int:
     """``atlas --plan``: what the run would do and take here (vizjax.plan); writes nothing."""
     from vizjax.plan import format_plan, make_plan
 
-    plan = make_plan(
-        args.out, layers, args.filters, recipe, _weights(args), execution=_execution(args)
-    )
+    plan = make_plan(args.out, layers, args.filters, recipe, weights, execution=_execution(args))
     print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
     return 0
 
@@ -289,12 +324,12 @@ def _print_summary(summary: dict, args: argparse.Namespace, interrupted: str | N
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from vizjax import ascent, images, vgg
+    from vizjax import ascent, images
     from vizjax.run import start_image
 
     images.check_png_target(args.out)  # before computing: a user's file is never replaced
-    vgg.layer_index(args.layer)
     w = _weights(args)
+    w.network.layer_index(args.layer)
     x0, recipe = start_image(_recipe(args))
     res = ascent.visualize(
         args.layer,
@@ -487,20 +522,26 @@ def cmd_article(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="vizjax",
-        description="Feature visualization for VGG16 in JAX: what each filter responds to.",
+        description="Feature visualization for VGG16 (and AlexNet, VGG19) in JAX: what each "
+        "filter responds to.",
     )
     p.add_argument("--version", action="version", version=f"vizjax {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("layers", help="print VGG16's layers, output shapes and parameter counts")
-    s.add_argument("--weights", default=None, help="count the parameters of this weight set")
+    s = sub.add_parser(
+        "layers", help="print a model's layers, output shapes and parameter counts (--model)"
+    )
+    _add_model_args(s, "count the parameters of this weight set")
     s.set_defaults(func=cmd_layers)
 
     s = sub.add_parser("weights", help="list prepared weight sets")
     s.set_defaults(func=cmd_weights)
 
-    s = sub.add_parser("convert", help="convert a Keras VGG16 HDF5 weight file")
+    s = sub.add_parser("convert", help="convert a Keras VGG16 or VGG19 HDF5 weight file")
     s.add_argument("file", help="Keras .h5 file (weights or full model)")
+    s.add_argument(
+        "--model", choices=MODEL_NAMES[:2], default="vgg16", help="the file's network (vgg16)"
+    )
     s.add_argument("--out", required=True, help="output directory, e.g. weights/keras-vgg16")
     s.set_defaults(func=cmd_convert)
 

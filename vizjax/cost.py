@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from vizjax import transform, vgg
+from vizjax.network import Network
 from vizjax.recipe import DEFAULT_SIZE, Recipe
 
 #: Above this predicted time a plan (and a run, once it has measured its speed) says so first.
@@ -42,16 +43,16 @@ LONG_RUN_SECONDS = 3 * 3600.0
 IMAGE_FLOPS_PER_PIXEL = 5.5e4
 
 
-def forward_flops(layer: str, height: int, width: int) -> float:
-    """FLOPs of VGG16's forward pass on one ``height x width`` image, up to and including
-    ``layer``: ``2 * H * W * 9 * Cin * Cout`` summed over the convolutions (a multiply-add is 2
-    FLOPs; pools, ReLUs and biases are not counted), each at its own resolution."""
+def forward_flops(layer: str, height: int, width: int, network: Network = vgg.NETWORK) -> float:
+    """FLOPs of ``network``'s forward pass (VGG16's by default) on one ``height x width`` image,
+    up to and including ``layer``: ``2 * H' * W' * k * k * Cin * Cout`` summed over the
+    convolutions, ``H' x W'`` each one's output size (its stride and padding from the layer
+    table; a multiply-add is 2 FLOPs; pools, ReLUs and biases are not counted)."""
     total, h, w = 0.0, height, width
-    for _name, kind, cin, cout in vgg.LAYERS[: vgg.layer_index(layer) + 1]:
-        if kind == "pool":
-            h, w = h // 2, w // 2
-        else:
-            total += 2.0 * h * w * 9 * cin * cout
+    for r in network.layers[: network.layer_index(layer) + 1]:
+        h, w = r.out_size(h), r.out_size(w)
+        if r.kind == "conv":
+            total += 2.0 * h * w * r.kernel * r.kernel * r.cin * r.cout
     return total
 
 
@@ -66,30 +67,30 @@ def views_per_step(recipe: Recipe) -> int:
     return transform.views(recipe.transforms) * recipe.images
 
 
-def flops_per_filter_step(layer: str, recipe: Recipe) -> float:
+def flops_per_filter_step(layer: str, recipe: Recipe, network: Network = vgg.NETWORK) -> float:
     """FLOPs of one filter-step at ``layer``: forward + input gradient (2 x forward) of every
     view the network sees."""
     h, w = network_hw(recipe)
-    return 2.0 * forward_flops(layer, h, w) * views_per_step(recipe)
+    return 2.0 * forward_flops(layer, h, w, network) * views_per_step(recipe)
 
 
-def work_per_filter_step(layer: str, recipe: Recipe) -> float:
+def work_per_filter_step(layer: str, recipe: Recipe, network: Network = vgg.NETWORK) -> float:
     """Work of one filter-step: :func:`flops_per_filter_step` plus the image side
     (:data:`IMAGE_FLOPS_PER_PIXEL` per pixel of each view)."""
     h, w = network_hw(recipe)
-    return flops_per_filter_step(layer, recipe) + IMAGE_FLOPS_PER_PIXEL * h * w * views_per_step(
-        recipe
-    )
+    return flops_per_filter_step(
+        layer, recipe, network
+    ) + IMAGE_FLOPS_PER_PIXEL * h * w * views_per_step(recipe)
 
 
-def filter_work(layer: str, recipe: Recipe) -> float:
+def filter_work(layer: str, recipe: Recipe, network: Network = vgg.NETWORK) -> float:
     """Work of one filter of ``layer``: every step of the recipe."""
-    return work_per_filter_step(layer, recipe) * recipe.steps
+    return work_per_filter_step(layer, recipe, network) * recipe.steps
 
 
-def run_work(plan: Mapping[str, int], recipe: Recipe) -> float:
+def run_work(plan: Mapping[str, int], recipe: Recipe, network: Network = vgg.NETWORK) -> float:
     """Work of a run: ``plan`` maps each layer to the number of its filters to compute."""
-    return sum(n * filter_work(layer, recipe) for layer, n in plan.items())
+    return sum(n * filter_work(layer, recipe, network) for layer, n in plan.items())
 
 
 def eta_seconds(

@@ -2,8 +2,8 @@
 
 Read top to bottom:
 
-1. :func:`vizjax.vgg.receptive_field` derives each layer's receptive field (size, jump, offset)
-   from the architecture table (3x3 SAME convolutions, 2x2/2 VALID pools).
+1. :meth:`vizjax.network.Network.receptive_field` derives each layer's receptive field (size,
+   jump, offset) from the network's layer table (any kernel, stride and padding).
 2. :func:`vizjax.images.list_images` and :func:`vizjax.images.load_square` turn a folder into a
    sorted listing and each file
    into a ``(S, S, 3)`` uint8 square: the short side resized to ``S`` (224 by default; bilinear,
@@ -11,7 +11,7 @@ Read top to bottom:
    applied first. A file Pillow cannot decode (not an image, truncated, ...) is skipped and counted.
 3. The engine's :func:`vizjax.ascent.compiled_forward`, run by its one chunk/pad/shard loop
    (:func:`vizjax.ascent.map_chunks`): a batch of squares, sharded over the local devices, through
-   VGG16 to the deepest requested layer; per image and channel of each layer it returns the
+   the network to the deepest requested layer; per image and channel of each layer it returns the
    channel's mean activation and the flat index of its most active unit.
 4. :class:`TopK` keeps, per channel, the ``top`` images by mean activation (ties: the earlier image
    in the listing wins), merged batch by batch on the host.
@@ -40,8 +40,9 @@ import numpy as np
 from jax.sharding import Mesh
 from PIL import Image
 
-from vizjax import durable, images, vgg
+from vizjax import durable, images, models, vgg
 from vizjax.errors import VizjaxError
+from vizjax.network import IDENTITY, Network, Preprocessing
 
 #: Side of the square every image is resized and centre-cropped to (VGG16's training size).
 INPUT_SIZE = images.SQUARE_SIZE
@@ -113,6 +114,8 @@ class ScanResult:
     input_size: int
     #: Files already done by an earlier (killed) run whose checkpoint this scan resumed; 0 if none.
     resumed_from: int = 0
+    #: The network scanned (its receptive fields place the crops).
+    network: Network = vgg.NETWORK
 
 
 def _save_state(path: Path, identity: dict[str, Any], state: dict[str, Any]) -> None:
@@ -172,7 +175,7 @@ def scan(
     image_dir: str | os.PathLike,
     layers: Sequence[str],
     params: Any,
-    preprocessing: vgg.Preprocessing,
+    preprocessing: Preprocessing,
     *,
     top: int = DEFAULT_TOP,
     batch: int = DEFAULT_BATCH,
@@ -182,7 +185,7 @@ def scan(
     quiet: bool = True,
     mesh: Mesh | None = None,
 ) -> ScanResult:
-    """Stream every file under ``image_dir`` through VGG16 and keep each channel's top images.
+    """Stream every file under ``image_dir`` through the network of ``params`` and keep each channel's top images.
 
     With ``state_path`` the top-k state is checkpointed after every batch and a checkpoint of the
     same scan (same listing digest, layers, top, input size, preprocessing and ``identity``, e.g.
@@ -194,11 +197,8 @@ def scan(
     from vizjax import ascent
 
     layers = tuple(dict.fromkeys(layers))
-    for layer in layers:
-        if vgg.LAYERS[vgg.layer_index(layer)][1] != "conv":
-            raise VizjaxError(f"exemplars need a convolution layer, not {layer!r}")
-        if vgg.output_hw(layer, input_size, input_size)[0] < 1:
-            raise VizjaxError(f"input size {input_size} is too small for {layer}")
+    network = models.from_params(params)
+    _check_layers(network, layers, input_size)
     if top < 1 or batch < 1:
         raise VizjaxError("--top and --batch must be positive integers")
     listing = images.list_images(image_dir)
@@ -220,15 +220,12 @@ def scan(
             "next": 0,
             "n_images": 0,
             "n_skipped": 0,
-            "top": {
-                layer: TopK.empty(vgg.num_channels(layer, vgg.widths_of(params)), top)
-                for layer in layers
-            },
+            "top": {layer: TopK.empty(network.num_channels(layer), top) for layer in layers},
         }
     resumed_from = state["next"]
-    fn = ascent.compiled_forward(layers, preprocessing, mesh, vgg.widths_of(params))
+    fn = ascent.compiled_forward(layers, preprocessing, mesh, network)
     params = jax.device_put(params, ascent.shardings(mesh)[0])  # once, not per batch
-    grids = {layer: vgg.output_hw(layer, input_size, input_size) for layer in layers}
+    grids = {layer: network.output_hw(layer, input_size, input_size) for layer in layers}
     bar = tqdm(
         total=len(listing),
         initial=state["next"],
@@ -266,7 +263,17 @@ def scan(
         top=state["top"],
         input_size=input_size,
         resumed_from=resumed_from,
+        network=network,
     )
+
+
+def _check_layers(network: Network, layers: Sequence[str], input_size: int) -> None:
+    """Exemplars need convolutions whose output grid is at least 1x1 at ``input_size``."""
+    for layer in layers:
+        if network.layer(layer).kind != "conv":
+            raise VizjaxError(f"exemplars need a convolution layer, not {layer!r}")
+        if network.output_hw(layer, input_size, input_size)[0] < 1:
+            raise VizjaxError(f"input size {input_size} is too small for {layer}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +302,7 @@ def cut_crops(
         valid = t.index >= 0
         paths = np.full((c, top), "", dtype=object)
         paths[valid] = [result.listing.paths[i] for i in t.index[valid]]
-        rf = vgg.receptive_field(layer)
+        rf = result.network.receptive_field(layer)
         box = np.zeros((c, top, 4), np.int32)
         for ch, r in zip(*np.nonzero(valid), strict=True):
             y, x = t.position[ch, r]
@@ -395,19 +402,17 @@ def run_exemplars(
         attrs, config, have = dict(a.attrs), dict(a.config), list(a.layers)
         stored = {name: layer.exemplar_attrs for name, layer in a.layers.items()}
     layers = list(dict.fromkeys(layers or have))
+    # The atlas' model: names, kinds, sizes and receptive fields do not depend on its widths.
+    network = models.network(str(attrs.get("model", models.DEFAULT_MODEL)))
     for layer in layers:
-        vgg.layer_index(layer)
+        network.layer_index(layer)
         if layer not in have:
             raise VizjaxError(
                 f"the atlas has no layer {layer!r}; it has: {', '.join(have) or 'none'}"
             )
     if not layers:
         raise VizjaxError(f"{atlas_path} has no layers yet")
-    for layer in layers:
-        if vgg.LAYERS[vgg.layer_index(layer)][1] != "conv":
-            raise VizjaxError(f"exemplars need a convolution layer, not {layer!r}")
-        if vgg.output_hw(layer, input_size, input_size)[0] < 1:
-            raise VizjaxError(f"input size {input_size} is too small for {layer}")
+    _check_layers(network, layers, input_size)
     image_dir = Path(image_dir)
     listing = images.list_images(
         image_dir
@@ -416,7 +421,7 @@ def run_exemplars(
     wanted["crop_size"] = crop_size
     # The network as the atlas ran it: with the weights' preprocessing unless it was switched off.
     preprocess = read_config(config).recipe.preprocess
-    prep_json = attrs.get("preprocessing", "{}") if preprocess else vgg.IDENTITY.to_json()
+    prep_json = attrs.get("preprocessing", "{}") if preprocess else IDENTITY.to_json()
     if all(
         stored[layer]
         and all(stored[layer].get(k) == v for k, v in wanted.items())
@@ -431,7 +436,7 @@ def run_exemplars(
             "up_to_date": True,
         }
     w = _weights_for(attrs)
-    prep = w.preprocessing if preprocess else vgg.IDENTITY
+    prep = w.preprocessing if preprocess else IDENTITY
     state_path = Path(atlas.sidecar_path(atlas_path, "exemplars.state.npz"))
     with _scan_lock(Path(atlas.sidecar_path(atlas_path, "exemplars.lock"))):
         # We hold the lock: a temp checkpoint is a leftover of a killed scan.
@@ -462,7 +467,7 @@ def run_exemplars(
                     "n_skipped": result.n_skipped,
                     "top": top,
                     "input_size": input_size,
-                    "receptive_field": vgg.receptive_field(layer).size,
+                    "receptive_field": network.receptive_field(layer).size,
                     "crop_size": crop_size,
                     "preprocessing": prep.to_json(),
                 },

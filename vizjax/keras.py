@@ -1,4 +1,4 @@
-"""Read VGG16's convolution weights from a Keras HDF5 file into plain numpy arrays.
+"""Read VGG16's (or VGG19's) convolution weights from a Keras HDF5 file into plain numpy arrays.
 
 Three generations of Keras wrote the same logical layout with different details, and the weights a
 user has on disk may come from any of them:
@@ -18,22 +18,27 @@ Kernels are HWIO in Keras and in Flax alike, so they are copied as they are.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import h5py
 import numpy as np
 
+from vizjax import vgg
 from vizjax.errors import WeightsError
-from vizjax.vgg import CONV_LAYERS, CONV_SHAPES
+from vizjax.network import Network
 
 Params = dict[str, dict[str, np.ndarray]]
 
 
-def read_keras_h5(path: str | os.PathLike) -> tuple[Params, dict[str, Any]]:
-    """Read the 13 VGG16 conv layers of a Keras HDF5 weight or model file.
+def read_keras_h5(
+    path: str | os.PathLike, network: Network = vgg.NETWORK
+) -> tuple[Params, dict[str, Any]]:
+    """Read the conv layers of ``network`` (VGG16's 13 by default, VGG19's 16) from a Keras HDF5
+    weight or model file.
 
     Returns ``(params, info)``: ``params[name] = {"kernel": (3, 3, Cin, Cout), "bias": (Cout,)}``
-    (float32) for every name in :data:`vizjax.vgg.CONV_LAYERS`, and ``info`` with ``format``,
+    (float32) for every convolution of ``network``, and ``info`` with ``format``,
     ``keras_version``, ``backend`` (``None`` when the file does not say) and ``skipped_layers`` (the
     non-conv layers that carry weights, e.g. ``fc1``). Every problem raises a one-line
     :class:`~vizjax.errors.WeightsError`.
@@ -47,7 +52,7 @@ def read_keras_h5(path: str | os.PathLike) -> tuple[Params, dict[str, Any]]:
         raise WeightsError(f"{path} is not an HDF5 file")
     try:
         with h5py.File(path, "r") as f:
-            return _read(f, path)
+            return _read(f, path, network)
     except (OSError, KeyError, RuntimeError, ValueError, TypeError) as e:
         # h5py reports a truncated or damaged file as whatever low-level error it hit first.
         msg = " ".join(str(e).split()) or type(e).__name__
@@ -56,7 +61,7 @@ def read_keras_h5(path: str | os.PathLike) -> tuple[Params, dict[str, Any]]:
         ) from None
 
 
-def _read(f: h5py.File, path: str) -> tuple[Params, dict[str, Any]]:
+def _read(f: h5py.File, path: str, network: Network) -> tuple[Params, dict[str, Any]]:
     """Walk ``layer_names`` -> ``weight_names`` -> datasets of an open file."""
     if _has_list(f.attrs, "layer_names"):
         root, fmt = f, "keras_h5_weights"
@@ -68,6 +73,7 @@ def _read(f: h5py.File, path: str) -> tuple[Params, dict[str, Any]]:
             f"{path}: no Keras 'layer_names' attribute, not a Keras weight file{hint}"
         )
 
+    shapes = network.conv_shapes()
     params: Params = {}
     skipped: list[str] = []
     with_weights: list[str] = []
@@ -81,7 +87,13 @@ def _read(f: h5py.File, path: str) -> tuple[Params, dict[str, Any]]:
         if not weight_names:
             continue  # input, pooling and flatten layers
         with_weights.append(name)
-        if name not in CONV_SHAPES:
+        if name not in shapes:
+            if _CONV_NAME.fullmatch(name):  # VGG19's block3_conv4 in a VGG16 conversion, say
+                other = "vgg19" if network.name == "vgg16" else "vgg16"
+                raise WeightsError(
+                    f"{path}: has layer {name}, which {network.name} lacks "
+                    f"(a {other.upper()} file? use --model {other})"
+                )
             skipped.append(name)
             continue
         arrays = []
@@ -92,9 +104,9 @@ def _read(f: h5py.File, path: str) -> tuple[Params, dict[str, Any]]:
                     f"{path}: layer {name} lists weight {wn} but it is not in the file"
                 )
             arrays.append(_weight(group[wn], f"{path}: layer {name} weight {wn}"))
-        params[name] = _kernel_and_bias(name, arrays, path)
+        params[name] = _kernel_and_bias(name, arrays, path, shapes[name])
 
-    missing = [name for name in CONV_LAYERS if name not in params]
+    missing = [name for name in network.conv_layers if name not in params]
     if missing:
         found = ", ".join(with_weights) or "no layers with weights"
         raise WeightsError(f"{path}: missing layer {missing[0]} (found: {found})")
@@ -107,9 +119,11 @@ def _read(f: h5py.File, path: str) -> tuple[Params, dict[str, Any]]:
     return params, info
 
 
-#: No VGG16 weight has more elements than block4/5's 3x3x512x512 kernels: a dataset declaring more
+#: No VGG weight has more elements than block4/5's 3x3x512x512 kernels: a dataset declaring more
 #: is refused from its header instead of being read (it could declare terabytes).
-_MAX_WEIGHT_SIZE = max(int(np.prod(k)) for k, _ in CONV_SHAPES.values())
+_MAX_WEIGHT_SIZE = max(int(np.prod(k)) for k, _ in vgg.CONV_SHAPES.values())
+#: A VGG convolution's Keras name.
+_CONV_NAME = re.compile(r"block\d+_conv\d+")
 
 
 def _kind(obj: object) -> str:
@@ -128,8 +142,11 @@ def _weight(obj: object, what: str) -> np.ndarray:
     return np.asarray(obj[()], dtype=np.float32)
 
 
-def _kernel_and_bias(name: str, arrays: list[np.ndarray], path: str) -> dict[str, np.ndarray]:
-    """Pick kernel and bias by rank (order as a fallback) and check them against CONV_SHAPES."""
+def _kernel_and_bias(
+    name: str, arrays: list[np.ndarray], path: str, shapes: tuple[tuple[int, ...], ...]
+) -> dict[str, np.ndarray]:
+    """Pick kernel and bias by rank (order as a fallback) and check them against ``shapes``
+    (the kernel's and the bias')."""
     if len(arrays) != 2:
         raise WeightsError(
             f"{path}: layer {name} has {len(arrays)} weights, expected 2 (kernel and bias)"
@@ -137,7 +154,7 @@ def _kernel_and_bias(name: str, arrays: list[np.ndarray], path: str) -> dict[str
     kernel, bias = arrays
     if kernel.ndim == 1 and bias.ndim == 4:
         kernel, bias = bias, kernel
-    kshape, bshape = CONV_SHAPES[name]
+    kshape, bshape = shapes
     for key, arr, want in (("kernel", kernel, kshape), ("bias", bias, bshape)):
         if arr.shape != want:
             hint = ""

@@ -38,7 +38,7 @@ INPUT = "input"
 def channel_of(acts: Acts, layer: str, f: jax.Array | int) -> jax.Array:
     """Channel ``f`` of ``acts[layer]`` (``(..., h, w)``), also on the one-channel fast path."""
     a = acts[layer]
-    # Every VGG16 layer has >= 64 channels: a last axis of 1 is the fast path's single channel.
+    # A last axis of 1 is the fast path's single channel (or a one-channel layer: then f is 0).
     return a[..., 0] if a.shape[-1] == 1 else jnp.take(a, f, axis=-1)
 
 

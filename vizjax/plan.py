@@ -26,18 +26,19 @@ from jax.sharding import NamedSharding, PartitionSpec
 from vizjax import ascent, cost, schema, vgg
 from vizjax.cost import duration_text as _duration
 from vizjax.execution import Execution, auto_segment, keep_freed_host_memory
+from vizjax.network import Network
 from vizjax.recipe import Recipe
 
 #: Steps timed when a recipe runs as one loop over all its steps (see :func:`time_layer`).
 SAMPLE_STEPS = 8
 
 
-def atlas_bytes(layer: str, rows: int, recipe: Recipe, widths: tuple[int, ...] = vgg.WIDTHS) -> int:
+def atlas_bytes(layer: str, rows: int, recipe: Recipe, network: Network = vgg.NETWORK) -> int:
     """Bytes on disk of ``rows`` filters of ``layer`` in an atlas: every per-row field of
     :data:`vizjax.schema.ROW_FIELDS` at the recipe's image size, K images and steps (the layer's
-    channel count from the weights' ``widths``)."""
+    channel count from the weights' ``network``)."""
     h, w = recipe.size or (128, 128)
-    c = vgg.num_channels(layer, widths)
+    c = network.num_channels(layer)
     dims = {"C": c, "K": recipe.images, "H": h, "W": w, "T": recipe.steps}
     per_row = sum(
         np.dtype(f.dtype).itemsize * math.prod(schema.row_shape(f, dims)) for f in schema.ROW_FIELDS
@@ -87,7 +88,7 @@ def time_layer(
         # (XLA:CPU unrolls a segment: there the real one is compiled and timed.)
         recipe = recipe.replace(steps=SAMPLE_STEPS)
     program = ascent.compiled_program(
-        layer, weights.preprocessing, recipe.program(), execution.program(), mesh, weights.widths
+        layer, weights.preprocessing, recipe.program(), execution.program(), mesh, weights.network
     )
     rep = NamedSharding(mesh, PartitionSpec())
     shard = NamedSharding(mesh, PartitionSpec("filters"))
@@ -112,7 +113,12 @@ def time_layer(
     # The run also measures each chunk's images (vizjax.fidelity): its compile counts too.
     out = jax.eval_shape(program.finish, params, x0, fs, seed, state)
     measure = ascent.compiled_measure(
-        layer, weights.preprocessing, recipe.preprocess, execution.program(), mesh, weights.widths
+        layer,
+        weights.preprocessing,
+        recipe.preprocess,
+        execution.program(),
+        mesh,
+        weights.network,
     )
     measure.lower(params, out["raw"], out["images"], fs).compile()
     compile_s = time.perf_counter() - t0
@@ -155,8 +161,8 @@ def make_plan(
             "filters": len(wanted[layer]),
             "done": len(wanted[layer]) - len(todo),
             "todo": len(todo),
-            "work": len(todo) * cost.filter_work(layer, recipe),
-            "bytes": atlas_bytes(layer, len(wanted[layer]), recipe, weights.widths),
+            "work": len(todo) * cost.filter_work(layer, recipe, weights.network),
+            "bytes": atlas_bytes(layer, len(wanted[layer]), recipe, weights.network),
             "chunk": None,
             "ms_per_filter_step": None,
             "compile_s": 0.0,

