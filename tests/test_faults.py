@@ -92,6 +92,10 @@ def reference(tiny_weights, tmp_path_factory):
     return fault_campaign.load(out)
 
 
+#: The CLI in a child process.
+VIZJAX = [sys.executable, "-m", "vizjax"]
+
+
 def one_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vizjax: "), err
@@ -167,29 +171,38 @@ def test_full_disk_mid_chunk_keeps_committed_rows(tmp_path, reference):
 
 
 @pytest.mark.slow
-def test_file_size_limit_is_one_line(tmp_path, reference):
-    """RLIMIT_FSIZE (``ulimit -f``) smaller than layer 2's segment: one line, layer 1 kept."""
+def test_file_size_limit_is_one_line(tmp_path):
+    """RLIMIT_FSIZE (``ulimit -f``) smaller than layer 2's segment: one line, layer 1 kept.
+
+    A run begins every layer (creates its segment) before computing any, so layer 1's rows are
+    written by a first run; the limited run adds layer 2 and fails creating its segment."""
     out = tmp_path / "a.h5"
     # VGG16's own widths (not the tiny network's): the limit is set between their segment sizes.
-    argv = ["atlas", "--recipe", "classic", "--layer", "block1_conv1", "--layer", "block2_conv1"]
-    argv += ["--size", "16", "--steps", "2", "--batch", "64"]
-    argv += ["--quiet", "--out", str(out)]
+    args = ["atlas", "--recipe", "classic", "--size", "16", "--steps", "2", "--batch", "64"]
+    args += ["--quiet", "--out", str(out)]
+    layer1 = ["--layer", "block1_conv1"]
+    both = [*layer1, "--layer", "block2_conv1"]
+    r = subprocess.run([*VIZJAX, *args, *layer1], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
     # Layer 1's 64 rows fit (~0.27 MB), layer 2's 128 (~0.56 MB) do not. `ulimit -f` counts KiB
     # in bash. The limit is for the atlas: JAX's persistent compilation cache would hit it too.
     env = {**os.environ, "VIZJAX_COMPILATION_CACHE": "0"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the tests' session cache (conftest)
-    limited = ["bash", "-c", 'ulimit -f 390 && exec "$@"', "bash", sys.executable, "-m", "vizjax"]
-    r = subprocess.run([*limited, *argv], capture_output=True, text=True, timeout=300, env=env)
+    limited = ["bash", "-c", 'ulimit -f 390 && exec "$@"', "bash", *VIZJAX]
+    r = subprocess.run(
+        [*limited, *args, *both], capture_output=True, text=True, timeout=300, env=env
+    )
     assert r.returncode == 2, r.stderr
     assert "no space left" in one_line(r.stderr)
     with open_atlas(out) as a:
         assert len(a.layers["block1_conv1"].completed()) == 64
         assert "block2_conv1" not in a.layers or not a.layers["block2_conv1"].done.any()
     assert not fault_campaign.leftovers(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "vizjax", *argv], capture_output=True, text=True)
+    r = subprocess.run([*VIZJAX, *args, *both], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     with open_atlas(out) as a:
+        assert len(a.layers["block1_conv1"].completed()) == 64
         assert len(a.layers["block2_conv1"].completed()) == 128
 
 

@@ -123,7 +123,7 @@ def test_diversity_pushes_k_images_apart_and_does_not_depend_on_chunks(default_w
     base = CLASSIC.replace(size=(32, 32), steps=10)
     plain, pushed = (
         ascent.visualize(
-            layer, [3], base.with_diversity(3, weight), w.params, w.preprocessing, execution=xla
+            layer, [3], base.with_diversity(3, weight), w.params, w.preprocessing, execution=rolled
         )
         for weight in (0.0, 10.0)
     )
