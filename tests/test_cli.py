@@ -309,3 +309,36 @@ def test_start_image_is_identified_by_content_not_path(tiny_weights, tmp_path, c
         assert a.layers["block1_conv1"].image_shape == (32, 40)  # the start image's own size
     assert main([*args, "--init", str(tmp_path / "b.png")]) == 0  # same picture, other path
     _fails(capsys, [*args, "--init", str(tmp_path / "other.png")], "init_sha256")
+
+
+def test_dtype_auto_is_bfloat16_on_accelerators_float32_on_cpu_and_a_resumed_atlas_own(
+    tiny_weights, tmp_path, monkeypatch
+):
+    import jax
+
+    from vizjax import cli
+    from vizjax.execution import default_dtype
+
+    assert (default_dtype("cpu"), default_dtype("gpu"), default_dtype("tpu")) == (
+        "float32",
+        "bfloat16",
+        "bfloat16",
+    )
+    out = tmp_path / "a.h5"
+    args = cli.build_parser().parse_args(["atlas", "--out", str(out), "--layer", "block1_conv1"])
+    assert args.dtype == "auto" and cli._execution(args).dtype == "float32"  # this CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert cli._execution(args).dtype == "bfloat16"
+    explicit = ["atlas", "--out", str(out), "--dtype", "float32"]
+    assert cli._execution(cli.build_parser().parse_args(explicit)).dtype == "float32"
+    # An atlas made in float32 (on a CPU) and resumed on a "GPU" with auto keeps float32: the
+    # run resumes instead of being refused as another run.
+    monkeypatch.undo()
+    assert (
+        main(["atlas", "--out", str(out), "--layer", "block1_conv1", "--filters", "0:2", *SMALL])
+        == 0
+    )
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert cli._execution(args).dtype == "float32"
+    with open_atlas(out) as a:
+        assert a.config["execution"]["dtype"] == "float32"

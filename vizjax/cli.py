@@ -13,6 +13,7 @@ import math
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from vizjax import __version__
@@ -117,7 +118,13 @@ def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = "lucid") 
         help="feed the 0-255 image to the network raw, as the article's code does",
     )
     e = p.add_argument_group("execution (how fast, not what picture)")
-    e.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    e.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        default="auto",
+        help="compute dtype (auto: an existing atlas' own, else bfloat16 on GPUs/TPUs and "
+        "float32 on CPUs)",
+    )
     e.add_argument(
         "--batch",
         type=_batch,
@@ -183,9 +190,31 @@ def _recipe(args: argparse.Namespace) -> Recipe:
     return recipe.with_diversity(args.diversity) if args.diversity else recipe
 
 
+def _dtype(args: argparse.Namespace) -> str:
+    """``--dtype``, with ``auto`` resolved: the dtype of the atlas at ``--out`` when one exists (a
+    resumed run keeps its own), else :func:`vizjax.execution.default_dtype` of this platform."""
+    if args.dtype != "auto":
+        return args.dtype
+    out = getattr(args, "out", None)
+    if out and Path(out).is_file():
+        from vizjax.atlas import open_atlas
+        from vizjax.config import read_config
+
+        try:
+            with open_atlas(out) as a:
+                return read_config(a.config).execution.dtype
+        except (VizjaxError, OSError, KeyError, ValueError):
+            pass  # not an atlas this run may resume: the run itself says so, in one line
+    import jax
+
+    from vizjax.execution import default_dtype
+
+    return default_dtype(jax.default_backend())
+
+
 def _execution(args: argparse.Namespace) -> Execution:
     return Execution(
-        dtype=args.dtype,
+        dtype=_dtype(args),
         batch=args.batch,
         segment=args.segment,
         compile_ahead=getattr(args, "compile_ahead", "auto"),
