@@ -74,11 +74,12 @@ def plot(rows: list[dict[str, Any]], layer: str, path: Path) -> Path:
         (axes[1], "median_hf_energy", "median HF energy (lower is better)"),
     ):
         for name in names:
-            pts = sorted(
+            # Joined in step order (compilation can make a short run slower per filter).
+            pts = [
                 (r["seconds_per_filter"], r[key], r["steps"])
-                for r in mine
+                for r in sorted(mine, key=lambda r: r["steps"])
                 if r["recipe"].split(" ")[0] == name and r["seconds_per_filter"]
-            )
+            ]
             if not pts:
                 continue
             xs, ys, steps = zip(*pts, strict=True)
