@@ -342,3 +342,15 @@ def test_dtype_auto_is_bfloat16_on_accelerators_float32_on_cpu_and_a_resumed_atl
     assert cli._execution(args).dtype == "float32"
     with open_atlas(out) as a:
         assert a.config["execution"]["dtype"] == "float32"
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(tiny_weights):
+    # `vizjax layers | head -1`: the pipe closes before vizjax writes (its read end is closed at
+    # once here, so the first write fails with EPIPE): no traceback, exit 0.
+    p = subprocess.Popen(
+        [*VIZJAX, "layers", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

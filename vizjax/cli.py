@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -693,6 +694,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VizjaxError as e:
         print(f"vizjax: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of stdout left early (`vizjax info A | head -1`): what it read is what it
+        # wanted. Point stdout at /dev/null so the interpreter's final flush does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Interrupted as e:
         # SIGINT/SIGTERM: the run stopped after the chunk in flight, everything before is kept.
         if e.summary and getattr(args, "json", False):
