@@ -99,8 +99,10 @@ def default_dtype(platform: str) -> str:
 
 #: Steps per compiled segment on CPU: XLA:CPU runs a ``lax.scan`` *rolled* around convolutions
 #: 1.5-3.5x slower than the same steps unrolled (bench/README.md), and compile time grows with the
-#: unrolled length, so long recipes run as a host loop over short, fully unrolled segments.
-CPU_SEGMENT_MAX = 32
+#: unrolled length, so long recipes run as a host loop over short, fully unrolled segments. The
+#: article's 20 steps stay one program; 32 unrolled lucid steps took 75 s at block5_conv1 (8
+#: filters, 128 px, compile included) against 45 s as four segments of 8 (bench/README.md).
+CPU_SEGMENT_MAX = 20
 CPU_SEGMENT_LONG = 8
 
 
