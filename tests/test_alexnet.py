@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from brute_force import assert_fields_match
 from PIL import Image
 
 from vizjax import alexnet, ascent, cost, exemplars, models, weights
@@ -124,20 +125,7 @@ def test_receptive_fields_match_brute_force_for_every_layer():
     for b, (py, px) in enumerate(pixels):
         x[b, py, px] = 1.0
     outputs = model.apply(params, x, outputs=tuple(net.layer_names))
-    partial = set()
-    for layer in net.layer_names:
-        changed = np.asarray(jnp.any(outputs[layer] != 0, axis=-1))
-        rf = net.receptive_field(layer)
-        h, w = net.output_hw(layer, size, size)
-        assert changed.shape[1:] == (h, w)
-        for b, (py, px) in enumerate(pixels):
-            y0, y1 = rf.span(np.arange(h))
-            x0, x1 = rf.span(np.arange(w))
-            expected = ((y0 <= py) & (py < y1))[:, None] & ((x0 <= px) & (px < x1))[None, :]
-            np.testing.assert_array_equal(changed[b], expected, err_msg=f"{layer} pixel {b}")
-            if 0 < expected.sum() < h * w:
-                partial.add(layer)
-    assert partial == set(net.layer_names)
+    assert_fields_match(net, outputs, pixels, size)
     # The published figures: conv1 11 px every 4, pool5 195 px every 32.
     assert net.receptive_field("conv1") == ReceptiveField(11, 4, -2)
     assert net.receptive_field("pool5") == ReceptiveField(195, 32, -66)

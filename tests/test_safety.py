@@ -6,6 +6,7 @@ atlas an atlas when it is renamed, and stops every process of a multi-process ru
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -363,24 +364,27 @@ def _parts_done(out: Path, i: int) -> int:
         return 0
 
 
+def _multi_process_run(out, port: int, env=None) -> list[subprocess.Popen]:
+    """Both processes of a 2-process classic run of 16 block1_conv2 filters, one per chunk."""
+    args = ["atlas", "--recipe", "classic", "--layer", "block1_conv2", "--filters", "0:16"]
+    args += ["--size", "32", "--steps", "16", "--batch", "1", "--quiet", "--out", str(out)]
+    return [
+        subprocess.Popen(
+            [*VIZJAX, *args, "--coordinator", f"127.0.0.1:{port}"]
+            + ["--num-processes", "2", "--process-id", str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
+
+
 @pytest.mark.slow
 def test_sigterm_to_one_process_ends_every_process_and_the_atlas_resumes(tmp_path):
     out = tmp_path / "multi.h5"
-    args = ["atlas", "--recipe", "classic", "--layer", "block1_conv2", "--filters", "0:16"]
-    args += ["--size", "32", "--steps", "16", "--batch", "1", "--quiet", "--out", str(out)]
-
-    def launch(port: int) -> list[subprocess.Popen]:
-        return [
-            subprocess.Popen(
-                [*VIZJAX, *args, "--coordinator", f"127.0.0.1:{port}"]
-                + ["--num-processes", "2", "--process-id", str(i)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for i in range(2)
-        ]
-
+    launch = functools.partial(_multi_process_run, out)
     procs = launch(_free_port())
     try:
         deadline = time.monotonic() + 240
@@ -411,23 +415,8 @@ def test_kill_9_of_one_process_ends_the_others_in_one_line_and_the_atlas_resumes
     """A process killed without a word: the coordination service counts it gone after the
     heartbeat timeout (3 s here), and the other stops after its chunk in flight, in one line."""
     out = tmp_path / "multi.h5"
-    args = ["atlas", "--recipe", "classic", "--layer", "block1_conv2", "--filters", "0:16"]
-    args += ["--size", "32", "--steps", "16", "--batch", "1", "--quiet", "--out", str(out)]
     env = {**os.environ, "VIZJAX_HEARTBEAT_SECONDS": "3"}
-
-    def launch(port: int) -> list[subprocess.Popen]:
-        return [
-            subprocess.Popen(
-                [*VIZJAX, *args, "--coordinator", f"127.0.0.1:{port}"]
-                + ["--num-processes", "2", "--process-id", str(i)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            for i in range(2)
-        ]
-
+    launch = functools.partial(_multi_process_run, out, env=env)
     procs = launch(_free_port())
     try:
         deadline = time.monotonic() + 240
