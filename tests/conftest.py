@@ -23,10 +23,17 @@ import tempfile
 _flags = os.environ.get("XLA_FLAGS", "")
 if "--xla_force_host_platform_device_count=4" not in _flags:  # not twice in an xdist worker
     _flags += " --xla_force_host_platform_device_count=4"
-if "--xla_backend_optimization_level=" not in _flags:  # a user's own level wins
-    # LLVM's -O1 instead of -O3 for XLA's CPU code: the same programs and the same numbers (no
-    # fast-math either way), ~20-30% less CPU time for the tests, which mostly compile.
-    _flags += " --xla_backend_optimization_level=1"
+# Cheaper XLA:CPU code generation for the tests, which mostly compile (a user's own value of
+# either flag wins): LLVM's -O1 instead of -O3, and XLA's older elemental emitters instead of its
+# MLIR fusion emitters. The same HLO programs; the numbers differ from a user's by float rounding
+# only (classic 3 steps: 1e-7 of the pixel values), which Adam may amplify as any change of
+# summation order does (tests/test_recipe.py DETERMINISM_STEPS). -O0 would compile faster still
+# but runs VGG16's convolutions ~40x slower. Guarded by
+# tests/test_execution.py::test_the_tests_compile_flags_change_only_rounding.
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=1", "--xla_cpu_use_fusion_emitters=false")
+for _flag in TEST_XLA_FLAGS:
+    if _flag.split("=")[0] + "=" not in _flags:
+        _flags += " " + _flag
 os.environ["XLA_FLAGS"] = _flags.strip()
 if "PYTEST_XDIST_WORKER" in os.environ:
     # Several workers share one accelerator: none may take 75% of its memory up front.
@@ -35,6 +42,9 @@ _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _OWN_CACHE = tempfile.mkdtemp(prefix="vizjax-tests-jax-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+    # Every program, however quick to compile: the CLI tests' subprocesses then read what the
+    # in-process tests and earlier subprocesses compiled.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def _session_weights_dir() -> str:

@@ -245,3 +245,53 @@ def test_second_process_reads_the_compiled_program_from_the_cache(tmp_path):
     assert second["hits"] >= 1
     off = _child({execution.CACHE_ENV: "0"})
     assert off == {"path": None, "hits": 0}
+
+
+_DEFAULT_FLAGS_CHILD = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from vizjax import ascent
+    from vizjax.execution import Execution
+    from vizjax.recipe import preset
+    from vizjax.weights import load_weights
+    w = load_weights("tiny-vgg16")
+    out = {}
+    r = preset("classic").replace(size=(32, 32), steps=3)
+    res = ascent.visualize("block2_conv2", [0, 1, 2, 3], r, w.params, w.preprocessing,
+                           execution=Execution(), measure=True)
+    for k in ("raw", "objective", "robustness", "hf_energy"):
+        out[k] = np.asarray(getattr(res, k))
+    np.savez(sys.argv[1], **out)
+    """
+)
+
+
+def test_the_tests_compile_flags_change_only_rounding(tiny_weights, tmp_path):
+    """tests/conftest.py compiles with cheaper XLA:CPU code generation (TEST_XLA_FLAGS): a run
+    with a user's default flags, in a child process, gives the same numbers up to float rounding
+    (the Winograd engine, unrolled steps, the fidelity measures; the classic recipe, whose steps
+    do not amplify rounding as Adam's do). Measured: 1e-7 of the pixel range, up to 3e-5 of a
+    robustness (a ratio of two activations)."""
+    from conftest import TEST_XLA_FLAGS
+
+    flags = os.environ["XLA_FLAGS"].split()
+    assert all(f in flags for f in TEST_XLA_FLAGS)  # in force in this process
+    user = [f for f in flags if f not in TEST_XLA_FLAGS]
+    env = {**os.environ, "XLA_FLAGS": " ".join(user)}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    path = tmp_path / "default.npz"
+    subprocess.run([sys.executable, "-c", _DEFAULT_FLAGS_CHILD, str(path)], env=env, check=True)
+    theirs = np.load(path)
+    r = preset("classic").replace(size=(32, 32), steps=3)
+    res = ascent.visualize(
+        "block2_conv2",
+        [0, 1, 2, 3],
+        r,
+        tiny_weights.params,
+        tiny_weights.preprocessing,
+        execution=Execution(),
+        measure=True,
+    )
+    for k, tol in (("raw", 1e-5), ("objective", 1e-5), ("robustness", 1e-4), ("hf_energy", 1e-4)):
+        _close(np.asarray(getattr(res, k)), theirs[k], tol)
