@@ -173,3 +173,40 @@ def test_a_copied_index_keeps_the_segments_only_the_other_maps(tmp_path):
     assert sorted(plain(b)["filters"].tolist()) == [0, 1, 3]
     write_run(a, filters=(0, 1, 2, 4))  # and the other way round
     assert sorted(plain(b)["filters"].tolist()) == [0, 1, 3]
+
+
+def _abandoned(folder: Path, *extra: str) -> Path:
+    """What a creation killed between its lock and its first index leaves (fault campaign)."""
+    folder.mkdir()
+    (folder / ".lock").write_text("")
+    (folder / ".tmp-index-4242.h5").write_bytes(b"half an HDF5 file")
+    for name in extra:
+        (folder / name).write_bytes(b"x")
+    return folder
+
+
+def test_a_new_atlas_removes_what_killed_creations_at_its_name_left(tmp_path):
+    out = tmp_path / "a.h5"
+    gone = _abandoned(tmp_path / "a.0123abcd.d")
+    rows = _abandoned(tmp_path / "a.89abcdef.d", "l1.000001.h5")  # holds a segment: kept
+    other = _abandoned(tmp_path / "b.0123abcd.d")  # another atlas' name: kept
+    named = _abandoned(tmp_path / "a.fedcba98.d")  # an index beside names it: kept
+    with h5py.File(tmp_path / "renamed.h5", "w") as f:
+        f.attrs[FOLDER_ATTR] = named.name
+    live = _abandoned(tmp_path / "a.77777777.d")  # a creator still holds its lock: kept
+    import fcntl
+
+    fd = os.open(live / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        write_run(out)
+    finally:
+        os.close(fd)
+    assert not gone.exists()
+    for kept in (rows, other, named, live):
+        assert sorted(os.listdir(kept)) >= [".lock", ".tmp-index-4242.h5"], kept
+    assert through_vizjax(out)["done"].sum() == 2
+    # A resume creates nothing, so it removes nothing either.
+    gone2 = _abandoned(tmp_path / "a.00000000.d")
+    write_run(out, filters=(2,))
+    assert gone2.exists()

@@ -3,6 +3,8 @@ atlas this vizjax reads."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import sys
@@ -83,6 +85,71 @@ def new_data_dir(path: str | os.PathLike[str], atlas_id: str) -> Path:
     """
     p = Path(path)
     return p.with_name(f"{p.stem}.{atlas_id[:8]}.d")
+
+
+def remove_abandoned_folders(path: str | os.PathLike[str], keep: Path) -> list[Path]:
+    """Delete the data folders that killed creations of an atlas at ``path`` left, and return them.
+
+    A new atlas' folder gets its lock, then its index is written through a temp file in the
+    folder; a process killed in between leaves ``OUT.<id8>.d`` holding only ``.lock`` and a
+    ``.tmp-index-*`` file, and the rerun, finding no index, makes a folder of its own. Such a
+    folder goes when: its name is one vizjax gives a new atlas at ``path``; it holds nothing but
+    those two kinds of file (no rows, exemplars or sidecars); no index beside names it; and its
+    lock is free (the kernel drops a dead process' ``flock``: a live creator keeps its folder).
+    """
+    p = Path(path)
+    pattern = re.compile(rf"^{re.escape(p.stem)}\.[0-9a-f]{{8}}\.d$")
+    candidates = [
+        d
+        for d in p.parent.iterdir()
+        if d != keep and pattern.match(d.name) and d.is_dir() and not d.is_symlink()
+    ]
+    removed: list[Path] = []
+    if not candidates:
+        return removed
+    named = _folders_named_beside(p.parent)
+    for d in candidates:
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        if d.name in named or not all(n == LOCK_NAME or n.startswith(".tmp-index-") for n in names):
+            continue
+        try:
+            fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live creator
+            os.close(fd)
+            continue
+        try:
+            for n in names:
+                with contextlib.suppress(FileNotFoundError):
+                    (d / n).unlink()
+            with contextlib.suppress(FileNotFoundError):
+                (d / LOCK_NAME).unlink()
+            d.rmdir()
+            removed.append(d)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _folders_named_beside(parent: Path) -> set[str]:
+    """The data folder names that the HDF5 indexes in ``parent`` record."""
+    names: set[str] = set()
+    for f in parent.iterdir():
+        if f.name.startswith(".") or not f.is_file():
+            continue
+        with contextlib.suppress(Exception):  # not HDF5, unreadable, damaged: names nothing
+            if h5py.is_hdf5(f):
+                with h5py.File(f, "r") as h:
+                    names.add(str(_text(h.attrs.get(FOLDER_ATTR, ""))))
+    return names
 
 
 def legacy_data_dir(path: str | os.PathLike[str]) -> Path:

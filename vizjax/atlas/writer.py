@@ -27,6 +27,7 @@ from vizjax.atlas.files import (
     _vizjax_version,
     data_dir,
     new_data_dir,
+    remove_abandoned_folders,
 )
 from vizjax.atlas.identity import check_same_run, stored_config
 from vizjax.atlas.index import _Layer, _Store
@@ -176,6 +177,7 @@ class AtlasWriter:
         )
         store = _Store(self.path, root)
         store.cleanup()  # temp files only (the folder is new)
+        remove_abandoned_folders(self.path, keep=self._lock.folder)
         store.write_index(create=True)
         return store
 
