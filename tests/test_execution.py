@@ -42,7 +42,8 @@ def _close(got, want, rtol):
 @pytest.mark.parametrize(
     "ex",
     [
-        Execution(segment=6, unroll=1),  # the accelerator loop: one rolled scan
+        # The accelerator loop, one rolled scan (slow: "accelerator" below rolls it too).
+        pytest.param(Execution(segment=6, unroll=1), marks=pytest.mark.slow),
         Execution(segment=4, unroll=2),  # partial unroll, a shorter last segment (4 + 2)
         Execution(segment=6, **ACCELERATOR),  # exactly what a GPU runs, on the CPU
     ],
@@ -259,7 +260,7 @@ _DEFAULT_FLAGS_CHILD = textwrap.dedent(
     out = {}
     r = preset("classic").replace(size=(32, 32), steps=3)
     res = ascent.visualize("block2_conv2", [0, 1, 2, 3], r, w.params, w.preprocessing,
-                           execution=Execution(), measure=True)
+                           execution=Execution(unroll=1), measure=True)
     for k in ("raw", "objective", "robustness", "hf_energy"):
         out[k] = np.asarray(getattr(res, k))
     np.savez(sys.argv[1], **out)
@@ -270,7 +271,7 @@ _DEFAULT_FLAGS_CHILD = textwrap.dedent(
 def test_the_tests_compile_flags_change_only_rounding(tiny_weights, tmp_path):
     """tests/conftest.py compiles with cheaper XLA:CPU code generation (TEST_XLA_FLAGS): a run
     with a user's default flags, in a child process, gives the same numbers up to float rounding
-    (the Winograd engine, unrolled steps, the fidelity measures; the classic recipe, whose steps
+    (the Winograd engine, a rolled step loop, the measures; the classic recipe, whose steps
     do not amplify rounding as Adam's do). Measured: 1e-7 of the pixel range, up to 3e-5 of a
     robustness (a ratio of two activations)."""
     from conftest import TEST_XLA_FLAGS
@@ -290,7 +291,7 @@ def test_the_tests_compile_flags_change_only_rounding(tiny_weights, tmp_path):
         r,
         tiny_weights.params,
         tiny_weights.preprocessing,
-        execution=Execution(),
+        execution=Execution(unroll=1),
         measure=True,
     )
     for k, tol in (("raw", 1e-5), ("objective", 1e-5), ("robustness", 1e-4), ("hf_energy", 1e-4)):

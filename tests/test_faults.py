@@ -114,7 +114,9 @@ def assert_equal_to(out: Path, reference) -> None:
     # chunk.data passes once per field (10) per chunk: the 11th is the 2nd chunk's first field.
     [
         ("chunk.data", 11),
-        ("chunk.done", 3),
+        # Slow (scripts/test.sh --all, CI): two more moments; test_cli's kill -9 and the fault
+        # campaign kill at others.
+        pytest.param("chunk.done", 3, marks=pytest.mark.slow),
         pytest.param("index.written", 2, marks=pytest.mark.slow),
     ],
     ids=["mid-chunk data", "after layer 2's first chunk", "index rewrite of layer 2"],

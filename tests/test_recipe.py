@@ -30,7 +30,17 @@ def _close(got, want, tol):
 ROLLED = Execution(unroll=1, conv="xla")
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+#: Presets whose variant of a test runs only with ``-m slow`` (scripts/test.sh --all, CI): classic
+#: and keras-vis share the pixel parameterization and RMS-scaled steps, and the classic engine's
+#: climb and chunk independence are tested by tests/test_ascent.py in the default run.
+SLOW_PRESETS = ("classic", "keras-vis")
+
+
+def _presets():
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_PRESETS else n for n in PRESETS]
+
+
+@pytest.mark.parametrize("name", _presets())
 def test_every_recipe_climbs(tiny_weights, name):
     w = tiny_weights
     # Two live filters of the tiny network (its filter 0 barely turns on: a random kernel).
@@ -54,7 +64,7 @@ def test_every_recipe_climbs(tiny_weights, name):
 DETERMINISM_STEPS = {"classic": 3, "keras-vis": 3, "lucid": 1, "lucent": 1, "maco": 1}
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", _presets())
 def test_a_filters_picture_does_not_depend_on_chunks_devices_or_padding(tiny_weights, name):
     w = tiny_weights
     r = small(name, steps=DETERMINISM_STEPS[name])
@@ -70,6 +80,7 @@ def test_a_filters_picture_does_not_depend_on_chunks_devices_or_padding(tiny_wei
     _close(other.objective[order], base.objective, 1e-5)
 
 
+@pytest.mark.slow  # default run: test_execution's segmented-vs-rolled lucid, test_render's segments
 def test_segments_do_not_change_the_result(tiny_weights):
     w = tiny_weights
     r = small("lucid", steps=4)  # random draws are keyed by the absolute step
