@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The test command (CI runs it through .ci/run): set up .venv if missing, install vizjax with its
-# test extras, run pytest. Fast by default (slow and gpu tests deselected); `--all` runs every
-# test but the gpu ones (`-m "not gpu"`: they need an accelerator; `-m gpu` runs only those);
-# other arguments go to pytest (`bash scripts/test.sh -m slow` runs only the slow tests).
+# The test command: set up .venv if missing, install vizjax with its test extras, run pytest.
+# Fast by default (slow and gpu tests deselected). `--all`, the README's command and what CI runs
+# (.ci/run), runs every test but the gpu ones (`-m "not gpu"`: they need an accelerator; `-m gpu`
+# runs only those). Other arguments go to pytest (`-m slow` runs only the slow tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
