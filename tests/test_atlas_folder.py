@@ -194,6 +194,8 @@ def test_a_new_atlas_removes_what_killed_creations_at_its_name_left(tmp_path):
     with h5py.File(tmp_path / "renamed.h5", "w") as f:
         f.attrs[FOLDER_ATTR] = named.name
     live = _abandoned(tmp_path / "a.77777777.d")  # a creator still holds its lock: kept
+    starting = tmp_path / "a.66666666.d"  # a creator before its lock (no temp index yet): kept
+    starting.mkdir()
     import fcntl
 
     fd = os.open(live / ".lock", os.O_RDWR)
@@ -205,6 +207,7 @@ def test_a_new_atlas_removes_what_killed_creations_at_its_name_left(tmp_path):
     assert not gone.exists()
     for kept in (rows, other, named, live):
         assert sorted(os.listdir(kept)) >= [".lock", ".tmp-index-4242.h5"], kept
+    assert starting.is_dir()
     assert through_vizjax(out)["done"].sum() == 2
     # A resume creates nothing, so it removes nothing either.
     gone2 = _abandoned(tmp_path / "a.00000000.d")

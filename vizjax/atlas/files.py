@@ -93,9 +93,9 @@ def remove_abandoned_folders(path: str | os.PathLike[str], keep: Path) -> list[P
     A new atlas' folder gets its lock, then its index is written through a temp file in the
     folder; a process killed in between leaves ``OUT.<id8>.d`` holding only ``.lock`` and a
     ``.tmp-index-*`` file, and the rerun, finding no index, makes a folder of its own. Such a
-    folder goes when: its name is one vizjax gives a new atlas at ``path``; it holds nothing but
-    those two kinds of file (no rows, exemplars or sidecars); no index beside names it; and its
-    lock is free (the kernel drops a dead process' ``flock``: a live creator keeps its folder).
+    folder goes when: its name is one vizjax gives a new atlas at ``path``; it holds a temp index
+    and nothing else but the lock (no rows, exemplars or sidecars); no index beside names it; and
+    its lock is free (the kernel drops a dead process' ``flock``: a live creator keeps its folder).
     """
     p = Path(path)
     pattern = re.compile(rf"^{re.escape(p.stem)}\.[0-9a-f]{{8}}\.d$")
@@ -113,7 +113,10 @@ def remove_abandoned_folders(path: str | os.PathLike[str], keep: Path) -> list[P
             names = os.listdir(d)
         except OSError:
             continue
-        if d.name in named or not all(n == LOCK_NAME or n.startswith(".tmp-index-") for n in names):
+        temp = [n for n in names if n.startswith(".tmp-index-")]
+        # The temp index is written under the lock: a folder without one may be a live creator's
+        # that has not taken its lock yet.
+        if d.name in named or not temp or set(names) - {LOCK_NAME, *temp}:
             continue
         try:
             fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
