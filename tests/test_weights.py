@@ -417,3 +417,27 @@ def test_weights_dir_env_then_the_repository_then_the_user_cache(tmp_path, monke
     assert weights.weights_dir() == repo / "weights"  # a checkout: its weights/
     (repo / "weights").rmdir()
     assert weights.weights_dir() == cache
+
+
+def test_load_weights_by_path_by_name_and_the_defaults_on_first_use(tmp_path, capsys):
+    out = _save(_random_set(TINY), tmp_path / "sets" / "small")
+    by_path = weights.load_weights(str(out), root=tmp_path / "elsewhere")  # a path: not root/name
+    assert by_path.name == "small" and by_path.source_sha256 == "0"
+    assert by_path.model == "vgg16"  # the manifest's
+    with pytest.raises(WeightsError) as e:
+        weights.load_weights("small", tmp_path / "elsewhere")
+    assert str(e.value) == (
+        "unknown weights 'small'; available: vgg16-torchvision, alexnet-torchvision "
+        "(make more with: vizjax convert FILE.h5 --out weights/NAME)"
+    )
+    # A default set is prepared in root on first use, for its own model; then loaded as it is.
+    alex = weights.load_weights("alexnet-torchvision", tmp_path / "defaults")
+    assert alex.model == "alexnet" and (tmp_path / "defaults" / "alexnet-torchvision").is_dir()
+    assert "preparing default weights alexnet-torchvision" in capsys.readouterr().err
+    assert weights.load_weights("alexnet-torchvision", tmp_path / "defaults").model == "alexnet"
+    assert capsys.readouterr().err == ""
+    # A manifest from before models were named is VGG16's.
+    m = json.loads((out / "manifest.json").read_text())
+    del m["model"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    assert weights.load_weights(str(out)).model == "vgg16"
