@@ -381,17 +381,32 @@ def _multi_process_run(out, port: int, env=None) -> list[subprocess.Popen]:
     ]
 
 
+def _wait_for_a_chunk(out, procs, what):
+    """Until process 1's part holds a done chunk; every process must still run."""
+    deadline = time.monotonic() + 240
+    while _parts_done(out, 1) < 1:
+        assert all(p.poll() is None for p in procs), f"a process ended before {what}"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def _resume_and_check(launch, out):
+    """The same command again resumes the parts and merges them into the whole layer."""
+    procs = launch(_free_port())
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    with open_atlas(out) as a:
+        assert sorted(a.layers["block1_conv2"].completed().tolist()) == list(range(16))
+
+
 @pytest.mark.slow
 def test_sigterm_to_one_process_ends_every_process_and_the_atlas_resumes(tmp_path):
     out = tmp_path / "multi.h5"
     launch = functools.partial(_multi_process_run, out)
     procs = launch(_free_port())
     try:
-        deadline = time.monotonic() + 240
-        while _parts_done(out, 1) < 1:
-            assert all(p.poll() is None for p in procs), "a process ended before the signal"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_for_a_chunk(out, procs, "the signal")
         procs[1].send_signal(signal.SIGTERM)
         errs = [p.communicate(timeout=120)[1] for p in procs]  # bounded: no barrier hang
     finally:
@@ -402,12 +417,7 @@ def test_sigterm_to_one_process_ends_every_process_and_the_atlas_resumes(tmp_pat
         assert p.returncode == 128 + signal.SIGTERM, (i, err[-2000:])
         assert len(lines) == 1 and "rerun the same command to resume" in lines[0], err[-2000:]
     assert "process 1 of the run was interrupted by SIGTERM" in errs[0]
-    procs = launch(_free_port())  # the same command again: resumes the parts and merges
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-2000:]
-    with open_atlas(out) as a:
-        assert sorted(a.layers["block1_conv2"].completed().tolist()) == list(range(16))
+    _resume_and_check(launch, out)
 
 
 @pytest.mark.slow
@@ -419,11 +429,7 @@ def test_kill_9_of_one_process_ends_the_others_in_one_line_and_the_atlas_resumes
     launch = functools.partial(_multi_process_run, out, env=env)
     procs = launch(_free_port())
     try:
-        deadline = time.monotonic() + 240
-        while _parts_done(out, 1) < 1:
-            assert all(p.poll() is None for p in procs), "a process ended before the kill"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_for_a_chunk(out, procs, "the kill")
         procs[1].kill()
         t0 = time.monotonic()
         err = procs[0].communicate(timeout=120)[1]  # bounded: no barrier hang
@@ -438,12 +444,7 @@ def test_kill_9_of_one_process_ends_the_others_in_one_line_and_the_atlas_resumes
     assert "rerun the same command to resume" in lines[0]
     assert "Check failure" not in err and "Terminating process" not in err  # not jax's abort
     assert took < 60, took
-    procs = launch(_free_port())  # the same command again: resumes the parts and merges
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-2000:]
-    with open_atlas(out) as a:
-        assert sorted(a.layers["block1_conv2"].completed().tolist()) == list(range(16))
+    _resume_and_check(launch, out)
 
 
 class _FakeClient:
