@@ -87,8 +87,8 @@ def new_data_dir(path: str | os.PathLike[str], atlas_id: str) -> Path:
     return p.with_name(f"{p.stem}.{atlas_id[:8]}.d")
 
 
-def remove_abandoned_folders(path: str | os.PathLike[str], keep: Path) -> list[Path]:
-    """Delete the data folders that killed creations of an atlas at ``path`` left, and return them.
+def remove_abandoned_folders(path: str | os.PathLike[str], keep: Path) -> None:
+    """Delete the data folders that killed creations of an atlas at ``path`` left.
 
     A new atlas' folder gets its lock, then its index is written through a temp file in the
     folder; a process killed in between leaves ``OUT.<id8>.d`` holding only ``.lock`` and a
@@ -104,9 +104,8 @@ def remove_abandoned_folders(path: str | os.PathLike[str], keep: Path) -> list[P
         for d in p.parent.iterdir()
         if d != keep and pattern.match(d.name) and d.is_dir() and not d.is_symlink()
     ]
-    removed: list[Path] = []
     if not candidates:
-        return removed
+        return
     named = _folders_named_beside(p.parent)
     for d in candidates:
         try:
@@ -134,12 +133,10 @@ def remove_abandoned_folders(path: str | os.PathLike[str], keep: Path) -> list[P
             with contextlib.suppress(FileNotFoundError):
                 (d / LOCK_NAME).unlink()
             d.rmdir()
-            removed.append(d)
         except OSError:
             pass
         finally:
             os.close(fd)
-    return removed
 
 
 def _folders_named_beside(parent: Path) -> set[str]:
