@@ -1,4 +1,4 @@
-"""Image files and pictures: start images in, PNGs and grids out (the gallery site is gallery.py).
+"""Image files and pictures: start images in, PNGs and grids out (the gallery site is gallery/).
 
 Everything here is I/O or pure numpy layout; nothing is differentiated.
 """
