@@ -19,14 +19,22 @@ LAYERS = {"block1_conv1": (64, 12, 2, 40), "block3_conv1": (256, 6, 1, 128)}
 STEPS = 4
 
 
-def make(path: Path, images_dir: Path | None = None, exemplars: bool = True) -> Path:
+def make(
+    path: Path,
+    images_dir: Path | None = None,
+    exemplars: bool = True,
+    layers: dict[str, tuple[int, int, int, int]] = LAYERS,
+    config: dict | None = None,
+    steps: int = STEPS,
+) -> Path:
     """Write the atlas at ``path``; with ``exemplars``, block1_conv1 gets top-3 exemplars whose
-    files exist under ``images_dir`` (when given)."""
+    files exist under ``images_dir`` (when given). ``layers``, ``config`` and ``steps`` make
+    another atlas of the same kind (e.g. one to show beside this one)."""
     rng = np.random.default_rng(0)
-    with AtlasWriter(path, ATTRS, {"recipe": "synthetic", "steps": STEPS}) as w:
-        for layer, (c, n, k, side) in LAYERS.items():
+    with AtlasWriter(path, ATTRS, config or {"recipe": "synthetic", "steps": STEPS}) as w:
+        for layer, (c, n, k, side) in layers.items():
             filters = np.arange(n)
-            w.begin_layer(layer, c, filters.tolist(), (side, side), STEPS, k=k)
+            w.begin_layer(layer, c, filters.tolist(), (side, side), steps, k=k)
             final = rng.random((n, k)).astype(np.float32)
             final[1] = 0  # filter 1 never turns on: dead
             w.write_chunk(
@@ -34,7 +42,7 @@ def make(path: Path, images_dir: Path | None = None, exemplars: bool = True) -> 
                 {
                     "filters": filters,
                     "images": rng.integers(0, 256, (n, k, side, side, 3), dtype=np.uint8),
-                    "objective": np.cumsum(rng.random((n, STEPS + 1)), 1).astype(np.float32),
+                    "objective": np.cumsum(rng.random((n, steps + 1)), 1).astype(np.float32),
                     "final_activation": final,
                     "activation_matrix": rng.random((n, k, c)).astype(np.float32),
                     "robustness": rng.random((n, k)).astype(np.float32),

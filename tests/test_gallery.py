@@ -5,12 +5,16 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import synthetic_atlas
 
 from vizjax import gallery
+from vizjax.atlas import open_atlas
 from vizjax.cli import main
+from vizjax.config import RunConfig
 from vizjax.errors import VizjaxError
+from vizjax.recipe import preset
 
 V1_ATLAS = Path(__file__).parent / "data" / "atlas-v1.h5"
 
@@ -143,3 +147,120 @@ def test_objective_svg_scales_into_the_box():
     ys = [float(p.split(",")[1]) for p in pts]
     assert ys[0] > ys[1] > ys[2]  # larger values are higher up
     assert "no objective" in gallery.objective_svg([float("nan")])
+
+
+# ---------------------------------------------------------------------------------------------
+# A second atlas beside the first (write_site(..., beside=), gallery --beside).
+
+#: The atlas shown beside the synthetic one: another recipe and step count, 8 of block1_conv1's
+#: 12 filters, at 128 px (so with thumbnails of their own), no block3_conv1, a layer of its own.
+BESIDE_LAYERS = {"block1_conv1": (64, 8, 1, 128), "block2_conv1": (128, 2, 1, 40)}
+
+
+@pytest.fixture(scope="module")
+def beside(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("beside")
+    first = synthetic_atlas.make(tmp / "a.h5", images_dir=tmp / "photos")
+    lucent = RunConfig(recipe=preset("lucent")).to_json()
+    other = synthetic_atlas.make(
+        tmp / "lucent.h5", exemplars=False, layers=BESIDE_LAYERS, config=lucent, steps=6
+    )
+    argv = ["gallery", str(first), "--out", str(tmp / "site"), "--beside", str(other), "--quiet"]
+    assert main(argv) == 0
+    return tmp
+
+
+def _numbers(atlas: Path, layer: str, f: int) -> dict:
+    """Filter ``f``'s image-0 measures and its layer's median robustness (live filters), read
+    from the atlas."""
+    with open_atlas(atlas) as a:
+        lay = a.layers[layer]
+        row, fid = lay.row(f), lay.fidelity
+        live = ~np.asarray(fid["dead"], bool)
+        return {
+            "final": float(lay.final_activation[row][0]),
+            "robustness": float(lay.robustness[row][0]),
+            "hf_energy": float(lay.hf_energy[row][0]),
+            "median_robustness": float(np.median(fid["robustness"][live])),
+        }
+
+
+def _box(layer_page: str, f: int) -> str:
+    return re.search(rf'<a class="f[^"]*" href="{f}\.html"[^>]*>.*?</a>', layer_page).group(0)
+
+
+def test_beside_site_has_every_link_and_both_pictures(beside):
+    site = beside / "site"
+    check_site(site)
+    assert (site / "block1_conv1" / "beside" / "3_0.png").is_file()
+    assert (site / "block1_conv1" / "beside" / "thumb" / "3.png").is_file()  # 128 px: thumbnail
+    assert not (site / "block1_conv1" / "beside" / "9_0.png").exists()  # only in the first
+    assert not (site / "block3_conv1" / "beside").exists()  # a layer the other atlas lacks
+    assert not (site / "block2_conv1").exists()  # a layer only the other atlas has
+
+
+def test_beside_layer_page_pairs_thumbnails_with_their_numbers(beside):
+    text = _read(beside / "site" / "block1_conv1" / "index.html")
+    assert "a.h5 (synthetic, 4 steps)" in text and "lucent.h5 (lucent, 6 steps)" in text
+    box = _box(text, 3)
+    assert box.startswith('<a class="f pair"')
+    assert re.findall(r'src="([^"]+)"', box) == ["img/3_0.png", "beside/thumb/3.png"]
+    texts = []
+    for atlas in (beside / "a.h5", beside / "lucent.h5"):
+        n = _numbers(atlas, "block1_conv1", 3)
+        texts.append(f"r{n['robustness']:.2f} h{n['hf_energy']:.2f}")
+    assert re.findall(r">(r[^<]+)</span>", box) == texts
+    # The other atlas' layer figures: its median robustness over its live filters.
+    m = _numbers(beside / "lucent.h5", "block1_conv1", 3)["median_robustness"]
+    assert f"median robustness {gallery._num(m, 3)}" in text.split('<div class="grid">')[0]
+    only_first = _box(text, 9)  # filter 9 is not in the other atlas: one picture
+    assert only_first.startswith('<a class="f"') and only_first.count("<img") == 1
+    other_layer = _read(beside / "site" / "block3_conv1" / "index.html")
+    assert "has no finished filters of block3_conv1" in other_layer and "f pair" not in other_layer
+
+
+def test_beside_filter_page_shows_both_atlases_images_and_numbers(beside):
+    text = _read(beside / "site" / "block1_conv1" / "3.html")
+    assert text.count('class="big"') == 2 and text.count('class="big beside"') == 1
+    assert 'src="beside/3_0.png"' in text
+    for atlas, label in ((beside / "a.h5", "synthetic"), (beside / "lucent.h5", "lucent")):
+        n = _numbers(atlas, "block1_conv1", 3)
+        steps = 6 if label == "lucent" else 4
+        assert (
+            f"{label}, {steps} steps<br>image 0: activation {gallery._num(n['final'])}<br>"
+            f"robustness {gallery._num(n['robustness'])}, "
+            f"high-frequency energy {gallery._num(n['hf_energy'])}</figcaption>"
+        ) in text
+    assert "<tr><th></th><th>synthetic, 4 steps</th><th>lucent, 6 steps</th></tr>" in text
+    alone = _read(beside / "site" / "block1_conv1" / "9.html")
+    assert alone.count('class="big"') == 2 and "big beside" not in alone
+    assert "lucent.h5 (lucent) has no picture of filter 9" in alone
+
+
+def test_beside_index_names_the_other_atlas_and_its_figures(beside):
+    text = _read(beside / "site" / "index.html")
+    assert "its pictures in lucent.h5 (recipe lucent; this atlas: synthetic)" in text
+    m = _numbers(beside / "lucent.h5", "block1_conv1", 0)["median_robustness"]
+    row = re.search(r"<tr><td><a href=\"block1_conv1/index.html\">.*?</tr>", text).group(0)
+    assert "lucent, 6 steps: 8 of 64 filters" in row
+    assert f"median robustness {gallery._num(m, 3)}" in row.split("lucent, 6 steps")[1]
+
+
+def test_without_beside_nothing_of_it_is_written(site):
+    for path in site.rglob("*"):
+        assert "beside" not in path.name
+        if path.suffix in (".html", ".css"):
+            text = _read(path)
+            assert "beside" not in text and "pair" not in text and 'class="pic"' not in text
+
+
+def test_beside_one_page_and_bad_requests(beside, tmp_path, capsys):
+    first, other = beside / "a.h5", beside / "lucent.h5"
+    out = gallery.write_site(first, tmp_path / "p.html", layers=["block1_conv1"], beside=other)
+    check_site(tmp_path)
+    assert 'src="p_files/beside/thumb/3.png"' in _read(out)
+    with pytest.raises(VizjaxError, match="has no finished filters of the site's layers"):
+        gallery.write_site(first, tmp_path / "s", layers=["block3_conv1"], beside=other)
+    argv = ["gallery", str(first), "--out", str(tmp_path / "t"), "--quiet"]
+    assert main([*argv, "--beside", str(tmp_path / "none.h5")]) == 2
+    assert "no atlas at" in capsys.readouterr().err

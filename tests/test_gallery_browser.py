@@ -154,6 +154,19 @@ def test_site_in_headless_chromium(tmp_path, browser):
     _press(browser, Keys.ARROW_UP)
     _wait_url(browser, "/site/index.html")
 
+    # A second atlas beside the first (the same one here): each box shows two loaded pictures,
+    # side by side.
+    paired = tmp_path / "paired"
+    assert (
+        main(["gallery", str(atlas), "--out", str(paired), "--beside", str(atlas), "--quiet"]) == 0
+    )
+    browser.get((paired / "block1_conv1" / "index.html").as_uri())
+    assert_all_images_loaded(browser, at_least=2 * 3)
+    boxes = browser.find_elements(By.CSS_SELECTOR, "a.f.pair")
+    assert len(boxes) == 3
+    left, right = boxes[0].find_elements(By.TAG_NAME, "img")
+    assert left.location["y"] == right.location["y"] and left.location["x"] < right.location["x"]
+
     for name in ("index.png", "layer.png", "filter.png"):
         with Image.open(tmp_path / name) as im:
             grey = np.asarray(im.convert("L"))

@@ -254,7 +254,8 @@ def _probe_inputs(args: argparse.Namespace) -> None:
     from vizjax.probe import atlas_files, check_hdf5
 
     if args.command in ("info", "grid", "gallery", "exemplars"):
-        check_hdf5(atlas_files(args.atlas))
+        beside = getattr(args, "beside", None)  # gallery --beside: a second atlas
+        check_hdf5(atlas_files(args.atlas) + (atlas_files(beside) if beside else []))
     elif args.command == "merge":
         check_hdf5([f for part in args.parts for f in atlas_files(part)])
     elif args.command == "convert":
@@ -516,7 +517,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_gallery(args: argparse.Namespace) -> int:
     from vizjax.gallery import write_site
 
-    out = write_site(args.atlas, args.out, layers=args.layer, quiet=args.quiet)
+    out = write_site(args.atlas, args.out, layers=args.layer, quiet=args.quiet, beside=args.beside)
     print(f"wrote {out} (open it in a browser; no server needed)")
     return 0
 
@@ -653,6 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("atlas")
     s.add_argument("--out", required=True, help="folder for the site, or NAME.html for one layer")
     s.add_argument("--layer", action="append", help="only this layer (repeatable; default: all)")
+    s.add_argument("--beside", help="a second atlas whose pictures to show beside each filter's")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_gallery)
 

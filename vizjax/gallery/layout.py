@@ -39,6 +39,13 @@ pre{background:#f0f0f0;padding:.6em;overflow:auto;font-size:12px}
 svg text{font-size:10px;fill:#555}
 """
 
+#: Added to :data:`CSS` when another atlas' pictures are shown beside the site's: a box of two
+#: thumbnails, each with its numbers under it.
+PAIR_CSS = """\
+.f .pic{display:inline-block;width:96px;vertical-align:top}.f.pair{width:196px}
+.big.beside img{border-color:#1a56a8}
+"""
+
 JS = """\
 // vizjax gallery keyboard: <- and -> go to the previous/next filter (or layer), ^ goes up.
 // The links carry the ids nav-prev, nav-next and nav-up; no network, works from file://.
@@ -85,11 +92,15 @@ class Layout:
     def filter_page(self, layer: str, f: int) -> Path:
         return self.layer_dir(layer) / f"{f}.html"
 
-    def image(self, layer: str, f: int, k: int) -> Path:
+    def image(self, layer: str, f: int, k: int, *, beside: bool = False) -> Path:
+        """Image ``k`` of filter ``f``: the site's atlas', or (``beside``) the other atlas'."""
+        if beside:
+            return self.layer_dir(layer) / "beside" / f"{f}_{k}.png"
         return self.layer_dir(layer) / "img" / f"{f}_{k}.png"
 
-    def thumb(self, layer: str, f: int) -> Path:
-        return self.layer_dir(layer) / "thumb" / f"{f}.png"
+    def thumb(self, layer: str, f: int, *, beside: bool = False) -> Path:
+        folder = self.layer_dir(layer) / "beside" if beside else self.layer_dir(layer)
+        return folder / "thumb" / f"{f}.png"
 
     def crop(self, layer: str, f: int, r: int) -> Path:
         return self.layer_dir(layer) / "ex" / f"{f}_{r}.png"

@@ -13,6 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from vizjax.gallery.figures import (
+    Beside,
+    _fidelity_text,
+    _LayerData,
+    _measures,
+    _num,
+    _picture_text,
+    _summary_text,
+)
 from vizjax.gallery.layout import THUMB, Layout, href
 
 # ---------------------------------------------------------------------------------------------
@@ -21,14 +30,6 @@ from vizjax.gallery.layout import THUMB, Layout, href
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _num(v: Any, digits: int = 4) -> str:
-    """A number for people: 4 significant digits, '—' for NaN/None."""
-    if v is None:
-        return "—"
-    v = float(v)
-    return "—" if not math.isfinite(v) else f"{v:.{digits}g}"
 
 
 def _page(title: str, page: Path, layout: Layout, body: Sequence[str]) -> str:
@@ -84,94 +85,19 @@ def objective_svg(values: np.ndarray, width: int = 360, height: int = 120) -> st
 
 
 # ---------------------------------------------------------------------------------------------
-# What a layer shows.
-
-
-class _LayerData:
-    """The small per-filter columns of one layer, read once (images stay lazy in the atlas)."""
-
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-        self.name: str = layer.name
-        rows = np.flatnonzero(layer.done)
-        filters = layer.filters[rows].astype(int)
-        order = np.argsort(filters, kind="stable")
-        self.rows = rows[order]
-        self.filters: list[int] = [int(f) for f in filters[order]]
-        self.objective = np.asarray(layer.objective[self.rows], np.float64)
-        self.final = np.asarray(layer.final_activation[self.rows], np.float64)  # (n, K)
-        fid = layer.fidelity  # columns over done rows in row order
-        pos = {int(f): i for i, f in enumerate(fid["filter"])}
-        take = [pos[f] for f in self.filters]
-        self.fid = {k: np.asarray(v)[take] for k, v in fid.items()}
-        self.measured = layer.activation_matrix is not None
-        self.exemplar_attrs = layer.exemplar_attrs
-
-    def __len__(self) -> int:
-        return len(self.filters)
-
-    def summary(self) -> dict[str, Any]:
-        """Counts and the layer's figures (:func:`vizjax.fidelity.summarize`, as ``vizjax info``
-        shows them) for the index and the layer page (NaN where not measured)."""
-        from vizjax import fidelity
-
-        s = fidelity.summarize(self.layer.fidelity)
-        return {
-            "done": len(self),
-            "num_filters": self.layer.num_filters,
-            "k": self.layer.k,
-            "size": self.layer.image_shape,
-            "steps": self.layer.steps,
-            "dead": s["dead_count"],
-            "zero_start_grad": s["zero_start_grad"],
-            "nonfinite": s["nonfinite"],
-            "final": s["mean_final_activation"],
-            "selective": s["selectivity"] if math.isfinite(s["selectivity"]) else None,
-            "specificity": s["median_specificity"],
-            "robustness": s["median_robustness"],
-            "hf_energy": s["median_hf_energy"],
-            "exemplars": self.exemplar_attrs,
-        }
-
-
-def _summary_text(s: dict[str, Any]) -> str:
-    parts = [
-        f"{s['done']} of {s['num_filters']} filters",
-        f"{s['dead']} dead",
-        f"{s['zero_start_grad']} with zero start gradient",
-    ]
-    if s["nonfinite"]:
-        parts.append(f"{s['nonfinite']} non-finite")
-    parts.append(f"{s['size'][0]}x{s['size'][1]} px, {s['steps']} steps, K={s['k']}")
-    parts.append(f"mean final activation {_num(s['final'])}")
-    return ", ".join(parts)
-
-
-def _fidelity_text(s: dict[str, Any]) -> str | None:
-    parts = []
-    if s["selective"] is not None:
-        parts.append(f"{100 * s['selective']:.0f}% selective")
-    for key, label in (
-        ("specificity", "median specificity"),
-        ("robustness", "median robustness"),
-        ("hf_energy", "median high-frequency energy"),
-    ):
-        if math.isfinite(s[key]):
-            parts.append(f"{label} {_num(s[key], 3)}")
-    return ", ".join(parts) or None
-
-
-# ---------------------------------------------------------------------------------------------
 # Pages.
 
 
-def _index_page(atlas: Any, layout: Layout, data: list[_LayerData], title: str) -> str:
+def _index_page(
+    atlas: Any, layout: Layout, data: list[_LayerData], title: str, beside: Beside | None = None
+) -> str:
     page = layout.index
     assert page is not None
     rows = [
         "<tr><th>layer</th><th>filters</th><th>dead</th><th>size</th>"
-        "<th>mean final activation</th><th>fidelity</th><th>dataset exemplars</th>"
-        "<th>first filters</th></tr>"
+        "<th>mean final activation</th><th>fidelity</th>"
+        + (f"<th>beside: {_e(beside.file)}</th>" if beside else "")
+        + "<th>dataset exemplars</th><th>first filters</th></tr>"
     ]
     for d in data:
         s = d.summary()
@@ -190,8 +116,9 @@ def _index_page(atlas: Any, layout: Layout, data: list[_LayerData], title: str) 
             f'<td class="n">{s["done"]} / {s["num_filters"]}</td><td class="n">{s["dead"]}</td>'
             f"<td>{s['size'][0]}x{s['size'][1]}, K={s['k']}</td>"
             f'<td class="n">{_num(s["final"])}</td>'
-            f"<td>{_e(_fidelity_text(s) or '—')}</td><td>{_e(ex_text)}</td>"
-            f'<td class="strip">{strip}</td></tr>'
+            f"<td>{_e(_fidelity_text(s) or '—')}</td>"
+            + (f"<td>{_e(_beside_figures(beside, d.name))}</td>" if beside else "")
+            + f'<td>{_e(ex_text)}</td><td class="strip">{strip}</td></tr>'
         )
     a = atlas.attrs
     body = [
@@ -199,6 +126,14 @@ def _index_page(atlas: Any, layout: Layout, data: list[_LayerData], title: str) 
         f'<p class="note">{_e(Path(atlas.path).name)}: format v{_e(atlas.format_version)}, '
         f"model {_e(a.get('model'))}, weights {_e(a.get('weights'))}, "
         f"created {_e(a.get('created'))}. Keyboard on the pages: ← → previous/next, ↑ up.</p>",
+    ]
+    if beside:
+        body.append(
+            f'<p class="note beside">Beside each filter: its pictures in {_e(beside.file)} '
+            f"(recipe {_e(beside.recipe)}; this atlas: {_e(beside.main_recipe)}), on "
+            f"{len(beside.layers)} of these {len(data)} layers.</p>"
+        )
+    body += [
         "<table>",
         *rows,
         "</table>",
@@ -208,13 +143,43 @@ def _index_page(atlas: Any, layout: Layout, data: list[_LayerData], title: str) 
     return _page(title, page, layout, body)
 
 
+def _beside_figures(beside: Beside, layer: str) -> str:
+    """The other atlas' layer in a line: its label, counts and fidelity figures."""
+    o = beside.layers.get(layer)
+    if o is None:
+        return "—"
+    s = o.summary()
+    counts = f"{s['done']} of {s['num_filters']} filters, {s['size'][0]}x{s['size'][1]} px"
+    return f"{o.label}: {counts}; {_fidelity_text(s) or 'fidelity not measured'}"
+
+
 def _thumb_path(layout: Layout, d: _LayerData, f: int) -> Path:
     h, w = d.layer.image_shape
-    return layout.thumb(d.name, f) if max(h, w) > THUMB else layout.image(d.name, f, 0)
+    if max(h, w) > THUMB:
+        return layout.thumb(d.name, f, beside=d.beside)
+    return layout.image(d.name, f, 0, beside=d.beside)
+
+
+def _thumb(page: Path, layout: Layout, d: _LayerData, f: int) -> str:
+    """The lazy thumbnail of filter ``f``; where another atlas is beside, with its label in the
+    alt text and its robustness and high-frequency energy under it."""
+    alt = f"filter {f}, {d.label}" if d.label else f"filter {f}"
+    img = (
+        f'<img loading="lazy" width="{THUMB}" height="{THUMB}" '
+        f'src="{href(page, _thumb_path(layout, d, f))}" alt="{_e(alt)}">'
+    )
+    if d.label is None:
+        return img
+    return f'<span class="pic">{img}{_e(_picture_text(d, d.position[f], 0))}</span>'
 
 
 def _layer_page(
-    layout: Layout, d: _LayerData, prev: str | None, nxt: str | None, title: str
+    layout: Layout,
+    d: _LayerData,
+    prev: str | None,
+    nxt: str | None,
+    title: str,
+    beside: Beside | None = None,
 ) -> str:
     page = layout.layer_page(d.name)
     s = d.summary()
@@ -225,8 +190,10 @@ def _layer_page(
             ("nav-next", href(page, layout.layer_page(nxt)) if nxt else None, f"{nxt or ''} →"),
         ]
     )
+    o = beside.layers.get(d.name) if beside else None
     figures = []
     for i, f in enumerate(d.filters):
+        j = o.position.get(f) if o else None
         cls = ["f"]
         if d.fid["dead"][i]:
             cls.append("dead")
@@ -240,11 +207,14 @@ def _layer_page(
             tip += " (dead: never turned on)"
         if d.fid["zero_start_grad"][i]:
             tip += " (zero gradient at the start)"
+        pictures = _thumb(page, layout, d, f)
+        if o is not None and j is not None:
+            cls.append("pair")
+            tip += f"; {o.label}: final activation {_num(np.mean(o.final[j]))}"
+            pictures += _thumb(page, layout, o, f)
         figures.append(
             f'<a class="{" ".join(cls)}" href="{href(page, layout.filter_page(d.name, f))}" '
-            f'title="{_e(tip)}"><img loading="lazy" width="{THUMB}" height="{THUMB}" '
-            f'src="{href(page, _thumb_path(layout, d, f))}" alt="filter {f}">'
-            f"{f} · {_e(_num(act, 3))}</a>"
+            f'title="{_e(tip)}">{pictures}{f} · {_e(_num(act, 3))}</a>'
         )
     fid = _fidelity_text(s)
     body = [
@@ -255,6 +225,7 @@ def _layer_page(
         '<p class="note">Each box: filter index · final activation (mean over its images). '
         "Dimmed: dead (never turned on); dashed: zero gradient at the start; red: non-finite. "
         "Click a filter for its page; ← → go to the previous/next layer, ↑ to all layers.</p>",
+        *(_layer_beside(beside, d, o) if beside else []),
         '<div class="grid">',
         *figures,
         "</div>",
@@ -262,15 +233,57 @@ def _layer_page(
     return _page(f"{d.name} — {title}", page, layout, body)
 
 
+def _layer_beside(beside: Beside, d: _LayerData, o: _LayerData | None) -> list[str]:
+    """The lines of a layer page that say which picture is which, and the other atlas' figures."""
+    numbers = "Under each picture: r robustness, h high-frequency energy of that image."
+    if o is None:
+        return [
+            f'<p class="note beside">{_e(beside.file)} ({_e(beside.recipe)}) has no finished '
+            f"filters of {_e(d.name)}: nothing beside. {numbers}</p>"
+        ]
+    both = sum(f in o.position for f in d.filters)
+    s = o.summary()
+    fid = _fidelity_text(s)
+    return [
+        f'<p class="beside">Left in each box: {_e(beside.main_file)} ({_e(d.label)}); right: '
+        f"{_e(beside.file)} ({_e(o.label)}), for {both} of these {len(d)} filters. {numbers}</p>",
+        f"<p>{_e(beside.file)} ({_e(o.label)}): {_e(_summary_text(s))}"
+        + (f". Fidelity: {_e(fid)}" if fid else "")
+        + ".</p>",
+    ]
+
+
+def _bigs(page: Path, layout: Layout, d: _LayerData, i: int) -> list[str]:
+    """The images of the ``i``-th filter of ``d`` at full size; captioned with the recipe's label,
+    robustness and high-frequency energy where another atlas is beside."""
+    f = d.filters[i]
+    h, w = d.layer.image_shape
+    scale = max(1, 256 // max(h, w))  # small images are shown 2x, 4x, ... with crisp pixels
+    out = []
+    for k in range(d.layer.k):
+        src = href(page, layout.image(d.name, f, k, beside=d.beside))
+        alt = f"filter {f} image {k}" + (f", {d.label}" if d.label else "")
+        cap = _e(f"image {k}: activation {_num(d.final[i, k])}")
+        if d.label:  # on lines of their own, so a caption is not much wider than its image
+            rob, hf = _num(d.robustness[i, k]), _num(d.hf_energy[i, k])
+            cap = f"{_e(d.label)}<br>{cap}<br>robustness {rob}, high-frequency energy {hf}"
+        out.append(
+            f'<figure class="{"big beside" if d.beside else "big"}"><img src="{src}" '
+            f'width="{w * scale}" height="{h * scale}" alt="{_e(alt)}">'
+            f"<figcaption>{cap}</figcaption></figure>"
+        )
+    return out
+
+
 def _filter_page(
     atlas: Any,
     layout: Layout,
     d: _LayerData,
     i: int,
-    images: np.ndarray,
     exemplars: dict[str, Any] | None,
     nearest: list[tuple[int, float]],
     title: str,
+    beside: Beside | None = None,
 ) -> str:
     f = d.filters[i]
     page = layout.filter_page(d.name, f)
@@ -291,14 +304,15 @@ def _filter_page(
             ),
         ]
     )
-    h, w = images.shape[1:3]
-    scale = max(1, 256 // max(h, w))  # small images are shown 2x, 4x, ... with crisp pixels
-    bigs = []
-    for k in range(len(images)):
+    o = beside.layers.get(d.name) if beside else None
+    j = o.position.get(f) if o else None
+    bigs = _bigs(page, layout, d, i)
+    if o is not None and j is not None:
+        bigs += _bigs(page, layout, o, j)
+    elif beside:
         bigs.append(
-            f'<figure class="big"><img src="{href(page, layout.image(d.name, f, k))}" '
-            f'width="{w * scale}" height="{h * scale}" alt="filter {f} image {k}">'
-            f"<figcaption>image {k}: activation {_e(_num(d.final[i, k]))}</figcaption></figure>"
+            f'<p class="note beside">{_e(beside.file)} ({_e(beside.recipe)}) has no picture '
+            f"of filter {f} of {_e(d.name)}.</p>"
         )
     badges = []
     if d.fid["dead"][i]:
@@ -308,21 +322,18 @@ def _filter_page(
     if d.fid["nonfinite"][i]:
         badges.append('<span class="badge warn">NaN/Inf during the ascent</span>')
 
-    row = d.layer.row(f)
-    measures: list[tuple[str, str | None]] = []  # (name, text, or None if not measured)
-    for name, v in (
-        ("final activation", d.final[i]),
-        ("robustness", np.asarray(d.layer.robustness[row], np.float64)),
-        ("high-frequency energy", np.asarray(d.layer.hf_energy[row], np.float64)),
-    ):
-        ok = np.isfinite(v).any()
-        measures.append((name, ", ".join(_num(x) for x in np.ravel(v)) if ok else None))
-    selective = "yes" if d.fid["selectivity"][i] else "no"
-    measures.append(("selective", selective if d.measured else None))
-    spec = float(d.fid["specificity"][i])
-    measures.append(("specificity", _num(spec) if math.isfinite(spec) else None))
-    fid_rows = [f"<tr><td>{n}</td><td>{_e(t)}</td></tr>" for n, t in measures if t is not None]
-    missing = [n for n, t in measures if t is None]
+    measures = _measures(d, i)
+    if o is None or j is None:
+        fid_rows = [f"<tr><td>{n}</td><td>{_e(t)}</td></tr>" for n, t in measures if t is not None]
+        missing = [n for n, t in measures if t is None]
+    else:  # the two atlases' numbers side by side
+        pairs = [(n, t, u) for (n, t), (_, u) in zip(measures, _measures(o, j), strict=True)]
+        fid_rows = [f"<tr><th></th><th>{_e(d.label)}</th><th>{_e(o.label)}</th></tr>"] + [
+            f"<tr><td>{n}</td><td>{_e(t or '—')}</td><td>{_e(u or '—')}</td></tr>"
+            for n, t, u in pairs
+            if t is not None or u is not None
+        ]
+        missing = [n for n, t, u in pairs if t is None and u is None]
     note = (
         "Robustness: median activation under random jitter/scale/rotation over the unperturbed "
         "one. High-frequency energy: share of the image's power above half Nyquist. Selective: "
@@ -330,7 +341,8 @@ def _filter_page(
         "activation on its own image over the mean on the other filters' images."
     )
     if missing:
-        note += f" Not measured in this atlas: {', '.join(missing)}."
+        where = "this atlas" if j is None else "either atlas"
+        note += f" Not measured in {where}: {', '.join(missing)}."
 
     body = [
         nav,
