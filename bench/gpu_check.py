@@ -70,7 +70,7 @@ FULL = Settings(
     wm_size=224,
     wm_layers=None,
     lucid_dtypes=("bfloat16", "float32"),
-    wm_recipe="lucid",
+    wm_recipe="lucent",  # vizjax.recipe.DEFAULT_RECIPE: the whole-model row predicts the default
 )
 #: Tests, any CPU: seconds.
 TINY = Settings(

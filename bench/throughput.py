@@ -34,7 +34,7 @@ from bench import peer, timing, whole_model, work
 from bench.report import Log, OthersCpu, busy, fmt, machine_info, results_path, table
 from vizjax import ascent, transform, vgg
 from vizjax.execution import Execution, auto_segment
-from vizjax.recipe import CLASSIC, Recipe, preset
+from vizjax.recipe import CLASSIC, DEFAULT_RECIPE, Recipe, preset
 
 #: A work: (layer, image side, filters).
 Work = tuple[str, int, int]
@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--recipes: skip the 512-step compile and segment tables",
     )
     p.add_argument("--no-scaling", action="store_true")
-    p.add_argument("--recipe", default="lucid", help="--whole-model: the preset")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, help="--whole-model: the preset")
     p.add_argument(
         "--model",
         default="vgg16",

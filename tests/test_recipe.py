@@ -175,3 +175,18 @@ def test_set_overrides_and_their_errors():
             apply_override(PRESETS["lucid"], assignment)
     with pytest.raises(VizjaxError, match="modifiers change the image itself"):
         apply_override(PRESETS["lucid"], "modifiers=keras-vis")  # ...not on a spectrum
+
+
+def test_the_default_recipe_is_lucent_at_64_steps_on_every_command():
+    # Typed-in values: the bench's frontier chose them (bench/README.md, "Quality per second").
+    assert recipe.DEFAULT_RECIPE == "lucent"
+    lucent, lucid = PRESETS["lucent"], PRESETS["lucid"]
+    assert lucent.steps == 64 and lucid.steps == 512  # Lucid's own preset keeps its 512
+    assert lucent.replace(steps=512, transforms=lucid.transforms, name="lucid") == lucid
+    from vizjax import cli
+
+    for command in (
+        ["atlas", "--out", "o.h5"],
+        ["render", "--layer", "block1_conv1", "--filter", "0", "--out", "o.png"],
+    ):
+        assert cli.build_parser().parse_args(command).recipe == "lucent"

@@ -20,7 +20,7 @@ from typing import NoReturn
 from vizjax import __version__
 from vizjax.errors import Interrupted, VizjaxError
 from vizjax.execution import DTYPES, Execution, enable_compilation_cache
-from vizjax.recipe import PRESETS, Recipe, apply_override, parse_size, preset
+from vizjax.recipe import DEFAULT_RECIPE, PRESETS, Recipe, apply_override, parse_size, preset
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,7 +75,7 @@ def _finite(text: str) -> float:
     return value
 
 
-def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = "lucid") -> None:
+def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = DEFAULT_RECIPE) -> None:
     g = p.add_argument_group("the picture (a recipe and overrides of its fields)")
     g.add_argument(
         "--recipe",
