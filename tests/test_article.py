@@ -14,7 +14,6 @@ TINY = article.Plan(
     full_layer="block1_conv1",
     cat=("block2_conv1", 0),
     compare=(("block2_conv1", (0, 2)),),
-    compare_steps=2,
     size=32,
     steps=2,
 )
@@ -31,7 +30,10 @@ def test_tiny_article_writes_every_picture_and_resumes(tiny_weights, tmp_path, c
         "grid_block2_conv1_first3.png",
         "grid_block1_conv1_all.png",
         "index.html",
-        "classic_vs_lucid.png",
+        "grid_block2_conv1_first3_lucent.png",
+        "grid_block1_conv1_all_lucent.png",
+        "lucent.h5",
+        "classic_vs_lucent.png",
         "cat.h5",
         "cat_block2_conv1_filter0.png",
         "cat_before_after_block2_conv1.png",
@@ -42,13 +44,22 @@ def test_tiny_article_writes_every_picture_and_resumes(tiny_weights, tmp_path, c
         assert len(a.layers["block1_conv1"].completed()) == 8  # the full layer (tiny network)
         assert sorted(a.layers["block2_conv1"].completed()) == [0, 1, 2]
         assert a.config["recipe"]["name"] == "classic" and a.config["recipe"]["steps"] == 2
-    with open_atlas(tmp_path / "lucid.h5") as a:
-        assert a.config["recipe"]["name"] == "lucid" and a.config["recipe"]["steps"] == 2
+    with open_atlas(tmp_path / "lucent.h5") as a:  # the default recipe, on the same filters
+        assert a.config["recipe"]["name"] == "lucent" and a.config["recipe"]["steps"] == 2
+        assert len(a.layers["block1_conv1"].completed()) == 8
+        assert sorted(a.layers["block2_conv1"].completed()) == [0, 1, 2]
+    # The gallery shows both recipes on every layer and filter page, numbers under each.
+    site = tmp_path / "gallery"
+    for page in (site / "block1_conv1" / "index.html", site / "block2_conv1" / "2.html"):
+        text = page.read_text()
+        assert "classic, 2 steps" in text and "lucent, 2 steps" in text
+    assert (site / "block2_conv1" / "beside" / "2_0.png").is_file()
     cat = np.asarray(Image.open(tmp_path / "cat_block2_conv1_filter0.png"))
     assert cat.shape == (300, 451, 3)  # the photo's own size
-    figure = np.asarray(Image.open(tmp_path / "classic_vs_lucid.png"))
+    figure = np.asarray(Image.open(tmp_path / "classic_vs_lucent.png"))
     assert figure.shape[0] > 2 * 32 and figure.std() > 10  # two rows of real pictures
-    assert "classic vs lucid (2 steps, 32x32 px)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "classic, 2 steps, 32x32 px" in printed and "lucent, 2 steps, 32x32 px" in printed
     # A rerun finds every filter done and only redraws.
     # (The index is rewritten through a temp file in the folder, so compare the segment files.)
     before = sorted(p.name for p in data_dir(tmp_path / "atlas.h5").glob("*.h5"))

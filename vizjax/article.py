@@ -3,12 +3,13 @@
 The article (after F. Chollet's "How convolutional neural networks see the world") shows:
 block4_conv1 filter 0; the first 20 filters of block1_conv1, block2_conv2, block3_conv3,
 block4_conv1 and block5_conv1; and a cat photo nudged by block5_conv3 filter 0. We add one
-full-layer atlas (all 64 filters of block1_conv2), a static gallery site of everything, and one
-figure beyond the article: the same filters under the article's ``classic`` recipe and under
-``lucid`` (``Plan.compare``), side by side, with their measured robustness and HF energy.
-All images come from resumable atlases (``<out>/atlas.h5``; ``<out>/cat.h5`` for the cat, whose
-start image makes it a run of its own; ``<out>/lucid.h5`` for the comparison), so a second run only
-redraws the pictures.
+full-layer atlas (all 64 filters of block1_conv2), and beyond the article the same filters under
+the default recipe (``Plan.recipe``, :data:`vizjax.recipe.DEFAULT_RECIPE`): a static gallery site
+shows both side by side on every layer and filter page, with their measured robustness and HF
+energy, and one figure puts a few telling filters (``Plan.compare``) side by side.
+All images come from resumable atlases (``<out>/atlas.h5``, classic; ``<out>/<recipe>.h5``, the
+default recipe; ``<out>/cat.h5`` for the cat, whose start image makes it a run of its own), so a
+second run only redraws the pictures.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,9 +27,9 @@ from vizjax.atlas import open_atlas
 from vizjax.errors import VizjaxError
 from vizjax.execution import Execution
 from vizjax.gallery import write_site
-from vizjax.recipe import DEFAULT_SIZE, PRESETS, Recipe
+from vizjax.recipe import DEFAULT_RECIPE, DEFAULT_SIZE, PRESETS, Recipe
 from vizjax.run import run_atlas, start_image
-from vizjax.weights import DEFAULT_WEIGHTS, Weights, load_weights
+from vizjax.weights import DEFAULT_WEIGHTS, load_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +42,10 @@ class Plan:
       picture: the article's opening picture, ``(layer, filter)``.
       full_layer: a whole layer, every filter.
       cat: ``(layer, filter)`` nudging the shipped cat photo ("How about a cat?").
-      compare: filters shown under classic and lucid, side by side (2, 6, 7 and 13 of
-        block5_conv1 stay dead under classic at 128 px: the most telling pairs).
-      compare_steps: lucid's steps for the comparison (Lucid renders 512; 128 keeps
-        scripts/run.sh under 10 minutes on a 2-core CPU, see the README for the time measured).
-      size, steps: override the recipes' image size and (classic) steps; None: theirs.
+      recipe: the preset every filter above is also rendered with, beside classic.
+      compare: filters put side by side in one figure (2, 6, 7 and 13 of block5_conv1 stay
+        dead under classic at 128 px: the most telling pairs); they must be among those above.
+      size, steps: override both recipes' image size and steps; None: theirs.
     """
 
     layers: tuple[str, ...] = (
@@ -58,11 +59,11 @@ class Plan:
     picture: tuple[str, int] = ("block4_conv1", 0)
     full_layer: str = "block1_conv2"
     cat: tuple[str, int] = ("block5_conv3", 0)
+    recipe: str = DEFAULT_RECIPE
     compare: tuple[tuple[str, tuple[int, ...]], ...] = (
         ("block3_conv3", (0, 1, 2, 3)),
         ("block5_conv1", (2, 6, 7, 13)),
     )
-    compare_steps: int = 128
     size: int | None = None
     steps: int | None = None
 
@@ -107,41 +108,37 @@ def reproduce(
         (out / MARKER).write_text("This folder was written by vizjax article.\n", encoding="utf-8")
     except OSError as e:
         raise VizjaxError(f"cannot write {out}: {e.strerror or e}") from None
-    config = _sized(PRESETS["classic"], plan)
-    if plan.steps:
-        config = config.replace(steps=plan.steps)
     execution = Execution(batch=batch)
-    atlas_path = out / "atlas.h5"
-    run_atlas(atlas_path, [plan.full_layer], "all", config, w, execution=execution, quiet=quiet)
-    run_atlas(
-        atlas_path,
-        list(plan.layers),
-        f"0:{plan.first}",
-        config,
-        w,
-        execution=execution,
-        quiet=quiet,
-    )
+    config, default = (_sized(PRESETS[name], plan) for name in ("classic", plan.recipe))
+    atlas_path, default_path = out / "atlas.h5", out / f"{plan.recipe}.h5"
+    for recipe, path in ((config, atlas_path), (default, default_path)):
+        h, w_ = recipe.size or DEFAULT_SIZE
+        print(f"vizjax article: {recipe.name}, {recipe.steps} steps, {h}x{w_} px", flush=True)
+        for layers, filters in (([plan.full_layer], "all"), (list(plan.layers), f"0:{plan.first}")):
+            run_atlas(path, layers, filters, recipe, w, execution=execution, quiet=quiet)
 
-    written = [atlas_path]
-    with open_atlas(atlas_path) as a:
+    written = [atlas_path, default_path]
+    with open_atlas(atlas_path) as a, open_atlas(default_path) as b:
         layer, f = plan.picture
         written.append(images.save_png(a.layers[layer].image(f), out / f"{layer}_filter{f}.png"))
         for layer in (*plan.layers, plan.full_layer):
-            la = a.layers[layer]
             full = layer == plan.full_layer
-            fs = list(la.completed()) if full else [int(f) for f in la.filters if f < plan.first]
-            tiles = np.stack([la.image(int(f)) for f in fs])
-            suffix = "all" if full else f"first{plan.first}"
-            written.append(
-                images.save_png(
-                    images.grid(tiles, [str(f) for f in fs], cols=8 if full else 10),
-                    out / f"grid_{layer}_{suffix}.png",
+            for atlas, tag in ((a, ""), (b, f"_{plan.recipe}")):
+                la = atlas.layers[layer]
+                fs = (
+                    list(la.completed()) if full else [int(f) for f in la.filters if f < plan.first]
                 )
-            )
-        gallery = write_site(a, out / "gallery", title="vizjax: the seed article's atlas")
-    written.append(gallery)
-    written.append(compare_recipes(out, w, execution, quiet, plan))
+                tiles = np.stack([la.image(int(f)) for f in fs])
+                suffix = "all" if full else f"first{plan.first}"
+                written.append(
+                    images.save_png(
+                        images.grid(tiles, [str(f) for f in fs], cols=8 if full else 10),
+                        out / f"grid_{layer}_{suffix}{tag}.png",
+                    )
+                )
+        title = f"vizjax: the seed article's atlas (classic) beside {plan.recipe}"
+        written.append(write_site(a, out / "gallery", title=title, beside=b))
+        written.append(compare_recipes(out, a, b, plan))
 
     # "How about a cat?": the photo, nudged by block5_conv3 filter 0 (its own size, 451x300).
     # A run of its own (another start image is another config), kept in its own atlas.
@@ -175,41 +172,31 @@ def reproduce(
 
 
 def _sized(recipe: Recipe, plan: Plan) -> Recipe:
-    return recipe.replace(size=(plan.size, plan.size)) if plan.size else recipe
+    """``recipe`` at the plan's size and steps, where the plan sets them."""
+    if plan.size:
+        recipe = recipe.replace(size=(plan.size, plan.size))
+    return recipe.replace(steps=plan.steps) if plan.steps else recipe
 
 
-def compare_recipes(
-    out: Path, w: Weights, execution: Execution, quiet: bool, plan: Plan = ARTICLE
-) -> Path:
-    """The plan's ``compare`` filters under classic (from ``atlas.h5``) and lucid (``lucid.h5``,
-    at ``compare_steps`` steps) as one PNG: per layer a classic row above a lucid row, each tile
-    labelled with its filter, robustness and HF energy."""
-    lucid = _sized(PRESETS["lucid"], plan).replace(steps=plan.compare_steps)
-    h, w_ = lucid.size or DEFAULT_SIZE
-    print(
-        f"vizjax article: classic vs lucid ({plan.compare_steps} steps, {h}x{w_} px) for "
-        + "; ".join(f"{layer} {list(fs)}" for layer, fs in plan.compare),
-        flush=True,
-    )
-    lucid_path = out / "lucid.h5"
-    for layer, filters in plan.compare:
-        run_atlas(lucid_path, [layer], list(filters), lucid, w, execution=execution, quiet=quiet)
+def compare_recipes(out: Path, classic: Any, default: Any, plan: Plan = ARTICLE) -> Path:
+    """The plan's ``compare`` filters under classic and the plan's recipe, as one PNG: per layer
+    a classic row above a row of the other, each tile labelled with its filter, robustness and
+    HF energy."""
     tiles, labels = [], []
-    with open_atlas(out / "atlas.h5") as classic, open_atlas(lucid_path) as lucid_atlas:
-        for layer, filters in plan.compare:
-            for name, a in (("classic", classic), ("lucid", lucid_atlas)):
-                la = a.layers[layer]
-                table = la.fidelity
-                by_filter = {int(f): i for i, f in enumerate(table["filter"])}
-                for f in filters:
-                    i = by_filter[f]
-                    tiles.append(la.image(f))
-                    # "<filter> C|L r<robustness> h<HF energy>" fits under a 128 px tile.
-                    labels.append(
-                        f"{f} {name[0].upper()} r{table['robustness'][i]:.2f} "
-                        f"h{table['hf_energy'][i]:.2f}"
-                    )
+    for layer, filters in plan.compare:
+        for name, a in (("classic", classic), (plan.recipe, default)):
+            la = a.layers[layer]
+            table = la.fidelity
+            by_filter = {int(f): i for i, f in enumerate(table["filter"])}
+            for f in filters:
+                i = by_filter[f]
+                tiles.append(la.image(f))
+                # "<filter> C|L r<robustness> h<HF energy>" fits under a 128 px tile.
+                labels.append(
+                    f"{f} {name[0].upper()} r{table['robustness'][i]:.2f} "
+                    f"h{table['hf_energy'][i]:.2f}"
+                )
     cols = max(len(fs) for _, fs in plan.compare)
     return images.save_png(
-        images.grid(np.stack(tiles), labels, cols=cols), out / "classic_vs_lucid.png"
+        images.grid(np.stack(tiles), labels, cols=cols), out / f"classic_vs_{plan.recipe}.png"
     )
