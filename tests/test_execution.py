@@ -159,9 +159,9 @@ def test_auto_chunk_takes_what_fits_in_device_memory(monkeypatch, probe):
 def test_auto_chunk_caps_and_never_exceeds_the_filters(monkeypatch, probe):
     d = probe[0].devices.size
     big = 1 << 50
-    assert (
-        _auto_chunk_as_accelerator(monkeypatch, probe, 10_000, big) == ascent.AUTO_CAP_DEFAULT * d
-    )
+    cap = ascent.AUTO_CAP_DEFAULT * d
+    assert _auto_chunk_as_accelerator(monkeypatch, probe, 10 * cap, big) == cap
+    assert _auto_chunk_as_accelerator(monkeypatch, probe, 10 * cap + 1, big) <= cap
     assert _auto_chunk_as_accelerator(monkeypatch, probe, 5, big) == 3 * d  # ceil(5 / 2) per device
     assert _auto_chunk_as_accelerator(monkeypatch, probe, 1, big) == d
     # A device that does not report its memory: the cap, not a guess.
@@ -296,3 +296,23 @@ def test_the_tests_compile_flags_change_only_rounding(tiny_weights, tmp_path):
     )
     for k, tol in (("raw", 1e-5), ("objective", 1e-5), ("robustness", 1e-4), ("hf_energy", 1e-4)):
         _close(np.asarray(getattr(res, k)), theirs[k], tol)
+
+
+def test_balanced_chunk_pads_the_least():
+    # Typed-in cases: (filters, at most per device, devices) -> chunk.
+    for n, cap, d, want in [
+        (20, 8, 1, 7),  # 3 chunks of 7 (21 slots), not 8 + 8 + 4 padded to 8 (24)
+        (512, 8, 1, 8),
+        (64, 8, 1, 8),
+        (9, 8, 1, 5),
+        (5, 8, 1, 5),
+        (1, 8, 4, 4),  # never below one filter per device
+        (20, 8, 2, 10),  # one chunk of 20 across 2 devices
+        (40, 8, 2, 14),  # 3 chunks of 7 per device
+        (1000, 3, 4, 12),
+    ]:
+        chunk = ascent.balanced_chunk(n, cap, d)
+        assert chunk == want, (n, cap, d, chunk)
+        assert chunk % d == 0 and chunk <= cap * d
+        chunks = -(-n // chunk)
+        assert chunks == -(-n // (cap * d))  # no more programs called than at the cap

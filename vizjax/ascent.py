@@ -440,7 +440,9 @@ def auto_chunk(
     the per-filter cost, which scales linearly with the vmapped axis; the budget is 80% of the free
     device memory), capped at AUTO_CAP_DEFAULT filters per device. On CPU speed, not memory, is
     the limit: :func:`cpu_filters_per_device` (at most 8 images, far below any memory limit), so no
-    probe is compiled. Never more than the filters there are.
+    probe is compiled. Never more than the filters there are, and balanced: the fewest chunks
+    that hold ``n`` filters at that size, made as even as they can be, so the last one is not
+    mostly padding (20 filters at most 8 a chunk: 3 chunks of 7, not 8 + 8 + 4 padded to 8).
     """
     d = mesh.devices.size
     device = mesh.devices.flat[0]
@@ -448,7 +450,7 @@ def auto_chunk(
         per_device = cpu_filters_per_device(
             layer, start.shape[0], start.shape[1], models.from_params(params)
         )
-        return min(per_device, math.ceil(n / d)) * d
+        return balanced_chunk(n, per_device, d)
     per_device = min(AUTO_CAP_DEFAULT, math.ceil(n / d))
     if per_device > 1:
         filters = jax.device_put(
@@ -464,7 +466,14 @@ def auto_chunk(
                 1, mem.temp_size_in_bytes + mem.output_size_in_bytes + mem.argument_size_in_bytes
             )
             per_device = max(1, min(per_device, int(0.8 * budget) // per_filter))
-    return per_device * d
+    return balanced_chunk(n, per_device, d)
+
+
+def balanced_chunk(n: int, per_device: int, d: int) -> int:
+    """The chunk (a multiple of ``d``) for ``n`` filters at most ``per_device`` per device: as
+    few chunks as that allows, each as full as the others."""
+    chunks = math.ceil(n / (per_device * d))
+    return max(1, math.ceil(n / (chunks * d))) * d
 
 
 def check_conv_layer(layer: str, network: Network = vgg.NETWORK) -> None:
