@@ -101,9 +101,12 @@ def default_dtype(platform: str) -> str:
 #: 1.5-3.5x slower than the same steps unrolled (bench/README.md), and compile time grows with the
 #: unrolled length, so long recipes run as a host loop over short, fully unrolled segments. The
 #: article's 20 steps stay one program; 32 unrolled lucid steps took 75 s at block5_conv1 (8
-#: filters, 128 px, compile included) against 45 s as four segments of 8 (bench/README.md).
+#: filters, 128 px, compile included) against 45 s as four segments of 8 (bench/README.md). Four,
+#: not eight: the default recipe (lucent, 64 steps) on 20 filters each of block3_conv3 and
+#: block5_conv1 took 177 s in segments of 4 against 195 s in segments of 8 (compile included;
+#: 181 s in segments of 2, 269 s of 1); a step costs 60+ ms there, a call's dispatch well under 1.
 CPU_SEGMENT_MAX = 20
-CPU_SEGMENT_LONG = 8
+CPU_SEGMENT_LONG = 4
 
 
 def auto_segment(steps: int, platform: str) -> int:
