@@ -11,7 +11,8 @@ from vizjax.cli import main
 from vizjax.execution import Execution
 from vizjax.recipe import preset
 
-ARGS = ["atlas", "--layer", "block1_conv1", "--size", "32", "--steps", "2", "--batch", "4"]
+ARGS = ["atlas", "--layer", "block1_conv1", "--recipe", "lucid", "--size", "32", "--steps", "2"]
+ARGS += ["--batch", "4"]
 
 
 def files_under(path):
