@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: set up .venv if missing, install vizjax, prepare the default weights, then
-# reproduce the seed article's pictures into out/ (a resumable atlas plus PNGs and a gallery).
+# reproduce the seed article's pictures into out/, and the same filters under the default recipe
+# (resumable atlases, PNGs and a gallery showing both side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
