@@ -8,7 +8,7 @@ version and date in every line)::
     python -m bench.throughput                    # the three works vs the seed's way + scaling table
     python -m bench.throughput --peer torch       # ... and PyTorch on the same works, right after vizjax
     python -m bench.throughput --recipes          # per-step cost of the presets, 512-step compile, segments
-    python -m bench.throughput --whole-model --recipe lucid --size 224   # predicted whole-model atlas
+    python -m bench.throughput --whole-model --size 224   # predicted whole-model atlas (default recipe)
 
 What is timed and how: :mod:`bench.timing`; work and peak: :mod:`bench.work`. The settings of each
 mode are one frozen :class:`Settings` (``FULL``, ``QUICK``, ``TINY``); the command line only
