@@ -99,19 +99,22 @@ def default_dtype(platform: str) -> str:
 
 #: Steps per compiled segment on CPU: XLA:CPU runs a ``lax.scan`` *rolled* around convolutions
 #: 1.5-3.5x slower than the same steps unrolled (bench/README.md), and compile time grows with the
-#: unrolled length, so long recipes run as a host loop over short, fully unrolled segments. The
-#: article's 20 steps stay one program; 32 unrolled lucid steps took 75 s at block5_conv1 (8
+#: unrolled length, so recipes run as a host loop over short, fully unrolled segments. 32
+#: unrolled lucid steps took 75 s at block5_conv1 (8
 #: filters, 128 px, compile included) against 45 s as four segments of 8 (bench/README.md). Four,
 #: not eight: the default recipe (lucent, 64 steps) on 20 filters each of block3_conv3 and
 #: block5_conv1 took 177 s in segments of 4 against 195 s in segments of 8 (compile included;
 #: 181 s in segments of 2, 269 s of 1); a step costs 60+ ms there, a call's dispatch well under 1.
-CPU_SEGMENT_MAX = 20
+#: The article's 20 classic steps too: 20 filters each of block1_conv1, block3_conv3 and
+#: block5_conv1 took 64 s as five segments of 4 against 80 s as one program of 20, and the cat
+#: (block5_conv3 at 451x300, one filter) 24 s against 38 s, the same images to the bit.
+CPU_SEGMENT_MAX = 4
 CPU_SEGMENT_LONG = 4
 
 
 def auto_segment(steps: int, platform: str) -> int:
     """Steps per compiled call: all of them on accelerators (one rolled loop) and for short
-    recipes on CPU (<= CPU_SEGMENT_MAX, e.g. the article's 20); otherwise the largest divisor of
+    recipes on CPU (<= CPU_SEGMENT_MAX); otherwise the largest divisor of
     ``steps`` in 4..CPU_SEGMENT_LONG*2 closest to CPU_SEGMENT_LONG, else CPU_SEGMENT_LONG (the last
     segment is shorter)."""
     if platform != "cpu" or steps <= CPU_SEGMENT_MAX:
