@@ -43,6 +43,8 @@ def _run(atlas: Path, out: Path) -> str:
     return done.stdout
 
 
+# Slow (scripts/test.sh --all, CI): tests/test_summary.py runs the script on a real atlas by default.
+@pytest.mark.slow
 def test_plots_of_an_atlas_with_every_measure(tmp_path):
     atlas = synthetic_atlas.make(tmp_path / "a.h5", exemplars=False)
     _run(atlas, tmp_path / "plots")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from tiny_network import ARGS as TINY
 
@@ -179,6 +180,9 @@ def _stopped(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
+# Slow (scripts/test.sh --all, CI): by default, tests/test_faults.py kills a CLI run with -9 and
+# resumes it, and tests/test_atlas.py::test_second_writer_refused refuses a second writer.
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_uninterrupted_and_second_writer_is_refused(
     tiny_weights, tmp_path, capsys
 ):

@@ -268,6 +268,7 @@ _DEFAULT_FLAGS_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # checks the test setup, not vizjax: CI (scripts/test.sh --all) runs it
 def test_the_tests_compile_flags_change_only_rounding(tiny_weights, tmp_path):
     """tests/conftest.py compiles with cheaper XLA:CPU code generation (TEST_XLA_FLAGS): a run
     with a user's default flags, in a child process, gives the same numbers up to float rounding

@@ -104,7 +104,9 @@ def test_run_stores_measures_and_flags_dead_exactly_when_the_activation_is_zero(
         np.testing.assert_allclose(matrix[:, 0, [4, 5, 6]].diagonal(), fa, rtol=1e-5)
 
 
-def test_diversity_pushes_k_images_apart_and_does_not_depend_on_chunks(default_weights):
+def test_diversity_pushes_k_images_apart_and_does_not_depend_on_chunks(
+    default_weights, tiny_weights
+):
     # VGG16's own weights: how far apart diversity pushes the images is a property of the model.
     w, layer = default_weights, "block2_conv1"
     model = vgg.VGG16(preprocessing=w.preprocessing, widths=w.widths)
@@ -130,7 +132,9 @@ def test_diversity_pushes_k_images_apart_and_does_not_depend_on_chunks(default_w
     assert pushed.raw.shape == (1, 3, 32, 32, 3)
     assert similarity(pushed.raw[0]) < similarity(plain.raw[0]) - 0.3  # measured: 0.99 -> 0.28
     assert pushed.objective[0, -1] > pushed.objective[0, 0]  # and the objective still rises
-    # K images per filter do not depend on the chunking (1e-5 at 32 px).
+    # K images per filter do not depend on the chunking (1e-5 at 32 px; the tests' tiny network,
+    # the same program as VGG16's).
+    w = tiny_weights
     r = PRESETS["keras-vis"].replace(size=(32, 32), steps=3).with_diversity(3)
     one = ascent.local_mesh(jax.devices()[:1])
     a = ascent.visualize(layer, [0, 1], r, w.params, w.preprocessing, execution=rolled, mesh=one)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_network import ARGS as TINY
 
 from vizjax.cli import main
 
@@ -101,12 +102,13 @@ def _press(driver, key) -> None:
     driver.find_element(By.TAG_NAME, "body").send_keys(key)
 
 
-def test_site_in_headless_chromium(tmp_path, browser):
+def test_site_in_headless_chromium(tiny_weights, tmp_path, browser):
     atlas = tmp_path / "atlas.h5"
     layer_args = [w for layer in LAYERS for w in ("--layer", layer)]
-    # The seed article's recipe: the fastest to compile, and the site shows the same either way.
-    small = ["--recipe", "classic", "--filters", "0:3", "--size", "32", "--steps", "3", "--quiet"]
-    assert main(["atlas", *layer_args, *small, "--out", str(atlas)]) == 0
+    # The tiny network and the seed article's recipe: the fastest to compile, and the site is the
+    # same either way.
+    small = [*TINY, "--recipe", "classic", "--filters", "0:3", "--size", "32", "--steps", "3"]
+    assert main(["atlas", *layer_args, *small, "--quiet", "--out", str(atlas)]) == 0
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(0)
