@@ -21,6 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from bench import work
 from vizjax import ascent, models, vgg
+from vizjax import chunk as chunking
 from vizjax.execution import Execution, auto_segment
 from vizjax.recipe import CLASSIC, Recipe
 
@@ -55,7 +56,7 @@ def auto_chunk(
         return math.ceil(int(execution.batch) / d) * d, 0.0
     t = time.perf_counter()
     mesh, program, params, start, seed = prepared(weights, layer, recipe, execution)
-    chunk = ascent.auto_chunk(program, params, start, seed, n, mesh, layer)
+    chunk = chunking.auto_chunk(program, params, start, seed, n, mesh, layer)
     return chunk, time.perf_counter() - t
 
 

@@ -19,7 +19,7 @@ LAYERS = {
         *("images", "network", "vgg", "alexnet", "models", "execution", "objectives"),
         *("param", "keras", "interrupt"),
     },
-    2: {"weights", "recipe", "fidelity", "render", "cost"},
+    2: {"weights", "recipe", "fidelity", "render", "cost", "chunk"},
     3: {"config", "ascent", "ahead", "atlas", "progress"},
     4: {"run", "exemplars", "gallery"},
     5: {"article", "plan"},

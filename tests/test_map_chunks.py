@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tiny_network
 
-from vizjax import ascent, vgg
+from vizjax import ascent, chunk, vgg
 from vizjax.execution import Execution
 from vizjax.recipe import PRESETS
 
@@ -33,7 +33,7 @@ def test_map_chunks_pads_shards_and_cuts_the_padding():
     assert [o["devices"].tolist() for _, o in out] == [[8.0] * 8, [8.0] * 2]  # padded to 8, cut
     with pytest.raises(ValueError, match="not a multiple of 4 devices"):
         next(ascent.map_chunks(fn, (np.float32(2),), 10, 6, rows, mesh))
-    assert ascent.round_to_mesh(5, mesh) == 8 and ascent.round_to_mesh(8, mesh) == 8
+    assert chunk.round_to_mesh(5, mesh) == 8 and ascent.round_to_mesh(8, mesh) == 8
     np.testing.assert_array_equal(ascent.padded(np.array([3, 4]), 4), [3, 4, 4, 4])
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vizjax import fidelity, models, render, vgg
+from vizjax.chunk import auto_chunk, round_to_mesh
 from vizjax.errors import VizjaxError
 from vizjax.execution import Execution, auto_segment, keep_freed_host_memory, segments
 from vizjax.network import IDENTITY, ConvNet, Network, Preprocessing, prepare_winograd
@@ -47,27 +48,9 @@ DEFAULT_EXECUTION = Execution()
 #: must trace once per chunk shape, not once per chunk.
 TRACES: collections.Counter[tuple[str, int]] = collections.Counter()
 
-#: Filters per device per chunk that ``batch="auto"`` allows on accelerators, which want big
-#: batches and are limited by memory instead (see :func:`auto_chunk`).
-AUTO_CAP_DEFAULT = 512
-
 #: VGG16's convolutions computed by Winograd F(2x2, 3x3) when ``conv`` is "winograd" (or "auto" on
 #: CPU): :attr:`vizjax.network.Network.winograd_layers` (blocks 2-5 for VGG16).
 WINOGRAD_LAYERS = vgg.NETWORK.winograd_layers
-
-
-def cpu_filters_per_device(
-    layer: str, height: int, width: int, network: Network = vgg.NETWORK
-) -> int:
-    """How many filters one CPU program should optimize at once (measured on a 2-core CPU).
-
-    One image at a time is fastest while the target layer is large: the working set stays in
-    cache. When the target layer's output is small (at most 64Ki values: block5 at 64-128 px,
-    block3 at 64 px), the matrix products get too small to keep the cores busy and 8 filters per
-    program are 1.1-1.9x faster (bench/README.md, scaling table).
-    """
-    h, w = network.output_hw(layer, height, width)
-    return 8 if h * w * network.num_channels(layer) <= 65536 else 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,12 +362,6 @@ def compiled_forward(
     return jax.jit(forward, in_shardings=(rep, shard), out_shardings=shard)
 
 
-def round_to_mesh(n: int, mesh: Mesh) -> int:
-    """``n`` rounded up to a multiple of the mesh's device count (every device the same share)."""
-    d = mesh.devices.size
-    return math.ceil(n / d) * d
-
-
 def padded(rows: np.ndarray, size: int) -> np.ndarray:
     """``rows`` (n, ...), 1 <= n <= size, with copies of the last row up to ``size`` rows: valid
     inputs (a filter index, an image) whose results :func:`map_chunks` drops."""
@@ -401,7 +378,7 @@ def map_chunks(
     mesh: Mesh,
 ) -> Iterator[tuple[slice, Any]]:
     """The engine's one chunk/pad/shard loop: ``n`` rows in chunks of ``chunk`` (a multiple of the
-    device count, :func:`round_to_mesh`).
+    device count, :func:`vizjax.chunk.round_to_mesh`).
 
     For each chunk ``sl`` (a slice of ``range(n)``), ``rows(sl)`` gives its row inputs (row axis
     first, ``len(range(n)[sl])`` rows, read only then), padded to ``chunk`` rows (:func:`padded`)
@@ -420,60 +397,6 @@ def map_chunks(
         args = [jax.device_put(padded(a, chunk), shard) for a in rows(sl)]
         out = jax.device_get(fn(*placed, *args))
         yield sl, jax.tree.map(lambda v, m=m: np.asarray(v[:m]), out)
-
-
-def _memory_budget(device: jax.Device) -> int | None:
-    """Bytes one accelerator may still use, or None if it does not say."""
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    return None
-
-
-def auto_chunk(
-    program: Program, params: Any, start: jax.Array, seed: jax.Array, n: int, mesh: Mesh, layer: str
-) -> int:
-    """The chunk size ``batch="auto"`` picks (a multiple of the device count).
-
-    On accelerators: the largest chunk that fits in device memory, by XLA's compiled memory
-    analysis of the step segment with one filter per device (its temporaries plus arguments are
-    the per-filter cost, which scales linearly with the vmapped axis; the budget is 80% of the free
-    device memory), capped at AUTO_CAP_DEFAULT filters per device. On CPU speed, not memory, is
-    the limit: :func:`cpu_filters_per_device` (at most 8 images, far below any memory limit), so no
-    probe is compiled. Never more than the filters there are, and balanced: the fewest chunks
-    that hold ``n`` filters at that size, made as even as they can be, so the last one is not
-    mostly padding (20 filters at most 8 a chunk: 3 chunks of 7, not 8 + 8 + 4 padded to 8).
-    """
-    d = mesh.devices.size
-    device = mesh.devices.flat[0]
-    if device.platform == "cpu":
-        per_device = cpu_filters_per_device(
-            layer, start.shape[0], start.shape[1], models.from_params(params)
-        )
-        return balanced_chunk(n, per_device, d)
-    per_device = min(AUTO_CAP_DEFAULT, math.ceil(n / d))
-    if per_device > 1:
-        filters = jax.device_put(
-            jnp.zeros((d,), jnp.int32), NamedSharding(mesh, PartitionSpec("filters"))
-        )
-        state = jax.eval_shape(program.init, params, start, filters, seed)
-        first, steps = program.plan[0]
-        probe = program.advance[steps].lower(params, start, filters, seed, state, np.int32(0))
-        mem = probe.compile().memory_analysis()
-        budget = _memory_budget(device)
-        if mem is not None and budget:
-            per_filter = max(
-                1, mem.temp_size_in_bytes + mem.output_size_in_bytes + mem.argument_size_in_bytes
-            )
-            per_device = max(1, min(per_device, int(0.8 * budget) // per_filter))
-    return balanced_chunk(n, per_device, d)
-
-
-def balanced_chunk(n: int, per_device: int, d: int) -> int:
-    """The chunk (a multiple of ``d``) for ``n`` filters at most ``per_device`` per device: as
-    few chunks as that allows, each as full as the others."""
-    chunks = math.ceil(n / (per_device * d))
-    return max(1, math.ceil(n / (chunks * d))) * d
 
 
 def check_conv_layer(layer: str, network: Network = vgg.NETWORK) -> None:
@@ -621,7 +544,7 @@ def iter_chunks(
       start: the shared start image (H, W, 3) in RGB 0-255 units; default: :func:`noise_image`
         of ``recipe`` (a run with a start photo passes the photo and sets ``recipe.init``).
       execution: dtype, convolution, loop structure and ``batch`` (filters per chunk, or
-        ``"auto"``, see :func:`auto_chunk`; rounded up to a multiple of the device count).
+        ``"auto"``, see :func:`vizjax.chunk.auto_chunk`; rounded up to a multiple of the device count).
       measure: also compute the :mod:`vizjax.fidelity` measures of each chunk's images (on the
         devices, before the images come back).
       prepared: :func:`prepare` (and :func:`compiled`) of these same arguments, done before

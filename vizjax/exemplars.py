@@ -194,7 +194,7 @@ def scan(
     """
     from tqdm import tqdm
 
-    from vizjax import ascent
+    from vizjax import ascent, chunk
 
     layers = tuple(dict.fromkeys(layers))
     network = models.from_params(params)
@@ -203,7 +203,7 @@ def scan(
         raise VizjaxError("--top and --batch must be positive integers")
     listing = images.list_images(image_dir)
     mesh = mesh or ascent.local_mesh()
-    batch = ascent.round_to_mesh(batch, mesh)  # every device gets the same share
+    batch = chunk.round_to_mesh(batch, mesh)  # every device gets the same share
     key = {
         "version": STATE_VERSION,
         "listing_sha256": listing.sha256,

@@ -24,6 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vizjax import ascent, cost, schema, vgg
+from vizjax.chunk import auto_chunk
 from vizjax.cost import duration_text as _duration
 from vizjax.execution import Execution, auto_segment, keep_freed_host_memory
 from vizjax.network import Network
@@ -97,7 +98,7 @@ def time_layer(
     x0 = jax.device_put(np.asarray(start, np.float32), rep)
     seed = jax.device_put(np.int32(recipe.seed), rep)
     if execution.batch == "auto":
-        chunk = ascent.auto_chunk(program, params, x0, seed, len(filters), mesh, layer)
+        chunk = auto_chunk(program, params, x0, seed, len(filters), mesh, layer)
     else:
         chunk = math.ceil(int(execution.batch) / d) * d
     real = np.asarray(list(filters)[:chunk], np.int32)
