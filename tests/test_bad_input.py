@@ -79,7 +79,7 @@ def no_writes(monkeypatch, tmp_path, default_weights):
     """Work in an empty folder; cached weights; the atlas writer replaced by the Reached
     sentinel. Yields the folder; asserts at the end that nothing was written into it."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("vizjax.cli._weights", lambda args: default_weights)
+    monkeypatch.setattr("vizjax.cli.commands._weights", lambda args: default_weights)
     monkeypatch.setattr("vizjax.run.atlas.AtlasWriter", mock.Mock(side_effect=Reached))
     yield tmp_path
     assert not list(tmp_path.iterdir()), list(tmp_path.iterdir())
