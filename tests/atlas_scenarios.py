@@ -1,5 +1,6 @@
-"""Fake atlas runs shared by tests/test_atlas.py and the writer subprocesses it kills: kept out
-of the test module so that a subprocess does not pay for importing pytest."""
+"""Fake atlas runs shared by tests/test_atlas*.py and the writer subprocesses that
+tests/test_atlas_crash.py kills: kept out of the test modules so that a subprocess does not pay for
+importing pytest."""
 
 from __future__ import annotations
 

@@ -1,24 +1,27 @@
-"""Tests of vizjax.atlas (format v2) and vizjax.schema: layout, reader, kill -9 at any moment,
-single writer, config checks, v1 compatibility and upgrade, merge by hard links, exemplars."""
+"""Tests of vizjax.atlas (format v2) and vizjax.schema: layout, reader, what a writer takes,
+resume, refusals, single writer, exemplars. Kill -9 at any moment: tests/test_atlas_crash.py;
+merge and format 1: tests/test_atlas_merge.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
-import textwrap
-import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
-from atlas_scenarios import (  # tests/atlas_scenarios.py (pytest puts tests/ on sys.path)
+from atlas_checks import (  # tests/atlas_checks.py (pytest puts tests/ on sys.path)
+    ROOT,
+    assert_rows_equal,
+    done_rows_h5,
+    referenced_only,
+    run_python,
+)
+from atlas_scenarios import (  # tests/atlas_scenarios.py
     ATTRS,
     CONFIG,
     FIELDS,
@@ -27,75 +30,14 @@ from atlas_scenarios import (  # tests/atlas_scenarios.py (pytest puts tests/ on
     STEPS,
     expected_row,
     make_rows,
-    two_sessions,
     write_run,
 )
 
 import vizjax.atlas
 from vizjax import schema
-from vizjax.atlas import (
-    AtlasWriter,
-    merge_atlases,
-    open_atlas,
-    part_path,
-    sidecar_path,
-    upgrade,
-    write_exemplars,
-)
+from vizjax.atlas import AtlasWriter, merge_atlases, open_atlas, sidecar_path, write_exemplars
 from vizjax.atlas.segment import _create_segment
 from vizjax.errors import AtlasError, VizjaxError
-
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURE_V1 = Path(__file__).parent / "data" / "atlas-v1.h5"
-
-
-def done_rows_h5(path) -> dict[str, dict[int, dict[str, np.ndarray]]]:
-    """``{layer: {filter: {field: value}}}`` of the done rows, read with plain h5py."""
-    out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
-    with h5py.File(path, "r") as f:
-        for name, g in f["layers"].items():
-            done = g["done"][...]
-            filters = g["filters"][...]
-            data = {k: g[k][...] for k in FIELDS}
-            out[name] = {
-                int(filters[r]): {k: v[r] for k, v in data.items()} for r in np.flatnonzero(done)
-            }
-            assert len(out[name]) == int(done.sum()), "a filter done twice"
-    return out
-
-
-def assert_rows_equal(got: dict, want: dict, subset: bool = False) -> None:
-    """Every done row of ``got`` equals ``want``'s row of its filter (and the same filters are
-    done unless ``subset``)."""
-    for layer, rows in got.items():
-        if not subset:
-            assert sorted(rows) == sorted(want[layer]), layer
-        for f, row in rows.items():
-            for k, v in row.items():
-                np.testing.assert_array_equal(v, want[layer][f][k], err_msg=f"{layer} {f} {k}")
-    if not subset:
-        assert sorted(k for k, v in got.items() if v) == sorted(k for k, v in want.items() if v)
-
-
-def referenced_only(path: Path) -> None:
-    """The data folder holds the segments the index refers to and nothing half-made."""
-    with h5py.File(path, "r") as f:
-        used = {s for g in f["layers"].values() for s, _, _ in json.loads(g.attrs["segments"])}
-    folder = vizjax.atlas.data_dir(path)
-    segs = {p.name for p in folder.iterdir() if re.match(r".+\.\d{6}\.h5$", p.name)}
-    assert segs == used
-    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
-    assert not list(path.parent.glob(path.name + ".tmp-*"))
-
-
-def run_python(code: str, *args: str, **kw) -> subprocess.Popen:
-    """Start ``python -c code args`` with vizjax and this test module importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), str(Path(__file__).parent), env.get("PYTHONPATH")) if p
-    )
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env, **kw)
-
 
 # ---------------------------------------------------------------------------------------------
 # schema and layout
@@ -565,362 +507,6 @@ def test_reader_during_a_write_sees_only_complete_rows(tmp_path):
     early.close()
     with open_atlas(out) as atlas:
         np.testing.assert_array_equal(atlas.layers["l1"].completed(), [0, 1, 2, 3])
-
-
-# ---------------------------------------------------------------------------------------------
-# kill -9 at any moment
-
-
-KILLED = """
-import os, signal, sys
-import vizjax.atlas as A
-import vizjax.durable
-import atlas_scenarios as T
-
-out, what, point, nth = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-seen = 0
-
-def fault(name):
-    global seen
-    if point in (name, "*"):
-        seen += 1
-        if seen == nth:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-vizjax.durable._fault = fault
-print("ready", flush=True)
-if what == "write":
-    T.two_sessions(out)
-elif what == "merge":
-    A.merge_atlases(out, sys.argv[5:])
-elif what == "upgrade":
-    A.upgrade(out)
-print(seen, flush=True)
-"""
-
-
-def run_killed(what: str, out: Path, point: str, nth: int, *args: str) -> tuple[bool, int]:
-    """Run a scenario in a subprocess that SIGKILLs itself at the ``nth`` fault ``point``
-    (``"*"``: any point); ``(killed, points seen)``."""
-    proc = run_python(KILLED, str(out), what, point, str(nth), *args, stdout=subprocess.PIPE)
-    stdout, _ = proc.communicate(timeout=120)
-    if proc.returncode == -signal.SIGKILL:
-        return True, nth
-    assert proc.returncode == 0
-    return False, int(stdout.split()[-1])
-
-
-@pytest.fixture(scope="module")
-def clean_write(tmp_path_factory) -> dict:
-    path = tmp_path_factory.mktemp("clean") / "atlas.h5"
-    two_sessions(path)
-    return done_rows_h5(path)
-
-
-def check_after_kill_write(out: Path, clean: dict) -> None:
-    if out.exists():
-        assert_rows_equal(done_rows_h5(out), clean, subset=True)  # plain h5py, complete rows
-        with open_atlas(out):
-            pass
-    two_sessions(out)  # the rerun
-    assert_rows_equal(done_rows_h5(out), clean)
-    referenced_only(out)
-
-
-@pytest.mark.parametrize(
-    "point,nth",
-    [
-        ("index.written", 1),  # the first index, written but not renamed
-        ("segment.created", 1),
-        ("segment.renamed", 2),  # a segment nobody refers to yet
-        ("chunk.data", 5),  # some fields of a chunk written
-        ("chunk.synced", 3),  # data durable, done bytes not written
-        ("chunk.done", 2),
-        ("index.written", 5),  # an index rewrite at a layer's end
-        ("index.renamed", 4),
-    ],
-)
-def test_kill_9_while_writing(tmp_path, clean_write, point, nth):
-    out = tmp_path / "atlas.h5"
-    killed, _ = run_killed("write", out, point, nth)
-    assert killed
-    check_after_kill_write(out, clean_write)
-
-
-@pytest.mark.slow
-def test_kill_9_at_random_moments_while_writing(tmp_path, clean_write):
-    _, total = run_killed("write", tmp_path / "count.h5", "*", 10**9)
-    rng = np.random.default_rng(1234)
-    for i, nth in enumerate(
-        rng.choice(np.arange(1, total + 1), size=min(40, total), replace=False)
-    ):
-        out = tmp_path / f"atlas{i}.h5"
-        assert run_killed("write", out, "*", int(nth))[0]
-        check_after_kill_write(out, clean_write)
-
-
-@pytest.mark.slow
-def test_kill_9_at_random_times_while_writing(tmp_path, clean_write):
-    """SIGKILL from outside after a random delay: moments inside system calls too."""
-    rng = np.random.default_rng(99)
-    t0 = time.perf_counter()
-    run_killed("write", tmp_path / "timing.h5", "none", 1)
-    took = time.perf_counter() - t0  # an upper bound of the scenario's own time
-    killed = 0
-    for i in range(20):
-        out = tmp_path / f"atlas{i}.h5"
-        proc = run_python(KILLED, str(out), "write", "none", "1", stdout=subprocess.PIPE)
-        assert proc.stdout.readline().strip() == b"ready"
-        try:
-            proc.wait(timeout=float(rng.uniform(0, took / 2)))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            killed += 1
-        proc.wait()
-        check_after_kill_write(out, clean_write)
-    assert killed >= 10
-
-
-def make_parts(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """Two overlapping, unordered parts of ``atlas.h5``; filter 5 of l1 is done in both, with
-    different data in the second so that which one wins shows."""
-    out = tmp_path / "atlas.h5"
-    p1, p2 = part_path(out, 0, 2), part_path(out, 1, 2)
-    write_run(p1, plan={"l1": (6, [4, 0, 2, 5])}, config={**CONFIG, "filters": [4, 0, 2, 5]})
-    with AtlasWriter(p2, ATTRS, {**CONFIG, "batch": 1}) as w:
-        w.begin_layer("l1", 6, [1, 5, 3], HW, STEPS)
-        w.write_chunk("l1", make_rows("l1", [1, 3]))
-        other = make_rows("l1", [5])
-        other["images"] = 255 - other["images"]
-        w.write_chunk("l1", other)
-        w.begin_layer("l2", 4, [3, 2, 1, 0], HW, STEPS)
-        w.write_chunk("l2", make_rows("l2", [3, 2, 1, 0]))
-    return out, p1, p2
-
-
-EXPECTED_MERGE = {
-    "l1": {f: expected_row("l1", f) for f in range(6)},
-    "l2": {f: expected_row("l2", f) for f in range(4)},
-}
-
-
-def done_filters(rows: dict) -> dict[str, list[int]]:
-    return {layer: sorted(r) for layer, r in rows.items()}
-
-
-def test_merge_links_parts_and_resolves_duplicates(tmp_path):
-    out, p1, p2 = make_parts(tmp_path)
-    part_bytes = {p: p.read_bytes() for p in (p1, p2)}
-    merge_atlases(out, [p1, p2])
-    assert_rows_equal(done_rows_h5(out), EXPECTED_MERGE)  # filter 5 from the first part
-    referenced_only(out)
-    with open_atlas(out) as atlas:
-        assert atlas.config["filters"] == [4, 0, 2, 5]  # root attributes of the first part
-        np.testing.assert_array_equal(atlas.layers["l1"].filters, [4, 0, 2, 5, 1, 3])
-    # No data copied: every segment of the output is a hard link to a part's segment.
-    inodes = {p.stat().st_ino for p in vizjax.atlas.data_dir(p1).iterdir()}
-    inodes |= {p.stat().st_ino for p in vizjax.atlas.data_dir(p2).iterdir()}
-    for seg in vizjax.atlas.data_dir(out).glob("*.h5"):
-        assert seg.stat().st_ino in inodes and seg.stat().st_nlink == 2
-    # A measure written into the merged atlas does not change the parts (the segment is copied).
-    with AtlasWriter(out, ATTRS, {**CONFIG, "filters": [4, 0, 2, 5]}) as w:
-        w.write_fields("l1", [4], {"robustness": np.full((1, 1), 7.0)})
-    with open_atlas(out) as a, open_atlas(p1) as b:
-        assert a.layers["l1"].robustness[0, 0] == 7
-        assert b.layers["l1"].robustness[0, 0] == make_rows("l1", [4])["robustness"][0, 0]
-    assert {p: p.read_bytes() for p in (p1, p2)} == part_bytes
-    # Merging into an atlas that is itself a part reuses its segments in place.
-    merge_atlases(out, [out, p2])
-    got = done_rows_h5(out)
-    assert got["l1"][4]["robustness"][0] == 7
-    got["l1"][4]["robustness"] = EXPECTED_MERGE["l1"][4]["robustness"]
-    assert_rows_equal(got, EXPECTED_MERGE)
-
-
-def test_merge_refuses_mixed_runs(tmp_path):
-    p1, p2 = tmp_path / "a.h5", tmp_path / "b.h5"
-    write_run(p1, plan={"l1": (6, [0])})
-    write_run(p2, plan={"l1": (6, [1])}, config={**CONFIG, "lr": 0.1})
-    with pytest.raises(AtlasError, match=r"cannot merge .*b.h5.*: lr 0.1 in b.h5, 0.05 in a.h5$"):
-        merge_atlases(tmp_path / "out.h5", [p1, p2])
-    assert not (tmp_path / "out.h5").exists()
-    with pytest.raises(AtlasError, match="no atlas at"):
-        merge_atlases(tmp_path / "out.h5", [p1, tmp_path / "missing.h5"])
-
-
-@pytest.mark.parametrize(
-    "point,nth", [("merge.linked", 2), ("merge.index", 1), ("index.written", 1)]
-)
-def test_kill_9_while_merging(tmp_path, point, nth):
-    out, p1, p2 = make_parts(tmp_path)
-    merge_atlases(out, [p1])  # the old out
-    old = done_rows_h5(out)
-    assert run_killed("merge", out, point, nth, str(p1), str(p2))[0]
-    got = done_rows_h5(out)
-    assert done_filters(got) in (done_filters(old), done_filters(EXPECTED_MERGE))  # old or new
-    assert_rows_equal(got, EXPECTED_MERGE, subset=True)
-    merge_atlases(out, [p1, p2])
-    assert_rows_equal(done_rows_h5(out), EXPECTED_MERGE)
-    referenced_only(out)
-
-
-@pytest.mark.slow
-def test_kill_9_at_every_merge_moment(tmp_path):
-    out, p1, p2 = make_parts(tmp_path)
-    _, total = run_killed("merge", tmp_path / "count.h5", "*", 10**9, str(p1), str(p2))
-    for nth in range(1, total + 1):
-        dst = tmp_path / f"m{nth}.h5"
-        merge_atlases(dst, [p1])
-        old = done_rows_h5(dst)
-        assert run_killed("merge", dst, "*", nth, str(p1), str(p2))[0]
-        got = done_rows_h5(dst)
-        assert done_filters(got) in (done_filters(old), done_filters(EXPECTED_MERGE))
-        assert_rows_equal(got, EXPECTED_MERGE, subset=True)
-        merge_atlases(dst, [p1, p2])
-        assert_rows_equal(done_rows_h5(dst), EXPECTED_MERGE)
-
-
-# ---------------------------------------------------------------------------------------------
-# format 1
-
-
-def v1_contents(path) -> dict:
-    """A format 1 file's done rows in format 2 names and shapes, read with plain h5py."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        for name, g in f["layers"].items():
-            rows = {}
-            for r in np.flatnonzero(g["done"][...]):
-                dims = {"K": 1, "H": 32, "W": 32, "T": 3, "C": int(g.attrs["num_filters"])}
-                fields = {k: schema.fill_array(schema.ROW_FIELD[k], 1, dims)[0] for k in FIELDS}
-                fields.update(
-                    images=g["images"][r][None],
-                    raw=g["raw"][r][None],
-                    objective=g["objective"][r],
-                    zero_start_grad=g["dead"][r],
-                    dead=g["objective"][r][-1] == 0,
-                    final_activation=g["objective"][r][-1:],  # the channel mean, as in v2
-                )
-                rows[int(g["filters"][r])] = fields
-            out[name] = rows
-    return out
-
-
-def assert_nan_equal(got: dict, want: dict) -> None:
-    assert got.keys() == want.keys()
-    for layer in got:
-        assert sorted(got[layer]) == sorted(want[layer])
-        for f in got[layer]:
-            for k in FIELDS:
-                np.testing.assert_array_equal(got[layer][f][k], want[layer][f][k], err_msg=k)
-
-
-def test_v1_fixture_reads_with_v2_names(tmp_path):
-    want = v1_contents(FIXTURE_V1)
-    with open_atlas(FIXTURE_V1) as atlas:
-        assert atlas.format_version == 1 and list(atlas.layers) == ["block1_conv1", "block2_conv1"]
-        assert atlas.config["steps"] == 3
-        for name, layer in atlas.layers.items():
-            assert (layer.k, layer.image_shape, layer.steps) == (1, (32, 32), 3)
-            np.testing.assert_array_equal(layer.completed(), [0, 1, 2])
-            assert layer.image(1).shape == (32, 32, 3) and layer.image(1).dtype == np.uint8
-            assert layer.images_of(2).shape == (1, 32, 32, 3)
-            assert layer.raw.shape == (3, 1, 32, 32, 3)
-            assert layer.activation_matrix is None and layer.nearest(0) == []
-            assert layer.exemplars(0) is None
-            d = layer.to_numpy()
-            for f in range(3):
-                r = layer.row(f)
-                for k in FIELDS:
-                    np.testing.assert_array_equal(d[k][r], want[name][f][k], err_msg=k)
-            assert np.isnan(layer.fidelity["robustness"]).all()
-            assert not layer.fidelity["selectivity"].any()
-
-
-def test_upgrade_round_trip(tmp_path):
-    path = tmp_path / "v1.h5"
-    shutil.copy(FIXTURE_V1, path)
-    want = v1_contents(path)
-    assert upgrade(path) is True
-    with h5py.File(path, "r") as f:
-        assert f.attrs["format_version"] == 2
-        with h5py.File(FIXTURE_V1, "r") as v1:
-            for k in ("created", "config", "weights_sha256", "preprocessing", "jax_version"):
-                assert f.attrs[k] == v1.attrs[k]
-    assert_nan_equal(done_rows_h5(path), want)
-    assert upgrade(path) is False
-    referenced_only(path)
-
-
-def test_writer_upgrades_v1_and_resumes(tmp_path):
-    path = tmp_path / "v1.h5"
-    shutil.copy(FIXTURE_V1, path)
-    with h5py.File(path, "r") as f:
-        attrs = {k: f.attrs[k] for k in ATTRS}
-        config = json.loads(f.attrs["config"])
-    # A fake format 1 journal entry (a chunk a killed v1 writer did not commit): filter 3.
-    journal = tmp_path / "v1.h5.journal"
-    journal.mkdir()
-    chunk = make_rows("block1_conv1", [3], num_filters=64)
-    np.savez(
-        journal / "0001.npz",
-        layer=np.array("block1_conv1"),
-        config=np.array(json.dumps(config)),
-        weights_sha256=np.array(attrs["weights_sha256"]),
-        filters=chunk["filters"],
-        images=np.zeros((1, 32, 32, 3), np.uint8),
-        raw=np.ones((1, 32, 32, 3), np.float32),
-        objective=np.ones((1, 4), np.float32),
-        dead=np.array([True]),
-    )
-    with pytest.raises(AtlasError, match="refusing to mix runs in .*: steps 3 in the atlas, 9 now"):
-        AtlasWriter(path, attrs, {**config, "steps": 9}).__enter__()
-    assert path.read_bytes() == FIXTURE_V1.read_bytes()  # refused before upgrading
-    with AtlasWriter(path, attrs, config) as w:
-        assert w.begin_layer("block1_conv1", 64, range(5), (32, 32), 3) == [4]
-    assert not journal.exists()
-    with open_atlas(path) as atlas:
-        l1 = atlas.layers["block1_conv1"]
-        assert atlas.format_version == 2
-        np.testing.assert_array_equal(l1.completed(), [0, 1, 2, 3])
-        assert l1.raw[l1.row(3)].min() == 1 and l1.zero_start_grad[l1.row(3)]
-    with open_atlas(FIXTURE_V1) as v1, open_atlas(path) as v2:
-        for f in range(3):
-            a, b = v1.layers["block2_conv1"], v2.layers["block2_conv1"]
-            np.testing.assert_array_equal(a.images_of(f), b.images_of(f))
-
-
-def test_merge_of_a_v1_part(tmp_path):
-    v2 = tmp_path / "v2.h5"
-    with h5py.File(FIXTURE_V1, "r") as f:
-        attrs = {k: f.attrs[k] for k in ATTRS}
-        config = json.loads(f.attrs["config"])
-    with AtlasWriter(v2, attrs, config) as w:
-        w.begin_layer("block1_conv1", 64, [2, 3], (32, 32), 3)
-        w.write_chunk("block1_conv1", {"filters": [3], "objective": np.ones((1, 4))})
-    merge_atlases(tmp_path / "out.h5", [FIXTURE_V1, v2])
-    with open_atlas(tmp_path / "out.h5") as atlas:
-        np.testing.assert_array_equal(atlas.layers["block1_conv1"].completed(), [0, 1, 2, 3])
-        np.testing.assert_array_equal(atlas.layers["block2_conv1"].completed(), [0, 1, 2])
-    assert_nan_equal(
-        {
-            k: {f: r for f, r in v.items() if f < 3}
-            for k, v in done_rows_h5(tmp_path / "out.h5").items()
-        },
-        v1_contents(FIXTURE_V1),
-    )
-
-
-def test_kill_9_while_upgrading(tmp_path):
-    path = tmp_path / "v1.h5"
-    shutil.copy(FIXTURE_V1, path)
-    want = v1_contents(path)
-    assert run_killed("upgrade", path, "upgrade.rows", 2)[0]
-    assert path.read_bytes() == FIXTURE_V1.read_bytes()  # still the format 1 atlas
-    assert run_killed("upgrade", path, "index.renamed", 1)[0]
-    assert_nan_equal(done_rows_h5(path), want)  # already format 2
-    assert upgrade(path) is False
-    referenced_only(path)
 
 
 # ---------------------------------------------------------------------------------------------

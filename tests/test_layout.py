@@ -93,7 +93,7 @@ def test_no_import_cycles():
         visit(m, [])
 
 
-@pytest.mark.parametrize("folder", ["vizjax", "bench", "scripts"])
+@pytest.mark.parametrize("folder", ["vizjax", "bench", "scripts", "tests"])
 def test_no_module_is_too_long_to_read(folder):
     long = {
         str(f.relative_to(ROOT)): n

@@ -1,0 +1,5 @@
+import sys
+
+from vizjax.cli import main
+
+sys.exit(main())

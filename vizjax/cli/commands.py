@@ -1,0 +1,301 @@
+"""The commands, one ``cmd_*`` function each (``args`` in, exit status out), and the printing
+of their results: the run summary, the plan, an atlas' summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vizjax.cli.options import _execution, _recipe, _weights
+from vizjax.errors import VizjaxError
+from vizjax.execution import Execution
+from vizjax.recipe import Recipe
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from vizjax import models
+
+    if args.weights:
+        w = _weights(args)
+        print(w.network.summary(w.params))
+    else:
+        print(models.network(args.model or models.DEFAULT_MODEL).summary())
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from vizjax.models import MODELS
+    from vizjax.weights import available, prepare_default, weights_dir
+
+    for m in MODELS.values():  # the default sets are always there after this
+        if m.default_weights:
+            prepare_default(model=m.name)
+    print(f"weights directory: {weights_dir()}")
+    for name in available():
+        print(f"  {name}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from vizjax.weights import convert_keras
+
+    out = convert_keras(args.file, args.out, model=args.model)
+    print(f"wrote {out} (orbax checkpoint + manifest.json; preprocessing: caffe)")
+    return 0
+
+
+def cmd_atlas(args: argparse.Namespace) -> int:
+    from vizjax import distributed
+    from vizjax.run import run_atlas
+
+    distributed.check(args.coordinator, args.num_processes, args.process_id, args.distributed)
+    distributed.initialize(
+        args.coordinator, args.num_processes, args.process_id, auto=args.distributed
+    )
+    if not (args.all_layers or args.layer):
+        raise VizjaxError("give --layer L (repeatable) or --all-layers")
+    weights = _weights(args)
+    network = weights.network
+    layers = list(network.conv_layers if args.all_layers else dict.fromkeys(args.layer))
+    for layer in layers:
+        network.layer_index(layer)
+    recipe = _recipe(args)
+    if args.plan:
+        return _print_plan(args, layers, recipe, weights)
+    summary = run_atlas(
+        args.out,
+        layers,
+        args.filters,
+        recipe,
+        weights,
+        execution=_execution(args),
+        quiet=args.quiet,
+    )
+    _print_summary(summary, args)
+    return 0
+
+
+def _print_plan(args: argparse.Namespace, layers: list[str], recipe: Recipe, weights) -> int:
+    """``atlas --plan``: what the run would do and take here (vizjax.plan); writes nothing."""
+    from vizjax.plan import format_plan, make_plan
+
+    plan = make_plan(args.out, layers, args.filters, recipe, weights, execution=_execution(args))
+    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
+    return 0
+
+
+def _print_summary(summary: dict, args: argparse.Namespace, interrupted: str | None = None) -> None:
+    """The run summary: JSON on stdout with ``--json`` (for scripts), else a line per layer on
+    stderr (unless ``--quiet``) and ``wrote OUT`` on stdout."""
+    if getattr(args, "json", False):
+        print(json.dumps({**summary, "interrupted": interrupted}, indent=2, sort_keys=True))
+        return
+    if not args.quiet:
+        for layer, s in summary.get("layers", {}).items():
+            flags = f"{s['zero_start_grad_computed']} with zero gradient at the start"
+            if s["nonfinite_computed"]:
+                flags += f", {s['nonfinite_computed']} non-finite"
+            print(
+                f"{layer}: {s['done']} filters ({s['computed']} computed now, {flags}) "
+                f"in {s['seconds']} s",
+                file=sys.stderr,
+            )
+    if not interrupted:
+        print(f"wrote {summary['out']}")
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from vizjax import ascent, images
+    from vizjax.run import start_image
+
+    images.check_png_target(args.out)  # before computing: a user's file is never replaced
+    w = _weights(args)
+    w.network.layer_index(args.layer)
+    x0, recipe = start_image(_recipe(args))
+    res = ascent.visualize(
+        args.layer,
+        [args.filter],
+        recipe,
+        w.params,
+        w.preprocessing,
+        start=x0,
+        execution=_execution(args).replace(batch=1),
+    )
+    out = images.save_png(images.grid(res.images[0], cols=len(res.images[0]), pad=0), args.out)
+    status = (
+        " (zero gradient at the start: the image never moved)" if res.zero_start_grad[0] else ""
+    )
+    print(
+        f"wrote {out}: {args.layer} filter {args.filter}, objective "
+        f"{res.objective[0, 0]:.4g} -> {res.objective[0, -1]:.4g}{status}"
+    )
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vizjax import images
+    from vizjax.atlas import open_atlas
+    from vizjax.run import parse_filters
+
+    images.check_png_target(args.out)
+    with open_atlas(args.atlas) as a:
+        layer = _atlas_layer(a, args.layer)
+        wanted = parse_filters(args.filters, layer.num_filters, args.layer)
+        done = set(int(f) for f in layer.completed())
+        have = [f for f in wanted if f in done]
+        if not have:
+            raise VizjaxError(f"{args.atlas} has none of those filters of {args.layer} done")
+        tiles = np.stack([layer.image(f) for f in have])
+    pic = images.grid(
+        tiles, labels=[str(f) for f in have] if not args.no_labels else None, cols=args.cols
+    )
+    out = images.save_png(pic, args.out)
+    missing = len(wanted) - len(have)
+    print(
+        f"wrote {out}: {len(have)} filters of {args.layer}"
+        + (f" ({missing} requested filters not in the atlas yet)" if missing else "")
+    )
+    return 0
+
+
+def _atlas_layer(a, name: str):
+    if name not in a.layers:
+        raise VizjaxError(
+            f"the atlas has no layer {name!r}; it has: {', '.join(a.layers) or 'none'}"
+        )
+    return a.layers[name]
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vizjax import fidelity
+    from vizjax.atlas import open_atlas
+
+    photo = fidelity.photo_hf_energy()
+    with open_atlas(args.atlas) as a:
+        out = {
+            "attrs": {k: v for k, v in a.attrs.items() if k != "config"},
+            "config": a.config,
+            "photo_hf_energy": photo,
+            # The folder that travels with the index (format 1 is one file).
+            "data_folder": a.data_dir.name if a.format_version == 2 else None,
+            "layers": {},
+        }
+        for name, layer in a.layers.items():
+            table = layer.fidelity
+            s = fidelity.summarize(table)
+            out["layers"][name] = {
+                "num_filters": layer.num_filters,
+                "rows": len(layer.filters),
+                **s,
+                "dead": [int(f) for f in table["filter"][np.asarray(table["dead"], bool)]],
+                "nonfinite_filters": [
+                    int(f) for f in table["filter"][np.asarray(table["nonfinite"], bool)]
+                ],
+            }
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True, default=_json_default))
+        return 0
+    attrs = out["attrs"]
+    print(
+        f"{args.atlas}: {attrs.get('format')} v{attrs.get('format_version')}, "
+        f"model {attrs.get('model')}, weights {attrs.get('weights')}, created {attrs.get('created')}"
+        + (
+            f"; data folder {out['data_folder']}/ (move it with the index)"
+            if out["data_folder"]
+            else ""
+        )
+    )
+    print("config: " + json.dumps(out["config"], sort_keys=True))
+    for name, s in out["layers"].items():
+        dead = s["dead"]
+        print(
+            f"  {name}: {s['done']}/{s['rows']} requested filters done (layer has "
+            f"{s['num_filters']}); dead {_pct(s['dead_fraction'])}"
+            + (f" {dead[:20]}{'...' if len(dead) > 20 else ''}" if dead else "")
+            + f"; selectivity {_pct(s['selectivity'])}; median robustness "
+            f"{s['median_robustness']:.2f}; median HF energy {s['median_hf_energy']:.3f} "
+            f"(cat photo {photo:.3f}); mean final activation {s['mean_final_activation']:.4g}"
+            + (f"; zero gradient at start {s['zero_start_grad']}" if s["zero_start_grad"] else "")
+            + (f"; NON-FINITE {s['nonfinite_filters']}" if s["nonfinite"] else "")
+        )
+    return 0
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.0f}%"
+
+
+def _json_default(value: object) -> object:
+    """numpy scalars and arrays in ``--json`` output; NaN stays NaN (JSON's common extension)."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from vizjax.run import measure_atlas
+
+    summary = measure_atlas(
+        args.atlas,
+        args.layer,
+        execution=Execution(batch=args.batch),
+        force=args.force,
+        quiet=args.quiet,
+    )
+    for layer, s in summary["layers"].items():
+        print(f"{layer}: measured {s['measured']} filters in {s['seconds']} s", file=sys.stderr)
+    print(f"wrote the measures into {args.atlas}; see: vizjax info {args.atlas}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from vizjax.atlas import merge_atlases
+
+    merge_atlases(args.out, args.parts)
+    print(f"wrote {args.out} from {len(args.parts)} parts")
+    return 0
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from vizjax.gallery import write_site
+
+    out = write_site(args.atlas, args.out, layers=args.layer, quiet=args.quiet, beside=args.beside)
+    print(f"wrote {out} (open it in a browser; no server needed)")
+    return 0
+
+
+def cmd_exemplars(args: argparse.Namespace) -> int:
+    from vizjax.exemplars import run_exemplars
+
+    s = run_exemplars(
+        args.atlas,
+        args.images,
+        args.layer,
+        top=args.top,
+        batch=args.batch,
+        input_size=args.input_size,
+        crop_size=args.crop_size,
+        quiet=args.quiet,
+    )
+    what = "are up to date (same files, same settings) in" if s["up_to_date"] else "written into"
+    print(
+        f"exemplars of {', '.join(s['layers'])} {what} {args.atlas}: "
+        f"{s['n_images']} images read, {s['n_skipped']} files skipped (not readable images)"
+    )
+    return 0
+
+
+def cmd_article(args: argparse.Namespace) -> int:
+    from vizjax.article import reproduce
+
+    reproduce(args.out, weights_name=args.weights, batch=args.batch, quiet=args.quiet)
+    return 0

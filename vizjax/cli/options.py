@@ -1,0 +1,243 @@
+"""The command line's options and what they mean: the argument types, the ascent and model
+arguments shared by several commands, and the functions that turn parsed arguments into a
+Recipe, an Execution and Weights (and check the environment and input files first)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+
+from vizjax.errors import VizjaxError
+from vizjax.execution import DTYPES, Execution
+from vizjax.recipe import DEFAULT_RECIPE, PRESETS, Recipe, apply_override, parse_size, preset
+
+
+def _batch(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be 'auto' or a positive integer, got {text!r}"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except VizjaxError as e:  # argparse shows ArgumentTypeError's text as it is
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _finite(text: str) -> float:
+    """A float that is finite: ``nan``/``inf`` would poison every filter, so refuse them here."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = DEFAULT_RECIPE) -> None:
+    g = p.add_argument_group("the picture (a recipe and overrides of its fields)")
+    g.add_argument(
+        "--recipe",
+        default=default_recipe,
+        choices=list(PRESETS),
+        help=f"named recipe (default {default_recipe}); classic is the seed article's",
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any recipe field, e.g. optimizer.lr=0.02, param.decay=1.5, "
+        "transforms=none, objective.tv=0.5 (repeatable)",
+    )
+    g.add_argument(
+        "--size",
+        type=_size,
+        default=None,
+        help="image size, 128 or HxW (default 128; a start image keeps its own size)",
+    )
+    g.add_argument("--steps", type=int, default=None, help="optimization steps (the recipe's)")
+    g.add_argument(
+        "--step-size", type=_finite, default=None, help="learning rate (= --set optimizer.lr=)"
+    )
+    g.add_argument("--seed", type=int, default=None, help="seed of every random draw (0)")
+    g.add_argument(
+        "--diversity",
+        type=int,
+        default=None,
+        metavar="K",
+        help="K images per filter, pushed apart (Lucid's diversity objective; weight "
+        "objective.diversity, default 10)",
+    )
+    g.add_argument(
+        "--init", default=None, help="start from this image (e.g. a photo) instead of noise"
+    )
+    g.add_argument(
+        "--no-preprocess",
+        action="store_true",
+        help="feed the 0-255 image to the network raw, as the article's code does",
+    )
+    e = p.add_argument_group("execution (how fast, not what picture)")
+    e.add_argument(
+        "--dtype",
+        choices=["auto", *DTYPES],
+        default="auto",
+        help="compute dtype (auto: an existing atlas' own, else bfloat16 on GPUs/TPUs and "
+        "float32 on CPUs)",
+    )
+    e.add_argument(
+        "--batch",
+        type=_batch,
+        default="auto",
+        help="filters per compiled chunk, or auto (largest that fits; default)",
+    )
+    e.add_argument(
+        "--segment",
+        type=int,
+        default=0,
+        help="steps per compiled call (0 = auto: all on accelerators, short segments on CPU)",
+    )
+    e.add_argument(
+        "--compile-ahead",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="compile the next layer while one runs (auto: on accelerators, not on CPU)",
+    )
+    _add_model_args(e)
+    e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+#: ``vizjax.models.MODELS``' names, typed here so that building the parser imports no JAX
+#: (tests/test_models.py checks they agree).
+MODEL_NAMES = ("vgg16", "vgg19", "alexnet")
+
+
+def _add_model_args(g: argparse._ActionsContainer, weights_help: str | None = None) -> None:
+    g.add_argument(
+        "--model",
+        choices=MODEL_NAMES,
+        default=None,
+        help="the network (default: the weights', else vgg16); without --weights, its default "
+        "weights (vgg16-torchvision, alexnet-torchvision; vgg19: convert Keras' file)",
+    )
+    g.add_argument(
+        "--weights",
+        default=None,
+        help=weights_help or "weight set name (default: the model's, vgg16-torchvision)",
+    )
+
+
+def _recipe(args: argparse.Namespace) -> Recipe:
+    """The preset named by ``--recipe`` with the command line's overrides applied."""
+    recipe = preset(args.recipe)
+    for assignment in args.set:
+        recipe = apply_override(recipe, assignment)
+    changes = {
+        k: v
+        for k, v in {
+            "size": args.size,
+            "steps": args.steps,
+            "seed": args.seed,
+            "init": args.init,
+        }.items()
+        if v is not None
+    }
+    if args.step_size is not None:
+        changes["optimizer"] = dataclasses.replace(recipe.optimizer, lr=args.step_size)
+    if args.no_preprocess:
+        changes["preprocess"] = False
+    recipe = recipe.replace(**changes)
+    return recipe.with_diversity(args.diversity) if args.diversity else recipe
+
+
+def _dtype(args: argparse.Namespace) -> str:
+    """``--dtype``, with ``auto`` resolved: the dtype of the atlas at ``--out`` when one exists (a
+    resumed run keeps its own), else :func:`vizjax.execution.default_dtype` of this platform."""
+    if args.dtype != "auto":
+        return args.dtype
+    out = getattr(args, "out", None)
+    if out and Path(out).is_file():
+        from vizjax.atlas import open_atlas
+        from vizjax.config import read_config
+
+        try:
+            with open_atlas(out) as a:
+                return read_config(a.config).execution.dtype
+        except (VizjaxError, OSError, KeyError, ValueError):
+            pass  # not an atlas this run may resume: the run itself says so, in one line
+    import jax
+
+    from vizjax.execution import default_dtype
+
+    return default_dtype(jax.default_backend())
+
+
+def _execution(args: argparse.Namespace) -> Execution:
+    return Execution(
+        dtype=_dtype(args),
+        batch=args.batch,
+        segment=args.segment,
+        compile_ahead=getattr(args, "compile_ahead", "auto"),
+    )
+
+
+def _weights(args: argparse.Namespace):  # -> Weights
+    """The weights ``--weights`` names (default: ``--model``'s default set), checked against
+    ``--model`` when both are given (one line if they are another model's)."""
+    from vizjax.models import DEFAULT_MODEL
+    from vizjax.weights import default_weights, load_weights
+
+    model = getattr(args, "model", None)
+    if not args.weights:
+        return load_weights(default_weights(model or DEFAULT_MODEL))
+    w = load_weights(args.weights)
+    if model and w.model != model:
+        raise VizjaxError(
+            f"weights {w.name} are {w.model}'s, not {model}'s: drop --weights for {model}'s "
+            f"default or pass {model} weights"
+        )
+    return w
+
+
+def _check_environment(args: argparse.Namespace) -> None:
+    """The environment variables a command reads, checked before it does anything."""
+    if args.command in ("atlas", "fidelity", "article"):
+        from vizjax.progress import progress_seconds
+
+        progress_seconds()
+
+
+def _probe_inputs(args: argparse.Namespace) -> None:
+    """Walk the HDF5 files a command reads from elsewhere in a child process first: HDF5 can
+    crash the process on some damaged files (:mod:`vizjax.probe`)."""
+    from vizjax.probe import atlas_files, check_hdf5
+
+    if args.command in ("info", "grid", "gallery", "exemplars"):
+        beside = getattr(args, "beside", None)  # gallery --beside: a second atlas
+        check_hdf5(atlas_files(args.atlas) + (atlas_files(beside) if beside else []))
+    elif args.command == "merge":
+        check_hdf5([f for part in args.parts for f in atlas_files(part)])
+    elif args.command == "convert":
+        check_hdf5([args.file])
