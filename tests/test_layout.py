@@ -27,7 +27,7 @@ LAYERS = {
 }
 LEVEL = {name: level for level, names in LAYERS.items() for name in names}
 #: Lines a module may have (the issue's "no file over ~700 lines").
-MAX_LINES = 720
+MAX_LINES = 700
 
 
 def _modules() -> dict[str, set[str]]:
