@@ -114,6 +114,22 @@ def test_auto_chunk_probe_sees_bfloat16(tiny_weights):
     assert sizes["bfloat16"] < sizes["float32"], sizes
 
 
+def test_the_cpu_rule_batches_only_small_images_of_deep_layers():
+    # Typed-in cases (layer, px) -> filters per program, from the measured table in bench/README.md.
+    for layer, px, want in [
+        ("block5_conv1", 64, 8),
+        ("block4_conv3", 64, 8),
+        ("block5_conv1", 96, 8),
+        ("block3_conv3", 64, 8),  # 16x16x256: exactly 64Ki values
+        ("block3_conv3", 128, 1),
+        ("block5_conv1", 128, 1),
+        ("block5_conv3", 128, 1),
+        ("block5_conv1", 224, 1),
+        ("block1_conv2", 64, 1),
+    ]:
+        assert chunk.cpu_filters_per_device(layer, px, px) == want, (layer, px)
+
+
 def test_auto_chunk_on_cpu_compiles_no_probe(probe):
     """The CPU branch is a rule measured on CPUs: whole devices, never more than the filters."""
     mesh, program, params, start, seed = probe

@@ -28,15 +28,17 @@ AUTO_CAP_DEFAULT = 512
 def cpu_filters_per_device(
     layer: str, height: int, width: int, network: Network = vgg.NETWORK
 ) -> int:
-    """How many filters one CPU program should optimize at once (measured on a 2-core CPU).
+    """How many filters one CPU program should optimize at once (measured on 2-core CPUs).
 
-    One image at a time is fastest while the target layer is large: the working set stays in
-    cache. When the target layer's output is small (at most 64Ki values: block5 at 64-128 px,
-    block3 at 64 px), the matrix products get too small to keep the cores busy and 8 filters per
-    program are 1.1-1.9x faster (bench/README.md, scaling table).
+    One image at a time is fastest while the images are large: the early layers' working set
+    stays in cache. Only for small images (at most 96x96 px) whose target layer's output is small
+    too (at most 64Ki values: block4-5 at 64 px) do the deep layers' matrix products get too small
+    to keep the cores busy, and 8 filters per program are 1.1-1.25x faster. At 128 px one image
+    is faster at every layer, block5 included (1.2-1.45x: bench/README.md, "The CPU chunk rule").
     """
     h, w = network.output_hw(layer, height, width)
-    return 8 if h * w * network.num_channels(layer) <= 65536 else 1
+    small_image = height * width <= 96 * 96
+    return 8 if small_image and h * w * network.num_channels(layer) <= 65536 else 1
 
 
 def round_to_mesh(n: int, mesh: Mesh) -> int:
