@@ -102,3 +102,12 @@ def test_no_module_is_too_long_to_read(folder):
         and (n := len(f.read_text().splitlines())) > MAX_LINES
     }
     assert not long, long
+
+
+def test_every_module_has_a_test_file():
+    """A newcomer finds a module's tests by its name: tests/test_<module>*.py (a package's name
+    for the modules inside it)."""
+    tests = ROOT / "tests"
+    names = {_top(m) for m in _modules()} - {"__init__", "__main__"}
+    missing = sorted(n for n in names if not list(tests.glob(f"test_{n}*.py")))
+    assert not missing, f"no tests/test_<name>*.py for: {missing}"

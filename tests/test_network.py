@@ -1,0 +1,59 @@
+"""vizjax.network: a network described as layers, with its shapes, receptive fields and sizes
+checked against typed-in values for VGG16 (Simonyan & Zisserman's configuration D)."""
+
+import numpy as np
+import pytest
+
+from vizjax import vgg
+from vizjax.network import param_count
+
+NET = vgg.NETWORK
+
+
+def test_vgg16_layers_and_channels():
+    assert NET.conv_layers[:3] == ("block1_conv1", "block1_conv2", "block2_conv1")
+    assert len(NET.conv_layers) == 13
+    channels = {"block1_conv2": 64, "block2_conv1": 128, "block3_conv3": 256, "block5_conv1": 512}
+    for layer, n in channels.items():
+        assert NET.num_channels(layer) == n
+    assert NET.layer("block1_pool").kind != "conv"
+
+
+@pytest.mark.parametrize(
+    "layer,size,want",
+    [
+        ("block1_conv2", (128, 128), (128, 128)),
+        ("block3_conv3", (128, 96), (32, 24)),
+        ("block5_conv1", (128, 128), (8, 8)),
+        ("block5_conv1", (224, 224), (14, 14)),
+        ("block5_pool", (224, 224), (7, 7)),
+    ],
+)
+def test_output_size(layer, size, want):
+    assert NET.output_hw(layer, *size) == want
+
+
+def test_receptive_field_of_vgg16():
+    # By hand: each 3x3 convolution widens the field by 2 steps, each 2x2 pool by 1 step and
+    # doubles the step (5, 6 after block1's pool, ..., 100 after block4's, 196 at block5_conv3).
+    assert NET.receptive_field("block1_conv1").size == 3
+    assert NET.receptive_field("block1_conv2").size == 5
+    assert NET.receptive_field("block2_conv1").size == 10
+    assert NET.receptive_field("block5_conv3").size == 196
+    assert NET.receptive_field("block5_conv3").jump == 16
+
+
+def test_smallest_input_of_a_layer():
+    assert NET.min_input_size("block1_conv1") == 1
+    assert NET.min_input_size("block2_conv1") == 2
+    assert NET.min_input_size("block5_conv1") == 16  # four pools
+    assert NET.output_hw("block5_conv1", 15, 15) == (0, 0)
+
+
+def test_parameter_count_of_vgg16_features():
+    shapes = NET.conv_shapes()
+    params = {
+        name: {"kernel": np.zeros(k, np.float32), "bias": np.zeros(b, np.float32)}
+        for name, (k, b) in shapes.items()
+    }
+    assert param_count(params) == 14_714_688  # VGG16 without its classifier (Keras "notop")
