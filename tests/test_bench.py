@@ -21,6 +21,8 @@ def _lines(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
+# Slow (scripts/test.sh --all, CI): the bench's tiny frontier run below stays in the default run.
+@pytest.mark.slow
 def test_throughput_tiny_run_writes_its_rows(tmp_path, capsys):
     from bench import throughput as tp
 

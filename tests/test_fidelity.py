@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vizjax import ascent, fidelity, objectives, schema, vgg
 from vizjax.atlas import open_atlas
@@ -104,15 +105,18 @@ def test_run_stores_measures_and_flags_dead_exactly_when_the_activation_is_zero(
         np.testing.assert_allclose(matrix[:, 0, [4, 5, 6]].diagonal(), fa, rtol=1e-5)
 
 
-def test_diversity_pushes_k_images_apart_and_does_not_depend_on_chunks(
-    default_weights, tiny_weights
-):
+#: XLA's convolution compiles ~4x faster than Winograd's (same images: tests/test_conv.py).
+ROLLED_XLA = Execution(conv="xla", unroll=1)
+
+
+# Slow (scripts/test.sh --all, CI): VGG16's own weights, compiled for K = 3. By default,
+# tests/test_objectives.py checks the diversity term by hand, tests/test_render.py renders K images
+# and the test below runs them through the engine.
+@pytest.mark.slow
+def test_diversity_pushes_k_images_apart(default_weights):
     # VGG16's own weights: how far apart diversity pushes the images is a property of the model.
     w, layer = default_weights, "block2_conv1"
     model = vgg.VGG16(preprocessing=w.preprocessing, widths=w.widths)
-    # XLA's convolution compiles ~4x faster than Winograd's (same images: tests/test_conv.py).
-    xla = Execution(conv="xla")
-    rolled = xla.replace(unroll=1)
 
     @jax.jit
     def similarity_of(params, raw):
@@ -125,22 +129,32 @@ def test_diversity_pushes_k_images_apart_and_does_not_depend_on_chunks(
     base = CLASSIC.replace(size=(32, 32), steps=10)
     plain, pushed = (
         ascent.visualize(
-            layer, [3], base.with_diversity(3, weight), w.params, w.preprocessing, execution=rolled
+            layer,
+            [3],
+            base.with_diversity(3, weight),
+            w.params,
+            w.preprocessing,
+            execution=ROLLED_XLA,
         )
         for weight in (0.0, 10.0)
     )
     assert pushed.raw.shape == (1, 3, 32, 32, 3)
     assert similarity(pushed.raw[0]) < similarity(plain.raw[0]) - 0.3  # measured: 0.99 -> 0.28
     assert pushed.objective[0, -1] > pushed.objective[0, 0]  # and the objective still rises
-    # K images per filter do not depend on the chunking (1e-5 at 32 px; the tests' tiny network,
-    # the same program as VGG16's).
-    w = tiny_weights
+
+
+def test_k_images_per_filter_do_not_depend_on_chunks(tiny_weights):
+    # 1e-5 at 32 px; the tests' tiny network, the same program as VGG16's.
+    w, layer = tiny_weights, "block2_conv1"
     r = PRESETS["keras-vis"].replace(size=(32, 32), steps=3).with_diversity(3)
     one = ascent.local_mesh(jax.devices()[:1])
-    a = ascent.visualize(layer, [0, 1], r, w.params, w.preprocessing, execution=rolled, mesh=one)
-    b = ascent.visualize(
-        layer, [1, 0], r, w.params, w.preprocessing, execution=rolled.replace(batch=8)
+    a = ascent.visualize(
+        layer, [0, 1], r, w.params, w.preprocessing, execution=ROLLED_XLA, mesh=one
     )
+    b = ascent.visualize(
+        layer, [1, 0], r, w.params, w.preprocessing, execution=ROLLED_XLA.replace(batch=8)
+    )
+    assert a.raw.shape == (2, 3, 32, 32, 3)
     np.testing.assert_allclose(b.raw[::-1], a.raw, rtol=1e-5, atol=1e-5 * np.abs(a.raw).max())
 
 
