@@ -57,6 +57,7 @@ def test_plots_of_an_atlas_with_every_measure(tmp_path):
         _plot_ok(tmp_path / "plots" / name)
 
 
+@pytest.mark.slow  # as above
 def test_plots_of_a_v1_atlas_skip_what_it_lacks(tmp_path):
     if not V1_ATLAS.exists():
         pytest.skip(f"{V1_ATLAS} is not in this checkout")

@@ -110,6 +110,8 @@ def test_gpu_check_script_runs_its_cpu_path(tmp_path):
     assert (tmp_path / "log.txt").read_text().strip()
 
 
+# Slow (scripts/test.sh --all, CI): the frontier's tiny run below measures the same way by default.
+@pytest.mark.slow
 def test_fidelity_tiny_run_has_photo_recipe_and_lucent_rows_or_a_note(tmp_path, capsys):
     from bench import fidelity, peer
 

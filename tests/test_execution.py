@@ -37,12 +37,14 @@ def _close(got, want, rtol):
 @pytest.mark.parametrize(
     "ex",
     [
-        # The accelerator loop, one rolled scan (slow: "accelerator" below rolls it too).
+        # Slow (scripts/test.sh --all, CI): the lucid test below runs the accelerator settings
+        # (rolled loop, XLA's convolutions) against the CPU's segments in the default run.
+        # The accelerator loop, one rolled scan.
         pytest.param(Execution(segment=6, unroll=1), marks=pytest.mark.slow),
-        # Partial unroll, a shorter last segment (4 + 2); slow: "accelerator" below runs a loop
-        # other than the CPU default's in the default run.
+        # Partial unroll, a shorter last segment (4 + 2).
         pytest.param(Execution(segment=4, unroll=2), marks=pytest.mark.slow),
-        Execution(segment=6, **ACCELERATOR),  # exactly what a GPU runs, on the CPU
+        # Exactly what a GPU runs, on the CPU.
+        pytest.param(Execution(segment=6, **ACCELERATOR), marks=pytest.mark.slow),
     ],
     ids=["rolled", "partial", "accelerator"],
 )
@@ -63,6 +65,8 @@ def test_lucid_rolled_on_accelerator_settings_matches_segmented(tiny_weights):
     _close(got.raw, want.raw, 1e-3)
 
 
+# Slow (scripts/test.sh --all, CI): tests/test_ascent.py checks bfloat16 against float32 by default.
+@pytest.mark.slow
 def test_bfloat16_on_accelerator_settings_stays_close_to_float32(tiny_weights):
     recipe = CLASSIC.replace(size=(32, 32), steps=3)
     f32 = _run(tiny_weights, "block2_conv2", [0, 1, 2, 3], recipe, Execution())

@@ -246,6 +246,9 @@ def _random_folder(root, n):
         Image.fromarray(im).save(root / f"{i:04d}.png", compress_level=0)
 
 
+# Slow (scripts/test.sh --all, CI): the scan's resume after a kill; the default run keeps the
+# atlas' and the CLI run's kill -9 tests (tests/test_atlas_crash.py, tests/test_faults.py).
+@pytest.mark.slow
 def test_scan_killed_after_a_committed_batch_resumes_to_the_uninterrupted_result(tmp_path):
     n = 100
     _random_folder(tmp_path / "imgs", n)

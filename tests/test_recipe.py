@@ -42,11 +42,16 @@ SLOW_PRESETS = ("classic", "keras-vis")
 SLOW_DETERMINISM = (*SLOW_PRESETS, "lucid", "maco")
 
 
+#: lucid climbs with lucent's param, loop and optimizer (only the transforms differ), so its climb
+#: runs with ``-m slow`` too.
+SLOW_CLIMB = (*SLOW_PRESETS, "lucid")
+
+
 def _presets(slow: tuple[str, ...] = SLOW_PRESETS):
     return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in PRESETS]
 
 
-@pytest.mark.parametrize("name", _presets())
+@pytest.mark.parametrize("name", _presets(SLOW_CLIMB))
 def test_every_recipe_climbs(tiny_weights, name):
     w = tiny_weights
     # Two live filters of the tiny network (its filter 0 barely turns on: a random kernel).
