@@ -4,6 +4,9 @@ Nothing here times anything: bench/ holds plain scripts (``python -m bench.throu
 bench/gpu_check.sh``) whose
 figures live in bench/README.md. These tests run their CPU paths in seconds and check the output
 has the rows and fields the README's tables are made from.
+
+All of them run with ``-m slow`` (scripts/test.sh --all, CI): the bench is a tool of the project,
+not of vizjax's users, and each run of it compiles the engine's programs again.
 """
 
 import json
@@ -13,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
