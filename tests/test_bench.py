@@ -26,8 +26,6 @@ def _lines(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-# Slow (scripts/test.sh --all, CI): the bench's tiny frontier run below stays in the default run.
-@pytest.mark.slow
 def test_throughput_tiny_run_writes_its_rows(tmp_path, capsys):
     from bench import throughput as tp
 
@@ -58,7 +56,7 @@ def test_throughput_peer_torch_agrees_or_is_skipped_with_a_note(tmp_path, capsys
     assert row["agree_max_rel"] < tp.AGREE_RTOL  # same weights, start image, filters, steps
 
 
-@pytest.mark.slow  # lucid's programs compile for ~10 s each on a 2-core CPU; six of them here
+# lucid's programs compile for ~10 s each on a 2-core CPU; six of them here
 def test_recipes_and_whole_model_tiny(tmp_path):
     from bench import throughput as tp
 
@@ -78,7 +76,7 @@ def test_recipes_and_whole_model_tiny(tmp_path):
     assert all(t["total_s"] > 0 and t["measured_layers"] == 1 for t in totals.values())
 
 
-@pytest.mark.slow  # the whole GPU check on CPU, real weights: ~25 s on a 2-core CPU
+# the whole GPU check on CPU, real weights: ~25 s on a 2-core CPU
 def test_gpu_check_script_runs_its_cpu_path(tmp_path):
     """`bash bench/gpu_check.sh OUTDIR` as on a lent GPU, with tiny sizes and this interpreter
     standing in for the machine's python3."""
@@ -115,8 +113,6 @@ def test_gpu_check_script_runs_its_cpu_path(tmp_path):
     assert (tmp_path / "log.txt").read_text().strip()
 
 
-# Slow (scripts/test.sh --all, CI): the frontier's tiny run below measures the same way by default.
-@pytest.mark.slow
 def test_fidelity_tiny_run_has_photo_recipe_and_lucent_rows_or_a_note(tmp_path, capsys):
     from bench import fidelity, peer
 

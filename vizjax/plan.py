@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vizjax import ascent, cost, schema, vgg
-from vizjax.chunk import auto_chunk
+from vizjax.chunk import auto_chunk, round_to_mesh
 from vizjax.cost import duration_text as _duration
 from vizjax.execution import Execution, auto_segment, keep_freed_host_memory
 from vizjax.network import Network
@@ -81,7 +81,6 @@ def time_layer(
     platform = mesh.devices.flat[0].platform
     if platform == "cpu":
         keep_freed_host_memory()
-    d = mesh.devices.size
     segment = execution.segment or auto_segment(recipe.steps, platform)
     if platform != "cpu" and segment >= recipe.steps > SAMPLE_STEPS:
         # One rolled loop over every step (accelerators): its cost per step and its compile do
@@ -100,9 +99,9 @@ def time_layer(
     if execution.batch == "auto":
         chunk = auto_chunk(program, params, x0, seed, len(filters), mesh, layer)
     else:
-        chunk = math.ceil(int(execution.batch) / d) * d
+        chunk = round_to_mesh(int(execution.batch), mesh)
     real = np.asarray(list(filters)[:chunk], np.int32)
-    padded = np.concatenate([real, np.full(chunk - len(real), real[-1], np.int32)])
+    padded = ascent.padded(real, chunk)
     fs = jax.device_put(padded, shard)
     init = program.init.lower(params, x0, fs, seed).compile()
     state = jax.eval_shape(program.init, params, x0, fs, seed)
