@@ -7,8 +7,9 @@ as it is measured, so a run cut short keeps what it measured:
 1. the machine, and the weights: the default ones if prepared, else random weights of the real
    shapes (throughput does not depend on the values; the output says which);
 2. the bf16 and fp32 matmul peak (8192 x 8192);
-3. the whole-model prediction (lucid, 224 px, all 4,224 filters, 512 steps, ``--wm-dtype``) for
-   vizjax and for one filter at a time, within its own share of the budget (``--wm-share``, 45%):
+3. the whole-model prediction (the default recipe, lucent at 64 steps; 224 px, all 4,224
+   filters, ``--wm-dtype``) for vizjax and for one filter at a time, within its own share of the
+   budget (``--wm-share``, 45%):
    each layer measured until that share runs out, the rest estimated from the measured layers'
    FLOP rate (marked). It runs first so it always prints its line;
 4. classic recipe, block5_conv1, all 512 filters, 128 px, 20 steps, bfloat16 then float32, median
