@@ -101,10 +101,11 @@ def photo_row(w: Weights, layer: str, size: int) -> dict[str, Any]:
 def recipe_rows(
     w: Weights, name: str, steps: int | None, layer: str, args: argparse.Namespace, out: Path
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
-    recipe = PRESETS[name].replace(size=(args.size, args.size))
+    recipe = PRESETS[name].replace(size=(args.size, args.size), seed=args.seed)
     if steps:
         recipe = recipe.replace(steps=steps)
-    path = out / f"{name}-{args.size}px-{recipe.steps}steps.h5"
+    seed = f"-seed{args.seed}" if args.seed else ""
+    path = out / f"{name}-{args.size}px-{recipe.steps}steps{seed}.h5"
     t0 = time.perf_counter()
     summary = run_atlas(
         path, [layer], f"0:{args.filters}", recipe, w, execution=Execution(), quiet=True
@@ -115,7 +116,7 @@ def recipe_rows(
         la = a.layers[layer]
         s = fidelity.summarize(la.fidelity)
         tiles = [la.image(f) for f in range(min(args.sheet, args.filters))]
-    row = {"recipe": name, "steps": recipe.steps, "layer": layer, **s}
+    row = {"recipe": name, "steps": recipe.steps, "layer": layer, **s, "seed": args.seed}
     row["seconds_per_filter"] = seconds / computed if computed else None
     return row, tiles
 
@@ -125,10 +126,11 @@ def lucent_rows(
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     filters = list(range(args.filters))
     steps = args.lucent_steps
-    r = peer.run_lucent(python, npz, layer, filters, args.size, steps)
+    r = peer.run_lucent(python, npz, layer, filters, args.size, steps, args.seed)
     raw = r["images"] * 255.0
     s = summarize_rows(measure_images(w, layer, filters, raw))
     row = {"recipe": f"Lucent (torch {r['torch']})", "steps": steps, "layer": layer, **s}
+    row["seed"] = args.seed
     row["seconds_per_filter"] = r["seconds"] / len(filters)
     tiles = [np.clip(np.round(x), 0, 255).astype(np.uint8) for x in raw[: args.sheet]]
     return row, tiles
@@ -149,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--peer", choices=("lucent",), default=None, help="Lucent's own render too")
     p.add_argument("--lucent-steps", type=int, default=512)
+    p.add_argument(
+        "--seed", type=int, default=0, help="vizjax's recipe seed and Lucent's torch.manual_seed"
+    )
     p.add_argument("--sheet", type=int, default=8, help="filters per row of the PNG sheets")
     p.add_argument("--out", default="bench/results/fidelity")
     args = p.parse_args(argv)

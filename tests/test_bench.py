@@ -132,6 +132,18 @@ def test_fidelity_tiny_run_has_photo_recipe_and_lucent_rows_or_a_note(tmp_path, 
         assert rows["Lucent"]["done"] == 2 and rows["Lucent"]["seconds_per_filter"] > 0
 
 
+def test_fidelity_seed_reaches_the_recipe_and_the_row(tmp_path):
+    from bench import fidelity
+    from vizjax import open_atlas
+
+    args = ["--layers", "block1_conv1", "--filters", "1", "--size", "32", "--recipes", "classic"]
+    fidelity.main([*args, "--steps", "classic=1", "--seed", "3", "--out", str(tmp_path)])
+    rows = [r for r in _lines(tmp_path / "results.jsonl") if r["recipe"] == "classic"]
+    assert [r["seed"] for r in rows] == [3]
+    with open_atlas(tmp_path / "classic-32px-1steps-seed3.h5") as a:
+        assert a.config["recipe"]["seed"] == 3
+
+
 def test_frontier_runs_each_point_once_and_plots(tmp_path, capsys):
     from bench import frontier
 
