@@ -155,7 +155,9 @@ def main(argv: list[str] | None = None) -> None:
                 emit(photo_row(w, layer, args.size))
             for n in steps:
                 # A point is timed from scratch: a half-done atlas of it is started again.
-                ns = SimpleNamespace(size=args.size, filters=args.filters, sheet=0, lucent_steps=n)
+                ns = SimpleNamespace(
+                    size=args.size, filters=args.filters, sheet=0, lucent_steps=n, seed=0
+                )
                 if lucent is not None and (layer, "Lucent", n, args.size, args.filters) not in done:
                     emit(lucent_rows(w, layer, ns, npz, lucent)[0])
                 for name in args.recipes.split(","):
