@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--peer", choices=("lucent",), default=None, help="Lucent's own render too")
     p.add_argument("--lucent-steps", type=int, default=512)
     p.add_argument(
-        "--seed", type=int, default=0, help="vizjax's recipe seed and Lucent's torch.manual_seed"
+        "--seed",
+        type=int,
+        default=0,
+        help="vizjax's recipe seed and Lucent's torch and numpy seeds",
     )
     p.add_argument("--sheet", type=int, default=8, help="filters per row of the PNG sheets")
     p.add_argument("--out", default="bench/results/fidelity")

@@ -46,7 +46,7 @@ def main() -> int:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--steps", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0, help="torch.manual_seed")
+    p.add_argument("--seed", type=int, default=0, help="torch's and numpy's seeds")
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
@@ -56,6 +56,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    # Lucent's transforms draw from numpy's global generator, which torch does not seed.
+    np.random.seed(args.seed)  # noqa: NPY002
     index = dict(CONVS)[args.layer]
     features = torchvision.models.vgg16().features[: index + 2]  # through the layer's ReLU
     w = np.load(args.weights)
