@@ -117,6 +117,25 @@ def test_readme_snippet_runs_on_a_v2_atlas(tmp_path, monkeypatch):
     assert scope["config"] == CONFIG
 
 
+def test_layers_are_listed_in_the_networks_order(tmp_path):
+    # Written in another order than the network's: the reader lists the model's order, for VGG16
+    # and AlexNet (whose pools sit between its convolutions); unknown names keep their order.
+    plan = {n: (6, [0, 1]) for n in ("block2_conv1", "block1_conv2", "block1_pool", "block1_conv1")}
+    write_run(tmp_path / "vgg.h5", plan=plan)
+    with open_atlas(tmp_path / "vgg.h5") as a:
+        assert list(a.layers) == ["block1_conv1", "block1_conv2", "block1_pool", "block2_conv1"]
+    write_run(tmp_path / "made-up.h5", plan={"l2": (4, [0]), "l1": (6, [0])})
+    with open_atlas(tmp_path / "made-up.h5") as a:
+        assert list(a.layers) == ["l2", "l1"]  # not the model's layers: as written
+    order = vizjax.atlas.reader.network_order
+    assert order(["conv2", "pool1", "conv1"], "alexnet") == ["conv1", "pool1", "conv2"]
+    assert order(["x", "block1_conv2", "block1_conv1"], "vgg16") == [
+        *("block1_conv1", "block1_conv2", "x")
+    ]
+    assert order(["b", "a"], "a model vizjax does not know") == ["b", "a"]
+    assert order(["b", "a"], None) == ["b", "a"]
+
+
 def test_atlas_names_with_percent_and_spaces(tmp_path):
     out = tmp_path / "run %b 100%.h5"  # HDF5 reads % in VDS source names as a pattern
     write_run(out, plan={"l1": (6, [2, 0])})
