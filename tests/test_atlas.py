@@ -43,11 +43,15 @@ from vizjax.errors import AtlasError, VizjaxError
 # schema and layout
 
 
-def test_readme_schema_is_generated_from_schema_module():
-    readme = (ROOT / "README.md").read_text()
-    assert schema.markdown() in readme, "run python -m vizjax.schema and paste it into README"
+#: The documentation page that holds the schema and the plain-h5py example.
+FORMAT_PAGE = ROOT / "docs" / "pages" / "atlas-format.md"
+
+
+def test_docs_schema_is_generated_from_schema_module():
+    page = FORMAT_PAGE.read_text()
+    assert schema.markdown() in page, f"run python -m vizjax.schema and paste it into {FORMAT_PAGE}"
     for field in (*schema.ROW_FIELDS, *schema.INDEX_DATASETS, *schema.EXEMPLAR_FIELDS):
-        assert f"| `{field.name}` |" in readme
+        assert f"| `{field.name}` |" in page
 
 
 def test_layout_plain_h5py(tmp_path):
@@ -96,9 +100,9 @@ def test_layout_plain_h5py(tmp_path):
     referenced_only(out)
 
 
-def test_readme_snippet_runs_on_a_v2_atlas(tmp_path, monkeypatch):
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Reading an atlas without vizjax") :]
+def test_docs_h5py_snippet_runs_on_a_v2_atlas(tmp_path, monkeypatch):
+    page = FORMAT_PAGE.read_text()
+    section = page[page.index("## Reading an atlas without vizjax") :]
     code = section[section.index("```python\n") + 10 : section.index("```\n", 20)]
     write_run(tmp_path / "atlas.h5", plan={"block4_conv1": (6, [5, 0, 3])})
     other = tmp_path / "elsewhere"
@@ -108,7 +112,7 @@ def test_readme_snippet_runs_on_a_v2_atlas(tmp_path, monkeypatch):
     shutil.move(folder, other / folder.name)
     monkeypatch.chdir(other)
     scope: dict = {}
-    exec(code, scope)  # noqa: S102 -- the README's own example, as a user would run it
+    exec(code, scope)  # noqa: S102 -- the page's own example, as a user would run it
     np.testing.assert_array_equal(scope["filters"], [5, 0, 3])
     want = make_rows("block4_conv1", [5, 0, 3])
     np.testing.assert_array_equal(scope["images"], want["images"])

@@ -234,7 +234,7 @@ def _layer_page(
         f"<p>{_e(_summary_text(s))}.</p>",
         f"<p>{_e('Fidelity: ' + fid)}.</p>" if fid else "",
         '<p class="note">Each box: filter index · final activation (mean over its images). '
-        + ("Each picture's own marks: " if beside else "")
+        + ("Marks are per picture. " if beside else "")
         + "Dimmed: dead (never turned on); dashed: zero gradient at the start; red: non-finite. "
         "Click a filter for its page; ← → go to the previous/next layer, ↑ to all layers.</p>",
         *(_layer_beside(beside, d, o) if beside else []),
