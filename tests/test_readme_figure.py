@@ -10,7 +10,7 @@ from PIL import Image
 
 from vizjax import images
 from vizjax.config import RunConfig
-from vizjax.recipe import preset
+from vizjax.engine.recipe import preset
 
 SCRIPT = Path(__file__).parent.parent / "scripts" / "readme_figure.py"
 
