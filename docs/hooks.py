@@ -35,7 +35,7 @@ def cli_reference() -> str:
 
     from vizjax.cli.parser import build_parser
 
-    os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal; the same width every build
+    os.environ["COLUMNS"] = "80"  # argparse wraps to the terminal: the page's width, every build
     parser = build_parser()
     [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     parts = ["## vizjax", "", "```text", parser.format_help().rstrip(), "```", ""]
