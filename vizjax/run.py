@@ -177,9 +177,17 @@ def run_atlas(
             # The ETA weighs each filter by its layer's cost (vizjax.cost), not by one filter rate.
             work = {layer: cost.filter_work(layer, recipe, weights.network) for layer in layers}
             platform = jax.local_devices()[0].platform
+            # Per layer computed: its work, and its compile relative to the others' (a deep
+            # layer compiles for longer), so the first ETA counts the compiles still ahead.
+            planned = [
+                (len(todos[n]) * work[n], cost.compile_weight(n, weights.network))
+                for n in layers
+                if todos[n]
+            ]
             meter = WorkMeter(
-                sum(len(todos[layer]) * work[layer] for layer in layers),
-                sum(1 for layer in layers if todos[layer]),
+                sum(w for w, _ in planned),
+                len(planned),
+                plan=planned,
                 # Over LONG_RUN_SECONDS: said first, once the run has timed a chunk after compiling.
                 warn=lambda eta: cost.long_run_warning(eta, recipe.steps, recipe.size, platform),
             )
