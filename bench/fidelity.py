@@ -15,7 +15,7 @@ natural image scores) and, with ``--peer lucent``, a **Lucent** row: torch-lucen
 ``render_vis`` with its defaults on the same filters and weights (bench/peers/lucent_render.py, in
 ``bench/.venv-lucent``; skipped with a note when absent), its images measured by vizjax's measures.
 Writes one PNG sheet per layer: a row per recipe (and Lucent), the same first filters in each. The
-measures are those of :mod:`vizjax.fidelity`, unchanged: a recipe is judged by them, never the
+measures are those of :mod:`vizjax.analysis.fidelity`, unchanged: a recipe is judged by them, never the
 other way round.
 """
 
@@ -33,12 +33,14 @@ import numpy as np
 
 from bench import peer
 from bench.report import cpu_model
-from vizjax import ascent, fidelity, images, schema
+from vizjax import images, schema
+from vizjax.analysis import fidelity
 from vizjax.atlas import open_atlas
-from vizjax.execution import Execution
-from vizjax.recipe import PRESETS
+from vizjax.engine import ascent
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import PRESETS
+from vizjax.models.weights import Weights, load_weights
 from vizjax.run import run_atlas
-from vizjax.weights import Weights, load_weights
 
 LAYERS = ("block1_conv2", "block3_conv3", "block5_conv1")
 #: The photo row: the cat's most active channels of each layer.
@@ -50,7 +52,7 @@ def measure_images(
 ) -> dict[str, np.ndarray]:
     """vizjax's measures of images from elsewhere: ``raw (n, H, W, 3)`` RGB 0-255, image i made
     for filter ``filters[i]`` (distinct), through the engine's own measuring loop
-    (:func:`vizjax.ascent.iter_measures`, what ``vizjax fidelity`` runs on stored images)."""
+    (:func:`vizjax.engine.ascent.iter_measures`, what ``vizjax fidelity`` runs on stored images)."""
     raw = np.asarray(raw, np.float32)[:, None]
     display = np.clip(np.round(raw), 0, 255).astype(np.uint8)
     row = {int(f): i for i, f in enumerate(filters)}
@@ -69,7 +71,7 @@ def measure_images(
 
 
 def summarize_rows(table: dict[str, np.ndarray]) -> dict[str, Any]:
-    """:func:`vizjax.fidelity.summarize` of measured images, as an atlas layer of these filters
+    """:func:`vizjax.analysis.fidelity.summarize` of measured images, as an atlas layer of these filters
     would give it (selectivity and specificity from :func:`vizjax.schema.index_datasets`)."""
     n = len(table["filter"])
     index = schema.index_datasets(table["filter"], np.ones(n, bool), table["activation_matrix"])

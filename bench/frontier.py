@@ -10,7 +10,7 @@ scratch, in a temporary folder, since its time would otherwise be unknown)::
 
 Each point is a fresh :func:`vizjax.run.run_atlas` of the first ``--filters`` filters of the layer
 with the recipe shortened to that many steps (compilation included in its seconds, as a user pays
-it), measured by :func:`vizjax.fidelity.summarize` exactly as ``bench.fidelity`` measures its rows;
+it), measured by :func:`vizjax.analysis.fidelity.summarize` exactly as ``bench.fidelity`` measures its rows;
 ``--peer lucent`` adds Lucent's ``render_vis`` at the same step counts. Prints a Markdown table and
 writes ``OUT/frontier_<layer>.png``: median robustness and median HF energy against seconds per
 filter, one line per recipe, Lucent as its own line, the photo's value as a dashed level.
@@ -29,7 +29,7 @@ from typing import Any
 from bench import peer
 from bench.fidelity import lucent_rows, photo_row, recipe_rows
 from bench.report import cpu_model
-from vizjax.weights import load_weights
+from vizjax.models.weights import load_weights
 
 STEPS = (16, 32, 64, 128, 256, 512)
 RECIPES = ("lucid", "lucent", "maco")

@@ -71,7 +71,7 @@ FULL = Settings(
     wm_size=224,
     wm_layers=None,
     lucid_dtypes=("bfloat16", "float32"),
-    wm_recipe="lucent",  # vizjax.recipe.DEFAULT_RECIPE: the whole-model row predicts the default
+    wm_recipe="lucent",  # vizjax.engine.recipe.DEFAULT_RECIPE: the whole-model row predicts the default
 )
 #: Tests, any CPU: seconds.
 TINY = Settings(
@@ -109,12 +109,12 @@ HEADER = (
 
 def load_weights_or_random(force_random: bool) -> tuple[Any, str]:
     """The default weights if they are prepared here, else random weights of the real shapes."""
-    from vizjax import vgg
-    from vizjax.weights import Weights
+    from vizjax.models import vgg
+    from vizjax.models.weights import Weights
 
     if not force_random:
         try:
-            from vizjax.weights import load_weights
+            from vizjax.models.weights import load_weights
 
             w = load_weights()
             return w, f"default weights ({w.name})"
@@ -190,7 +190,7 @@ class Check:
             self.summary.append([*row, self.mem_gib(), "–"])
 
     def timed_row(self, what: str, recipe: Any, steps_full: int, dtype: str, repeats: int) -> dict:
-        from vizjax.execution import Execution
+        from vizjax.engine.execution import Execution
 
         cfg, n = self.cfg, self.cfg.filters
         v = timing.time_vizjax(
@@ -233,7 +233,7 @@ class Check:
         return row
 
     def classic(self) -> None:
-        from vizjax.recipe import CLASSIC
+        from vizjax.engine.recipe import CLASSIC
 
         cfg = self.cfg
         r = CLASSIC.replace(size=(cfg.size, cfg.size), steps=cfg.steps)
@@ -248,7 +248,7 @@ class Check:
                 )
 
     def lucid(self) -> None:
-        from vizjax.recipe import preset
+        from vizjax.engine.recipe import preset
 
         cfg = self.cfg
         full = preset("lucid").replace(size=(cfg.lucid_size, cfg.lucid_size))
@@ -260,9 +260,9 @@ class Check:
     def whole(self, share: float) -> None:
         """The whole-model prediction within ``share`` of the whole budget: vizjax gets two
         thirds of it, one-at-a-time the rest (a few layers tell its per-step overhead)."""
-        from vizjax import vgg
-        from vizjax.execution import Execution
-        from vizjax.recipe import preset
+        from vizjax.engine.execution import Execution
+        from vizjax.engine.recipe import preset
+        from vizjax.models import vgg
 
         cfg = self.cfg
         recipe = preset(cfg.wm_recipe).replace(size=(cfg.wm_size, cfg.wm_size))

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Export vizjax's default weights for the peers.")
     p.add_argument("--export", required=True, help="the .npz to write")
     args = p.parse_args(argv)
-    from vizjax.weights import load_weights
+    from vizjax.models.weights import load_weights
 
     export_weights(load_weights(), Path(args.export))
     print(f"wrote {args.export}")

@@ -32,9 +32,10 @@ import numpy as np
 
 from bench import peer, timing, whole_model, work
 from bench.report import Log, OthersCpu, busy, fmt, machine_info, results_path, table
-from vizjax import ascent, transform, vgg
-from vizjax.execution import Execution, auto_segment
-from vizjax.recipe import CLASSIC, DEFAULT_RECIPE, Recipe, preset
+from vizjax.engine import ascent, transform
+from vizjax.engine.execution import Execution, auto_segment
+from vizjax.engine.recipe import CLASSIC, DEFAULT_RECIPE, Recipe, preset
+from vizjax.models import vgg
 
 #: A work: (layer, image side, filters).
 Work = tuple[str, int, int]
@@ -562,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{info['date']}, load {info['load1_at_start']}"
     )
     print(f"# {info['command']}")
-    from vizjax.weights import default_weights, load_weights
+    from vizjax.models.weights import default_weights, load_weights
 
     ctx = Context(load_weights(default_weights(args.model)), log, {}, s)
     assert s.matmul_n is not None

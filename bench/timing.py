@@ -1,6 +1,6 @@
 """vizjax timed through its public API, and the seed's way of running, on the same work.
 
-Every vizjax row is :func:`vizjax.ascent.visualize` on the chunk ``batch="auto"`` picks, called
+Every vizjax row is :func:`vizjax.engine.ascent.visualize` on the chunk ``batch="auto"`` picks, called
 once to compile (``compile s`` = that first call minus a steady one) and then ``repeats`` times
 (median). The persistent compilation cache is left off (unless JAX_COMPILATION_CACHE_DIR is set),
 so ``compile s`` is the cold figure.
@@ -20,14 +20,16 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bench import work
-from vizjax import ascent, models, vgg
-from vizjax import chunk as chunking
-from vizjax.execution import Execution, auto_segment
-from vizjax.recipe import CLASSIC, Recipe
+from vizjax import models
+from vizjax.engine import ascent
+from vizjax.engine import chunk as chunking
+from vizjax.engine.execution import Execution, auto_segment
+from vizjax.engine.recipe import CLASSIC, Recipe
+from vizjax.models import vgg
 
 
 def prepared(weights: Any, layer: str, recipe: Recipe, execution: Execution) -> tuple:
-    """What :func:`vizjax.ascent.iter_chunks` sets up before its first chunk."""
+    """What :func:`vizjax.engine.ascent.iter_chunks` sets up before its first chunk."""
     mesh = ascent.local_mesh()
     program = ascent.compiled_program(
         layer,

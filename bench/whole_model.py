@@ -12,9 +12,10 @@ import jax
 
 from bench import timing, work
 from bench.report import fmt, human, table
-from vizjax import ascent, cost, models
-from vizjax.execution import Execution, auto_segment
-from vizjax.recipe import Recipe
+from vizjax import models
+from vizjax.engine import ascent, cost
+from vizjax.engine.execution import Execution, auto_segment
+from vizjax.engine.recipe import Recipe
 
 
 def predict_whole_model(
@@ -36,7 +37,7 @@ def predict_whole_model(
     (compile timed on the first call, then a second call timed), extrapolated to the recipe's full
     steps and the layer's filter count, plus its compile time. Layers not reached before
     ``deadline`` (a ``time.perf_counter()`` value) or not in ``layers`` are estimated by
-    :mod:`vizjax.cost` (the work model of the run's ETA and ``vizjax atlas --plan``) at the
+    :mod:`vizjax.engine.cost` (the work model of the run's ETA and ``vizjax atlas --plan``) at the
     measured layers' median work rate, with their median compile time (marked ``estimated``).
     Returns ``{"layers": [...], "total_s", "compile_s", "measured": n}``. The model is the
     weights' (``layers`` default: all its convolutions).

@@ -14,9 +14,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-from vizjax import cost
+from vizjax.engine import cost
 
-#: The analytic FLOP count lives in vizjax.cost (shared with the run's ETA and ``--plan``).
+#: The analytic FLOP count lives in vizjax.engine.cost (shared with the run's ETA and ``--plan``).
 analytic_forward_flops = cost.forward_flops
 #: Effective FLOPs of one filter's step: 2 x forward of every view the network sees.
 eff_flops_per_step = cost.flops_per_filter_step

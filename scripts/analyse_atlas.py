@@ -15,9 +15,9 @@ writes PNG plots into DIR (needs ``pip install vizjax[analysis]``: matplotlib an
   images (``activation_matrix`` columns), rows and columns ordered by hierarchical clustering so
   that groups of filters that respond alike form blocks, where the atlas measured it.
 
-and prints each layer's figures (:func:`vizjax.fidelity.summarize`, the numbers ``vizjax info``
+and prints each layer's figures (:func:`vizjax.analysis.fidelity.summarize`, the numbers ``vizjax info``
 and the gallery show). It uses only the public reader (:func:`vizjax.open_atlas`),
-:mod:`vizjax.fidelity` and numpy; anything an atlas lacks (older atlases have no measures) is
+:mod:`vizjax.analysis.fidelity` and numpy; anything an atlas lacks (older atlases have no measures) is
 skipped with a line saying so.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vizjax.fidelity import similarity, summarize
+from vizjax.analysis.fidelity import similarity, summarize
 
 
 def _finite(v: np.ndarray) -> np.ndarray:
@@ -38,7 +38,7 @@ def _finite(v: np.ndarray) -> np.ndarray:
 
 
 def summary_line(name: str, s: dict) -> str:
-    """One layer's figures (:func:`vizjax.fidelity.summarize`) as the script prints them."""
+    """One layer's figures (:func:`vizjax.analysis.fidelity.summarize`) as the script prints them."""
     return (
         f"{name}: {s['done']} done, {s['dead_count']} dead, selectivity {s['selectivity']:.4g}, "
         f"median specificity {s['median_specificity']:.4g}, "

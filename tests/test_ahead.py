@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from jax import monitoring
 
-from vizjax import ahead as compiling
-from vizjax import ascent, run
+from vizjax import run
 from vizjax.atlas import open_atlas
+from vizjax.engine import ahead as compiling
+from vizjax.engine import ascent
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import CLASSIC
 from vizjax.errors import Interrupted, VizjaxError
-from vizjax.execution import Execution
-from vizjax.recipe import CLASSIC
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["block1_conv1", "block1_conv2"]
@@ -161,8 +162,8 @@ def test_a_stop_does_not_wait_for_a_compile_in_flight(tiny_weights, monkeypatch)
     # And a process ends while a background compile is still running (a daemon thread).
     code = (
         "import threading, time\n"
-        "from vizjax import ahead, ascent\n"
-        "from vizjax.recipe import CLASSIC\n"
+        "from vizjax.engine import ahead, ascent\n"
+        "from vizjax.engine.recipe import CLASSIC\n"
         "ascent.prepare = lambda *a, **k: time.sleep(60)\n"
         "a = ahead.CompileAhead()\n"
         "a.submit('block1_conv1', [0], CLASSIC, None, None)\n"

@@ -11,18 +11,21 @@ import pytest
 from brute_force import assert_fields_match
 from PIL import Image
 
-from vizjax import alexnet, ascent, cost, exemplars, models, weights
+from vizjax import models
+from vizjax.analysis import exemplars
 from vizjax.cli import main
+from vizjax.engine import ascent, cost
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import PRESETS, preset
 from vizjax.errors import VizjaxError
-from vizjax.execution import Execution
-from vizjax.network import IDENTITY, TORCH, ReceptiveField, max_pool, param_count
-from vizjax.recipe import PRESETS, preset
+from vizjax.models import alexnet, weights
+from vizjax.models.network import IDENTITY, TORCH, ReceptiveField, max_pool, param_count
 
 #: A small AlexNet for the engine tests: torchvision's layers, few channels.
 TINY = (8, 6, 8, 6, 8)
 TINY_NAME = "tiny-alexnet"
 
-#: torchvision's AlexNet features, typed in (not read from vizjax.alexnet): name -> (kernel,
+#: torchvision's AlexNet features, typed in (not read from vizjax.models.alexnet): name -> (kernel,
 #: stride, padding) of each convolution, and the 3x3 stride-2 pools after conv1, conv2, conv5.
 CONVS = {"conv1": (11, 4, 2), "conv2": (5, 1, 2), "conv3": (3, 1, 1), "conv4": (3, 1, 1)}
 CONVS["conv5"] = (3, 1, 1)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from jax import lax
 
-from vizjax import ascent, optim, vgg
-from vizjax.execution import Execution
-from vizjax.recipe import CLASSIC
+from vizjax.engine import ascent, optim
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import CLASSIC
+from vizjax.models import vgg
 
 
 def AscentConfig(size=None, steps=20, step_size=1.0, seed=0, preprocess=True):  # noqa: N802

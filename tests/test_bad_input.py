@@ -33,11 +33,11 @@ from PIL import Image
 
 from vizjax import probe
 from vizjax.errors import WeightsError
-from vizjax.vgg import CONV_SHAPES
+from vizjax.models.vgg import CONV_SHAPES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bad_input import Reached, _replace, assert_refused, run_cli  # noqa: E402
-from test_keras import write_keras_h5  # noqa: E402
+from test_keras_weights import write_keras_h5  # noqa: E402
 
 CLASSIC = ["--recipe", "classic", "--quiet"]
 
@@ -356,7 +356,7 @@ def extension_240():
 
 @pytest.mark.parametrize("case", list(_pickles(Path("x"))))
 def test_crafted_pickle_is_refused_and_runs_nothing(case, tmp_path, extension_240):
-    from vizjax.weights import read_lpips_vgg16
+    from vizjax.models.weights import read_lpips_vgg16
 
     marker = tmp_path / MARKER
     path = tmp_path / "vgg16.ckpt"
@@ -375,7 +375,7 @@ def test_crafted_default_checkpoint_through_the_cli(tmp_path, monkeypatch):
     path = tmp_path / "vgg16.ckpt"
     path.write_bytes(_pickles(marker)["GLOBAL+REDUCE"])
     monkeypatch.setenv("VIZJAX_WEIGHTS_DIR", str(tmp_path / "w"))
-    monkeypatch.setattr("vizjax.weights.find_lpips_checkpoint", lambda *_: path)
+    monkeypatch.setattr("vizjax.models.weights.find_lpips_checkpoint", lambda *_: path)
     assert_refused(["weights"], tmp_path, "refusing to unpickle os.system")
     assert not marker.exists() and not (tmp_path / "w").exists()
 

@@ -1,4 +1,4 @@
-"""The chunk: how many filters one compiled program takes (:mod:`vizjax.chunk`). ``auto`` on
+"""The chunk: how many filters one compiled program takes (:mod:`vizjax.engine.chunk`). ``auto`` on
 accelerators sizes it by the compiled program's memory analysis, forced here on CPU devices dressed
 up as GPUs (no GPU is lent to most sessions); on CPUs by a measured rule; and the filters are
 spread evenly over as few chunks as that size allows.
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vizjax import ascent, chunk
-from vizjax.execution import Execution
-from vizjax.recipe import CLASSIC
+from vizjax.engine import ascent, chunk
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import CLASSIC
 
-#: What ``auto`` settles on for accelerators (``vizjax.execution``): XLA's convolutions and the
+#: What ``auto`` settles on for accelerators (``vizjax.engine.execution``): XLA's convolutions and the
 #: whole recipe as one rolled loop.
 ACCELERATOR = dict(conv="xla", unroll=1)
 

@@ -321,7 +321,7 @@ def test_dtype_auto_is_bfloat16_on_accelerators_float32_on_cpu_and_a_resumed_atl
     import jax
 
     from vizjax import cli
-    from vizjax.execution import default_dtype
+    from vizjax.engine.execution import default_dtype
 
     assert (default_dtype("cpu"), default_dtype("gpu"), default_dtype("tpu")) == (
         "float32",

@@ -11,9 +11,9 @@ from atlas_scenarios import ATTRS, HW, STEPS, make_rows
 
 from vizjax.atlas import AtlasWriter, merge_atlases, open_atlas, part_path
 from vizjax.config import RunConfig, as_current, differences, identity, read_config
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import PRESETS, Recipe
 from vizjax.errors import AtlasError, VizjaxError
-from vizjax.execution import Execution
-from vizjax.recipe import PRESETS, Recipe
 
 FIXTURE_V1 = Path(__file__).parent / "data" / "atlas-v1.h5"
 RUN = RunConfig(PRESETS["classic"].replace(steps=STEPS, size=HW), layers=("l1",), filters="all")

@@ -4,9 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from vizjax import ascent, conv
-from vizjax.execution import Execution
-from vizjax.recipe import CLASSIC
+from vizjax.engine import ascent
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import CLASSIC
+from vizjax.models import conv
 
 
 @pytest.mark.parametrize(

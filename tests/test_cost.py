@@ -1,14 +1,15 @@
-"""The cost model (vizjax.cost): FLOPs against a hand count, and an ETA that knows deeper layers
+"""The cost model (vizjax.engine.cost): FLOPs against a hand count, and an ETA that knows deeper layers
 cost more."""
 
 import time
 
 import pytest
 
-from vizjax import cost, run
-from vizjax.execution import Execution
+from vizjax import run
+from vizjax.engine import cost
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import preset
 from vizjax.progress import WorkMeter
-from vizjax.recipe import preset
 
 
 def test_forward_flops_match_a_hand_count():

@@ -14,11 +14,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from vizjax import ascent, execution
-from vizjax.execution import Execution
-from vizjax.recipe import CLASSIC, preset
+from vizjax.engine import ascent, execution
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import CLASSIC, preset
 
-#: What ``auto`` settles on for accelerators (``vizjax.execution``): XLA's convolutions and the
+#: What ``auto`` settles on for accelerators (``vizjax.engine.execution``): XLA's convolutions and the
 #: whole recipe as one rolled loop.
 ACCELERATOR = dict(conv="xla", unroll=1)
 
@@ -109,7 +109,7 @@ _CHILD = textwrap.dedent(
     """
     import json, sys
     import jax, jax.numpy as jnp, jax.monitoring as monitoring
-    from vizjax.execution import enable_compilation_cache
+    from vizjax.engine.execution import enable_compilation_cache
     events = []
     monitoring.register_event_listener(lambda e, **_: events.append(e))
     path = enable_compilation_cache()
@@ -147,10 +147,10 @@ _DEFAULT_FLAGS_CHILD = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from vizjax import ascent
-    from vizjax.execution import Execution
-    from vizjax.recipe import preset
-    from vizjax.weights import load_weights
+    from vizjax.engine import ascent
+    from vizjax.engine.execution import Execution
+    from vizjax.engine.recipe import preset
+    from vizjax.models.weights import load_weights
     w = load_weights("tiny-vgg16")
     out = {}
     r = preset("classic").replace(size=(32, 32), steps=3)

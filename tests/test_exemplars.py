@@ -17,8 +17,10 @@ import tiny_network
 from brute_force import assert_fields_match
 from PIL import Image
 
-from vizjax import exemplars, images, vgg
+from vizjax import images
+from vizjax.analysis import exemplars
 from vizjax.atlas import data_dir
+from vizjax.models import vgg
 
 
 def random_params(seed: int = 0) -> dict:
@@ -229,7 +231,8 @@ def test_missing_folder_is_one_clear_error(tmp_path):
 _SCAN = textwrap.dedent(
     """
     import sys
-    from vizjax import exemplars, vgg
+    from vizjax.analysis import exemplars
+    from vizjax.models import vgg
     from test_exemplars import random_params
     res = exemplars.scan(sys.argv[1], ["block1_conv2", "block3_conv1"], random_params(seed=3),
                          vgg.IDENTITY, top=4, batch=4, input_size=32, state_path=sys.argv[2])
@@ -294,7 +297,7 @@ def test_scan_killed_after_a_committed_batch_resumes_to_the_uninterrupted_result
 
 
 def test_compiled_forward_is_sharded_over_the_devices():
-    from vizjax import ascent
+    from vizjax.engine import ascent
 
     mesh = ascent.local_mesh()
     fn = ascent.compiled_forward(("block1_conv1",), vgg.IDENTITY, mesh)

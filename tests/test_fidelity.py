@@ -5,10 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vizjax import ascent, fidelity, objectives, schema, vgg
+from vizjax import schema
+from vizjax.analysis import fidelity
 from vizjax.atlas import open_atlas
-from vizjax.execution import Execution
-from vizjax.recipe import CLASSIC, PRESETS
+from vizjax.engine import ascent, objectives
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import CLASSIC, PRESETS
+from vizjax.models import vgg
 from vizjax.run import run_atlas
 
 

@@ -13,8 +13,8 @@ from vizjax import gallery
 from vizjax.atlas import open_atlas
 from vizjax.cli import main
 from vizjax.config import RunConfig
+from vizjax.engine.recipe import preset
 from vizjax.errors import VizjaxError
-from vizjax.recipe import preset
 
 V1_ATLAS = Path(__file__).parent / "data" / "atlas-v1.h5"
 

@@ -1,4 +1,4 @@
-"""The engine's one chunk/pad/shard loop (:func:`vizjax.ascent.map_chunks`), and the programs that
+"""The engine's one chunk/pad/shard loop (:func:`vizjax.engine.ascent.map_chunks`), and the programs that
 run through it: a chunk size that does not divide the rows or the device count changes nothing."""
 
 import jax
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tiny_network
 
-from vizjax import ascent, chunk, vgg
-from vizjax.execution import Execution
-from vizjax.recipe import PRESETS
+from vizjax.engine import ascent, chunk
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import PRESETS
+from vizjax.models import vgg
 
 
 def random_params(seed: int = 0) -> dict:

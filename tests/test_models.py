@@ -1,17 +1,18 @@
-"""The model interface (vizjax.network, vizjax.models): one description per network, recognized from
+"""The model interface (vizjax.models.network, vizjax.models): one description per network, recognized from
 its weights, and VGG19 from Keras files (tests build them with h5py, as the VGG16 converter's do)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_keras import TOP, write_keras_h5
+from test_keras_weights import TOP, write_keras_h5
 
-from vizjax import alexnet, cli, models, vgg, weights
+from vizjax import cli, models
 from vizjax.cli import main
 from vizjax.errors import VizjaxError, WeightsError
-from vizjax.keras import read_keras_h5
-from vizjax.network import ReceptiveField
+from vizjax.models import alexnet, vgg, weights
+from vizjax.models.keras_weights import read_keras_h5
+from vizjax.models.network import ReceptiveField
 
 
 def test_the_cli_offers_every_model():

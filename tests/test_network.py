@@ -1,11 +1,11 @@
-"""vizjax.network: a network described as layers, with its shapes, receptive fields and sizes
+"""vizjax.models.network: a network described as layers, with its shapes, receptive fields and sizes
 checked against typed-in values for VGG16 (Simonyan & Zisserman's configuration D)."""
 
 import numpy as np
 import pytest
 
-from vizjax import vgg
-from vizjax.network import param_count
+from vizjax.models import vgg
+from vizjax.models.network import param_count
 
 NET = vgg.NETWORK
 

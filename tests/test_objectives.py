@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vizjax import objectives as O
+from vizjax.engine import objectives as O
 
 L = "block1_conv1"
 # acts: (K=1, V=1, h=2, w=3, C=2); channel 1 holds 0..5, channel 0 holds 10.

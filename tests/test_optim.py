@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from vizjax import optim
-from vizjax.optim import Optimizer, classic
+from vizjax.engine import optim
+from vizjax.engine.optim import Optimizer, classic
 
 
 @pytest.mark.parametrize("lr", [1.0, 0.5, 2.0])

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vizjax import param
+from vizjax.engine import param
 
 KEY = jax.random.key(0)
 

@@ -16,12 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vizjax import ascent, conv, optim, vgg
 from vizjax.atlas import open_atlas
 from vizjax.cli import main
+from vizjax.engine import ascent, optim
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import CLASSIC
 from vizjax.errors import WeightsError
-from vizjax.execution import Execution
-from vizjax.recipe import CLASSIC
+from vizjax.models import conv, vgg
 
 SMALL = ["--recipe", "classic", "--size", "32", "--steps", "3", "--quiet"]
 
@@ -211,7 +212,7 @@ def test_absurd_step_size_is_flagged_not_fatal(tmp_path, capsys):
 
 
 def test_weight_set_holding_nan_is_refused_at_load(tmp_path, monkeypatch, default_weights, capsys):
-    from vizjax import weights
+    from vizjax.models import weights
 
     params = {n: dict(d) for n, d in default_weights.params["params"].items()}
     params["block3_conv2"] = {

@@ -6,10 +6,11 @@ import os
 
 import pytest
 
-from vizjax import cost, plan, run
+from vizjax import plan, run
 from vizjax.cli import main
-from vizjax.execution import Execution
-from vizjax.recipe import preset
+from vizjax.engine import cost
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import preset
 
 ARGS = ["atlas", "--layer", "block1_conv1", "--recipe", "lucid", "--size", "32", "--steps", "2"]
 ARGS += ["--batch", "4"]

@@ -8,10 +8,11 @@ import jax
 import numpy as np
 import pytest
 
-from vizjax import ascent, recipe, vgg
+from vizjax.engine import ascent, recipe
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import PRESETS, Recipe, apply_override
 from vizjax.errors import VizjaxError
-from vizjax.execution import Execution
-from vizjax.recipe import PRESETS, Recipe, apply_override
+from vizjax.models import vgg
 
 LAYER = "block2_conv1"
 

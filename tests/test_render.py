@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vizjax import optim, render, transform
-from vizjax.recipe import CLASSIC, PRESETS
+from vizjax.engine import optim, render, transform
+from vizjax.engine.recipe import CLASSIC, PRESETS
 
 LAYER = "block1_conv1"
 HW = (16, 16)

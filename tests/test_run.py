@@ -10,9 +10,9 @@ from PIL import Image
 
 from vizjax import run
 from vizjax.atlas import open_atlas
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import CLASSIC
 from vizjax.errors import Interrupted, VizjaxError
-from vizjax.execution import Execution
-from vizjax.recipe import CLASSIC
 
 
 def test_filter_specs():

@@ -328,7 +328,7 @@ def test_every_writing_command_leaves_every_foreign_target_unchanged(
     """Property: pointed at anything it did not write, a writing command refuses in one line
     (exit 2) and every byte of the target, and of its folder, is unchanged; nothing is added."""
     monkeypatch.setattr("vizjax.cli.commands._weights", lambda args: default_weights)
-    monkeypatch.setattr("vizjax.weights.load_weights", lambda *a, **k: default_weights)
+    monkeypatch.setattr("vizjax.models.weights.load_weights", lambda *a, **k: default_weights)
     where = Path(tempfile.mkdtemp(dir=tmp_path))
     target = _target(kind, where, name, inputs / "other.h5")
     try:

@@ -1,6 +1,6 @@
 """One home per statistic: ``vizjax info``, the gallery, ``AtlasLayer.to_xarray`` and
-scripts/analyse_atlas.py show the same figures of a layer (:func:`vizjax.fidelity.summarize`), and
-the neighbours (:func:`vizjax.fidelity.nearest`) agree with the similarity matrix."""
+scripts/analyse_atlas.py show the same figures of a layer (:func:`vizjax.analysis.fidelity.summarize`), and
+the neighbours (:func:`vizjax.analysis.fidelity.nearest`) agree with the similarity matrix."""
 
 import json
 import math
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import synthetic_atlas
 
-from vizjax import fidelity, gallery
+from vizjax import gallery
+from vizjax.analysis import fidelity
 from vizjax.atlas import open_atlas
 from vizjax.cli import main
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vizjax import transform as T
+from vizjax.engine import transform as T
 
 KEY = jax.random.key(3)
 IMG = jax.random.uniform(jax.random.key(4), (40, 36, 3)) * 255

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vizjax import vgg
 from vizjax.cli import main
+from vizjax.models import vgg
 
 KERAS_TOTAL = 14_714_688
 

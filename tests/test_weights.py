@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_keras import write_keras_h5
+from test_keras_weights import write_keras_h5
 
-from vizjax import vgg, weights
 from vizjax.cli import main
 from vizjax.errors import VizjaxError, WeightsError
+from vizjax.models import vgg, weights
 
 
 def test_restricted_unpickler_loads_the_real_default_file():

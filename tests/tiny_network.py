@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vizjax import vgg
-from vizjax.weights import save_weights
+from vizjax.models import vgg
+from vizjax.models.weights import save_weights
 
 NAME = "tiny-vgg16"
 #: Output channels per block: block1 keeps 8 filters, so the tests' ``--filters 0:8`` still fits.

@@ -2,14 +2,14 @@
 
 The public API, imported lazily so that ``import vizjax`` (and the CLI's error paths) stay fast::
 
-    load_weights, Weights                 vizjax.weights
-    Recipe, PRESETS, preset               vizjax.recipe
-    Execution                             vizjax.execution
-    visualize, iter_chunks, Results       vizjax.ascent
+    load_weights, Weights                 vizjax.models.weights
+    Recipe, PRESETS, preset               vizjax.engine.recipe
+    Execution                             vizjax.engine.execution
+    visualize, iter_chunks, Results       vizjax.engine.ascent
     run_atlas                             vizjax.run
     open_atlas, merge_atlases             vizjax.atlas
-    VGG16, LAYER_NAMES, CONV_LAYERS       vizjax.vgg
-    Network, MODELS                       vizjax.network, vizjax.models
+    VGG16, LAYER_NAMES, CONV_LAYERS       vizjax.models.vgg
+    Network, MODELS                       vizjax.models.network, vizjax.models
     VizjaxError                           vizjax.errors
 """
 
@@ -21,22 +21,22 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_weights": "weights",
-    "Weights": "weights",
-    "Recipe": "recipe",
-    "PRESETS": "recipe",
-    "preset": "recipe",
-    "Execution": "execution",
-    "visualize": "ascent",
-    "iter_chunks": "ascent",
-    "Results": "ascent",
+    "load_weights": "models.weights",
+    "Weights": "models.weights",
+    "Recipe": "engine.recipe",
+    "PRESETS": "engine.recipe",
+    "preset": "engine.recipe",
+    "Execution": "engine.execution",
+    "visualize": "engine.ascent",
+    "iter_chunks": "engine.ascent",
+    "Results": "engine.ascent",
     "run_atlas": "run",
     "open_atlas": "atlas",
     "merge_atlases": "atlas",
-    "VGG16": "vgg",
-    "LAYER_NAMES": "vgg",
-    "CONV_LAYERS": "vgg",
-    "Network": "network",
+    "VGG16": "models.vgg",
+    "LAYER_NAMES": "models.vgg",
+    "CONV_LAYERS": "models.vgg",
+    "Network": "models.network",
     "MODELS": "models",
     "VizjaxError": "errors",
 }

@@ -4,7 +4,7 @@ The article (after F. Chollet's "How convolutional neural networks see the world
 block4_conv1 filter 0; the first 20 filters of block1_conv1, block2_conv2, block3_conv3,
 block4_conv1 and block5_conv1; and a cat photo nudged by block5_conv3 filter 0. We add one
 full-layer atlas (all 64 filters of block1_conv2), and beyond the article the same filters under
-the default recipe (``Plan.recipe``, :data:`vizjax.recipe.DEFAULT_RECIPE`): a static gallery site
+the default recipe (``Plan.recipe``, :data:`vizjax.engine.recipe.DEFAULT_RECIPE`): a static gallery site
 shows both side by side on every layer and filter page, with their measured robustness and HF
 energy, and one figure puts a few telling filters (``Plan.compare``) side by side.
 All images come from resumable atlases (``<out>/atlas.h5``, classic; ``<out>/<recipe>.h5``, the
@@ -24,12 +24,12 @@ import numpy as np
 
 from vizjax import images
 from vizjax.atlas import open_atlas
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import DEFAULT_RECIPE, DEFAULT_SIZE, PRESETS, Recipe
 from vizjax.errors import VizjaxError
-from vizjax.execution import Execution
 from vizjax.gallery import write_site
-from vizjax.recipe import DEFAULT_RECIPE, DEFAULT_SIZE, PRESETS, Recipe
+from vizjax.models.weights import DEFAULT_WEIGHTS, load_weights
 from vizjax.run import run_atlas, start_image
-from vizjax.weights import DEFAULT_WEIGHTS, load_weights
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,10 +25,10 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import PRESETS, Recipe
 from vizjax.errors import VizjaxError
-from vizjax.execution import Execution
-from vizjax.recipe import PRESETS, Recipe
-from vizjax.weights import DEFAULT_WEIGHTS
+from vizjax.models.weights import DEFAULT_WEIGHTS
 
 
 def _volatile(default: Any) -> Any:
@@ -41,8 +41,8 @@ class RunConfig:
     """Every setting of a run.
 
     Attributes:
-      recipe: what makes a filter's picture (:class:`vizjax.recipe.Recipe`).
-      execution: how the run executes (:class:`vizjax.execution.Execution`).
+      recipe: what makes a filter's picture (:class:`vizjax.engine.recipe.Recipe`).
+      execution: how the run executes (:class:`vizjax.engine.execution.Execution`).
       weights: the weight set's name (its sha256 is the atlas' ``weights_sha256`` attribute).
       model: the network.
       layers, filters: what this run asked for (not its identity: another run may add more).

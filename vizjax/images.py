@@ -237,7 +237,7 @@ def load_square(path: str | os.PathLike, size: int = SQUARE_SIZE) -> np.ndarray:
     ``size`` (bilinear, antialiased when shrinking), centre square cut out. 16-bit images are
     scaled and transparent pixels composited over grey, as for start images.
 
-    Raises whatever Pillow raises for a file it cannot decode; :func:`vizjax.exemplars.scan` counts those as skipped.
+    Raises whatever Pillow raises for a file it cannot decode; :func:`vizjax.analysis.exemplars.scan` counts those as skipped.
     """
     with warnings.catch_warnings():
         # Very large images: Pillow warns on stderr, once per file; past twice its limit it

@@ -7,7 +7,7 @@ scaled to the layer's steps and chunks; compiling timed apart), the atlas' size 
 schema's field sizes) and the total. Nothing is written: no atlas, no lock, no folder.
 
 Why time each layer instead of extrapolating one: per filter-step, XLA runs each layer's program
-at its own efficiency (bench/README.md); :mod:`vizjax.cost` gives the work, which the run's ETA
+at its own efficiency (bench/README.md); :mod:`vizjax.engine.cost` gives the work, which the run's ETA
 divides by the rate it measures, and which this plan reports beside the timings.
 """
 
@@ -23,12 +23,14 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from vizjax import ascent, cost, schema, vgg
-from vizjax.chunk import auto_chunk, round_to_mesh
-from vizjax.cost import duration_text as _duration
-from vizjax.execution import Execution, auto_segment, keep_freed_host_memory
-from vizjax.network import Network
-from vizjax.recipe import Recipe
+from vizjax import schema
+from vizjax.engine import ascent, cost
+from vizjax.engine.chunk import auto_chunk, round_to_mesh
+from vizjax.engine.cost import duration_text as _duration
+from vizjax.engine.execution import Execution, auto_segment, keep_freed_host_memory
+from vizjax.engine.recipe import Recipe
+from vizjax.models import vgg
+from vizjax.models.network import Network
 
 #: Steps timed when a recipe runs as one loop over all its steps (see :func:`time_layer`).
 SAMPLE_STEPS = 8
@@ -110,7 +112,7 @@ def time_layer(
         for n, fn in program.advance.items()
     }
     program.finish.lower(params, x0, fs, seed, state).compile()
-    # The run also measures each chunk's images (vizjax.fidelity): its compile counts too.
+    # The run also measures each chunk's images (vizjax.analysis.fidelity): its compile counts too.
     out = jax.eval_shape(program.finish, params, x0, fs, seed, state)
     measure = ascent.compiled_measure(
         layer,

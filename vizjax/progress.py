@@ -1,7 +1,7 @@
 """Progress of a long run: a tqdm bar at a terminal, a line every so often in a log, or nothing.
 
 :func:`_progress` picks one; both take ``update(n, work=None)`` (filters done, and their work in
-the units of :mod:`vizjax.cost`) and ``set_description``. Given a :class:`WorkMeter`, the ETA is
+the units of :mod:`vizjax.engine.cost`) and ``set_description``. Given a :class:`WorkMeter`, the ETA is
 the work left over the work rate measured so far in this run (so a deeper layer, which costs more
 per filter, is not extrapolated from a cheap one), each layer at its own rate once it has one,
 plus a compile for each layer not started, scaled by its program's size; before the first chunk
@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vizjax import cost
-from vizjax.cost import duration_text as _duration
+from vizjax.engine import cost
+from vizjax.engine.cost import duration_text as _duration
 from vizjax.errors import VizjaxError
 
 #: Default seconds between progress lines when stderr is not a terminal (a log file, a
@@ -49,7 +49,7 @@ class WorkMeter:
 
     ``work_total``: the work of every filter this run computes; ``layers``: how many layers it
     computes filters of (each compiles once); ``warn``: makes the line to print first (once, see
-    :meth:`warning`) when the ETA exceeds :data:`vizjax.cost.LONG_RUN_SECONDS`. Call
+    :meth:`warning`) when the ETA exceeds :data:`vizjax.engine.cost.LONG_RUN_SECONDS`. Call
     :meth:`new_layer` before a layer's first chunk and :meth:`add` after each chunk.
 
     ``plan`` (one ``(work, compile weight)`` per layer, in run order; see
@@ -119,7 +119,7 @@ class WorkMeter:
         return sum(max(0.0, s - w / rate) for w, s in self.firsts) / len(self.firsts)
 
     def eta(self) -> float | None:
-        """Seconds left (:func:`vizjax.cost.eta_seconds`), or None ("estimating...") until a
+        """Seconds left (:func:`vizjax.engine.cost.eta_seconds`), or None ("estimating...") until a
         chunk that compiled nothing was timed (or, without one, two layers' first chunks)."""
         if not self.steady and len(self.firsts) < 2:
             return None

@@ -1,6 +1,6 @@
 """A run: layers x filters -> an atlas file, chunk by chunk, resumable, with progress.
 
-This module joins the engine (:mod:`vizjax.ascent`) to the file (:mod:`vizjax.atlas`); the CLI and
+This module joins the engine (:mod:`vizjax.engine.ascent`) to the file (:mod:`vizjax.atlas`); the CLI and
 the article reproduction both call :func:`run_atlas`.
 """
 
@@ -17,15 +17,16 @@ from typing import Any
 import jax
 import numpy as np
 
-from vizjax import ascent, atlas, cost, distributed
-from vizjax.ahead import compile_ahead, compiles_ahead
+from vizjax import atlas, distributed
 from vizjax.config import RunConfig, read_config
+from vizjax.engine import ascent, cost
+from vizjax.engine.ahead import compile_ahead, compiles_ahead
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import DEFAULT_SIZE, Recipe
 from vizjax.errors import VizjaxError
-from vizjax.execution import Execution
 from vizjax.interrupt import StopOnSignal
+from vizjax.models.weights import Weights
 from vizjax.progress import WorkMeter, _bar_label, _progress
-from vizjax.recipe import DEFAULT_SIZE, Recipe
-from vizjax.weights import Weights
 
 DEFAULT_EXECUTION = Execution()
 
@@ -71,7 +72,7 @@ def start_image(recipe: Recipe) -> tuple[np.ndarray, Recipe]:
     128x128). With one (``recipe.init``): the photo, at its own size unless ``size`` is given.
     """
     from vizjax import images
-    from vizjax.weights import sha256_file
+    from vizjax.models.weights import sha256_file
 
     if recipe.init is None:
         recipe = recipe.replace(size=tuple(recipe.size or DEFAULT_SIZE))
@@ -174,7 +175,7 @@ def run_atlas(
                 }
             resumed = sum(s["done"] for s in summary["layers"].values())
             total = resumed + sum(map(len, todos.values()))
-            # The ETA weighs each filter by its layer's cost (vizjax.cost), not by one filter rate.
+            # The ETA weighs each filter by its layer's cost (vizjax.engine.cost), not by one filter rate.
             work = {layer: cost.filter_work(layer, recipe, weights.network) for layer in layers}
             platform = jax.local_devices()[0].platform
             # Per layer computed: its work, and its compile relative to the others' (a deep
@@ -250,7 +251,7 @@ def measure_atlas(
     force: bool = False,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Compute the :mod:`vizjax.fidelity` measures of an atlas' done filters that lack them (all of
+    """Compute the :mod:`vizjax.analysis.fidelity` measures of an atlas' done filters that lack them (all of
     them with ``force``), store them, and recompute each layer's selectivity/specificity.
 
     For atlases written before the measures existed (a format 1 atlas is upgraded to format 2 by
@@ -258,7 +259,7 @@ def measure_atlas(
     preprocessing setting; ``execution`` gives the dtype-independent chunking. Returns
     ``{"layers": {layer: {"measured", "seconds"}}}``.
     """
-    from vizjax.weights import load_weights
+    from vizjax.models.weights import load_weights
 
     path = Path(path)
     with atlas.open_atlas(path) as a:

@@ -446,9 +446,9 @@ class AtlasLayer:
 
     def nearest(self, f: int, k: int = 5) -> list[tuple[int, float]]:
         """The ``k`` done filters whose channels respond most like ``f``'s over the layer's
-        images, highest first, ``[(filter, similarity), ...]`` (:func:`vizjax.fidelity.nearest`).
+        images, highest first, ``[(filter, similarity), ...]`` (:func:`vizjax.analysis.fidelity.nearest`).
         Empty without a measured activation matrix; AtlasError if ``f`` is not done."""
-        from vizjax import fidelity
+        from vizjax.analysis import fidelity
 
         self._done_row(f)
         a = self.activation_matrix
@@ -492,7 +492,7 @@ class AtlasLayer:
 
         Dims ``filter`` (coordinate: filter indices), ``k``, ``y``, ``x``, ``rgb``, ``channel``,
         ``step``; attrs ``config`` (JSON) and the layer's figures
-        (:func:`vizjax.fidelity.summarize`). Needs the optional extra: ``pip install
+        (:func:`vizjax.analysis.fidelity.summarize`). Needs the optional extra: ``pip install
         vizjax[xarray]``.
         """
         try:
@@ -514,7 +514,7 @@ class AtlasLayer:
         data_vars = {
             name: (dims.get(name, ("filter",)), v) for name, v in d.items() if name != "filters"
         }
-        from vizjax import fidelity
+        from vizjax.analysis import fidelity
 
         attrs = {
             "layer": self.name,

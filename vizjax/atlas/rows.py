@@ -26,7 +26,7 @@ def _chunk_arrays(
     schema; missing fields get their fill value unless ``partial`` (then only given ones).
 
     A chunk shaped like format 1 (``images`` (n, H, W, 3), ``dead`` = zero gradient at the start,
-    the engine's :class:`vizjax.ascent.Results` before v2) is read as format 1 is: its ``dead`` is
+    the engine's :class:`vizjax.engine.ascent.Results` before v2) is read as format 1 is: its ``dead`` is
     ``zero_start_grad`` and ``dead`` is ``objective[:, -1] == 0``.
     """
     if isinstance(rows, Mapping):

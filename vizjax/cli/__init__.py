@@ -23,8 +23,8 @@ from vizjax.cli.options import MODEL_NAMES as MODEL_NAMES  # tests/test_models.p
 from vizjax.cli.options import _check_environment, _probe_inputs
 from vizjax.cli.options import _execution as _execution  # tests/test_cli.py calls it
 from vizjax.cli.parser import build_parser
+from vizjax.engine.execution import enable_compilation_cache
 from vizjax.errors import Interrupted, VizjaxError
-from vizjax.execution import enable_compilation_cache
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,9 +8,9 @@ import json
 import sys
 
 from vizjax.cli.options import _execution, _recipe, _weights
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import Recipe
 from vizjax.errors import VizjaxError
-from vizjax.execution import Execution
-from vizjax.recipe import Recipe
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -26,7 +26,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 def cmd_weights(args: argparse.Namespace) -> int:
     from vizjax.models import MODELS
-    from vizjax.weights import available, prepare_default, weights_dir
+    from vizjax.models.weights import available, prepare_default, weights_dir
 
     for m in MODELS.values():  # the default sets are always there after this
         if m.default_weights:
@@ -38,7 +38,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from vizjax.weights import convert_keras
+    from vizjax.models.weights import convert_keras
 
     out = convert_keras(args.file, args.out, model=args.model)
     print(f"wrote {out} (orbax checkpoint + manifest.json; preprocessing: caffe)")
@@ -106,7 +106,8 @@ def _print_summary(summary: dict, args: argparse.Namespace, interrupted: str | N
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from vizjax import ascent, images
+    from vizjax import images
+    from vizjax.engine import ascent
     from vizjax.run import start_image
 
     images.check_png_target(args.out)  # before computing: a user's file is never replaced
@@ -172,7 +173,7 @@ def _atlas_layer(a, name: str):
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from vizjax import fidelity
+    from vizjax.analysis import fidelity
     from vizjax.atlas import open_atlas
 
     photo = fidelity.photo_hf_energy()
@@ -280,7 +281,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
 
 def cmd_exemplars(args: argparse.Namespace) -> int:
-    from vizjax.exemplars import run_exemplars
+    from vizjax.analysis.exemplars import run_exemplars
 
     s = run_exemplars(
         args.atlas,

@@ -9,9 +9,9 @@ import dataclasses
 import math
 from pathlib import Path
 
+from vizjax.engine.execution import DTYPES, Execution
+from vizjax.engine.recipe import DEFAULT_RECIPE, PRESETS, Recipe, apply_override, parse_size, preset
 from vizjax.errors import VizjaxError
-from vizjax.execution import DTYPES, Execution
-from vizjax.recipe import DEFAULT_RECIPE, PRESETS, Recipe, apply_override, parse_size, preset
 
 
 def _batch(text: str) -> int | str:
@@ -174,7 +174,7 @@ def _recipe(args: argparse.Namespace) -> Recipe:
 
 def _dtype(args: argparse.Namespace) -> str:
     """``--dtype``, with ``auto`` resolved: the dtype of the atlas at ``--out`` when one exists (a
-    resumed run keeps its own), else :func:`vizjax.execution.default_dtype` of this platform."""
+    resumed run keeps its own), else :func:`vizjax.engine.execution.default_dtype` of this platform."""
     if args.dtype != "auto":
         return args.dtype
     out = getattr(args, "out", None)
@@ -189,7 +189,7 @@ def _dtype(args: argparse.Namespace) -> str:
             pass  # not an atlas this run may resume: the run itself says so, in one line
     import jax
 
-    from vizjax.execution import default_dtype
+    from vizjax.engine.execution import default_dtype
 
     return default_dtype(jax.default_backend())
 
@@ -207,7 +207,7 @@ def _weights(args: argparse.Namespace):  # -> Weights
     """The weights ``--weights`` names (default: ``--model``'s default set), checked against
     ``--model`` when both are given (one line if they are another model's)."""
     from vizjax.models import DEFAULT_MODEL
-    from vizjax.weights import default_weights, load_weights
+    from vizjax.models.weights import default_weights, load_weights
 
     model = getattr(args, "model", None)
     if not args.weights:

@@ -60,9 +60,9 @@ class _LayerData:
         return len(self.filters)
 
     def summary(self) -> dict[str, Any]:
-        """Counts and the layer's figures (:func:`vizjax.fidelity.summarize`, as ``vizjax info``
+        """Counts and the layer's figures (:func:`vizjax.analysis.fidelity.summarize`, as ``vizjax info``
         shows them) for the index and the layer page (NaN where not measured)."""
-        from vizjax import fidelity
+        from vizjax.analysis import fidelity
 
         s = fidelity.summarize(self.layer.fidelity)
         return {

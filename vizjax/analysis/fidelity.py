@@ -1,6 +1,6 @@
 """Fidelity: cheap, well-defined measures of how good a filter's picture is, written for ONE image.
 
-The engine (:mod:`vizjax.ascent`) vmaps them over a chunk's images and compiles them beside the
+The engine (:mod:`vizjax.engine.ascent`) vmaps them over a chunk's images and compiles them beside the
 ascent; the atlas stores them per filter (:mod:`vizjax.schema`). Definitions (fixed: a measure is
 never tuned to flatter a recipe):
 

@@ -4,7 +4,7 @@ torchvision's ``alexnet().features``: conv1 11x11 stride 4 padding 2 -> ReLU -> 
 stride 2 -> conv2 5x5 padding 2 -> ReLU -> pool 3x3/2 -> conv3, conv4, conv5 3x3 padding 1, each
 with a ReLU -> pool 3x3/2. Channels 64, 192, 384, 256, 256 (2,469,696 parameters). Layer names
 ``conv1 ... conv5``, ``pool1``, ``pool2``, ``pool5``. Its weights are torchvision's, so its
-preprocessing is :data:`vizjax.network.TORCH`.
+preprocessing is :data:`vizjax.models.network.TORCH`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from vizjax.errors import VizjaxError
-from vizjax.network import Layer, Network
+from vizjax.models.network import Layer, Network
 
 #: Output channels of conv1 ... conv5 (torchvision's AlexNet).
 WIDTHS: tuple[int, ...] = (64, 192, 384, 256, 256)

@@ -2,19 +2,19 @@
 
 Read top to bottom:
 
-1. :func:`make_net` builds what :mod:`vizjax.render` needs from the network for one filter: the
+1. :func:`make_net` builds what :mod:`vizjax.engine.render` needs from the network for one filter: the
    activations its objective reads, on the one-channel fast path when it can.
 2. :func:`compiled_program` is the only place that batches and compiles: ``jax.vmap`` of the
    render over filter indices and ``jax.jit`` with the filter axis sharded over a 1-D ``Mesh`` of
    the local devices. It compiles three entry points of the same computation -- ``init``,
    ``advance`` (a segment of steps) and ``finish`` -- so a long recipe can run as a host loop over
    short compiled segments (XLA:CPU) or as one rolled loop (accelerators); see
-   :mod:`vizjax.execution`. The state never leaves the devices between segments.
+   :mod:`vizjax.engine.execution`. The state never leaves the devices between segments.
 3. :func:`map_chunks` is the only chunk/pad/shard loop: rows cut into chunks, the last padded
    with copies of its last row, placed sharded over the mesh, the padding cut from what comes
    back. :func:`iter_chunks` runs the ascent through it and yields numpy :class:`Results`
    (:func:`visualize` collects them); what it runs for a layer is :func:`prepare`'s, which
-   :func:`compiled` compiles ahead of time (:mod:`vizjax.ahead`: the next layer while one runs); :func:`iter_measures` runs the measures on stored images
+   :func:`compiled` compiles ahead of time (:mod:`vizjax.engine.ahead`: the next layer while one runs); :func:`iter_measures` runs the measures on stored images
    (``vizjax fidelity``); the dataset exemplars run :func:`compiled_forward` through it.
 
 A filter's result depends only on (weights, layer, filter, recipe): never on the chunk size, the
@@ -35,12 +35,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vizjax import fidelity, models, render, vgg
-from vizjax.chunk import auto_chunk, round_to_mesh
+from vizjax import models
+from vizjax.analysis import fidelity
+from vizjax.engine import render
+from vizjax.engine.chunk import auto_chunk, round_to_mesh
+from vizjax.engine.execution import Execution, auto_segment, keep_freed_host_memory, segments
+from vizjax.engine.recipe import DEFAULT_SIZE, Recipe
 from vizjax.errors import VizjaxError
-from vizjax.execution import Execution, auto_segment, keep_freed_host_memory, segments
-from vizjax.network import IDENTITY, ConvNet, Network, Preprocessing, prepare_winograd
-from vizjax.recipe import DEFAULT_SIZE, Recipe
+from vizjax.models import vgg
+from vizjax.models.network import IDENTITY, ConvNet, Network, Preprocessing, prepare_winograd
 
 DEFAULT_EXECUTION = Execution()
 
@@ -49,7 +52,7 @@ DEFAULT_EXECUTION = Execution()
 TRACES: collections.Counter[tuple[str, int]] = collections.Counter()
 
 #: VGG16's convolutions computed by Winograd F(2x2, 3x3) when ``conv`` is "winograd" (or "auto" on
-#: CPU): :attr:`vizjax.network.Network.winograd_layers` (blocks 2-5 for VGG16).
+#: CPU): :attr:`vizjax.models.network.Network.winograd_layers` (blocks 2-5 for VGG16).
 WINOGRAD_LAYERS = vgg.NETWORK.winograd_layers
 
 
@@ -66,7 +69,7 @@ class Results:
         recipe the image never moved).
       nonfinite: bool (n,) NaN/Inf appeared during the ascent (the image is the last finite one).
       activation_matrix, final_activation, robustness, hf_energy: the measures of
-        :mod:`vizjax.fidelity`, shapes (n, K, C), (n, K), (n, K), (n, K); None if not measured.
+        :mod:`vizjax.analysis.fidelity`, shapes (n, K, C), (n, K), (n, K), (n, K); None if not measured.
     """
 
     layer: str
@@ -117,7 +120,7 @@ def filter_key(
 
 
 def deprocess(x: jax.Array) -> jax.Array:
-    """Chollet's display transform (:func:`vizjax.render.deprocess`)."""
+    """Chollet's display transform (:func:`vizjax.engine.render.deprocess`)."""
     return render.deprocess(x)
 
 
@@ -312,7 +315,7 @@ def compiled_measure(
     network: Network = vgg.NETWORK,
 ) -> Callable[..., dict[str, Any]]:
     """``(params, raw (n, K, H, W, 3), display (n, K, H, W, 3), filters (n,)) -> measures`` of
-    :mod:`vizjax.fidelity`, vmapped over filters and sharded like the ascent (the same jit
+    :mod:`vizjax.analysis.fidelity`, vmapped over filters and sharded like the ascent (the same jit
     boundary's second program: the ascent runs it on each chunk before the images leave the
     devices; ``vizjax fidelity`` runs it on stored images)."""
     platform = mesh.devices.flat[0].platform
@@ -339,7 +342,7 @@ def compiled_forward(
     network: Network = vgg.NETWORK,
 ) -> Callable[[Any, jax.Array], dict[str, tuple[jax.Array, jax.Array]]]:
     """``(params, squares uint8 (B, S, S, 3)) -> {layer: (mean (B, C) f32, argmax (B, C) i32)}``,
-    the dataset exemplars' forward (:mod:`vizjax.exemplars`), images sharded over the mesh.
+    the dataset exemplars' forward (:mod:`vizjax.analysis.exemplars`), images sharded over the mesh.
 
     ``mean`` is each channel's mean activation (post-ReLU) over the layer's output grid, ``argmax``
     the flat index ``y * W' + x`` of its most active unit (the first one at ties). ``B`` must be a
@@ -378,7 +381,7 @@ def map_chunks(
     mesh: Mesh,
 ) -> Iterator[tuple[slice, Any]]:
     """The engine's one chunk/pad/shard loop: ``n`` rows in chunks of ``chunk`` (a multiple of the
-    device count, :func:`vizjax.chunk.round_to_mesh`).
+    device count, :func:`vizjax.engine.chunk.round_to_mesh`).
 
     For each chunk ``sl`` (a slice of ``range(n)``), ``rows(sl)`` gives its row inputs (row axis
     first, ``len(range(n)[sl])`` rows, read only then), padded to ``chunk`` rows (:func:`padded`)
@@ -409,7 +412,7 @@ def check_layer_size(
     layer: str, h: int, w: int, recipe: Recipe | None = None, network: Network = vgg.NETWORK
 ) -> None:
     """The image must be large enough for ``layer`` after the recipe's transforms."""
-    from vizjax import transform
+    from vizjax.engine import transform
 
     need = network.min_input_size(layer)
     if min(h, w) < need:
@@ -501,7 +504,7 @@ def prepare(
 
 def compiled(job: Prepared) -> Prepared:
     """``job`` with every entry point compiled for its chunk shape (``jit(...).lower().compile()``
-    of the one jit boundary's functions): running it compiles nothing. :mod:`vizjax.ahead` calls
+    of the one jit boundary's functions): running it compiles nothing. :mod:`vizjax.engine.ahead` calls
     it in a background thread for the layers to come."""
     _, shard = shardings(job.mesh)
     p, x, seed = job.params, job.start, job.seed
@@ -540,15 +543,15 @@ def iter_chunks(
     """Run ``filters`` of ``layer`` chunk by chunk, yielding each chunk's :class:`Results`.
 
     Args:
-      params: ``{"params": {...}}`` as loaded by :func:`vizjax.weights.load_weights`.
+      params: ``{"params": {...}}`` as loaded by :func:`vizjax.models.weights.load_weights`.
       start: the shared start image (H, W, 3) in RGB 0-255 units; default: :func:`noise_image`
         of ``recipe`` (a run with a start photo passes the photo and sets ``recipe.init``).
       execution: dtype, convolution, loop structure and ``batch`` (filters per chunk, or
-        ``"auto"``, see :func:`vizjax.chunk.auto_chunk`; rounded up to a multiple of the device count).
-      measure: also compute the :mod:`vizjax.fidelity` measures of each chunk's images (on the
+        ``"auto"``, see :func:`vizjax.engine.chunk.auto_chunk`; rounded up to a multiple of the device count).
+      measure: also compute the :mod:`vizjax.analysis.fidelity` measures of each chunk's images (on the
         devices, before the images come back).
       prepared: :func:`prepare` (and :func:`compiled`) of these same arguments, done before
-        (:mod:`vizjax.ahead`: in the background); else prepared here and compiled on first use.
+        (:mod:`vizjax.engine.ahead`: in the background); else prepared here and compiled on first use.
     """
     job = prepared or prepare(
         layer,
@@ -591,7 +594,7 @@ def iter_measures(
     execution: Execution = DEFAULT_EXECUTION,
     mesh: Mesh | None = None,
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """The :mod:`vizjax.fidelity` measures of stored images, chunk by chunk (``vizjax fidelity``).
+    """The :mod:`vizjax.analysis.fidelity` measures of stored images, chunk by chunk (``vizjax fidelity``).
 
     ``images(filters (m,))`` reads ``(raw (m, K, H, W, 3), display (m, K, H, W, 3) uint8)`` of
     those filters; it is called once per chunk. Yields ``(filters (m,), measures)`` with the

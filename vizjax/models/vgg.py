@@ -3,7 +3,7 @@
 Both are five blocks of 3x3 stride-1 'SAME' convolutions (+ ReLU), each block closed by a 2x2
 stride-2 max-pool; VGG16 has (2, 2, 3, 3, 3) convolutions per block, VGG19 (2, 2, 4, 4, 4). Layer
 names are Keras': ``block{b}_conv{c}`` and ``block{b}_pool``. Everything generic (output sizes,
-receptive fields, the Flax module, the summary) lives in :mod:`vizjax.network`; this module keeps
+receptive fields, the Flax module, the summary) lives in :mod:`vizjax.models.network`; this module keeps
 VGG16's names importable as they were (``VGG16``, ``LAYERS``, ``CONV_LAYERS``, ``layer_index``...).
 """
 
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vizjax.errors import VizjaxError
-from vizjax.network import (  # noqa: F401  (re-exported: VGG16's names as they were)
+from vizjax.models.network import (  # noqa: F401  (re-exported: VGG16's names as they were)
     CAFFE,
     IDENTITY,
     TORCH,
@@ -119,7 +119,7 @@ def VGG16(  # noqa: N802  (the module's name, as before the model interface)
     winograd: tuple[str, ...] = (),
     widths: tuple[int, ...] = WIDTHS,
 ) -> ConvNet:
-    """VGG16's Flax module (:class:`vizjax.network.ConvNet`) for weights of ``widths``."""
+    """VGG16's Flax module (:class:`vizjax.models.network.ConvNet`) for weights of ``widths``."""
     return ConvNet(network(widths), preprocessing, dtype, winograd)
 
 

@@ -1,9 +1,20 @@
-"""The models vizjax knows, by name: ``vgg16`` (the default), ``vgg19``, ``alexnet``.
+"""The networks: the models vizjax knows by name, their layer tables and their weights.
 
-Each :class:`Model` says how to build its :class:`vizjax.network.Network` for given widths, how to
-read the widths back from a parameter tree, and which weights and preprocessing it comes with.
-:func:`from_params` recognizes a parameter tree's model by its layer names (the three have
-disjoint sets), so the engine needs nothing but the weights to know which network it runs.
+This package holds what a network is, apart from how pictures are made of it:
+:mod:`~vizjax.models.network` (a convolutional network as a table of layers, its Flax module,
+preprocessing), :mod:`~vizjax.models.conv` (3x3 convolutions, XLA's and Winograd's),
+:mod:`~vizjax.models.vgg` and :mod:`~vizjax.models.alexnet` (the built-in tables),
+:mod:`~vizjax.models.weights` (weights on disk) and :mod:`~vizjax.models.keras_weights` (Keras
+HDF5 weight files). This module itself is the registry: ``vgg16`` (the default), ``vgg19``,
+``alexnet``.
+
+Each :class:`Model` says how to build its :class:`vizjax.models.network.Network` for given
+widths, how to read the widths back from a parameter tree, and which weights and preprocessing it
+comes with. :func:`from_params` recognizes a parameter tree's model by its layer names (the three
+have disjoint sets), so the engine needs nothing but the weights to know which network it runs.
+
+What it may import: :mod:`vizjax.errors` and :mod:`vizjax.durable` only; never the engine, the
+atlas or the CLI (``tests/test_layout.py`` checks it).
 """
 
 from __future__ import annotations
@@ -12,9 +23,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from vizjax import alexnet, vgg
 from vizjax.errors import VizjaxError
-from vizjax.network import CAFFE, TORCH, Network, Preprocessing
+from vizjax.models import alexnet, vgg
+from vizjax.models.network import CAFFE, TORCH, Network, Preprocessing
 
 DEFAULT_MODEL = "vgg16"
 

@@ -4,7 +4,7 @@ A chunk is always a whole number of filters per device (:func:`round_to_mesh`). 
 picks it with :func:`auto_chunk`: on CPUs by a rule measured on CPUs
 (:func:`cpu_filters_per_device`), on accelerators by the compiled program's memory analysis; and
 :func:`balanced_chunk` spreads the filters evenly over as few chunks as that size allows. Which
-chunk a filter ran in never changes its result (:mod:`vizjax.ascent`).
+chunk a filter ran in never changes its result (:mod:`vizjax.engine.ascent`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vizjax import models, vgg
-from vizjax.network import Network
+from vizjax import models
+from vizjax.models import vgg
+from vizjax.models.network import Network
 
 #: Filters per device per chunk that ``batch="auto"`` allows on accelerators, which want big
 #: batches and are limited by memory instead (see :func:`auto_chunk`).
@@ -59,7 +60,7 @@ def auto_chunk(
     program: Any, params: Any, start: jax.Array, seed: jax.Array, n: int, mesh: Mesh, layer: str
 ) -> int:
     """The chunk size ``batch="auto"`` picks (a multiple of the device count) for ``n`` filters
-    of ``layer`` run by ``program`` (a :class:`vizjax.ascent.Program`, whose first step segment
+    of ``layer`` run by ``program`` (a :class:`vizjax.engine.ascent.Program`, whose first step segment
     the accelerator branch compiles to read its memory analysis).
 
     On accelerators: the largest chunk that fits in device memory, by XLA's compiled memory

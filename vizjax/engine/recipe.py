@@ -2,7 +2,7 @@
 
 A :class:`Recipe` names the param, the transforms, the objective, the optimizer, the number of
 steps and the start (size, seed, start noise or photo). How a run *executes* (dtype, convolution
-algorithm, unrolling, chunk size) lives apart, in :mod:`vizjax.execution`. From a recipe follow:
+algorithm, unrolling, chunk size) lives apart, in :mod:`vizjax.engine.execution`. From a recipe follow:
 
 * the compiled program's cache key: :meth:`Recipe.program` (the recipe with its *inputs* -- fields
   the program takes as arguments, marked ``metadata={"input": True}`` -- set to their defaults);
@@ -17,15 +17,15 @@ Presets (:data:`PRESETS`), each documented in the README with its source:
   ``standard_transforms``, Adam(0.05), 512 steps, redirected ReLU gradient for the first 16 steps.
 * ``lucent`` -- the default (:data:`DEFAULT_RECIPE`): ``lucid`` with the transforms of
   torch-lucent 0.1.8's ``render_vis`` (its ``standard_transforms`` and ``fixed_image_size``:
-  :class:`vizjax.transform.LucentView`), which make the pictures survive being moved, and 64
+  :class:`vizjax.engine.transform.LucentView`), which make the pictures survive being moved, and 64
   steps: by the fidelity measures its picture is Lucent's 512-step one by then (bench/README.md,
   "Quality per second").
 * ``keras-vis`` -- tf-keras-vis' ActivationMaximization defaults (tuned for VGG16): pixels from
   U(0, 255), jitter 4 (roll) and rotate up to 1 degree applied to the image itself every step, total
   variation 1.0 + L1 0.3 (normalized by element count), RMSprop(1.0, rho 0.999), 200 steps.
 * ``maco`` -- MACO (Fel et al. 2023; Horama): phase-only spectrum with a fixed natural magnitude,
-  4 random crops per step with noise, NAdam(1.0), 256 steps (see :mod:`vizjax.param`,
-  :class:`vizjax.transform.Crops` for how Horama's 1280 px settings were scaled).
+  4 random crops per step with noise, NAdam(1.0), 256 steps (see :mod:`vizjax.engine.param`,
+  :class:`vizjax.engine.transform.Crops` for how Horama's 1280 px settings were scaled).
 
 :func:`apply_override` implements ``--set key=value`` (``optimizer.lr=0.02``, ``param=fft``,
 ``param.decay=1.5``, ``transforms=standard``, ``transforms.1.d=4``, ``objective.tv=0.5``...).
@@ -40,7 +40,7 @@ import types
 import typing
 from typing import Any
 
-from vizjax import objectives, optim, param, transform
+from vizjax.engine import objectives, optim, param, transform
 from vizjax.errors import VizjaxError
 
 DISPLAYS = ("deprocess", "clip")
@@ -62,13 +62,13 @@ class Recipe:
 
     Attributes:
       name: the preset it started from (informational).
-      param: how the image is represented (:mod:`vizjax.param`).
+      param: how the image is represented (:mod:`vizjax.engine.param`).
       transforms: random transforms of each image before the network sees it, per step
-        (:mod:`vizjax.transform`; robustness, Lucid's way).
+        (:mod:`vizjax.engine.transform`; robustness, Lucid's way).
       modifiers: random transforms applied to the image ITSELF before every step (tf-keras-vis'
         "input modifiers"; pixel param only).
-      objective: what to maximize (:class:`vizjax.objectives.Spec`), at the target layer.
-      optimizer: the optax optimizer (:class:`vizjax.optim.Optimizer`).
+      objective: what to maximize (:class:`vizjax.engine.objectives.Spec`), at the target layer.
+      optimizer: the optax optimizer (:class:`vizjax.engine.optim.Optimizer`).
       steps: optimization steps.
       redirect_relu: Lucid's redirected ReLU gradient while ``step <= redirect_relu`` (Lucid: 16,
         i.e. its ``global_step > 16`` test); 0 = off.

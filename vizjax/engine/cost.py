@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vizjax import transform, vgg
-from vizjax.network import Network
-from vizjax.recipe import DEFAULT_SIZE, Recipe
+from vizjax.engine import transform
+from vizjax.engine.recipe import DEFAULT_SIZE, Recipe
+from vizjax.models import vgg
+from vizjax.models.network import Network
 
 #: Above this predicted time a plan (and a run, once it has measured its speed) says so first.
 LONG_RUN_SECONDS = 3 * 3600.0

@@ -29,7 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vizjax.transform import blur3x3
+from vizjax.engine.transform import blur3x3
 
 Acts = Mapping[str, jax.Array]
 INPUT = "input"

@@ -3,9 +3,9 @@
 A multi-layer run (:func:`vizjax.run.run_atlas`) would otherwise compile each layer's programs when
 that layer starts: about 19 s per layer for the lucid recipe at 224 px on a GPU host, thirteen
 times for VGG16, while the accelerator idles. Here the run submits the next layer when a layer
-starts; one daemon thread runs :func:`vizjax.ascent.prepare` and :func:`vizjax.ascent.compiled`
+starts; one daemon thread runs :func:`vizjax.engine.ascent.prepare` and :func:`vizjax.engine.ascent.compiled`
 (``jit(...).lower().compile()`` of the engine's one jit boundary) for it; when that layer's turn
-comes, :meth:`CompileAhead.take` hands the compiled programs to :func:`vizjax.ascent.iter_chunks`,
+comes, :meth:`CompileAhead.take` hands the compiled programs to :func:`vizjax.engine.ascent.iter_chunks`,
 which then compiles nothing. The results are those of the programs compiled on first use (the
 same programs; tested bit for bit).
 
@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from vizjax import ascent
+from vizjax.engine import ascent
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import Recipe
 from vizjax.errors import VizjaxError
-from vizjax.execution import Execution
-from vizjax.network import Preprocessing
-from vizjax.recipe import Recipe
+from vizjax.models.network import Preprocessing
 
 #: Seconds between two checks for a stop while a layer waits for its compile.
 POLL_S = 0.2
@@ -42,7 +42,7 @@ def compiles_ahead(execution: Execution, platform: str) -> bool:
 
 
 def _key(layer: str, filters: Sequence[int], recipe: Recipe, kw: dict[str, Any]) -> tuple:
-    """What makes :func:`vizjax.ascent.prepare` of a layer what it is (not the values)."""
+    """What makes :func:`vizjax.engine.ascent.prepare` of a layer what it is (not the values)."""
     start = kw.get("start")
     return (
         layer,
@@ -58,8 +58,8 @@ def _key(layer: str, filters: Sequence[int], recipe: Recipe, kw: dict[str, Any])
 class CompileAhead:
     """One background thread compiling the layers submitted to it, in order.
 
-    :meth:`submit` takes the arguments :func:`vizjax.ascent.iter_chunks` will get; :meth:`take`
-    with the same arguments returns the compiled :class:`vizjax.ascent.Prepared` (waiting for a
+    :meth:`submit` takes the arguments :func:`vizjax.engine.ascent.iter_chunks` will get; :meth:`take`
+    with the same arguments returns the compiled :class:`vizjax.engine.ascent.Prepared` (waiting for a
     compile in flight) for ``iter_chunks(..., prepared=...)``. A failed compile raises at
     :meth:`take`, in one line. The thread is a daemon and :meth:`close` does not wait for it: a
     stopped run never waits for a compile. ``log`` lists ``(layer, "start" | "end",

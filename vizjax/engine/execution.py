@@ -1,6 +1,6 @@
 """How a run executes: dtype, convolution algorithm, loop structure, chunk size.
 
-Kept apart from :class:`vizjax.recipe.Recipe` (what makes the picture): none of these changes a
+Kept apart from :class:`vizjax.engine.recipe.Recipe` (what makes the picture): none of these changes a
 filter's picture beyond float rounding, except ``dtype`` (bfloat16 is ~1% off float32), which is
 why ``dtype`` is part of an atlas' identity and the others are not.
 """
@@ -41,7 +41,7 @@ class Execution:
         CPU, 1 on accelerators).
       batch: filters per chunk (one compiled program per chunk shape), or ``"auto"``.
       compile_ahead: a multi-layer run compiles the next layer's programs in a background thread
-        while a layer runs (:class:`vizjax.ascent.CompileAhead`): ``"on"``, ``"off"`` or
+        while a layer runs (:class:`vizjax.engine.ascent.CompileAhead`): ``"on"``, ``"off"`` or
         ``"auto"`` (on accelerators only: there the host's cores are idle while the device
         computes; on a CPU the compile would take the cores the run computes on).
     """

@@ -24,9 +24,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vizjax import vgg
 from vizjax.errors import WeightsError
-from vizjax.network import Network
+from vizjax.models import vgg
+from vizjax.models.network import Network
 
 Params = dict[str, dict[str, np.ndarray]]
 

@@ -3,8 +3,8 @@ follows from the table alone.
 
 A :class:`Network` is a frozen, hashable description (a name, the widths it was built with, and
 one :class:`Layer` row per layer: kind, kernel, stride, padding, channels), so it can be a static
-argument of compiled programs. The families build their tables (:mod:`vizjax.vgg` for VGG16 and
-VGG19, :mod:`vizjax.alexnet`); :mod:`vizjax.models` is the registry by name. From the table alone
+argument of compiled programs. The families build their tables (:mod:`vizjax.models.vgg` for VGG16 and
+VGG19, :mod:`vizjax.models.alexnet`); :mod:`vizjax.models` is the registry by name. From the table alone
 come output sizes and receptive fields for any input size, parameter shapes and counts, the
 Keras-style summary, which convolutions Winograd computes, and the Flax module :class:`ConvNet`.
 
@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from vizjax.conv import IMPLS, conv3x3_winograd_prepared, winograd_pair
 from vizjax.errors import VizjaxError
+from vizjax.models.conv import IMPLS, conv3x3_winograd_prepared, winograd_pair
 
 #: The variable collection holding Winograd-transformed weights (:func:`prepare_winograd`).
 WINOGRAD = "winograd"
@@ -98,7 +98,7 @@ class ReceptiveField:
 @dataclasses.dataclass(frozen=True)
 class Network:
     """A network by its layer table (see the module docstring); built by a family's function
-    (:func:`vizjax.vgg.network`, :func:`vizjax.alexnet.network`), named in :mod:`vizjax.models`.
+    (:func:`vizjax.models.vgg.network`, :func:`vizjax.models.alexnet.network`), named in :mod:`vizjax.models`.
 
     Attributes:
       name: the model's name (``"vgg16"``, ``"vgg19"``, ``"alexnet"``).
@@ -294,7 +294,7 @@ IDENTITY = Preprocessing("none", False, 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 def conv(x: jax.Array, kernel: jax.Array, layer: Layer, impl: str = "xla") -> jax.Array:
     """``x (N, H, W, Cin)`` cross-correlated with ``kernel (k, k, Cin, Cout)`` at ``layer``'s
     stride and zero padding, no bias. 3x3 stride-1 'SAME' convolutions go through
-    :data:`vizjax.conv.IMPLS` (``impl``: ``"xla"`` or ``"winograd"``; same result)."""
+    :data:`vizjax.models.conv.IMPLS` (``impl``: ``"xla"`` or ``"winograd"``; same result)."""
     if (layer.kernel, layer.stride, layer.padding) == (3, 1, 1):
         return IMPLS[impl](x, kernel)
     p = layer.padding
@@ -422,7 +422,7 @@ class ConvNet(nn.Module):
       preprocessing: applied to the RGB 0-255 input inside the forward.
       dtype: compute dtype of weights and activations (``jnp.float32`` or ``jnp.bfloat16``).
       winograd: the convolutions computed by Winograd F(2x2, 3x3) instead of XLA's convolution
-        (:mod:`vizjax.conv`; same result, faster on CPU); a subset of
+        (:mod:`vizjax.models.conv`; same result, faster on CPU); a subset of
         :attr:`Network.winograd_layers`.
     """
 
@@ -483,7 +483,7 @@ class ConvNet(nn.Module):
 
 def prepare_winograd(params: dict[str, Any], layers: tuple[str, ...]) -> dict[str, Any]:
     """``params`` plus, for each of ``layers``, its Winograd-transformed weights
-    (:func:`vizjax.conv.winograd_pair`) in the ``"winograd"`` collection, so a network that runs
+    (:func:`vizjax.models.conv.winograd_pair`) in the ``"winograd"`` collection, so a network that runs
     many steps transforms its weights once, not in every step (the transform of blocks 2-4 cost
     ~0.1 s per compiled call on a 2-core CPU). Pure jnp: jit it."""
     p = params["params"]

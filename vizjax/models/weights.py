@@ -34,7 +34,7 @@ import numpy as np
 
 from vizjax import durable, models
 from vizjax.errors import VizjaxError, WeightsError
-from vizjax.network import CAFFE, Network, Preprocessing
+from vizjax.models.network import CAFFE, Network, Preprocessing
 
 DEFAULT_WEIGHTS = "vgg16-torchvision"  # models.MODELS["vgg16"].default_weights
 MANIFEST_VERSION = 1
@@ -68,7 +68,7 @@ class Weights:
 
     @property
     def widths(self) -> tuple[int, ...]:
-        """The network's widths (:data:`vizjax.vgg.WIDTHS` for VGG16's real weights)."""
+        """The network's widths (:data:`vizjax.models.vgg.WIDTHS` for VGG16's real weights)."""
         return self.network.widths
 
 
@@ -369,7 +369,7 @@ def convert_keras(
 ) -> Path:
     """Convert a Keras VGG16 (or ``model="vgg19"``) HDF5 weight file into a prepared weight set
     at ``out``."""
-    from vizjax.keras import read_keras_h5
+    from vizjax.models.keras_weights import read_keras_h5
 
     network = models.network(model)
     if not network.name.startswith("vgg"):

@@ -1,4 +1,4 @@
-"""Tests for vizjax.keras: synthetic Keras HDF5 files in every layout, read back bit for bit."""
+"""Tests for vizjax.models.keras_weights: synthetic Keras HDF5 files in every layout, read back bit for bit."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from vizjax.errors import WeightsError
-from vizjax.keras import read_keras_h5
-from vizjax.vgg import CONV_LAYERS, CONV_SHAPES, LAYER_NAMES
+from vizjax.models.keras_weights import read_keras_h5
+from vizjax.models.vgg import CONV_LAYERS, CONV_SHAPES, LAYER_NAMES
 
 # Fake fully connected layers: they are skipped, so their shapes need not be real (25088x4096).
 TOP = {

@@ -2,15 +2,15 @@
 
 Read top to bottom:
 
-1. :meth:`vizjax.network.Network.receptive_field` derives each layer's receptive field (size,
+1. :meth:`vizjax.models.network.Network.receptive_field` derives each layer's receptive field (size,
    jump, offset) from the network's layer table (any kernel, stride and padding).
 2. :func:`vizjax.images.list_images` and :func:`vizjax.images.load_square` turn a folder into a
    sorted listing and each file
    into a ``(S, S, 3)`` uint8 square: the short side resized to ``S`` (224 by default; bilinear,
    which Pillow antialiases when it shrinks), then the centre ``S x S`` cut out. EXIF rotation is
    applied first. A file Pillow cannot decode (not an image, truncated, ...) is skipped and counted.
-3. The engine's :func:`vizjax.ascent.compiled_forward`, run by its one chunk/pad/shard loop
-   (:func:`vizjax.ascent.map_chunks`): a batch of squares, sharded over the local devices, through
+3. The engine's :func:`vizjax.engine.ascent.compiled_forward`, run by its one chunk/pad/shard loop
+   (:func:`vizjax.engine.ascent.map_chunks`): a batch of squares, sharded over the local devices, through
    the network to the deepest requested layer; per image and channel of each layer it returns the
    channel's mean activation and the flat index of its most active unit.
 4. :class:`TopK` keeps, per channel, the ``top`` images by mean activation (ties: the earlier image
@@ -40,9 +40,10 @@ import numpy as np
 from jax.sharding import Mesh
 from PIL import Image
 
-from vizjax import durable, images, models, vgg
+from vizjax import durable, images, models
 from vizjax.errors import VizjaxError
-from vizjax.network import IDENTITY, Network, Preprocessing
+from vizjax.models import vgg
+from vizjax.models.network import IDENTITY, Network, Preprocessing
 
 #: Side of the square every image is resized and centre-cropped to (VGG16's training size).
 INPUT_SIZE = images.SQUARE_SIZE
@@ -194,7 +195,7 @@ def scan(
     """
     from tqdm import tqdm
 
-    from vizjax import ascent, chunk
+    from vizjax.engine import ascent, chunk
 
     layers = tuple(dict.fromkeys(layers))
     network = models.from_params(params)
@@ -335,7 +336,7 @@ def cut_crops(
 
 def _weights_for(attrs: dict[str, Any]) -> Any:  # -> Weights
     """The atlas' weights, loaded and checked against its ``weights_sha256``; one line if not."""
-    from vizjax.weights import load_weights
+    from vizjax.models.weights import load_weights
 
     name, sha = attrs.get("weights"), attrs.get("weights_sha256")
     if not name:

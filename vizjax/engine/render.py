@@ -2,14 +2,14 @@
 without its drawing, saving and printing).
 
 The loop is split so the engine can run it as one program or as a host loop over compiled
-segments (:mod:`vizjax.execution`): :func:`init` makes the :class:`State`, :func:`advance` runs
+segments (:mod:`vizjax.engine.execution`): :func:`init` makes the :class:`State`, :func:`advance` runs
 ``n`` steps in a ``lax.scan``, :func:`finish` evaluates the final images. Step ``i``:
 
 1. randomness: ``k_i = fold_in(filter_key, i)`` (``filter_key = fold_in(fold_in(key(seed), layer),
    f)``; the initial value draws from ``fold_in(filter_key, INIT_KEY)``); image ``k``'s transform
    uniforms come from ``fold_in(fold_in(k_i, 0), k)``, its modifier uniforms from
    ``fold_in(fold_in(k_i, 1), k)`` -- drawn for every step of a segment before its loop
-   (:func:`draws`; see :mod:`vizjax.transform` for why);
+   (:func:`draws`; see :mod:`vizjax.engine.transform` for why);
 2. modifiers (tf-keras-vis) change the pixels themselves;
 3. ``rgb = to_rgb(params)`` for each of the K images; each is transformed into V views; the network
    computes the activations the objective reads (``redirect`` on while ``i <=
@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from vizjax import objectives, transform
-from vizjax.recipe import Recipe
+from vizjax.engine import objectives, transform
+from vizjax.engine.recipe import Recipe
 
 #: ``net(views (B, h, w, 3), redirect) -> {layer: (B, h', w', C)}``: the network as the objective
 #: needs it (the engine closes over weights, dtype and the filter's channel on the fast path).
