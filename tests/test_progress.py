@@ -5,9 +5,9 @@ import time
 import pytest
 
 from vizjax import progress, run
+from vizjax.engine.execution import Execution
+from vizjax.engine.recipe import preset
 from vizjax.errors import VizjaxError
-from vizjax.execution import Execution
-from vizjax.recipe import preset
 
 
 def test_progress_seconds_reads_the_environment_when_asked(monkeypatch):
