@@ -95,16 +95,17 @@ def run_work(plan: Mapping[str, int], recipe: Recipe, network: Network = vgg.NET
 
 
 def compile_weight(layer: str, network: Network = vgg.NETWORK) -> float:
-    """How long ``layer``'s program takes to compile, relative to other layers': one for the part
-    every program has (the image side, init, finish, the measures) plus one per convolution it
-    runs (forward and back). XLA's compile time grows with the program: the plan's compile
-    column for a whole VGG16 at 32 px on a loaded 2-core CPU (2026-12-05) went from 6 s
-    (block1_conv1, weight 2) to 51 s (block5_conv1, weight 12), 3 to 4.5 s per unit for every
-    layer; the tests' tiny network compiles block1_conv1 in ~4 s and block5_conv3 in ~25 s. So a
-    run that has timed one layer's compile predicts a deeper layer's from it instead of taking
-    them as equal (:class:`vizjax.progress.WorkMeter`)."""
+    """How long ``layer``'s program takes to compile, relative to other layers': one per
+    convolution it runs (forward and back), plus half a convolution for what every program has
+    (the image side, init, finish, the measures). XLA's compile time grows with the program: the
+    plan's compile column for a whole VGG16 at 32 px on a loaded 2-core CPU (2026-12-05) went
+    from 6 s (block1_conv1, weight 1.5) to 51 s (block5_conv1, weight 11.5) and 35 s
+    (block5_conv3, 13.5); on the tests' tiny network block5_conv3 compiled 6 to 10 times longer
+    than block1_conv1. The weight is that fit, within 1.6x of every one of them, so a run that has
+    timed one layer's compile predicts a deeper layer's from it instead of taking them as equal
+    (:class:`vizjax.progress.WorkMeter`)."""
     convs = sum(1 for r in network.layers[: network.layer_index(layer) + 1] if r.kind == "conv")
-    return 1.0 + convs
+    return 0.5 + convs
 
 
 def eta_seconds(

@@ -14,6 +14,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from vizjax.durable import fault
+
 #: Largest side of a layer page's thumbnails (px). 512 thumbnails of 96 px stay a few MB.
 THUMB = 96
 
@@ -139,6 +141,7 @@ def _whole(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
     try:
         write(tmp)
+        fault("gallery.file")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
