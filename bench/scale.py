@@ -63,6 +63,8 @@ def timed(argv: list[str]) -> dict[str, Any]:
 def site_sizes(site: Path) -> dict[str, Any]:
     """Bytes on disk, file and page counts, and the heaviest HTML page (its bytes, its images
     and how many of them load lazily, and any inlined ``data:`` images)."""
+    from vizjax import gallery
+
     files = [p for p in site.rglob("*") if p.is_file()]
     pages = [p for p in files if p.suffix == ".html"]
     heaviest = max(pages, key=lambda p: p.stat().st_size)
@@ -77,6 +79,8 @@ def site_sizes(site: Path) -> dict[str, Any]:
         "heaviest_page_imgs": len(imgs),
         "heaviest_page_lazy_imgs": sum('loading="lazy"' in t for t in imgs),
         "data_uris": sum(p.read_text(errors="replace").count("data:image") for p in pages),
+        # Everything, every lazy image scrolled into view.
+        "heaviest_page_all_images_bytes": gallery.page_weight(heaviest)["total"],
     }
 
 
