@@ -114,7 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     steps = {
         "info": [v, "info", atlas],
         "gallery": [v, "gallery", atlas, "--out", str(work / "site"), "--quiet"],
-        "grid": [v, "grid", atlas, "--layer", layer, "--out", str(work / "grid.png")],
+        "grid": [
+            v,
+            "grid",
+            atlas,
+            "--layer",
+            layer,
+            "--filters",
+            "all",
+            "--out",
+            str(work / "g.png"),
+        ],
         "fidelity": [v, "fidelity", atlas, "--layer", layer, "--force", "--quiet"],
         "to_xarray": [sys.executable, "-c", XARRAY, atlas, layer],
     }
@@ -126,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "gallery" and row["rc"] == 0:
                 row.update(site_sizes(work / "site"))
             if name == "grid" and row["rc"] == 0:
-                row["grid_png_bytes"] = (work / "grid.png").stat().st_size
+                row["grid_png_bytes"] = (work / "g.png").stat().st_size
             row["argv"] = " ".join(Path(a).name if a == sys.executable else a for a in cmd)
             if name == "to_xarray":
                 row["argv"] = f"python -c 'open_atlas(ATLAS).layers[{layer!r}].to_xarray()'"
