@@ -164,7 +164,7 @@ def test_frontier_runs_each_point_once_and_plots(tmp_path, capsys):
 
 def test_scale_measures_every_reading_command_on_a_tiny_atlas(tiny_weights, tmp_path):
     """bench/scale.py on a tiny atlas: a JSON line per command, each exit 0, with the gallery's
-    sizes (its heaviest page, lazy images, no data: URI)."""
+    sizes (its heaviest page, its images, no data: URI)."""
     import tiny_network
 
     from bench import scale
@@ -182,5 +182,6 @@ def test_scale_measures_every_reading_command_on_a_tiny_atlas(tiny_weights, tmp_
     assert sorted(rows) == ["fidelity", "gallery", "grid", "info", "to_xarray"]
     assert all(r["rc"] == 0 and r["wall_s"] > 0 for r in rows.values()), rows
     g = rows["gallery"]
-    assert g["heaviest_page_imgs"] == g["heaviest_page_lazy_imgs"] > 0 and g["data_uris"] == 0
+    # Here the heaviest page is a filter's (its full-size image is not lazy); on VGG16 a layer's.
+    assert g["heaviest_page_imgs"] >= g["heaviest_page_lazy_imgs"] and g["data_uris"] == 0
     assert g["heaviest_page_all_images_bytes"] > g["heaviest_page_bytes"]
