@@ -146,3 +146,31 @@ def test_eta_after_the_first_layer_predicts_the_second(tmp_path, default_weights
     real = clock() - seen["t"]
     print(f"ETA {seen['eta']:.2f} s, real {real:.2f} s")
     assert seen["eta"] == pytest.approx(real, rel=0.25)
+
+
+def test_compile_weight_grows_with_the_program():
+    w = [cost.compile_weight(n) for n in ("block1_conv1", "block3_conv1", "block5_conv3")]
+    assert w == [1.5, 5.5, 13.5]
+    assert cost.compile_weight("x", object()) == 1.0  # a model without a layer table
+
+
+def test_meter_with_a_plan_times_each_layer_and_scales_the_compiles_ahead():
+    """Issue 30: a cheap first layer (1 unit per s) must not set the rate of a deep one, and the
+    deep layer's compile is the first one's scaled by their weights."""
+    now = [0.0]
+    plan = [(20.0, 2.0), (100.0, 12.0)]
+    m = WorkMeter(120.0, layers=2, clock=lambda: now[0], plan=plan)
+    m.new_layer()
+    now[0] = 14.0  # first chunk: 4 s compiling + 10 units at 1/s
+    m.add(10.0)
+    now[0] = 24.0  # a steady chunk: 10 units in 10 s
+    m.add(10.0)
+    # Layer 2 at the last rate (1/s) plus its compile: 4 s / weight 2 x weight 12.
+    assert m.eta() == pytest.approx(100.0 + 24.0)
+    m.new_layer()
+    now[0] = 24.0 + 24.0 + 25.0  # its first chunk: 24 s compiling, 25 units
+    m.add(25.0)
+    assert m.eta() == pytest.approx(75.0)  # still the last layer's rate: none of its own yet
+    now[0] += 25.0 / 2  # a steady chunk at 2 units per s
+    m.add(25.0)
+    assert m.eta() == pytest.approx(50.0 / 2)  # its own rate now

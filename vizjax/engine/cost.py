@@ -104,8 +104,11 @@ def compile_weight(layer: str, network: Network = vgg.NETWORK) -> float:
     than block1_conv1. The weight is that fit, within 1.6x of every one of them, so a run that has
     timed one layer's compile predicts a deeper layer's from it instead of taking them as equal
     (:class:`vizjax.progress.WorkMeter`)."""
-    convs = sum(1 for r in network.layers[: network.layer_index(layer) + 1] if r.kind == "conv")
-    return 0.5 + convs
+    try:
+        table = network.layers[: network.layer_index(layer) + 1]
+    except (AttributeError, TypeError):  # a model without a layer table: all weigh the same
+        return 1.0
+    return 0.5 + sum(1 for r in table if getattr(r, "kind", None) == "conv")
 
 
 def eta_seconds(
