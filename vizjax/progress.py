@@ -53,7 +53,7 @@ class WorkMeter:
     :meth:`new_layer` before a layer's first chunk and :meth:`add` after each chunk.
 
     ``plan`` (one ``(work, compile weight)`` per layer, in run order; see
-    :func:`vizjax.cost.compile_weight`) makes the ETA per layer: a layer that has timed a steady
+    :func:`vizjax.engine.cost.compile_weight`) makes the ETA per layer: a layer that has timed a steady
     chunk runs at its own rate, the layers ahead at the rate of the last layer timed (the cost
     model carries it from one layer to the next), and each layer ahead compiles for its weight
     times the seconds per weight that the compiles so far took. Without it, one rate for all
