@@ -174,3 +174,20 @@ def test_meter_with_a_plan_times_each_layer_and_scales_the_compiles_ahead():
     now[0] += 25.0 / 2  # a steady chunk at 2 units per s
     m.add(25.0)
     assert m.eta() == pytest.approx(50.0 / 2)  # its own rate now
+
+
+def test_meter_reads_a_slower_deep_layer_from_its_first_chunk():
+    """Inside a deep layer, before it has a steady chunk: its first chunk's time less its
+    predicted compile says it runs slower than the cheap layer before it, and the ETA uses that
+    (the real run of issue 30's command said 32 s with 119 s left here)."""
+    now = [0.0]
+    m = WorkMeter(120.0, layers=2, clock=lambda: now[0], plan=[(20.0, 2.0), (100.0, 12.0)])
+    m.new_layer()
+    now[0] = 14.0  # 4 s compiling + 10 units at 1/s
+    m.add(10.0)
+    now[0] = 24.0
+    m.add(10.0)
+    m.new_layer()
+    now[0] = 24.0 + 24.0 + 50.0  # 24 s compiling (as predicted), 25 units at 0.5/s
+    m.add(25.0)
+    assert m.eta() == pytest.approx(75.0 / 0.5)

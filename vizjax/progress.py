@@ -146,6 +146,15 @@ class WorkMeter:
         extra = sum(max(0.0, self.firsts[i][1] - self.firsts[i][0] / rates[i]) for i in timed)
         weight = sum(self.plan[i][1] for i in timed)
         per_weight = extra / weight if weight > 0 else 0.0
+        # A layer past its first chunk but not timed on a steady one yet: that chunk's time less
+        # the compile predicted for it is its own rate's first estimate (a deep layer after a
+        # cheap one runs slower than the cheap one's rate says), unless that leaves too little.
+        for i, r in enumerate(own):
+            if r is None and i < len(self.firsts) and i not in timed:
+                work, seconds = self.firsts[i]
+                computing = seconds - per_weight * self.plan[i][1]
+                if work > 0 and computing > 0.25 * seconds:
+                    rates[i] = min(rates[i], work / computing)
         left = sum(
             max(0.0, self.plan[i][0] - done) / rates[i]
             for i, (done, _, _) in enumerate(self._layers)
