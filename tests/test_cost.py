@@ -191,3 +191,24 @@ def test_meter_reads_a_slower_deep_layer_from_its_first_chunk():
     now[0] = 24.0 + 24.0 + 50.0  # 24 s compiling (as predicted), 25 units at 0.5/s
     m.add(25.0)
     assert m.eta() == pytest.approx(75.0 / 0.5)
+
+
+def test_fast_path_share_is_small_where_the_target_convolution_dominates():
+    recipe = preset("classic").replace(size=(96, 96), steps=20)
+    shares = {n: cost.fast_path_share(n, recipe) for n in ("block1_conv2", "block5_conv1")}
+    assert 0.2 < shares["block1_conv2"] < 0.4 and 0.9 < shares["block5_conv1"] < 1.0
+    assert cost.fast_path_share("x", recipe, object()) == 1.0
+
+
+def test_meter_carries_the_real_rate_of_a_fast_path_layer_ahead():
+    """A first layer on the fast path does a third of its modeled work: the layer ahead runs at a
+    third of its measured rate in modeled work."""
+    now = [0.0]
+    m = WorkMeter(60.0, layers=2, clock=lambda: now[0], plan=[(30.0, 2.0), (30.0, 2.0)])
+    m.new_layer()
+    m.share = 1 / 3
+    now[0] = 10.0  # 5 s compiling + 15 units at 3 per s
+    m.add(15.0)
+    now[0] = 15.0
+    m.add(15.0)
+    assert m.eta() == pytest.approx(30.0 / 1.0 + 5.0)

@@ -73,23 +73,28 @@ class WorkMeter:
         self.plan = [(float(w), float(c)) for w, c in plan] if plan is not None else None
         self.work_done = self.steady_work = self.steady_s = 0.0
         self.firsts: list[tuple[float, float]] = []  # (work, seconds) of each layer's first chunk
-        # Per layer begun: [work done, steady work, steady seconds].
+        # Per layer begun: [work done, steady work, steady seconds, share].
         self._layers: list[list[float]] = []
+        #: The share of its modeled work that the layer now running really does (set by the run:
+        #: :func:`vizjax.engine.cost.fast_path_share` on the one-channel fast path, else 1).
+        self.share = 1.0
         self._first = True
         self.last = clock()
 
     def new_layer(self) -> None:
         self._first = True
-        self._layers.append([0.0, 0.0, 0.0])
+        self.share = 1.0
+        self._layers.append([0.0, 0.0, 0.0, 1.0])
 
     def add(self, work: float) -> None:
         now = self.clock()
         seconds, self.last = now - self.last, now
         self.work_done += work
         if not self._layers:
-            self._layers.append([0.0, 0.0, 0.0])
+            self._layers.append([0.0, 0.0, 0.0, 1.0])
         here = self._layers[-1]
         here[0] += work
+        here[3] = self.share
         if self._first:
             self.firsts.append((work, seconds))
             self._first = False
@@ -134,12 +139,15 @@ class WorkMeter:
 
     def _planned_eta(self) -> float | None:
         assert self.plan is not None
-        own = [w / s if s > 0 else None for _, w, s in self._layers]
-        # The layers ahead run at the last rate timed on a layer of its own (nearest in depth).
-        ahead = next((r for r in reversed(own) if r), None) or self.rate()
+        own = [w / s if s > 0 else None for _, w, s, _ in self._layers]
+        # The layers ahead run at the last rate timed on a layer of its own (nearest in depth), in
+        # the work that layer really did (its share of the modeled work: the fast path).
+        shares = [sh for _, _, _, sh in self._layers]
+        real = [r * sh for r, sh in zip(own, shares, strict=True) if r]
+        ahead = real[-1] if real else self.rate()
         if not ahead:
             return None
-        rates = [r or ahead for r in own]
+        rates = [r or ahead / sh for r, sh in zip(own, shares, strict=True)]
         # Compile seconds per unit of weight: the first chunks' time beyond their work, over the
         # layers timed at their own rate where there are any.
         timed = [i for i, r in enumerate(own) if r] or list(range(len(self.firsts)))
@@ -157,7 +165,7 @@ class WorkMeter:
                     rates[i] = min(rates[i], work / computing)
         left = sum(
             max(0.0, self.plan[i][0] - done) / rates[i]
-            for i, (done, _, _) in enumerate(self._layers)
+            for i, (done, _, _, _) in enumerate(self._layers)
         )
         for work, compile_weight in self.plan[len(self._layers) :]:
             left += work / ahead + per_weight * compile_weight
