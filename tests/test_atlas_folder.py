@@ -213,3 +213,30 @@ def test_a_new_atlas_removes_what_killed_creations_at_its_name_left(tmp_path):
     gone2 = _abandoned(tmp_path / "a.00000000.d")
     write_run(out, filters=(2,))
     assert gone2.exists()
+
+
+def test_a_refused_rerun_after_the_folder_was_deleted_leaves_nothing(tmp_path):
+    """Issue 30: resuming, measuring or merging into an index whose data folder was deleted is
+    refused in one line, and creates no empty data folder and no lock."""
+    a = write_run(tmp_path / "a.h5")
+    shutil.rmtree(data_dir(a))
+    part = tmp_path / "p"
+    part.mkdir()
+    p = write_run(part / "a.h5", filters=(2,))
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(AtlasError, match=r"atlas data file .* is missing"):
+        AtlasWriter(a, ATTRS, CONFIG).__enter__()
+    assert sorted(os.listdir(tmp_path)) == before
+    with pytest.raises(AtlasError, match=r"atlas data file .* is missing"):
+        merge_atlases(a, [p])
+    assert sorted(os.listdir(tmp_path)) == before
+    # An index that maps no segment (no layer begun) still resumes without its folder.
+    b = tmp_path / "b.h5"
+    with AtlasWriter(b, ATTRS, CONFIG):
+        pass
+    shutil.rmtree(data_dir(b), ignore_errors=True)
+    with AtlasWriter(b, ATTRS, CONFIG) as w:
+        assert w.begin_layer("l1", 6, [0], HW, STEPS) == [0]
+        w.write_chunk("l1", make_rows("l1", [0]))
+    with open_atlas(b) as atlas:
+        assert atlas.layers["l1"].completed().tolist() == [0]

@@ -15,6 +15,7 @@ from atlas_checks import (  # tests/atlas_checks.py (pytest puts tests/ on sys.p
     FIXTURE_V1,
     assert_nan_equal,
     assert_rows_equal,
+    done_filters,
     done_rows_h5,
     make_parts,
     referenced_only,
@@ -24,6 +25,7 @@ from atlas_scenarios import (  # tests/atlas_scenarios.py
     ATTRS,
     CONFIG,
     FIELDS,
+    expected_row,
     make_rows,
     write_run,
 )
@@ -74,6 +76,55 @@ def test_merge_refuses_mixed_runs(tmp_path):
     assert not (tmp_path / "out.h5").exists()
     with pytest.raises(AtlasError, match="no atlas at"):
         merge_atlases(tmp_path / "out.h5", [p1, tmp_path / "missing.h5"])
+
+
+def test_merge_into_an_existing_atlas_keeps_its_rows(tmp_path):
+    """Issue 30's case: A holds l1, B holds l2 (one run); B's index and data folder are copied to
+    other.h5 and A is merged into it: other.h5 then holds both layers, no row of B's is lost and
+    no segment file of B's copy is deleted."""
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    a, b = tmp_path / "A" / "a.h5", tmp_path / "B" / "a.h5"
+    write_run(a, plan={"l1": (6, [0, 1])})
+    write_run(b, plan={"l2": (4, [0, 1])})
+    other = tmp_path / "other.h5"
+    shutil.copy2(b, other)
+    b_folder = vizjax.atlas.data_dir(b)
+    shutil.copytree(b_folder, tmp_path / b_folder.name)
+    segments_before = {p.name for p in vizjax.atlas.data_dir(other).glob("*.h5")}
+    assert segments_before
+    merge_atlases(other, [a])
+    got = done_rows_h5(other)
+    want = {
+        "l1": {f: expected_row("l1", f) for f in (0, 1)},
+        "l2": {f: expected_row("l2", f) for f in (0, 1)},
+    }
+    assert_rows_equal(got, want)
+    assert segments_before <= {p.name for p in vizjax.atlas.data_dir(other).glob("*.h5")}
+    referenced_only(other)
+    with open_atlas(other) as atlas:
+        assert sorted(atlas.layers) == ["l1", "l2"]
+    # Merging again changes nothing (the atlas at out and the part hold the same rows).
+    merge_atlases(other, [a])
+    assert_rows_equal(done_rows_h5(other), want)
+    # An atlas of another run at out is still refused before anything is written.
+    c = tmp_path / "c.h5"
+    write_run(c, plan={"l1": (6, [2])}, config={**CONFIG, "lr": 0.1})
+    before = c.read_bytes()
+    with pytest.raises(AtlasError, match="refusing to replace .*c.h5, an atlas of another run"):
+        merge_atlases(c, [a])
+    assert c.read_bytes() == before
+
+
+def test_merge_cli_into_an_existing_atlas(tmp_path, capsys):
+    from vizjax.cli import main
+
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    write_run(a, plan={"l1": (6, [0])})
+    write_run(b, plan={"l2": (4, [3])})
+    assert main(["merge", str(b), str(a)]) == 0
+    assert "and the rows it held" in capsys.readouterr().out
+    assert done_filters(done_rows_h5(b)) == {"l1": [0], "l2": [3]}
 
 
 # ---------------------------------------------------------------------------------------------

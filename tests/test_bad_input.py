@@ -75,6 +75,8 @@ CLI_CASES = {
     "steps float": (["--steps", "1.5"], "invalid int value"),
     "seed huge": (["--seed", str(2**40)], "seed must be an integer"),
     "seed text": (["--seed", "x"], "invalid int value"),
+    "diversity 0": (["--diversity", "0"], "must be a positive integer, got '0'"),
+    "diversity -2": (["--diversity", "-2"], "must be a positive integer, got '-2'"),
     "batch 0": (["--batch", "0"], "positive integer"),
     "batch -3": (["--batch", "-3"], "positive integer"),
     "batch text": (["--batch", "many"], "positive integer"),

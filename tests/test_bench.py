@@ -160,3 +160,28 @@ def test_frontier_runs_each_point_once_and_plots(tmp_path, capsys):
     again = [(r["recipe"], r["steps"]) for r in _lines(tmp_path / "results.jsonl")]
     assert len(again) == 4 and again[-1] == ("classic", 2)
     assert "| block1_conv1 | classic | 2 |" in capsys.readouterr().out
+
+
+def test_scale_measures_every_reading_command_on_a_tiny_atlas(tiny_weights, tmp_path):
+    """bench/scale.py on a tiny atlas: a JSON line per command, each exit 0, with the gallery's
+    sizes (its heaviest page, its images, no data: URI)."""
+    import tiny_network
+
+    from bench import scale
+    from vizjax.cli import main
+
+    atlas = tmp_path / "a.h5"
+    run = ["atlas", *tiny_network.ARGS, "--recipe", "classic", "--size", "32", "--steps", "3"]
+    run += ["--layer", "block1_conv1", "--filters", "0:8", "--batch", "2", "--quiet"]
+    assert main([*run, "--out", str(atlas)]) == 0
+    out = tmp_path / "scale.jsonl"
+    vizjax = str(Path(sys.executable).with_name("vizjax"))
+    args = [str(atlas), "--out", str(out), "--layer", "block1_conv1", "--vizjax", vizjax]
+    assert scale.main(args) == 0
+    rows = {r["step"]: r for r in _lines(out)}
+    assert sorted(rows) == ["fidelity", "gallery", "grid", "info", "to_xarray"]
+    assert all(r["rc"] == 0 and r["wall_s"] > 0 for r in rows.values()), rows
+    g = rows["gallery"]
+    # Here the heaviest page is a filter's (its full-size image is not lazy); on VGG16 a layer's.
+    assert g["heaviest_page_imgs"] >= g["heaviest_page_lazy_imgs"] and g["data_uris"] == 0
+    assert g["heaviest_page_all_images_bytes"] > g["heaviest_page_bytes"]

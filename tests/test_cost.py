@@ -146,3 +146,69 @@ def test_eta_after_the_first_layer_predicts_the_second(tmp_path, default_weights
     real = clock() - seen["t"]
     print(f"ETA {seen['eta']:.2f} s, real {real:.2f} s")
     assert seen["eta"] == pytest.approx(real, rel=0.25)
+
+
+def test_compile_weight_grows_with_the_program():
+    w = [cost.compile_weight(n) for n in ("block1_conv1", "block3_conv1", "block5_conv3")]
+    assert w == [1.5, 5.5, 13.5]
+    assert cost.compile_weight("x", object()) == 1.0  # a model without a layer table
+
+
+def test_meter_with_a_plan_times_each_layer_and_scales_the_compiles_ahead():
+    """Issue 30: a cheap first layer (1 unit per s) must not set the rate of a deep one, and the
+    deep layer's compile is the first one's scaled by their weights."""
+    now = [0.0]
+    plan = [(20.0, 2.0), (100.0, 12.0)]
+    m = WorkMeter(120.0, layers=2, clock=lambda: now[0], plan=plan)
+    m.new_layer()
+    now[0] = 14.0  # first chunk: 4 s compiling + 10 units at 1/s
+    m.add(10.0)
+    now[0] = 24.0  # a steady chunk: 10 units in 10 s
+    m.add(10.0)
+    # Layer 2 at the last rate (1/s) plus its compile: 4 s / weight 2 x weight 12.
+    assert m.eta() == pytest.approx(100.0 + 24.0)
+    m.new_layer()
+    now[0] = 24.0 + 24.0 + 25.0  # its first chunk: 24 s compiling, 25 units
+    m.add(25.0)
+    assert m.eta() == pytest.approx(75.0)  # still the last layer's rate: none of its own yet
+    now[0] += 25.0 / 2  # a steady chunk at 2 units per s
+    m.add(25.0)
+    assert m.eta() == pytest.approx(50.0 / 2)  # its own rate now
+
+
+def test_meter_reads_a_slower_deep_layer_from_its_first_chunk():
+    """Inside a deep layer, before it has a steady chunk: its first chunk's time less its
+    predicted compile says it runs slower than the cheap layer before it, and the ETA uses that
+    (the real run of issue 30's command said 32 s with 119 s left here)."""
+    now = [0.0]
+    m = WorkMeter(120.0, layers=2, clock=lambda: now[0], plan=[(20.0, 2.0), (100.0, 12.0)])
+    m.new_layer()
+    now[0] = 14.0  # 4 s compiling + 10 units at 1/s
+    m.add(10.0)
+    now[0] = 24.0
+    m.add(10.0)
+    m.new_layer()
+    now[0] = 24.0 + 24.0 + 50.0  # 24 s compiling (as predicted), 25 units at 0.5/s
+    m.add(25.0)
+    assert m.eta() == pytest.approx(75.0 / 0.5)
+
+
+def test_fast_path_share_is_small_where_the_target_convolution_dominates():
+    recipe = preset("classic").replace(size=(96, 96), steps=20)
+    shares = {n: cost.fast_path_share(n, recipe) for n in ("block1_conv2", "block5_conv1")}
+    assert 0.2 < shares["block1_conv2"] < 0.4 and 0.9 < shares["block5_conv1"] < 1.0
+    assert cost.fast_path_share("x", recipe, object()) == 1.0
+
+
+def test_meter_carries_the_real_rate_of_a_fast_path_layer_ahead():
+    """A first layer on the fast path does a third of its modeled work: the layer ahead runs at a
+    third of its measured rate in modeled work."""
+    now = [0.0]
+    m = WorkMeter(60.0, layers=2, clock=lambda: now[0], plan=[(30.0, 2.0), (30.0, 2.0)])
+    m.new_layer()
+    m.share = 1 / 3
+    now[0] = 10.0  # 5 s compiling + 15 units at 3 per s
+    m.add(15.0)
+    now[0] = 15.0
+    m.add(15.0)
+    assert m.eta() == pytest.approx(30.0 / 1.0 + 5.0)

@@ -1,6 +1,7 @@
 """Faults of a real CLI run: kill -9 at named moments (and resume with another --batch), SIGINT and
 SIGTERM, a full disk, progress lines for logs, --json, the atlas seen by a reader while a writer
-resumes. The 20-kill campaign (scripts/fault_campaign.py) runs with ``-m slow``.
+resumes. The 20-kill campaign (scripts/fault_campaign.py) and a small one of the other writing
+commands (scripts/fault_commands.py) run with ``-m slow``.
 
 Runs are tiny (the tiny network's block1/block2, 32 px, 3 steps, classic recipe). A hook replaces
 the writer's named steps (``vizjax.durable._fault``) in a child process to act at an exact moment.
@@ -265,3 +266,16 @@ def test_fault_campaign_20_kills(tmp_path):
     res = fault_campaign.run_campaign(kills=20, seed=0, workdir=tmp_path)
     assert res["equal"] == res["kills"] == 20 and res["unreadable"] == 0, res
     assert os.path.exists(tmp_path / "ref" / "a.h5")
+
+
+@pytest.mark.slow
+def test_kill_9_of_merge_fidelity_exemplars_gallery_and_a_resumed_atlas(tiny_weights, tmp_path):
+    """Issue 30: the small version of scripts/fault_commands.py, two kills per command (one at a
+    named write step, one at a random time): after each kill the files as they were are intact
+    (or the command's result is complete), and the rerun finishes with the reference result."""
+    import fault_commands
+
+    res = fault_commands.run_commands_campaign(kills=2, seed=1, workdir=tmp_path)
+    assert not res["failures"], res["failures"]
+    assert res["kills"] == 2 * len(fault_commands.COMMANDS)
+    assert res["states"] == 2 * res["kills"]

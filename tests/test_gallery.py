@@ -295,3 +295,36 @@ def test_beside_one_page_and_bad_requests(beside, tmp_path, capsys):
     argv = ["gallery", str(first), "--out", str(tmp_path / "t"), "--quiet"]
     assert main([*argv, "--beside", str(tmp_path / "none.h5")]) == 2
     assert "no atlas at" in capsys.readouterr().err
+
+
+#: The page-weight rule (issue 30): what a browser loads before any scrolling (the HTML, its
+#: style sheet and script, and the images that are not lazy) stays under this on every page, even
+#: for the 512 filters of a VGG16 layer; no image is inlined as base64.
+EAGER_LIMIT = 2_000_000
+
+
+def test_pages_stay_light_at_512_filters(tiny_weights, tmp_path):
+    """On the tiny network: every page's eager weight is under EAGER_LIMIT, no ``data:`` URI, and
+    every image of the index and layer pages loads lazily; a layer page's bytes per filter,
+    times 512 filters (VGG16's widest layers), stays under the limit too."""
+    import tiny_network
+
+    out = tmp_path / "a.h5"
+    run = ["atlas", *tiny_network.ARGS, "--recipe", "classic", "--size", "32", "--steps", "3"]
+    run += ["--layer", "block1_conv1", "--filters", "0:8", "--batch", "2", "--quiet"]
+    assert main([*run, "--out", str(out)]) == 0
+    assert main(["gallery", str(out), "--out", str(tmp_path / "site"), "--quiet"]) == 0
+    site = tmp_path / "site"
+    for page in check_site(site):
+        text = _read(page)
+        assert "data:" not in text and "base64" not in text, page
+        imgs = re.findall(r"<img\b[^>]*>", text)
+        eager = [re.search(r'src="([^"]+)"', i).group(1) for i in imgs if "loading=" not in i]
+        if page.parent == site or page.name == "index.html":
+            assert not eager, (page, eager)  # overview pages: every image lazy
+        w = gallery.page_weight(page)
+        eager_bytes = sum(gallery.resolve(page, u).stat().st_size for u in eager)
+        assert w["html"] + w["css_js"] + eager_bytes < EAGER_LIMIT, page
+    layer_page = site / "block1_conv1" / "index.html"
+    per_filter = layer_page.stat().st_size / 8
+    assert per_filter * 512 < EAGER_LIMIT, per_filter

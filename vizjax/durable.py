@@ -80,6 +80,7 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     try:
         with open(tmp, "wb") as f:
             write(f)
+        fault("file.written")
         _replace_atomically(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

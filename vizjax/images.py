@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from vizjax.durable import write_atomically
 from vizjax.errors import VizjaxError
 
 #: The seed article's "How about a cat?" photo: Chelsea the cat (CC0, Stefan van der Walt, from
@@ -133,7 +134,10 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     info.add_text(*PNG_MARK)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.asarray(image, np.uint8)).save(p, format="PNG", pnginfo=info)
+        im = Image.fromarray(np.asarray(image, np.uint8))
+        # Whole or not at all: a killed command leaves no truncated PNG (which the rerun could
+        # not tell from a user's file, and so would refuse to replace).
+        write_atomically(p, lambda f: im.save(f, format="PNG", pnginfo=info))
     except OSError as e:
         raise VizjaxError(f"cannot write {p}: {e.strerror or e}") from None
     return p

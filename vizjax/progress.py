@@ -3,8 +3,9 @@
 :func:`_progress` picks one; both take ``update(n, work=None)`` (filters done, and their work in
 the units of :mod:`vizjax.engine.cost`) and ``set_description``. Given a :class:`WorkMeter`, the ETA is
 the work left over the work rate measured so far in this run (so a deeper layer, which costs more
-per filter, is not extrapolated from a cheap one), plus a compile for each layer not started;
-before the first chunk is done there is no ETA ("estimating...").
+per filter, is not extrapolated from a cheap one), each layer at its own rate once it has one,
+plus a compile for each layer not started, scaled by its program's size; before the first chunk
+is done there is no ETA ("estimating...").
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ class WorkMeter:
     computes filters of (each compiles once); ``warn``: makes the line to print first (once, see
     :meth:`warning`) when the ETA exceeds :data:`vizjax.engine.cost.LONG_RUN_SECONDS`. Call
     :meth:`new_layer` before a layer's first chunk and :meth:`add` after each chunk.
+
+    ``plan`` (one ``(work, compile weight)`` per layer, in run order; see
+    :func:`vizjax.engine.cost.compile_weight`) makes the ETA per layer: a layer that has timed a steady
+    chunk runs at its own rate, the layers ahead at the rate of the last layer timed (the cost
+    model carries it from one layer to the next), and each layer ahead compiles for its weight
+    times the seconds per weight that the compiles so far took. Without it, one rate for all
+    and the mean compile per layer.
     """
 
     def __init__(
@@ -58,27 +66,43 @@ class WorkMeter:
         layers: int,
         clock: Callable[[], float] = time.monotonic,
         warn: Callable[[float], str] | None = None,
+        plan: Sequence[tuple[float, float]] | None = None,
     ) -> None:
         self.work_total, self.layers, self.clock = float(work_total), layers, clock
         self.warn, self.warned = warn, False
+        self.plan = [(float(w), float(c)) for w, c in plan] if plan is not None else None
         self.work_done = self.steady_work = self.steady_s = 0.0
         self.firsts: list[tuple[float, float]] = []  # (work, seconds) of each layer's first chunk
+        # Per layer begun: [work done, steady work, steady seconds, share].
+        self._layers: list[list[float]] = []
+        #: The share of its modeled work that the layer now running really does (set by the run:
+        #: :func:`vizjax.engine.cost.fast_path_share` on the one-channel fast path, else 1).
+        self.share = 1.0
         self._first = True
         self.last = clock()
 
     def new_layer(self) -> None:
         self._first = True
+        self.share = 1.0
+        self._layers.append([0.0, 0.0, 0.0, 1.0])
 
     def add(self, work: float) -> None:
         now = self.clock()
         seconds, self.last = now - self.last, now
         self.work_done += work
+        if not self._layers:
+            self._layers.append([0.0, 0.0, 0.0, 1.0])
+        here = self._layers[-1]
+        here[0] += work
+        here[3] = self.share
         if self._first:
             self.firsts.append((work, seconds))
             self._first = False
         else:
             self.steady_work += work
             self.steady_s += seconds
+            here[1] += work
+            here[2] += seconds
 
     @property
     def steady(self) -> bool:
@@ -104,12 +128,48 @@ class WorkMeter:
         chunk that compiled nothing was timed (or, without one, two layers' first chunks)."""
         if not self.steady and len(self.firsts) < 2:
             return None
+        if self.plan is not None and len(self._layers) <= len(self.plan):
+            return self._planned_eta()
         return cost.eta_seconds(
             max(0.0, self.work_total - self.work_done),
             self.rate(),
             max(0, self.layers - len(self.firsts)),
             self.compile_s(),
         )
+
+    def _planned_eta(self) -> float | None:
+        assert self.plan is not None
+        own = [w / s if s > 0 else None for _, w, s, _ in self._layers]
+        # The layers ahead run at the last rate timed on a layer of its own (nearest in depth), in
+        # the work that layer really did (its share of the modeled work: the fast path).
+        shares = [sh for _, _, _, sh in self._layers]
+        real = [r * sh for r, sh in zip(own, shares, strict=True) if r]
+        ahead = real[-1] if real else self.rate()
+        if not ahead:
+            return None
+        rates = [r or ahead / sh for r, sh in zip(own, shares, strict=True)]
+        # Compile seconds per unit of weight: the first chunks' time beyond their work, over the
+        # layers timed at their own rate where there are any.
+        timed = [i for i, r in enumerate(own) if r] or list(range(len(self.firsts)))
+        extra = sum(max(0.0, self.firsts[i][1] - self.firsts[i][0] / rates[i]) for i in timed)
+        weight = sum(self.plan[i][1] for i in timed)
+        per_weight = extra / weight if weight > 0 else 0.0
+        # A layer past its first chunk but not timed on a steady one yet: that chunk's time less
+        # the compile predicted for it is its own rate's first estimate (a deep layer after a
+        # cheap one runs slower than the cheap one's rate says), unless that leaves too little.
+        for i, r in enumerate(own):
+            if r is None and i < len(self.firsts) and i not in timed:
+                work, seconds = self.firsts[i]
+                computing = seconds - per_weight * self.plan[i][1]
+                if work > 0 and computing > 0.25 * seconds:
+                    rates[i] = min(rates[i], work / computing)
+        left = sum(
+            max(0.0, self.plan[i][0] - done) / rates[i]
+            for i, (done, _, _, _) in enumerate(self._layers)
+        )
+        for work, compile_weight in self.plan[len(self._layers) :]:
+            left += work / ahead + per_weight * compile_weight
+        return left
 
     def warning(self) -> str | None:
         """The long-run line, once: when the ETA first exceeds the limit, else None."""

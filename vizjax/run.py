@@ -178,12 +178,31 @@ def run_atlas(
             # The ETA weighs each filter by its layer's cost (vizjax.engine.cost), not by one filter rate.
             work = {layer: cost.filter_work(layer, recipe, weights.network) for layer in layers}
             platform = jax.local_devices()[0].platform
+            # Per layer computed: its work, and its compile relative to the others' (a deep
+            # layer compiles for longer), so the first ETA counts the compiles still ahead.
+            planned = [
+                (len(todos[n]) * work[n], cost.compile_weight(n, weights.network))
+                for n in layers
+                if todos[n]
+            ]
             meter = WorkMeter(
-                sum(len(todos[layer]) * work[layer] for layer in layers),
-                sum(1 for layer in layers if todos[layer]),
+                sum(w for w, _ in planned),
+                len(planned),
+                plan=planned,
                 # Over LONG_RUN_SECONDS: said first, once the run has timed a chunk after compiling.
                 warn=lambda eta: cost.long_run_warning(eta, recipe.steps, recipe.size, platform),
             )
+            # Where one filter per device runs, the target layer computes one channel: that
+            # layer's real share of its modeled work (the ETA carries rates in real work).
+            share = {
+                n: cost.fast_path_share(n, recipe, weights.network)
+                if ascent.can_use_fast_path(
+                    recipe.objective.build(n, recipe.images), n, weights.network
+                )
+                else 1.0
+                for n in layers
+            }
+            devices = len(jax.local_devices())
             bar = _progress(total, _bar_label(layers, 0), quiet, initial=resumed, meter=meter)
             for i, layer in enumerate(layers):
                 stop.check(summary)
@@ -215,6 +234,8 @@ def run_atlas(
                     s["zero_start_grad_computed"] += int(res.zero_start_grad.sum())
                     s["nonfinite_computed"] += int(res.nonfinite.sum())
                     s["seconds"] = round(time.perf_counter() - t0, 2)
+                    if s["computed"] == len(res):  # the layer's first chunk: its size says
+                        meter.share = share[layer] if len(res) <= devices else 1.0
                     bar.update(len(res), work=len(res) * work[layer])
                     stop.check(summary)  # SIGINT/SIGTERM: stop here, this chunk committed
                 # selectivity, specificity over the layer's stored images

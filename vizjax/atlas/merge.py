@@ -58,6 +58,13 @@ def _differences(a: dict[str, Any], a_path: Path, b: dict[str, Any], b_path: Pat
     )
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _check_target(out: Path, first: Path) -> None:
     """Refuse (one line naming the file) an ``out`` that merge would destroy: anything but
     nothing or an atlas of the same run as the parts (a text file, a folder, a foreign HDF5
@@ -92,18 +99,27 @@ def merge_atlases(
     format 1 parts' rows are copied into new segments. A filter done in several parts appears once: the
     row of the first part (in ``parts`` order) that has it done is mapped, the others are left
     out of the index' virtual datasets (the parts' files are never changed). Rows not done in any
-    part are left out. ``out`` may be one of the parts (its own segments are reused in place).
-    Root attributes come from the first part. Killed at any moment, ``out`` is the old atlas (or
+    part are left out. An atlas already at ``out`` is merged too, as if named as the last part
+    (the identity check applies to it as to any part, and its rows that no named part has done
+    are kept: merging into an existing atlas never drops its rows); ``out`` may also be named
+    among the parts (its own segments are reused in place). Root attributes come from the first
+    part, the atlas id from ``out`` if it exists. Killed at any moment, ``out`` is the old atlas (or
     absent) or the new one: the index is replaced last, in one rename.
     """
     if not parts:
         raise AtlasError("merge needs at least one part")
     out = Path(out)
-    for p in map(Path, parts):
+    parts = [Path(p) for p in parts]
+    for p in parts:
         # The reader checks every part's structure first: a damaged part is refused in one line
         # before anything is linked or written.
         open_atlas(p).close()
-    _check_target(out, Path(parts[0]))
+    _check_target(out, parts[0])
+    if out.exists() and not any(_same_file(p, out) for p in parts):
+        # An existing atlas at out is one of the parts (the last: rows that a named part has
+        # done too come from the named part), so merging into it never drops its rows.
+        open_atlas(out).close()
+        parts.append(out)
     new_id = _Store.new_id()  # out's own id, not the first part's (unless out is an atlas)
     existed = out.exists()
     folder = data_dir(out) if existed else new_data_dir(out, new_id)
@@ -115,7 +131,7 @@ def merge_atlases(
     v1_files: list[h5py.File] = []
     store: _Store | None = None
     try:
-        for p in map(Path, parts):
+        for p in parts:
             if not p.exists():
                 raise AtlasError(f"no atlas at {p}")
             with _open_h5(p) as f:

@@ -102,9 +102,13 @@ class AtlasWriter:
             # Refuse a foreign file or another run's atlas before creating the lock file beside
             # it (checked again under the lock below: the file may change in between).
             with _open_h5(self.path) as f:
-                _check_root(f, self.path)
+                version = _check_root(f, self.path)
                 self._check_run(dict(f.attrs))
                 folder = data_dir(self.path, f.attrs)
+            if version == 2 and not folder.exists():
+                # The lock would create the data folder: an index whose segments are missing is
+                # refused first, leaving no empty folder behind.
+                _Store.load(self.path).close()
             self._new_id = None
         else:
             self._new_id = _Store.new_id()

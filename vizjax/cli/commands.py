@@ -259,10 +259,16 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from vizjax.atlas import merge_atlases
 
+    existed = Path(args.out).exists() and not any(
+        Path(p).exists() and Path(p).samefile(args.out) for p in args.parts
+    )
     merge_atlases(args.out, args.parts)
-    print(f"wrote {args.out} from {len(args.parts)} parts")
+    kept = " and the rows it held" if existed else ""
+    print(f"wrote {args.out} from {len(args.parts)} parts{kept}")
     return 0
 
 

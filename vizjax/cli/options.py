@@ -85,7 +85,7 @@ def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = DEFAULT_R
     g.add_argument("--seed", type=int, default=None, help="seed of every random draw (0)")
     g.add_argument(
         "--diversity",
-        type=int,
+        type=_positive,
         default=None,
         metavar="K",
         help="K images per filter, pushed apart (Lucid's diversity objective; weight "

@@ -122,9 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_fidelity)
 
-    s = sub.add_parser("merge", help="join atlas parts written by several processes")
-    s.add_argument("out")
-    s.add_argument("parts", nargs="+")
+    s = sub.add_parser(
+        "merge",
+        help="join atlas parts written by several processes",
+        description="Join the done rows of PARTS into the atlas OUT, by hard links (no data "
+        "copied). An atlas already at OUT is one of the parts (after the named ones): its rows "
+        "are kept, and it must come from the same run as the parts, like every part. A filter "
+        "done in several parts comes from the first that has it.",
+    )
+    s.add_argument("out", help="the atlas to write; an existing atlas there keeps its rows")
+    s.add_argument("parts", nargs="+", help="the atlases to join (of one run)")
     s.set_defaults(func=cmd_merge)
 
     s = sub.add_parser(

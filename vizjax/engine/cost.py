@@ -94,6 +94,43 @@ def run_work(plan: Mapping[str, int], recipe: Recipe, network: Network = vgg.NET
     return sum(n * filter_work(layer, recipe, network) for layer, n in plan.items())
 
 
+def fast_path_share(layer: str, recipe: Recipe, network: Network = vgg.NETWORK) -> float:
+    """The share of :func:`work_per_filter_step` that a step does on the one-channel fast path
+    (one filter per device: the target convolution computes one output channel, forward and
+    back). Small for a shallow layer whose own convolution is most of the work (block1_conv2 at
+    96 px: 0.3), near 1 for a deep one. The run's ETA uses it so that a cheap first layer on the
+    fast path does not make the deeper layers ahead look 3x faster than they are."""
+    try:
+        i = network.layer_index(layer)
+        cout = network.layers[i].cout
+        before = (
+            forward_flops(network.layers[i - 1].name, *network_hw(recipe), network) if i else 0.0
+        )
+    except (AttributeError, TypeError, IndexError):
+        return 1.0
+    full = forward_flops(layer, *network_hw(recipe), network)
+    h, w = network_hw(recipe)
+    image = IMAGE_FLOPS_PER_PIXEL * h * w
+    return (2.0 * (before + (full - before) / cout) + image) / (2.0 * full + image)
+
+
+def compile_weight(layer: str, network: Network = vgg.NETWORK) -> float:
+    """How long ``layer``'s program takes to compile, relative to other layers': one per
+    convolution it runs (forward and back), plus half a convolution for what every program has
+    (the image side, init, finish, the measures). XLA's compile time grows with the program: the
+    plan's compile column for a whole VGG16 at 32 px on a loaded 2-core CPU (2026-12-05) went
+    from 6 s (block1_conv1, weight 1.5) to 51 s (block5_conv1, weight 11.5) and 35 s
+    (block5_conv3, 13.5); on the tests' tiny network block5_conv3 compiled 6 to 10 times longer
+    than block1_conv1. The weight is that fit, within 1.6x of every one of them, so a run that has
+    timed one layer's compile predicts a deeper layer's from it instead of taking them as equal
+    (:class:`vizjax.progress.WorkMeter`)."""
+    try:
+        table = network.layers[: network.layer_index(layer) + 1]
+    except (AttributeError, TypeError):  # a model without a layer table: all weigh the same
+        return 1.0
+    return 0.5 + sum(1 for r in table if getattr(r, "kind", None) == "conv")
+
+
 def eta_seconds(
     work_left: float, rate: float | None, compiles_left: int = 0, compile_s: float = 0.0
 ) -> float | None:

@@ -58,6 +58,7 @@ from vizjax.gallery.layout import (
     _save_thumbnail,
     _write_text,
     href,
+    remove_temp_files,
 )
 from vizjax.gallery.pages import (
     _filter_page,
@@ -165,6 +166,7 @@ def write_site(
     _check_out(layout, out)
     try:
         layout.root.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(layout.root, out if single else None)  # what a killed run left
         (layout.root / MARKER).write_text(
             "This folder is a vizjax gallery: vizjax gallery may rewrite it.\n", encoding="utf-8"
         )

@@ -4,13 +4,17 @@ the files (PNG images, palette thumbnails, text)."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 from PIL import Image
+
+from vizjax.durable import fault
 
 #: Largest side of a layer page's thumbnails (px). 512 thumbnails of 96 px stay a few MB.
 THUMB = 96
@@ -126,9 +130,42 @@ def href(page: Path, target: Path) -> str:
 # Writing the files.
 
 
-def _save(image: np.ndarray, path: Path) -> None:
+#: Prefix of the temp name a gallery file is written under before its rename (a killed gallery
+#: leaves no half-written page or PNG, only such a file, which the next run deletes).
+TMP_PREFIX = ".tmp-"
+
+
+def _whole(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` beside ``path``, then rename it onto ``path``: killed at any point, the file
+    is the old one or the new one, never a truncated one. (Not fsynced: a gallery is rewritten
+    from its atlas, so only a kill, not a power cut, needs covering, and 10,000 fsyncs are slow.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(image, np.uint8)).save(path, format="PNG", optimize=False)
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        fault("gallery.file")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def remove_temp_files(root: Path, page: Path | None = None) -> None:
+    """Delete the temp files of killed gallery runs under ``root`` (a vizjax gallery folder), and
+    ``page``'s own beside it (a one-layer ``NAME.html``: only files named after it)."""
+    stale = list(root.rglob(f"{TMP_PREFIX}*"))
+    if page is not None:
+        stale += page.parent.glob(f"{TMP_PREFIX}[0-9]*-{page.name}")
+    for p in stale:
+        if p.is_file() and not p.is_symlink():
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _save(image: np.ndarray, path: Path) -> None:
+    im = Image.fromarray(np.asarray(image, np.uint8))
+    _whole(path, lambda tmp: im.save(tmp, format="PNG", optimize=False))
 
 
 def _save_thumbnail(image: np.ndarray, path: Path) -> bool:
@@ -146,11 +183,9 @@ def _save_thumbnail(image: np.ndarray, path: Path) -> bool:
     im = Image.fromarray(np.asarray(image, np.uint8))
     im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
     im = im.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, format="PNG")
+    _whole(path, lambda tmp: im.save(tmp, format="PNG"))
     return True
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    _whole(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
