@@ -26,11 +26,16 @@ Everything here is pure arithmetic on layer names and recipes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
 
 from vizjax.engine import transform
 from vizjax.engine.recipe import DEFAULT_SIZE, Recipe
 from vizjax.models import vgg
+from vizjax.models.generic import GenericModel
 from vizjax.models.network import Network
 
 #: Above this predicted time a plan (and a run, once it has measured its speed) says so first.
@@ -44,17 +49,32 @@ LONG_RUN_SECONDS = 3 * 3600.0
 IMAGE_FLOPS_PER_PIXEL = 5.5e4
 
 
-def forward_flops(layer: str, height: int, width: int, network: Network = vgg.NETWORK) -> float:
+def forward_flops(
+    layer: str, height: int, width: int, network: Network | GenericModel = vgg.NETWORK
+) -> float:
     """FLOPs of ``network``'s forward pass (VGG16's by default) on one ``height x width`` image,
     up to and including ``layer``: ``2 * H' * W' * k * k * Cin * Cout`` summed over the
     convolutions, ``H' x W'`` each one's output size (its stride and padding from the layer
-    table; a multiply-add is 2 FLOPs; pools, ReLUs and biases are not counted)."""
+    table; a multiply-add is 2 FLOPs; pools, ReLUs and biases are not counted). A generic model
+    has no table: XLA's own cost analysis of its forward to ``layer`` counts them."""
+    if isinstance(network, GenericModel):
+        return _xla_forward_flops(network, layer, height, width)
     total, h, w = 0.0, height, width
     for r in network.layers[: network.layer_index(layer) + 1]:
         h, w = r.out_size(h), r.out_size(w)
         if r.kind == "conv":
             total += 2.0 * h * w * r.kernel * r.kernel * r.cin * r.cout
     return total
+
+
+@functools.lru_cache(maxsize=64)
+def _xla_forward_flops(model: GenericModel, layer: str, height: int, width: int) -> float:
+    x = jax.ShapeDtypeStruct((1, height, width, model.channels), jnp.float32)
+    lowered = jax.jit(lambda p, x: model.apply(p, x, (layer,))).lower(model.params, x)
+    analysis = lowered.cost_analysis()
+    if isinstance(analysis, list | tuple):  # older jax: one dict per computation
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", 0.0))
 
 
 def network_hw(recipe: Recipe) -> tuple[int, int]:
@@ -68,14 +88,18 @@ def views_per_step(recipe: Recipe) -> int:
     return transform.views(recipe.transforms) * recipe.images
 
 
-def flops_per_filter_step(layer: str, recipe: Recipe, network: Network = vgg.NETWORK) -> float:
+def flops_per_filter_step(
+    layer: str, recipe: Recipe, network: Network | GenericModel = vgg.NETWORK
+) -> float:
     """FLOPs of one filter-step at ``layer``: forward + input gradient (2 x forward) of every
     view the network sees."""
     h, w = network_hw(recipe)
     return 2.0 * forward_flops(layer, h, w, network) * views_per_step(recipe)
 
 
-def work_per_filter_step(layer: str, recipe: Recipe, network: Network = vgg.NETWORK) -> float:
+def work_per_filter_step(
+    layer: str, recipe: Recipe, network: Network | GenericModel = vgg.NETWORK
+) -> float:
     """Work of one filter-step: :func:`flops_per_filter_step` plus the image side
     (:data:`IMAGE_FLOPS_PER_PIXEL` per pixel of each view)."""
     h, w = network_hw(recipe)
@@ -84,12 +108,14 @@ def work_per_filter_step(layer: str, recipe: Recipe, network: Network = vgg.NETW
     ) + IMAGE_FLOPS_PER_PIXEL * h * w * views_per_step(recipe)
 
 
-def filter_work(layer: str, recipe: Recipe, network: Network = vgg.NETWORK) -> float:
+def filter_work(layer: str, recipe: Recipe, network: Network | GenericModel = vgg.NETWORK) -> float:
     """Work of one filter of ``layer``: every step of the recipe."""
     return work_per_filter_step(layer, recipe, network) * recipe.steps
 
 
-def run_work(plan: Mapping[str, int], recipe: Recipe, network: Network = vgg.NETWORK) -> float:
+def run_work(
+    plan: Mapping[str, int], recipe: Recipe, network: Network | GenericModel = vgg.NETWORK
+) -> float:
     """Work of a run: ``plan`` maps each layer to the number of its filters to compute."""
     return sum(n * filter_work(layer, recipe, network) for layer, n in plan.items())
 
