@@ -56,6 +56,13 @@ def test_cli_atlas_resume_and_refusals(tmp_path, monkeypatch):
     assert_refused([*other, "--out", "r.h5", *STEPS], tmp_path, "weights_sha256")
     wider = ["atlas", "--model", f"{NETS}:resnet_wider", "--layer", "Stage_1"]
     assert_refused([*wider, "--out", "r.h5", *STEPS], tmp_path, "architecture")
+    # Merge: another part of the same run joins; a part of other weights is refused.
+    assert main([*argv[:-1], "4:6", "--out", "s.h5", *STEPS]) == 0
+    assert main(["merge", "m.h5", "r.h5", "s.h5"]) == 0
+    with vizjax.open_atlas("m.h5") as a:
+        assert sorted(a.layers["Stage_1"].filters) == [0, 1, 2, 3, 4, 5]
+    assert main([*other, "--filters", "0:2", "--out", "t.h5", *STEPS]) == 0
+    assert_refused(["merge", "n.h5", "r.h5", "t.h5"], tmp_path, "weights_sha256")
 
 
 @pytest.mark.slow
@@ -80,3 +87,15 @@ def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "(4, 1, 32, 32, 3)" in out and "['Block_0', 'Block_1']" in out
     assert (tmp_path / "my_net.h5").is_file()
+
+
+def test_a_fixed_size_model_runs_at_its_size_after_the_transforms():
+    import flax_nets
+
+    from vizjax.engine import cost
+    from vizjax.run import start_image
+
+    model = flax_nets.vit_model()
+    for name in ("classic", "lucid"):
+        x0, recipe = start_image(vizjax.preset(name), model)
+        assert cost.network_hw(recipe) == (32, 32) and x0.shape[:2] == recipe.size

@@ -102,3 +102,13 @@ def test_a_good_model_passes_every_check(folder):
     rc, err = run_cli(["atlas", *RUN, "--model", f"{NETS}:odd", "--layer", "conv"])
     assert rc is None, err  # reached the writer
     assert not list(folder.iterdir())
+
+
+def test_the_redirected_relu_is_said_off_for_a_generic_model(folder):
+    argv = ["atlas", *RUN, "--recipe", "lucid", "--model", f"{NETS}:odd", "--layer", "conv"]
+    rc, err = run_cli(argv)
+    assert rc is None, err
+    assert err.strip() == (
+        "vizjax: the redirected ReLU (redirect_relu=16) is off for flax:flax_nets:odd: only the "
+        "built-in table networks have it"
+    )

@@ -81,7 +81,7 @@ def start_image(recipe: Recipe, network: Any = None) -> tuple[np.ndarray, Recipe
     generic = network if isinstance(network, GenericModel) else None
     if recipe.init is None:
         fixed = generic.input_size if generic is not None else None
-        size = recipe.size or ((fixed, fixed) if fixed else DEFAULT_SIZE)
+        size = recipe.size or (fitting_size(recipe, fixed) if fixed else DEFAULT_SIZE)
         recipe = recipe.replace(size=tuple(size))
         channels = generic.channels if generic is not None else 3
         return np.asarray(ascent.noise_image(recipe, channels)), recipe
@@ -92,6 +92,21 @@ def start_image(recipe: Recipe, network: Any = None) -> tuple[np.ndarray, Recipe
         size=(int(x0.shape[0]), int(x0.shape[1])), init_sha256=sha256_file(recipe.init)
     )
     return x0, recipe
+
+
+def fitting_size(recipe: Recipe, fixed: int) -> tuple[int, int]:
+    """The image size whose views, after the recipe's transforms (pads, jitters, crops), are the
+    ``fixed x fixed`` input a model requires; ``fixed`` itself if no size near it gives that
+    (the size check then says so in one line)."""
+    from vizjax.engine import transform
+
+    for n in sorted(range(max(1, fixed - 128), fixed + 129), key=lambda n: abs(n - fixed)):
+        try:
+            if transform.out_hw(recipe.transforms, (n, n)) == (fixed, fixed):
+                return n, n
+        except ValueError:
+            continue
+    return fixed, fixed
 
 
 def checked_request(
@@ -189,7 +204,7 @@ def run_atlas(
     part = atlas.part_path(out, jax.process_index(), nproc) if nproc > 1 else out
     attrs, identity = model_attrs(weights)
     note = adapter.redirect_note(weights.network, recipe.redirect_relu)
-    if note and not quiet:
+    if note:  # said even with quiet: the recipe is not run as written
         print(note, file=sys.stderr)
     cfg = RunConfig(
         recipe,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -54,6 +54,8 @@ class GenericModel:
       input_size: the fixed square input size the model requires, or None.
       channels: input channels (3 = RGB; 1 = grayscale; more = multispectral).
       architecture: a stable text description of the architecture, hashed into the identity.
+      refused: layers the adapter knows but cannot visualize, with the reason (one line each):
+        asking for one gives that reason instead of "unknown layer".
     """
 
     kind: str
@@ -65,11 +67,14 @@ class GenericModel:
     input_size: int | None
     channels: int = 3
     architecture: str = ""
+    refused: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     # Identity comparisons (eq=False) make the model hashable: compiled programs key on it.
 
     def layer_index(self, layer: str) -> int:
         """Position of ``layer`` in :attr:`layers`; a one-line error names a few that exist."""
+        if layer in self.refused:
+            raise VizjaxError(f"{layer!r} of {self.name}: {self.refused[layer]}")
         try:
             return self.layers.index(layer)
         except ValueError:
