@@ -22,10 +22,17 @@ LAYERS = {
     },
     2: {
         *("models.network", "models.vgg", "models.alexnet", "models", "models.keras_weights"),
+        "models.generic",
         *("engine.execution", "engine.objectives", "engine.param"),
     },
-    3: {"models.weights", "engine.recipe", "analysis.fidelity", "engine.render", "engine.cost"},
-    4: {"engine.chunk", "config", "engine.ascent", "engine.ahead", "atlas", "progress"},
+    3: {
+        *("models.weights", "engine.recipe", "analysis.fidelity", "engine.render", "engine.cost"),
+        *("engine.adapter", "models.flax_model"),
+    },
+    4: {
+        *("engine.chunk", "config", "engine.ascent", "engine.ahead", "atlas", "progress"),
+        "models.loader",
+    },
     5: {"run", "analysis.exemplars", "gallery"},
     6: {"article", "plan"},
     7: {"cli", "__main__"},
