@@ -16,7 +16,7 @@ PACKAGE = ROOT / "vizjax"
 #: Modules of the three role packages (engine, models, analysis) are named in full; the atlas,
 #: cli and gallery packages by their package name.
 LAYERS = {
-    0: {"errors", "schema", "durable", "distributed", "probe", "engine", "analysis"},
+    0: {"errors", "names", "schema", "durable", "distributed", "probe", "engine", "analysis"},
     1: {
         *("models.conv", "engine.optim", "engine.transform", "images", "interrupt"),
     },
