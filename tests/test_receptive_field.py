@@ -69,3 +69,15 @@ def test_one_unit_grid_covers_the_input():
 def test_measure_is_deterministic():
     f = _layer_of(ALEX, "conv1")
     assert receptive_field.measure(f, 31, seed=3) == receptive_field.measure(f, 31, seed=3)
+
+
+def test_token_boxes_are_each_tokens_patch_and_its_mixing():
+    def tokens(x):  # 16 patches of 4x4 px, token t also sees token t-1 (wrapping)
+        p = x.reshape(4, 4, 4, 4, 3).transpose(0, 2, 1, 3, 4).reshape(16, 48)
+        return p @ jnp.ones((48, 5)) + 0.1 * jnp.roll(p, 1, axis=0) @ jnp.ones((48, 5))
+
+    boxes = receptive_field.token_boxes(tokens, 16)
+    assert boxes.shape == (16, 4)
+    assert tuple(boxes[8]) == receptive_field.measure_tokens(tokens, 16) == (4, 0, 12, 16)
+    assert tuple(boxes[5]) == (4, 0, 8, 8)  # patches (1, 1) and (1, 0)
+    assert tuple(boxes[0]) == (0, 0, 16, 16)  # patch (0, 0) and, wrapping, patch (3, 3)

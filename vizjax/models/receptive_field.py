@@ -18,7 +18,8 @@ doubled (up to ``max_size``) until the centre unit's field fits. It is checked a
 and AlexNet's tables in the tests.
 
 Token layers ``(T, C)`` (a ViT's) have no grid to step along: :func:`measure_tokens` gives the
-bounding box of the middle token's field (usually the whole image once attention has mixed them).
+bounding box of the middle token's field, :func:`token_boxes` every token's (a patch embedding's
+token: its patch; after attention has mixed them, usually the whole image).
 """
 
 from __future__ import annotations
@@ -147,3 +148,42 @@ def measure_tokens(
     if box is None:
         raise VizjaxError("the layer's output does not depend on the input (zero gradient)")
     return box
+
+
+def token_boxes(
+    layer_of: Callable[[jax.Array], jax.Array],
+    size: int,
+    channels: int = 3,
+    *,
+    seed: int = 0,
+    samples: int = 2,
+) -> np.ndarray:
+    """``(T, 4)`` int32: every token's input box ``(y0, x0, y1, x1)`` (stop exclusive) of a
+    ``(T, C)`` layer, from the support of its gradient at ``samples`` random inputs (one backward
+    pass per token and input: the exemplars crop a token's images with it). A token whose
+    gradient is zero everywhere gets the whole image."""
+    shape = jax.eval_shape(layer_of, jax.ShapeDtypeStruct((size, size, channels), jnp.float32))
+    if len(shape.shape) != 2:
+        raise VizjaxError(f"a token layer has (T, C) activations; got {shape.shape}")
+
+    @jax.jit
+    def supports(xs: jax.Array) -> jax.Array:
+        def per_input(x: jax.Array) -> jax.Array:
+            y, vjp = jax.vjp(layer_of, x)
+
+            def one(t: jax.Array) -> jax.Array:
+                cotangent = jnp.zeros_like(y).at[t].set(1.0)
+                return jnp.any(vjp(cotangent)[0] != 0, axis=-1)
+
+            return jax.lax.map(one, jnp.arange(y.shape[0]))  # (T, size, size)
+
+        return jnp.any(jax.lax.map(per_input, xs), axis=0)
+
+    xs = jax.random.normal(jax.random.key(seed), (samples, size, size, channels), jnp.float32)
+    masks = np.asarray(supports(xs))
+    boxes = np.tile(np.asarray([0, 0, size, size], np.int32), (len(masks), 1))
+    for t, mask in enumerate(masks):
+        box = _box(mask)
+        if box is not None:
+            boxes[t] = box
+    return boxes
