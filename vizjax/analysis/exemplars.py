@@ -457,34 +457,26 @@ def _weights_for(attrs: dict[str, Any]) -> Any:  # -> Weights
 
 
 def _check_model(attrs: dict[str, Any], model: GenericModel) -> GenericModel:
-    """``model`` if it is the one the atlas was made with (its weights' fingerprint and
-    architecture, where the atlas records them), else one line saying what differs."""
-    if not model.layers:
-        raise VizjaxError(f"{model.name} has no layers")
-    recorded = _recorded_identity(attrs)
-    if not recorded:
+    """``model`` if it is the one the atlas was made with (the architecture hash and weights'
+    fingerprint the atlas records, :func:`vizjax.run.model_attrs`), else one line saying what
+    differs."""
+    if not attrs.get("model_kind"):
         raise VizjaxError(
             "the atlas was made with a built-in network (model "
             f"{attrs.get('model', models.DEFAULT_MODEL)!r}): leave out --model"
         )
     mine = model.identity()
-    for key, what in (("architecture", "architecture"), ("weights", "weights")):
-        if recorded.get(key) and recorded[key] != mine[key]:
+    for key, have, what in (
+        ("architecture", mine["architecture"], "architecture"),
+        ("weights_sha256", mine["weights"], "weights"),
+    ):
+        recorded = str(attrs.get(key) or "")
+        if recorded and recorded != have:
             raise VizjaxError(
-                f"{model.name} is not the model the atlas was made with (another {what}: "
-                f"{mine[key][:12]}... here, {str(recorded[key])[:12]}... in the atlas)"
+                f"{model.name} is not the model the atlas was made with (other {what}: "
+                f"{have[:12]}... here, {recorded[:12]}... in the atlas)"
             )
     return model
-
-
-def _recorded_identity(attrs: dict[str, Any]) -> dict[str, Any]:
-    """The generic model identity an atlas records (:meth:`GenericModel.identity`), or {}."""
-    text = attrs.get("model_identity")
-    try:
-        value = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
-        value = None
-    return value if isinstance(value, dict) else {}
 
 
 def _same_json(a: Any, b: Any) -> bool:
