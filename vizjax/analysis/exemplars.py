@@ -456,29 +456,6 @@ def _weights_for(attrs: dict[str, Any]) -> Any:  # -> Weights
     return w
 
 
-def _check_model(attrs: dict[str, Any], model: GenericModel) -> GenericModel:
-    """``model`` if it is the one the atlas was made with (the architecture hash and weights'
-    fingerprint the atlas records, :func:`vizjax.run.model_attrs`), else one line saying what
-    differs."""
-    if not attrs.get("model_kind"):
-        raise VizjaxError(
-            "the atlas was made with a built-in network (model "
-            f"{attrs.get('model', models.DEFAULT_MODEL)!r}): leave out --model"
-        )
-    mine = model.identity()
-    for key, have, what in (
-        ("architecture", mine["architecture"], "architecture"),
-        ("weights_sha256", mine["weights"], "weights"),
-    ):
-        recorded = str(attrs.get(key) or "")
-        if recorded and recorded != have:
-            raise VizjaxError(
-                f"{model.name} is not the model the atlas was made with (other {what}: "
-                f"{have[:12]}... here, {recorded[:12]}... in the atlas)"
-            )
-    return model
-
-
 def _same_json(a: Any, b: Any) -> bool:
     """Whether two JSON texts hold the same value (False if either is not JSON)."""
     try:
@@ -522,6 +499,7 @@ def run_exemplars(
     ``{"layers", "n_images", "n_skipped", "listing_sha256", "up_to_date"}``.
     """
     from vizjax import atlas
+    from vizjax.atlas.identity import check_model
     from vizjax.config import read_config
 
     atlas_path = Path(atlas_path)
@@ -535,8 +513,9 @@ def run_exemplars(
         stored = {name: layer.exemplar_attrs for name, layer in a.layers.items()}
     layers = list(dict.fromkeys(layers or have))
     # The atlas' model: names, kinds, sizes and receptive fields do not depend on its widths.
+    check_model(atlas_path, attrs, model.identity() if model is not None else None)
     network: Network | GenericModel = (
-        _check_model(attrs, model)
+        model
         if model is not None
         else models.network(str(attrs.get("model", models.DEFAULT_MODEL)))
     )
