@@ -74,12 +74,11 @@ def as_generic(weights: Any) -> Any:
     """The same weights in the built-in Flax module, through the generic adapter (``from_flax``),
     as a weights-like record :func:`vizjax.plan.time_layer` takes."""
     from vizjax.models.flax_model import from_flax
+    from vizjax.models.generic import GenericWeights
 
     module = weights.network.module(IDENTITY)  # the adapter applies the preprocessing itself
     model = from_flax(module, weights.params, preprocessing=weights.preprocessing, name="vgg16")
-    return types.SimpleNamespace(
-        network=model, params=model.params, preprocessing=weights.preprocessing
-    )
+    return GenericWeights(model, weights.preprocessing)
 
 
 def recipe_of(name: str, s: Settings) -> Recipe:
