@@ -185,3 +185,18 @@ def test_scale_measures_every_reading_command_on_a_tiny_atlas(tiny_weights, tmp_
     # Here the heaviest page is a filter's (its full-size image is not lazy); on VGG16 a layer's.
     assert g["heaviest_page_imgs"] >= g["heaviest_page_lazy_imgs"] and g["data_uris"] == 0
     assert g["heaviest_page_all_images_bytes"] > g["heaviest_page_bytes"]
+
+
+def test_generic_tiny_run_times_both_ways_and_their_ratio(tmp_path, capsys):
+    from bench import generic
+
+    out = tmp_path / "g.jsonl"
+    assert generic.main(["--tiny", "--recipes", "classic", "--builtin-xla", "--out", str(out)]) == 0
+    rows = _lines(out)
+    timed = {r["way"]: r for r in rows if r["table"] == "generic"}
+    assert set(timed) == {"builtin", "generic", "builtin-xla"}
+    assert all(r["ms_per_filter_step"] > 0 and r["chunk"] >= 1 for r in timed.values())
+    (ratio,) = [r for r in rows if r["table"] == "generic_ratio"]
+    want = timed["generic"]["ms_per_filter_step"] / timed["builtin"]["ms_per_filter_step"]
+    assert ratio["ratio"] == pytest.approx(want)
+    assert "| block2_conv1 | classic |" in capsys.readouterr().out
