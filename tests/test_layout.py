@@ -22,6 +22,7 @@ LAYERS = {
     },
     2: {
         *("models.network", "models.vgg", "models.alexnet", "models", "models.keras_weights"),
+        "models.generic",
         *("engine.execution", "engine.objectives", "engine.param"),
     },
     3: {"models.weights", "engine.recipe", "analysis.fidelity", "engine.render", "engine.cost"},
