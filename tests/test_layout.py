@@ -25,7 +25,10 @@ LAYERS = {
         "models.generic",
         *("engine.execution", "engine.objectives", "engine.param"),
     },
-    3: {"models.weights", "engine.recipe", "analysis.fidelity", "engine.render", "engine.cost"},
+    3: {
+        *("models.weights", "engine.recipe", "analysis.fidelity", "engine.render", "engine.cost"),
+        "models.keras_model",
+    },
     4: {"engine.chunk", "config", "engine.ascent", "engine.ahead", "atlas", "progress"},
     5: {"run", "analysis.exemplars", "gallery"},
     6: {"article", "plan"},
