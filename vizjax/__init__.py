@@ -10,6 +10,7 @@ The public API, imported lazily so that ``import vizjax`` (and the CLI's error p
     open_atlas, merge_atlases             vizjax.atlas
     VGG16, LAYER_NAMES, CONV_LAYERS       vizjax.models.vgg
     Network, MODELS                       vizjax.models.network, vizjax.models
+    from_keras                            vizjax.models.keras_model (needs vizjax[keras])
     VizjaxError                           vizjax.errors
 """
 
@@ -38,6 +39,7 @@ _EXPORTS = {
     "CONV_LAYERS": "models.vgg",
     "Network": "models.network",
     "MODELS": "models",
+    "from_keras": "models.keras_model",
     "VizjaxError": "errors",
 }
 
