@@ -1,6 +1,8 @@
 """The generic model interface: shapes from eval_shape, channel counts, the weights' fingerprint,
 the architecture hash and the one-line error for an unknown layer."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -81,3 +83,9 @@ def test_a_size_the_model_cannot_take_is_one_line():
     with pytest.raises(VizjaxError, match="cannot take a 5x5x3 input") as e:
         m.layer_shapes(5)
     assert "\n" not in str(e.value)
+
+
+def test_a_refused_layer_says_why():
+    m = dataclasses.replace(_model(), refused={"logits": "outputs (None, 6): no channel axis"})
+    with pytest.raises(VizjaxError, match="'logits' of test:tiny: outputs .* no channel axis"):
+        m.layer_index("logits")

@@ -27,9 +27,12 @@ LAYERS = {
     },
     3: {
         *("models.weights", "engine.recipe", "analysis.fidelity", "engine.render", "engine.cost"),
-        "models.keras_model",
+        *("engine.adapter", "models.flax_model", "models.keras_model"),
     },
-    4: {"engine.chunk", "config", "engine.ascent", "engine.ahead", "atlas", "progress"},
+    4: {
+        *("engine.chunk", "config", "engine.ascent", "engine.ahead", "atlas", "progress"),
+        "models.loader",
+    },
     5: {"run", "analysis.exemplars", "gallery"},
     6: {"article", "plan"},
     7: {"cli", "__main__"},

@@ -45,6 +45,11 @@ class RunConfig:
       execution: how the run executes (:class:`vizjax.engine.execution.Execution`).
       weights: the weight set's name (its sha256 is the atlas' ``weights_sha256`` attribute).
       model: the network.
+      architecture: a generic model's architecture hash
+        (:meth:`vizjax.models.generic.GenericModel.architecture_hash`; "" for the built-in
+        networks, whose name says it).
+      preprocessing: a generic model's input preprocessing as JSON ("" for the built-in
+        networks, whose weights fix it).
       layers, filters: what this run asked for (not its identity: another run may add more).
     """
 
@@ -52,6 +57,8 @@ class RunConfig:
     execution: Execution = Execution()
     weights: str = DEFAULT_WEIGHTS
     model: str = "vgg16"
+    architecture: str = ""
+    preprocessing: str = ""
     layers: tuple[str, ...] = _volatile(())
     filters: str | tuple[int, ...] = _volatile("all")
 
@@ -62,6 +69,8 @@ class RunConfig:
             "execution": self.execution.to_json(),
             "weights": self.weights,
             "model": self.model,
+            "architecture": self.architecture,
+            "preprocessing": self.preprocessing,
             "layers": list(self.layers),
             "filters": self.filters if isinstance(self.filters, str) else list(self.filters),
         }
@@ -118,6 +127,8 @@ def read_config(data: Mapping[str, Any]) -> RunConfig:
             execution=Execution(**cur["execution"]),
             weights=str(cur["weights"]),
             model=str(cur["model"]),
+            architecture=str(cur.get("architecture", "")),
+            preprocessing=str(cur.get("preprocessing", "")),
             layers=tuple(cur["layers"] or ()),
             filters=filters if isinstance(filters, str) else tuple(filters or ()),
         )

@@ -24,24 +24,27 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vizjax import schema
-from vizjax.engine import ascent, cost
+from vizjax.engine import adapter, ascent, cost
 from vizjax.engine.chunk import auto_chunk, round_to_mesh
 from vizjax.engine.cost import duration_text as _duration
 from vizjax.engine.execution import Execution, auto_segment, keep_freed_host_memory
 from vizjax.engine.recipe import Recipe
 from vizjax.models import vgg
+from vizjax.models.generic import GenericModel
 from vizjax.models.network import Network
 
 #: Steps timed when a recipe runs as one loop over all its steps (see :func:`time_layer`).
 SAMPLE_STEPS = 8
 
 
-def atlas_bytes(layer: str, rows: int, recipe: Recipe, network: Network = vgg.NETWORK) -> int:
+def atlas_bytes(
+    layer: str, rows: int, recipe: Recipe, network: Network | GenericModel = vgg.NETWORK
+) -> int:
     """Bytes on disk of ``rows`` filters of ``layer`` in an atlas: every per-row field of
     :data:`vizjax.schema.ROW_FIELDS` at the recipe's image size, K images and steps (the layer's
     channel count from the weights' ``network``)."""
     h, w = recipe.size or (128, 128)
-    c = network.num_channels(layer)
+    c = adapter.of(network).num_channels(layer, cost.network_hw(recipe))
     dims = {"C": c, "K": recipe.images, "H": h, "W": w, "T": recipe.steps}
     per_row = sum(
         np.dtype(f.dtype).itemsize * math.prod(schema.row_shape(f, dims)) for f in schema.ROW_FIELDS
@@ -95,11 +98,12 @@ def time_layer(
     rep = NamedSharding(mesh, PartitionSpec())
     shard = NamedSharding(mesh, PartitionSpec("filters"))
     t0 = time.perf_counter()
-    params = program.prepare(jax.device_put(weights.params, rep))
+    network, raw = adapter.resolve(weights.params)  # a generic model stands for its own params
+    params = program.prepare(jax.device_put(raw, rep))
     x0 = jax.device_put(np.asarray(start, np.float32), rep)
     seed = jax.device_put(np.int32(recipe.seed), rep)
     if execution.batch == "auto":
-        chunk = auto_chunk(program, params, x0, seed, len(filters), mesh, layer)
+        chunk = auto_chunk(program, params, x0, seed, len(filters), mesh, layer, network)
     else:
         chunk = round_to_mesh(int(execution.batch), mesh)
     real = np.asarray(list(filters)[:chunk], np.int32)

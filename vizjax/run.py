@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +20,14 @@ import numpy as np
 
 from vizjax import atlas, distributed
 from vizjax.config import RunConfig, read_config
-from vizjax.engine import ascent, cost
+from vizjax.engine import adapter, ascent, cost
 from vizjax.engine.ahead import compile_ahead, compiles_ahead
 from vizjax.engine.execution import Execution
 from vizjax.engine.recipe import DEFAULT_SIZE, Recipe
 from vizjax.errors import VizjaxError
 from vizjax.interrupt import StopOnSignal
+from vizjax.models.generic import GenericModel, GenericWeights
+from vizjax.models.network import IDENTITY
 from vizjax.models.weights import Weights
 from vizjax.progress import WorkMeter, _bar_label, _progress
 
@@ -65,18 +68,25 @@ def parse_filters(spec: str | Sequence[int], num_filters: int, layer: str = "") 
     return list(dict.fromkeys(out))  # unique, order kept
 
 
-def start_image(recipe: Recipe) -> tuple[np.ndarray, Recipe]:
+def start_image(recipe: Recipe, network: Any = None) -> tuple[np.ndarray, Recipe]:
     """The run's shared start image and the recipe with its size (and start photo digest) filled in.
 
     Without a photo: N(noise_mean, noise_std) noise from ``key(seed)`` at ``recipe.size`` (default
-    128x128). With one (``recipe.init``): the photo, at its own size unless ``size`` is given.
+    128x128; a generic model with a fixed input size: that size), with the model's input channels.
+    With one (``recipe.init``): the photo, at its own size unless ``size`` is given.
     """
     from vizjax import images
     from vizjax.models.weights import sha256_file
 
+    generic = network if isinstance(network, GenericModel) else None
     if recipe.init is None:
-        recipe = recipe.replace(size=tuple(recipe.size or DEFAULT_SIZE))
-        return np.asarray(ascent.noise_image(recipe)), recipe
+        fixed = generic.input_size if generic is not None else None
+        size = recipe.size or (fitting_size(recipe, fixed) if fixed else DEFAULT_SIZE)
+        recipe = recipe.replace(size=tuple(size))
+        channels = generic.channels if generic is not None else 3
+        return np.asarray(ascent.noise_image(recipe, channels)), recipe
+    if generic is not None and generic.channels != 3:
+        raise VizjaxError(f"a start photo is RGB; {generic.name} takes {generic.channels} channels")
     x0 = images.load_image(recipe.init, recipe.size)
     recipe = recipe.replace(
         size=(int(x0.shape[0]), int(x0.shape[1])), init_sha256=sha256_file(recipe.init)
@@ -84,20 +94,77 @@ def start_image(recipe: Recipe) -> tuple[np.ndarray, Recipe]:
     return x0, recipe
 
 
+def fitting_size(recipe: Recipe, fixed: int) -> tuple[int, int]:
+    """The image size whose views, after the recipe's transforms (pads, jitters, crops), are the
+    ``fixed x fixed`` input a model requires; ``fixed`` itself if no size near it gives that
+    (the size check then says so in one line)."""
+    from vizjax.engine import transform
+
+    for n in sorted(range(max(1, fixed - 128), fixed + 129), key=lambda n: abs(n - fixed)):
+        try:
+            if transform.out_hw(recipe.transforms, (n, n)) == (fixed, fixed):
+                return n, n
+        except ValueError:
+            continue
+    return fixed, fixed
+
+
 def checked_request(
-    layers: Sequence[str], filters: str | Sequence[int], recipe: Recipe, weights: Weights
+    layers: Sequence[str],
+    filters: str | Sequence[int],
+    recipe: Recipe,
+    weights: Weights | GenericWeights,
 ) -> tuple[np.ndarray, Recipe, dict[str, list[int]]]:
     """Check what a run asks for before anything is compiled or written (conv layers, the image
     size after the recipe's transforms, filter indices within the weights' channels). Returns
     the start image, the recipe with its size filled in, and each layer's filters."""
     network = weights.network
+    generic = isinstance(network, GenericModel)
+    if generic and network.channels != 3:
+        raise VizjaxError(
+            f"{network.name} takes {network.channels} input channel(s); atlases hold RGB images "
+            "only so far: visualize it with the Python API (vizjax.visualize)"
+        )
     for layer in layers:
-        ascent.check_conv_layer(layer, network)
-    x0, recipe = start_image(recipe)
+        if not generic:
+            ascent.check_conv_layer(layer, network)
+        else:
+            network.layer_index(layer)
+    x0, recipe = start_image(recipe, network)
+    hw = cost.network_hw(recipe)
     for layer in layers:
         ascent.check_layer_size(layer, *recipe.size, recipe, network)  # type: ignore[misc]
-    wanted = {layer: parse_filters(filters, network.num_channels(layer), layer) for layer in layers}
+        if generic:
+            ascent.check_conv_layer(layer, network, hw)
+    wanted = {
+        layer: parse_filters(filters, num_channels(network, layer, recipe), layer)
+        for layer in layers
+    }
     return x0, recipe, wanted
+
+
+def num_channels(network: Any, layer: str, recipe: Recipe) -> int:
+    """Filters of ``layer`` (a generic model's at the size its network sees in this run)."""
+    if isinstance(network, GenericModel):
+        return network.num_channels(layer, cost.network_hw(recipe))
+    return network.num_channels(layer)
+
+
+def model_attrs(weights: Weights | GenericWeights) -> tuple[dict[str, str], dict[str, str]]:
+    """The atlas' root attributes of the model, and the RunConfig fields that identify it
+    (a generic model's architecture hash and preprocessing; nothing more for the built-ins)."""
+    prep = json.dumps(dataclasses.asdict(weights.preprocessing), sort_keys=True)
+    attrs = {
+        "model": weights.model,
+        "weights": weights.name,
+        "weights_sha256": weights.source_sha256,
+        "preprocessing": prep,
+    }
+    if not isinstance(weights, GenericWeights):
+        return attrs, {}
+    ident = weights.generic.identity()
+    attrs.update(model_kind=ident["kind"], architecture=ident["architecture"])
+    return attrs, {"architecture": ident["architecture"], "preprocessing": prep}
 
 
 def run_atlas(
@@ -105,7 +172,7 @@ def run_atlas(
     layers: Sequence[str],
     filters: str | Sequence[int],
     recipe: Recipe,
-    weights: Weights,
+    weights: Weights | GenericWeights | GenericModel,
     *,
     execution: Execution = DEFAULT_EXECUTION,
     quiet: bool = False,
@@ -122,6 +189,10 @@ def run_atlas(
     :class:`vizjax.errors.Interrupted` carrying the summary so far (rerun to resume).
     """
     # Validate everything before compiling or writing anything.
+    if isinstance(weights, GenericModel):  # the Python API: a model that knows its preprocessing
+        weights = GenericWeights(
+            weights, adapter.preprocessing_of(weights, None if recipe.preprocess else IDENTITY)
+        )
     x0, recipe, plan = checked_request(layers, filters, recipe, weights)
 
     out = Path(out)
@@ -131,17 +202,16 @@ def run_atlas(
         raise VizjaxError(f"cannot write atlas {out}: {e.strerror or e}") from None
     nproc = jax.process_count()
     part = atlas.part_path(out, jax.process_index(), nproc) if nproc > 1 else out
-    attrs = {
-        "model": weights.model,
-        "weights": weights.name,
-        "weights_sha256": weights.source_sha256,
-        "preprocessing": json.dumps(dataclasses.asdict(weights.preprocessing), sort_keys=True),
-    }
+    attrs, identity = model_attrs(weights)
+    note = adapter.redirect_note(weights.network, recipe.redirect_relu)
+    if note:  # said even with quiet: the recipe is not run as written
+        print(note, file=sys.stderr)
     cfg = RunConfig(
         recipe,
         execution,
         weights.name,
         weights.model,
+        **identity,
         layers=tuple(layers),
         filters=filters if isinstance(filters, str) else tuple(int(f) for f in filters),
     )
@@ -160,7 +230,7 @@ def run_atlas(
                 mine = distributed.share(plan[layer]) if nproc > 1 else plan[layer]
                 todos[layer] = writer.begin_layer(
                     layer,
-                    weights.network.num_channels(layer),
+                    num_channels(weights.network, layer, recipe),
                     [int(f) for f in mine],
                     recipe.size,  # type: ignore[arg-type]
                     recipe.steps,

@@ -45,13 +45,14 @@ MAX_SHIFT = 8.0
 SCALE = (0.9, 1.1)
 MAX_DEGREES = 10.0
 
-#: ``acts(images (B, H, W, 3)) -> (B, h, w, C)``: the layer's activations (post-ReLU).
+#: ``acts(images (B, H, W, 3)) -> (B, h, w, C)`` (or ``(B, T, C)`` tokens): the layer's activations.
 Acts = Callable[[jax.Array], jax.Array]
 
 
 def channel_means(acts: Acts, image: jax.Array) -> jax.Array:
     """``(C,)`` mean activation of every channel of the layer on one image ``(H, W, 3)``."""
-    return jnp.mean(acts(image[None])[0].astype(jnp.float32), axis=(0, 1))
+    a = acts(image[None])[0].astype(jnp.float32)  # (h, w, C) maps or (T, C) tokens
+    return jnp.mean(a, axis=tuple(range(a.ndim - 1)))
 
 
 def _sample(image: jax.Array, rows: jax.Array, cols: jax.Array, mode: str) -> jax.Array:
@@ -123,7 +124,8 @@ def robustness(acts: Acts, image: jax.Array, f: jax.Array, key: jax.Array) -> ja
         jax.vmap(lambda ud, p=p: p(image, ud))(u[k::kinds]) for k, p in enumerate(PERTURBATIONS)
     ]
     both = jnp.concatenate([image[None], *moved])
-    a = jnp.mean(jnp.take(acts(both), f, axis=-1).astype(jnp.float32), axis=(1, 2))
+    per_image = jnp.take(acts(both), f, axis=-1).astype(jnp.float32)  # (B, h, w) or (B, T)
+    a = jnp.mean(per_image, axis=tuple(range(1, per_image.ndim)))
     base = a[0]
     return jnp.where(base > 0, jnp.median(a[1:]) / jnp.where(base > 0, base, 1.0), jnp.nan)
 

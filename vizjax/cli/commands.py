@@ -15,13 +15,38 @@ from vizjax.errors import VizjaxError
 
 def cmd_layers(args: argparse.Namespace) -> int:
     from vizjax import models
+    from vizjax.cli.options import MODEL_NAMES
 
-    if args.weights:
+    if args.model is not None and args.model not in MODEL_NAMES:
+        print(_own_layers(_weights(args).generic, args.size))
+    elif args.weights:
         w = _weights(args)
         print(w.network.summary(w.params))
     else:
         print(models.network(args.model or models.DEFAULT_MODEL).summary())
     return 0
+
+
+def _own_layers(model, size: int | None) -> str:  # model: GenericModel
+    """Your own model's layers: output shape per image (eval_shape) and channels (filters)."""
+    from vizjax.models.generic import DEFAULT_SIZE
+
+    n = size or model.input_size or DEFAULT_SIZE
+    shapes = model.layer_shapes(n)
+    fixed = f"fixed {model.input_size}x{model.input_size}" if model.input_size else "any size"
+    prep = model.preprocessing.name if model.preprocessing else "unknown: pass --preprocess"
+    width = max([len("Layer"), *(len(name) for name in model.layers)]) + 2
+    lines = [
+        f"Model: {model.name} ({model.kind}; input {fixed}, {model.channels} channel(s); "
+        f"preprocessing {prep})",
+        f"shapes per image at {n}x{n}",
+        f"{'Layer':<{width}}{'Output shape':<22}Channels",
+    ]
+    for name in model.layers:
+        shape = tuple(shapes[name].shape)
+        usable = len(shape) >= 2 and shapes[name].dtype.kind == "f"
+        lines.append(f"{name:<{width}}{str(shape):<22}{shape[-1] if usable else '-'}")
+    return "\n".join(lines)
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -57,7 +82,10 @@ def cmd_atlas(args: argparse.Namespace) -> int:
         raise VizjaxError("give --layer L (repeatable) or --all-layers")
     weights = _weights(args)
     network = weights.network
-    layers = list(network.conv_layers if args.all_layers else dict.fromkeys(args.layer))
+    if args.all_layers:
+        layers = list(_all_layers(network, args.size))
+    else:
+        layers = list(dict.fromkeys(args.layer))
     for layer in layers:
         network.layer_index(layer)
     recipe = _recipe(args)
@@ -74,6 +102,19 @@ def cmd_atlas(args: argparse.Namespace) -> int:
     )
     _print_summary(summary, args)
     return 0
+
+
+def _all_layers(network, size: int | None) -> tuple[str, ...]:
+    """``--all-layers``: a table network's convolutions; your own model's layers with a channel
+    axis and a float output."""
+    from vizjax.models.generic import GenericModel
+
+    if not isinstance(network, GenericModel):
+        return network.conv_layers
+    shapes = network.layer_shapes(size or None)
+    return tuple(
+        n for n in network.layers if len(shapes[n].shape) >= 2 and shapes[n].dtype.kind == "f"
+    )
 
 
 def _print_plan(args: argparse.Namespace, layers: list[str], recipe: Recipe, weights) -> int:
@@ -113,7 +154,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     images.check_png_target(args.out)  # before computing: a user's file is never replaced
     w = _weights(args)
     w.network.layer_index(args.layer)
-    x0, recipe = start_image(_recipe(args))
+    x0, recipe = start_image(_recipe(args), w.network)
     res = ascent.visualize(
         args.layer,
         [args.filter],

@@ -137,15 +137,31 @@ MODEL_NAMES = ("vgg16", "vgg19", "alexnet")
 def _add_model_args(g: argparse._ActionsContainer, weights_help: str | None = None) -> None:
     g.add_argument(
         "--model",
-        choices=MODEL_NAMES,
         default=None,
-        help="the network (default: the weights', else vgg16); without --weights, its default "
-        "weights (vgg16-torchvision, alexnet-torchvision; vgg19: convert Keras' file)",
+        metavar="MODEL",
+        help=f"the network: {', '.join(MODEL_NAMES)} (default: the weights', else vgg16; "
+        "without --weights, its default weights), or your own: file.keras, "
+        "package.module:factory or path/to/file.py:factory (a zero-argument function returning "
+        "(flax module, variables[, preprocessing]))",
     )
     g.add_argument(
         "--weights",
         default=None,
         help=weights_help or "weight set name (default: the model's, vgg16-torchvision)",
+    )
+    g.add_argument(
+        "--preprocess",
+        default=None,
+        metavar="P",
+        help="what your own model expects of RGB 0-255 pixels: caffe (BGR minus ImageNet means), "
+        "torch (/255, ImageNet mean and std), tf (/127.5 - 1), none, or "
+        "mean=M,std=S,scale=K (M, S: one value or one per channel joined by '/'); stored in the "
+        "atlas",
+    )
+    g.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="load a .keras file outside Keras' safe mode: it may run code the file holds",
     )
 
 
@@ -203,13 +219,22 @@ def _execution(args: argparse.Namespace) -> Execution:
     )
 
 
-def _weights(args: argparse.Namespace):  # -> Weights
+def _weights(args: argparse.Namespace):  # -> Weights | GenericWeights
     """The weights ``--weights`` names (default: ``--model``'s default set), checked against
-    ``--model`` when both are given (one line if they are another model's)."""
+    ``--model`` when both are given (one line if they are another model's); for your own model
+    (``--model`` a file or a factory, :func:`vizjax.models.loader.load`), the model with the
+    preprocessing ``--preprocess`` or the model itself gives."""
     from vizjax.models import DEFAULT_MODEL
     from vizjax.models.weights import default_weights, load_weights
 
     model = getattr(args, "model", None)
+    if model is not None and model not in MODEL_NAMES:
+        return _own_model(args, model)
+    if getattr(args, "preprocess", None):
+        raise VizjaxError(
+            "--preprocess is for your own models; the built-in weights fix theirs "
+            "(--no-preprocess feeds the raw 0-255 pixels)"
+        )
     if not args.weights:
         return load_weights(default_weights(model or DEFAULT_MODEL))
     w = load_weights(args.weights)
@@ -219,6 +244,28 @@ def _weights(args: argparse.Namespace):  # -> Weights
             f"default or pass {model} weights"
         )
     return w
+
+
+def _own_model(args: argparse.Namespace, spec: str):  # -> GenericWeights
+    from vizjax.models.generic import GenericWeights
+    from vizjax.models.loader import load
+    from vizjax.models.network import IDENTITY, parse_preprocessing
+
+    if args.weights:
+        raise VizjaxError(
+            f"--weights names a built-in model's weight set; {spec} brings its own weights"
+        )
+    prep = parse_preprocessing(args.preprocess) if getattr(args, "preprocess", None) else None
+    model = load(spec, trust=getattr(args, "trust_model_file", False))
+    prep = prep or model.preprocessing  # type: ignore[union-attr]
+    if prep is None:
+        if not getattr(args, "no_preprocess", False):
+            raise VizjaxError(
+                f"{model.name} does not say what input it expects: pass --preprocess "  # type: ignore[union-attr]
+                "caffe|torch|tf|none or mean=M,std=S,scale=K"
+            )
+        prep = IDENTITY
+    return GenericWeights(model, prep)  # type: ignore[arg-type]
 
 
 def _check_environment(args: argparse.Namespace) -> None:

@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         "layers", help="print a model's layers, output shapes and parameter counts (--model)"
     )
     _add_model_args(s, "count the parameters of this weight set")
+    s.add_argument(
+        "--size",
+        type=_positive,
+        default=None,
+        help="your own model's input size for the shapes (default: its own, else 224)",
+    )
     s.set_defaults(func=cmd_layers)
 
     s = sub.add_parser("weights", help="list prepared weight sets")

@@ -35,15 +35,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vizjax import models
 from vizjax.analysis import fidelity
-from vizjax.engine import render
+from vizjax.engine import adapter, render
 from vizjax.engine.chunk import auto_chunk, round_to_mesh
 from vizjax.engine.execution import Execution, auto_segment, keep_freed_host_memory, segments
 from vizjax.engine.recipe import DEFAULT_SIZE, Recipe
 from vizjax.errors import VizjaxError
 from vizjax.models import vgg
-from vizjax.models.network import IDENTITY, ConvNet, Network, Preprocessing, prepare_winograd
+from vizjax.models.generic import GenericModel
+from vizjax.models.network import ConvNet, Network, Preprocessing
+
+#: A network as the engine takes it: a built-in table network or any model through its adapter
+#: (:mod:`vizjax.engine.adapter`).
+AnyNetwork = Network | GenericModel
 
 DEFAULT_EXECUTION = Execution()
 
@@ -103,19 +107,20 @@ class Results:
 # The start image and the keys.
 
 
-def noise_image(recipe: Recipe) -> jax.Array:
+def noise_image(recipe: Recipe, channels: int = 3) -> jax.Array:
     """The shared start image: N(noise_mean, noise_std) from ``key(seed)``, ``recipe.size``
-    (default 128x128), float32."""
+    (default 128x128), float32, ``(H, W, channels)`` (the model's input channels)."""
     h, w = recipe.size or DEFAULT_SIZE
     key = jax.random.key(recipe.seed)
-    return recipe.noise_mean + recipe.noise_std * jax.random.normal(key, (h, w, 3), jnp.float32)
+    shape = (h, w, channels)
+    return recipe.noise_mean + recipe.noise_std * jax.random.normal(key, shape, jnp.float32)
 
 
 def filter_key(
-    seed: jax.Array | int, layer: str, f: jax.Array | int, network: Network = vgg.NETWORK
+    seed: jax.Array | int, layer: str, f: jax.Array | int, network: AnyNetwork = vgg.NETWORK
 ) -> jax.Array:
     """Per-filter randomness: ``fold_in(fold_in(key(seed), layer index), f)``."""
-    index = network.layer_index(layer)
+    index = adapter.of(network).layer_index(layer)
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), index), f)
 
 
@@ -135,41 +140,43 @@ def make_model(
     platform: str = "cpu",
     network: Network = vgg.NETWORK,
 ) -> ConvNet:
-    """The module a run asks for: ``network`` (its weights', :func:`vizjax.models.from_params`)
-    with preprocessing on or off, dtype and convolution algorithm."""
-    prep = preprocessing if preprocess else IDENTITY
-    wino = execution.conv == "winograd" or (execution.conv == "auto" and platform == "cpu")
-    return network.module(prep, jnp.dtype(execution.dtype), network.winograd_layers if wino else ())
+    """The table network's Flax module a run asks for: ``network`` (its weights',
+    :func:`vizjax.models.from_params`) with preprocessing on or off, dtype and convolution
+    algorithm (:meth:`vizjax.engine.adapter.Table.module`)."""
+    return adapter.Table(network).module(preprocessing, preprocess, execution, platform)
 
 
-def network_layers(objective: Any, network: Network = vgg.NETWORK) -> tuple[str, ...]:
+def network_layers(objective: Any, network: AnyNetwork = vgg.NETWORK) -> tuple[str, ...]:
     """The network layers an objective reads (without the image itself), in network order."""
     names = [n for n in objective.layers() if n != "input"]
-    return tuple(sorted(names, key=network.layer_index))
+    return tuple(sorted(names, key=adapter.of(network).layer_index))
 
 
 def make_net(
-    model: ConvNet, params: Any, objective: Any, layer: str, f: jax.Array, fast: bool
+    forward: adapter.Forward, params: Any, outputs: tuple[str, ...], f: jax.Array, fast: bool
 ) -> render.Net:
-    """``net(views, redirect) -> {layer: activations}`` for filter ``f``.
+    """``net(views, redirect) -> {layer: activations}`` for filter ``f`` (``forward``: the
+    adapter's, :meth:`vizjax.engine.adapter.Table.forward`; ``outputs``: the layers read).
 
-    With ``fast`` (one filter per device, an objective that reads only channel ``f`` of the target
-    layer, which is the deepest it reads), the target convolution computes only that channel.
-    Otherwise the whole layer is computed and the objective picks: under ``vmap`` with several
-    filters per device, per-filter kernel columns become a grouped convolution, which XLA:CPU runs
-    several times slower than the whole layer (bench/README.md).
+    With ``fast`` (a table network, one filter per device, an objective that reads only channel
+    ``f`` of the target layer, which is the deepest it reads), the target convolution computes
+    only that channel. Otherwise the whole layer is computed and the objective picks: under
+    ``vmap`` with several filters per device, per-filter kernel columns become a grouped
+    convolution, which XLA:CPU runs several times slower than the whole layer (bench/README.md).
     """
-    outputs = network_layers(objective, model.network) or (layer,)
     channel = f if fast else None
 
     def net(views: jax.Array, redirect: jax.Array | None) -> dict[str, jax.Array]:
-        return model.apply(params, views, outputs=outputs, channel=channel, redirect=redirect)
+        return forward(params, views, outputs, channel, redirect)
 
     return net
 
 
-def can_use_fast_path(objective: Any, layer: str, network: Network = vgg.NETWORK) -> bool:
-    """One output channel suffices: the objective reads channel f of ``layer`` and nothing deeper."""
+def can_use_fast_path(objective: Any, layer: str, network: AnyNetwork = vgg.NETWORK) -> bool:
+    """One output channel suffices: the objective reads channel f of ``layer`` and nothing deeper,
+    and the network can compute one channel alone (the table networks)."""
+    if not adapter.of(network).fast:
+        return False
     names = network_layers(objective, network)
     return bool(names) and names[-1] == layer and objective.channel_only(layer)
 
@@ -217,7 +224,7 @@ def compiled_program(
     recipe: Recipe,
     execution: Execution,
     mesh: Mesh,
-    network: Network = vgg.NETWORK,
+    network: AnyNetwork = vgg.NETWORK,
 ) -> Program:
     """The one jit boundary of vizjax; see the module docstring.
 
@@ -228,8 +235,10 @@ def compiled_program(
     caches the executables per chunk shape and image size.
     """
     platform = mesh.devices.flat[0].platform
-    model = make_model(preprocessing, recipe.preprocess, execution, platform, network)
+    net_adapter = adapter.of(network)
+    forward = net_adapter.forward(preprocessing, recipe.preprocess, execution, platform)
     objective = recipe.objective.build(layer, recipe.images)
+    outputs = network_layers(objective, network) or (layer,)
     plan = tuple(segments(recipe.steps, execution.segment or auto_segment(recipe.steps, platform)))
     from_start = recipe.init is not None
 
@@ -243,7 +252,7 @@ def compiled_program(
         hw = (start.shape[0], start.shape[1])
 
         def one(f: jax.Array, s: Any) -> Any:
-            net = make_net(model, params, objective, layer, f, fast)
+            net = make_net(forward, params, outputs, f, fast)
             return fn(net, f, filter_key(seed, layer, f, network), hw, s)
 
         return jax.vmap(one)(filters, state)
@@ -286,10 +295,11 @@ def compiled_program(
         )
 
     rep, shard = shardings(mesh)
-    deepest = max(network.layer_index(n) for n in (*network_layers(objective, network), layer))
-    wino = tuple(n for n in model.winograd if network.layer_index(n) <= deepest)
+    deepest = max(net_adapter.layer_index(n) for n in (*outputs, layer))
     return Program(
-        prepare=jax.jit(lambda p: prepare_winograd(p, wino), out_shardings=rep),
+        prepare=jax.jit(
+            lambda p: net_adapter.prepare(p, deepest, execution, platform), out_shardings=rep
+        ),
         init=jax.jit(init, in_shardings=(rep, rep, shard, rep), out_shardings=shard),
         advance={
             n: jax.jit(
@@ -312,19 +322,20 @@ def compiled_measure(
     preprocess: bool,
     execution: Execution,
     mesh: Mesh,
-    network: Network = vgg.NETWORK,
+    network: AnyNetwork = vgg.NETWORK,
 ) -> Callable[..., dict[str, Any]]:
     """``(params, raw (n, K, H, W, 3), display (n, K, H, W, 3), filters (n,)) -> measures`` of
     :mod:`vizjax.analysis.fidelity`, vmapped over filters and sharded like the ascent (the same jit
     boundary's second program: the ascent runs it on each chunk before the images leave the
     devices; ``vizjax fidelity`` runs it on stored images)."""
     platform = mesh.devices.flat[0].platform
-    model = make_model(preprocessing, preprocess, execution, platform, network)
-    index = network.layer_index(layer)
+    net_adapter = adapter.of(network)
+    forward = net_adapter.forward(preprocessing, preprocess, execution, platform)
+    index = net_adapter.layer_index(layer)
 
     def measure(params, raw, display, filters):
         def acts(x: jax.Array) -> jax.Array:
-            return model.apply(params, x, layer)
+            return forward(params, x, (layer,))[layer]
 
         return jax.vmap(
             lambda r, d, f: fidelity.measure_one(acts, r, d, f, fidelity.measure_key(index, f))
@@ -339,7 +350,7 @@ def compiled_forward(
     layers: tuple[str, ...],
     preprocessing: Preprocessing,
     mesh: Mesh,
-    network: Network = vgg.NETWORK,
+    network: AnyNetwork = vgg.NETWORK,
 ) -> Callable[[Any, jax.Array], dict[str, tuple[jax.Array, jax.Array]]]:
     """``(params, squares uint8 (B, S, S, 3)) -> {layer: (mean (B, C) f32, argmax (B, C) i32)}``,
     the dataset exemplars' forward (:mod:`vizjax.analysis.exemplars`), images sharded over the mesh.
@@ -350,19 +361,24 @@ def compiled_forward(
     common prefix of the network (common-subexpression elimination), so the deepest layer's
     forward is computed once. ``network``: the weights' (:func:`vizjax.models.from_params`).
     """
-    model = network.module(preprocessing)
+    platform = mesh.devices.flat[0].platform
+    apply = adapter.of(network).forward(preprocessing, True, _FORWARD_EXECUTION, platform)
 
     def forward(params: Any, squares: jax.Array) -> dict[str, tuple[jax.Array, jax.Array]]:
         x = squares.astype(jnp.float32)
         out = {}
         for layer in layers:
-            a = model.apply(params, x, layer)  # (B, H', W', C)
+            a = apply(params, x, (layer,))[layer]  # (B, H', W', C)
             flat = a.reshape(a.shape[0], -1, a.shape[-1])
             out[layer] = (flat.mean(axis=1), jnp.argmax(flat, axis=1).astype(jnp.int32))
         return out
 
     rep, shard = shardings(mesh)
     return jax.jit(forward, in_shardings=(rep, shard), out_shardings=shard)
+
+
+#: The exemplars' forward: float32 and XLA's own convolution (one forward, nothing to amortize).
+_FORWARD_EXECUTION = Execution(conv="xla")
 
 
 def padded(rows: np.ndarray, size: int) -> np.ndarray:
@@ -402,42 +418,62 @@ def map_chunks(
         yield sl, jax.tree.map(lambda v, m=m: np.asarray(v[:m]), out)
 
 
-def check_conv_layer(layer: str, network: Network = vgg.NETWORK) -> None:
-    """Filters belong to convolutions: refuse unknown names and pooling layers in one line."""
-    if network.layer(layer).kind != "conv":
-        raise VizjaxError(f"{layer} is a pooling layer; choose a convolution (its filters)")
+def check_conv_layer(
+    layer: str, network: AnyNetwork = vgg.NETWORK, hw: tuple[int, int] | None = None
+) -> None:
+    """A layer with filters: for a table network a convolution (unknown names and pooling layers
+    refused in one line); for any other model a float layer with a channel axis that depends on
+    the input (checked at an ``hw`` input, default the model's size)."""
+    adapter.of(network).check_layer(layer, hw)
 
 
 def check_layer_size(
-    layer: str, h: int, w: int, recipe: Recipe | None = None, network: Network = vgg.NETWORK
+    layer: str, h: int, w: int, recipe: Recipe | None = None, network: AnyNetwork = vgg.NETWORK
 ) -> None:
-    """The image must be large enough for ``layer`` after the recipe's transforms."""
+    """The image must be large enough for ``layer`` after the recipe's transforms (and of the size
+    a model with a fixed input size takes)."""
     from vizjax.engine import transform
 
-    need = network.min_input_size(layer)
-    if min(h, w) < need:
-        raise VizjaxError(
-            f"image size {h}x{w} is too small for {layer}: it needs at least {need}x{need} px"
-        )
-    if recipe is not None:
+    net_adapter = adapter.of(network)
+    if isinstance(network, Network):
+        net_adapter.check_size(layer, h, w)
+    if recipe is None:
+        th, tw = h, w
+    else:
         try:
             th, tw = transform.out_hw(recipe.transforms, (h, w))
         except ValueError as e:
             raise VizjaxError(f"image size {h}x{w}: {e}") from None
+    if isinstance(network, Network) and recipe is not None:
+        need = network.min_input_size(layer)
         if min(th, tw) < need:
             raise VizjaxError(
                 f"image size {h}x{w} is too small for {layer} after the recipe's transforms "
                 f"({th}x{tw}): it needs at least {need}x{need} px there"
             )
+    elif not isinstance(network, Network):
+        net_adapter.check_size(layer, th, tw)
 
 
-def check_filters(layer: str, filters: Sequence[int], network: Network = vgg.NETWORK) -> np.ndarray:
-    n = network.num_channels(layer)
+def check_filters(
+    layer: str,
+    filters: Sequence[int],
+    network: AnyNetwork = vgg.NETWORK,
+    hw: tuple[int, int] | None = None,
+) -> np.ndarray:
+    n = adapter.of(network).num_channels(layer, hw)
     arr = np.asarray(list(filters), dtype=np.int64).reshape(-1)
     bad = arr[(arr < 0) | (arr >= n)]
     if bad.size:
         raise VizjaxError(f"filter index {int(bad[0])} out of range for {layer} (0..{n - 1})")
     return arr.astype(np.int32)
+
+
+def _network_hw(recipe: Recipe, start: jax.Array) -> tuple[int, int]:
+    """The size of each view the network sees (the start image after the recipe's transforms)."""
+    from vizjax.engine import transform
+
+    return transform.out_hw(recipe.transforms, (int(start.shape[0]), int(start.shape[1])))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -461,7 +497,7 @@ def prepare(
     filters: Sequence[int],
     recipe: Recipe,
     params: Any,
-    preprocessing: Preprocessing,
+    preprocessing: Preprocessing | None = None,
     *,
     execution: Execution = DEFAULT_EXECUTION,
     start: jax.Array | np.ndarray | None = None,
@@ -470,11 +506,20 @@ def prepare(
 ) -> Prepared | None:
     """Check the request (the arguments of :func:`iter_chunks`) and build, not yet compile, what
     it runs; None if there are no filters."""
-    network = models.from_params(params)
-    check_conv_layer(layer, network)
-    filt = check_filters(layer, filters, network)
-    start = noise_image(recipe) if start is None else jnp.asarray(start, jnp.float32)
-    check_layer_size(layer, start.shape[0], start.shape[1], recipe, network)
+    network, params = adapter.resolve(params)
+    preprocessing = adapter.preprocessing_of(network, preprocessing)
+    if isinstance(network, GenericModel):
+        start = noise_image(recipe, network.channels) if start is None else jnp.asarray(start)
+        check_layer_size(layer, start.shape[0], start.shape[1], recipe, network)
+        hw = _network_hw(recipe, start)
+        check_conv_layer(layer, network, hw)
+        filt = check_filters(layer, filters, network, hw)
+    else:
+        check_conv_layer(layer, network)
+        filt = check_filters(layer, filters, network)
+        start = noise_image(recipe) if start is None else jnp.asarray(start, jnp.float32)
+        check_layer_size(layer, start.shape[0], start.shape[1], recipe, network)
+    start = jnp.asarray(start, jnp.float32)
     if len(filt) == 0:
         return None
     mesh = mesh or local_mesh()
@@ -489,7 +534,7 @@ def prepare(
     start = jax.device_put(start, rep)
     seed = jax.device_put(np.int32(recipe.seed), rep)
     if execution.batch == "auto":
-        chunk = auto_chunk(program, params, start, seed, len(filt), mesh, layer)
+        chunk = auto_chunk(program, params, start, seed, len(filt), mesh, layer, network)
     else:
         chunk = round_to_mesh(int(execution.batch), mesh)
     measure_fn = (
@@ -532,7 +577,7 @@ def iter_chunks(
     filters: Sequence[int],
     recipe: Recipe,
     params: Any,
-    preprocessing: Preprocessing,
+    preprocessing: Preprocessing | None = None,
     *,
     execution: Execution = DEFAULT_EXECUTION,
     start: jax.Array | np.ndarray | None = None,
@@ -601,7 +646,8 @@ def iter_measures(
     measures named as :class:`Results` (row axis first). ``execution.batch``: filters per chunk
     (``"auto"``: :data:`MEASURE_FILTERS_PER_DEVICE` per device).
     """
-    network = models.from_params(params)
+    network, params = adapter.resolve(params)
+    preprocessing = adapter.preprocessing_of(network, preprocessing)
     filt = check_filters(layer, filters, network)
     if len(filt) == 0:
         return
@@ -625,10 +671,14 @@ def visualize(
     filters: Sequence[int],
     recipe: Recipe,
     params: Any,
-    preprocessing: Preprocessing,
+    preprocessing: Preprocessing | None = None,
     **kwargs: Any,
 ) -> Results:
     """All of :func:`iter_chunks`, concatenated: the Python API for downstream code.
+
+    ``params``: a built-in network's weights, or your own model
+    (:class:`vizjax.models.generic.GenericModel`, e.g. from :func:`vizjax.from_flax`);
+    ``preprocessing`` may then be left out if the model has its own.
 
     Example::
 

@@ -18,7 +18,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vizjax import models
+from vizjax.engine import adapter
 from vizjax.models import vgg
+from vizjax.models.generic import GenericModel
 from vizjax.models.network import Network
 
 #: Filters per device per chunk that ``batch="auto"`` allows on accelerators, which want big
@@ -27,7 +29,7 @@ AUTO_CAP_DEFAULT = 512
 
 
 def cpu_filters_per_device(
-    layer: str, height: int, width: int, network: Network = vgg.NETWORK
+    layer: str, height: int, width: int, network: Network | GenericModel = vgg.NETWORK
 ) -> int:
     """How many filters one CPU program should optimize at once (measured on 2-core CPUs).
 
@@ -37,9 +39,9 @@ def cpu_filters_per_device(
     to keep the cores busy, and 8 filters per program are 1.1-1.25x faster. At 128 px one image
     is faster at every layer, block5 included (1.2-1.45x: bench/README.md, "The CPU chunk rule").
     """
-    h, w = network.output_hw(layer, height, width)
+    size = math.prod(adapter.of(network).output_shape(layer, height, width))
     small_image = height * width <= 96 * 96
-    return 8 if small_image and h * w * network.num_channels(layer) <= 65536 else 1
+    return 8 if small_image and size <= 65536 else 1
 
 
 def round_to_mesh(n: int, mesh: Mesh) -> int:
@@ -57,7 +59,14 @@ def memory_budget(device: jax.Device) -> int | None:
 
 
 def auto_chunk(
-    program: Any, params: Any, start: jax.Array, seed: jax.Array, n: int, mesh: Mesh, layer: str
+    program: Any,
+    params: Any,
+    start: jax.Array,
+    seed: jax.Array,
+    n: int,
+    mesh: Mesh,
+    layer: str,
+    network: Network | GenericModel | None = None,
 ) -> int:
     """The chunk size ``batch="auto"`` picks (a multiple of the device count) for ``n`` filters
     of ``layer`` run by ``program`` (a :class:`vizjax.engine.ascent.Program`, whose first step segment
@@ -75,9 +84,8 @@ def auto_chunk(
     d = mesh.devices.size
     device = mesh.devices.flat[0]
     if device.platform == "cpu":
-        per_device = cpu_filters_per_device(
-            layer, start.shape[0], start.shape[1], models.from_params(params)
-        )
+        network = network if network is not None else models.from_params(params)
+        per_device = cpu_filters_per_device(layer, start.shape[0], start.shape[1], network)
         return balanced_chunk(n, per_device, d)
     per_device = min(AUTO_CAP_DEFAULT, math.ceil(n / d))
     if per_device > 1:

@@ -3,7 +3,8 @@
 An objective is a frozen dataclass called as ``obj(acts, f) -> scalar`` for ONE filter ``f``:
 
 * ``acts[layer]`` has shape ``(K, V, h, w, C)``: the layer's activations for the filter's K images
-  (K > 1 with diversity) seen through V views each (V > 1 with MACO's crops). On the one-channel
+  (K > 1 with diversity) seen through V views each (V > 1 with MACO's crops); a token layer of a
+  generic model has ``(K, V, T, C)``. A filter is an index on the LAST axis. On the one-channel
   fast path the target layer has ``C == 1`` and holds channel ``f`` only (:func:`channel_of`).
 * ``acts["input"]`` is ``(K, H, W, 3)``: the images themselves (RGB 0-255, before transforms),
   which the regularizers read.
@@ -118,14 +119,16 @@ class Channel(Objective):
 @dataclasses.dataclass(frozen=True)
 class Neuron(Objective):
     """Channel ``f`` at the centre unit of ``layer`` (Lucid: for even sizes the bottom-right of the
-    central 2x2), averaged over images and views."""
+    central 2x2), averaged over images and views. Every axis between ``(K, V)`` and the channel is
+    a position: ``(h, w)`` maps take the centre unit, ``(T,)`` token sequences the centre token
+    ``T // 2``."""
 
     layer: str
 
     def __call__(self, acts: Acts, f: jax.Array | int) -> jax.Array:
-        a = channel_of(acts, self.layer, f)
-        h, w = a.shape[-2:]
-        return jnp.mean(a[..., h // 2, w // 2].astype(jnp.float32))
+        a = channel_of(acts, self.layer, f)  # (K, V, *positions)
+        centre = tuple(n // 2 for n in a.shape[2:])
+        return jnp.mean(a[(slice(None), slice(None), *centre)].astype(jnp.float32))
 
     def layers(self) -> frozenset[str]:
         return frozenset({self.layer})

@@ -8,6 +8,10 @@ A param is a frozen dataclass with two pure functions, written for ONE image:
   image only read its shape.
 * ``to_rgb(params, (H, W)) -> (H, W, 3)`` float32 in RGB 0-255 units, what the network sees.
 
+A model with other than 3 input channels (grayscale, multispectral) gets images of its own channel
+count ``(H, W, C)`` (the start image's): every param works per channel, and colour decorrelation
+(Lucid's ImageNet colour correlation) applies only where there are 3.
+
 Kinds:
 
 * :class:`Pixel` -- the pixels themselves (the seed article's, and tf-keras-vis'). Starts from the
@@ -108,14 +112,14 @@ class FFT:
 
     def init(self, key: jax.Array, start: jax.Array, from_start: bool = False) -> jax.Array:
         """``(2, 3, h, wf)`` real and imaginary parts; from a photo when ``from_start``."""
-        h, w, _ = start.shape
+        h, w, c = start.shape
         scale = self._scale(h, w)
         if not from_start:
-            return self.std * jax.random.normal(key, (2, 3, *scale.shape), jnp.float32)
+            return self.std * jax.random.normal(key, (2, c, *scale.shape), jnp.float32)
         # Invert to_rgb: sigmoid -> colour matrix -> /4 -> irfft -> scale.
         rgb = jnp.clip(start.astype(jnp.float32) / 255.0, 1e-3, 1 - 1e-3)
         t = jnp.log(rgb) - jnp.log1p(-rgb)
-        if self.decorrelate:
+        if self.decorrelate and c == 3:
             t = t @ jnp.asarray(np.linalg.inv(COLOR_CORRELATION.T))
         t = 4.0 * t
         wf = scale.shape[1]
@@ -127,7 +131,7 @@ class FFT:
         scale = jnp.asarray(self._scale(h, w))
         spectrum = scale * jax.lax.complex(params[0], params[1])
         t = _irfft_image(spectrum, h, w) / 4.0
-        if self.decorrelate:
+        if self.decorrelate and params.shape[1] == 3:  # colour decorrelation: RGB only
             t = decorrelated_to_rgb(t)
         return 255.0 * jax.nn.sigmoid(t)
 
@@ -186,23 +190,28 @@ class Maco:
     phase_std: float = 1.0
 
     @staticmethod
-    def magnitude(h: int, w: int) -> np.ndarray:
-        """The fixed magnitude ``(3, h, w // 2 + 1)`` (+1 column for odd ``w``) from the law."""
+    def magnitude(h: int, w: int, channels: int = 3) -> np.ndarray:
+        """The fixed magnitude ``(3, h, w // 2 + 1)`` (+1 column for odd ``w``) from the law; for
+        other than 3 channels, the mean amplitude for each."""
         a, amps = natural_spectrum_law()
         f = np.maximum(rfft2d_freqs(h, w), 1.0 / max(h, w))
+        if channels != 3:
+            amps = (float(np.mean(amps)),) * channels
         return np.stack([amp / f**a for amp in amps]).astype(np.float32)
 
     def init(self, key: jax.Array, start: jax.Array, from_start: bool = False) -> jax.Array:
-        h, w, _ = start.shape
-        return self.phase_std * jax.random.normal(key, self.magnitude(h, w).shape, jnp.float32)
+        h, w, c = start.shape
+        shape = self.magnitude(h, w, c).shape
+        return self.phase_std * jax.random.normal(key, shape, jnp.float32)
 
     def to_rgb(self, phase: jax.Array, hw: tuple[int, int]) -> jax.Array:
         h, w = hw
-        mag = jnp.asarray(self.magnitude(h, w))
+        c = phase.shape[0]
+        mag = jnp.asarray(self.magnitude(h, w, c))
         p = _standardize(phase)
         spectrum = jax.lax.complex(jnp.cos(p) * mag, jnp.sin(p) * mag)
         t = _standardize(_irfft_image(spectrum, h, w))
-        return 255.0 * jax.nn.sigmoid(decorrelated_to_rgb(t))
+        return 255.0 * jax.nn.sigmoid(decorrelated_to_rgb(t) if c == 3 else t)
 
 
 Param = Pixel | FFT | Maco

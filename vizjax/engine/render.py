@@ -62,8 +62,21 @@ def deprocess(x: jax.Array) -> jax.Array:
     return (x * 255.0).astype(jnp.uint8)
 
 
+def as_rgb(x: jax.Array) -> jax.Array:
+    """``(H, W, C)`` -> ``(H, W, 3)`` for showing: RGB as it is; one channel as gray (repeated);
+    two channels padded with the last; more than three: the first three."""
+    c = x.shape[-1]
+    if c == 3:
+        return x
+    if c < 3:
+        return jnp.concatenate([x, jnp.repeat(x[..., -1:], 3 - c, axis=-1)], axis=-1)
+    return x[..., :3]
+
+
 def display(recipe: Recipe, rgb: jax.Array) -> jax.Array:
-    """``(H, W, 3)`` RGB 0-255 float -> uint8 display image, as the recipe says."""
+    """``(H, W, C)`` 0-255 float -> ``(H, W, 3)`` uint8 display image, as the recipe says (a model
+    with other than 3 input channels is shown by :func:`as_rgb`)."""
+    rgb = as_rgb(rgb)
     if recipe.display == "deprocess":
         return deprocess(rgb)
     return jnp.round(jnp.clip(rgb, 0.0, 255.0)).astype(jnp.uint8)

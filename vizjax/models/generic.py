@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -54,6 +54,8 @@ class GenericModel:
       input_size: the fixed square input size the model requires, or None.
       channels: input channels (3 = RGB; 1 = grayscale; more = multispectral).
       architecture: a stable text description of the architecture, hashed into the identity.
+      refused: layers the adapter knows but cannot visualize, with the reason (one line each):
+        asking for one gives that reason instead of "unknown layer".
     """
 
     kind: str
@@ -65,11 +67,14 @@ class GenericModel:
     input_size: int | None
     channels: int = 3
     architecture: str = ""
+    refused: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     # Identity comparisons (eq=False) make the model hashable: compiled programs key on it.
 
     def layer_index(self, layer: str) -> int:
         """Position of ``layer`` in :attr:`layers`; a one-line error names a few that exist."""
+        if layer in self.refused:
+            raise VizjaxError(f"{layer!r} of {self.name}: {self.refused[layer]}")
         try:
             return self.layers.index(layer)
         except ValueError:
@@ -80,13 +85,18 @@ class GenericModel:
                 f"e.g. {few} ('vizjax layers --model ...' lists them)"
             ) from None
 
-    def layer_shapes(self, size: int | None = None) -> dict[str, jax.ShapeDtypeStruct]:
+    def layer_shapes(
+        self, size: int | tuple[int, int] | None = None
+    ) -> dict[str, jax.ShapeDtypeStruct]:
         """Every layer's activation shape and dtype for ONE ``(size, size, channels)`` image (no
-        batch axis), by :func:`jax.eval_shape` (nothing is computed). ``size`` defaults to the
-        model's fixed input size, else :data:`DEFAULT_SIZE`."""
-        return dict(_layer_shapes(self, size or self.input_size or DEFAULT_SIZE))
+        batch axis; ``size`` may be ``(height, width)``), by :func:`jax.eval_shape` (nothing is
+        computed). ``size`` defaults to the model's fixed input size, else :data:`DEFAULT_SIZE`.
+        A size the model cannot take is a one-line error."""
+        size = size or self.input_size or DEFAULT_SIZE
+        hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        return dict(_layer_shapes(self, hw))
 
-    def num_channels(self, layer: str, size: int | None = None) -> int:
+    def num_channels(self, layer: str, size: int | tuple[int, int] | None = None) -> int:
         """Filters of ``layer``: the size of its activations' last axis."""
         self.layer_index(layer)
         return int(self.layer_shapes(size)[layer].shape[-1])
@@ -112,14 +122,16 @@ class GenericModel:
 
 
 @functools.lru_cache(maxsize=32)
-def _layer_shapes(model: GenericModel, size: int) -> tuple[tuple[str, jax.ShapeDtypeStruct], ...]:
-    x = jax.ShapeDtypeStruct((1, size, size, model.channels), jnp.float32)
+def _layer_shapes(
+    model: GenericModel, hw: tuple[int, int]
+) -> tuple[tuple[str, jax.ShapeDtypeStruct], ...]:
+    x = jax.ShapeDtypeStruct((1, *hw, model.channels), jnp.float32)
     try:
         out = jax.eval_shape(lambda p, x: model.apply(p, x, model.layers), model.params, x)
     except Exception as e:  # a model that cannot take this size says so in its own words
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise VizjaxError(
-            f"{model.name} cannot take a {size}x{size}x{model.channels} input: {msg}"
+            f"{model.name} cannot take a {hw[0]}x{hw[1]}x{model.channels} input: {msg}"
         ) from None
     return tuple(
         (name, jax.ShapeDtypeStruct(out[name].shape[1:], out[name].dtype)) for name in model.layers
@@ -134,3 +146,61 @@ def _fingerprint(model: GenericModel) -> str:
         h.update(f"{jax.tree_util.keystr(path)}:{a.dtype.str}:{a.shape}\n".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def check_preprocessing(prep: Preprocessing, channels: int, name: str) -> None:
+    """One line if ``prep`` cannot feed a ``channels``-channel model: one mean and std value, or one
+    per channel; BGR only for 3 channels."""
+    for what, values in (("mean", prep.mean), ("std", prep.std)):
+        if len(values) not in (1, channels) and len(set(values)) > 1:
+            raise VizjaxError(
+                f"preprocessing {prep.name!r} has {len(values)} {what} values; {name} takes "
+                f"{channels} input channel(s): give one value or {channels}"
+            )
+    if prep.bgr and channels != 3:
+        raise VizjaxError(f"preprocessing {prep.name!r} flips RGB to BGR; {name} is not RGB")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GenericWeights:
+    """A generic model with the preprocessing a run feeds it, seen as a run's weights: what
+    :class:`vizjax.models.weights.Weights` offers a run (``name``, ``params``, ``preprocessing``,
+    ``source_sha256``, ``network``, ``model``), so a run, a plan and an atlas take either.
+
+    ``params`` is the model itself (the engine resolves it: :func:`vizjax.engine.adapter.resolve`);
+    ``source_sha256`` is the weights' :meth:`GenericModel.fingerprint`.
+    """
+
+    generic: GenericModel
+    preprocessing: Preprocessing
+
+    def __post_init__(self) -> None:
+        check_preprocessing(self.preprocessing, self.generic.channels, self.generic.name)
+
+    @property
+    def name(self) -> str:
+        return self.generic.name
+
+    @property
+    def model(self) -> str:
+        return self.generic.name
+
+    @property
+    def params(self) -> GenericModel:
+        return self.generic
+
+    @property
+    def network(self) -> GenericModel:
+        return self.generic
+
+    @property
+    def source_sha256(self) -> str:
+        return self.generic.fingerprint()
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return {**self.generic.identity(), "preprocessing": dataclasses.asdict(self.preprocessing)}

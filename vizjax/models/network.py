@@ -250,19 +250,22 @@ def param_count(params: dict[str, Any]) -> int:
 class Preprocessing:
     """How RGB 0-255 pixels become network input: optional RGB->BGR, then ``(x / scale - mean) / std``.
 
-    ``mean`` and ``std`` are given in the channel order the network sees (after the flip).
+    ``mean`` and ``std`` are given in the channel order the network sees (after the flip), one
+    value per input channel (3 for RGB; a model with other than 3 channels has as many, or one
+    value for every channel).
     """
 
     name: str
     bgr: bool
     scale: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     def __call__(self, rgb: jax.Array) -> jax.Array:
         x = rgb[..., ::-1] if self.bgr else rgb
-        mean = jnp.asarray(self.mean, x.dtype)
-        std = jnp.asarray(self.std, x.dtype)
+        # Equal values for every channel (none, tf) are one value: they fit any channel count.
+        mean = jnp.asarray(self.mean[:1] if len(set(self.mean)) == 1 else self.mean, x.dtype)
+        std = jnp.asarray(self.std[:1] if len(set(self.std)) == 1 else self.std, x.dtype)
         return (x / self.scale - mean) / std
 
     def to_json(self) -> str:
@@ -285,6 +288,38 @@ TORCH = Preprocessing("torch", False, 255.0, (0.485, 0.456, 0.406), (0.229, 0.22
 CAFFE = Preprocessing("caffe", True, 1.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0))
 #: Feed pixels unchanged (the seed article's code never calls ``preprocess_input``).
 IDENTITY = Preprocessing("none", False, 1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+#: Keras' ``preprocess_input`` of the 'tf' mode (Inception, MobileNet...): ``x / 127.5 - 1``.
+TF = Preprocessing("tf", False, 127.5, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0))
+#: The preprocessings known by name (``--preprocess caffe|torch|tf|none``).
+PREPROCESSINGS = {p.name: p for p in (CAFFE, TORCH, TF, IDENTITY)}
+
+
+def parse_preprocessing(text: str) -> Preprocessing:
+    """``--preprocess``'s value: a name of :data:`PREPROCESSINGS`, or the explicit form
+    ``mean=M,std=S,scale=K[,bgr=1]`` where ``M`` and ``S`` are one value (every channel) or one per
+    channel separated by ``/`` (``mean=0.485/0.456/0.406,std=0.229/0.224/0.225,scale=255``)."""
+    text = text.strip()
+    if text in PREPROCESSINGS:
+        return PREPROCESSINGS[text]
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        if not eq or key.strip() not in ("mean", "std", "scale", "bgr"):
+            raise VizjaxError(
+                f"bad --preprocess {text!r}: use {'|'.join(PREPROCESSINGS)} or "
+                "mean=M,std=S,scale=K (M, S: one value or one per channel, joined by '/')"
+            )
+        fields[key.strip()] = value.strip()
+    try:
+        mean = tuple(float(v) for v in fields.get("mean", "0").split("/"))
+        std = tuple(float(v) for v in fields.get("std", "1").split("/"))
+        scale = float(fields.get("scale", "1"))
+        bgr = fields.get("bgr", "0").lower() in ("1", "true", "yes")
+    except ValueError:
+        raise VizjaxError(f"bad --preprocess {text!r}: mean, std and scale are numbers") from None
+    if scale == 0 or any(v == 0 for v in std):
+        raise VizjaxError(f"bad --preprocess {text!r}: scale and std must not be 0")
+    return Preprocessing("explicit", bgr, scale, mean, std)
 
 
 # --------------------------------------------------------------------------------------------------
