@@ -7,7 +7,7 @@ e.g. ``keras.applications.VGG16`` inside a classifier) by the nested model's nam
 own name (``vgg16/block3_conv1``). A layer is visualizable when its output is one floating tensor
 with a channel axis: ``(B, H, W, C)`` maps or ``(B, T, C)`` sequences. Flatten, global pooling and
 Dense heads (``(B, C)``), layers with several outputs and layers called more than once (shared
-layers) are not; asking for one says why.
+layers) are not: they are in the model's ``refused``, and asking for one says why.
 
 ``apply(params, x, layers)`` runs a functional sub-model whose outputs are the requested layers
 (``keras.Model(model.input, [layer outputs])``, built once per layer tuple) through its
@@ -110,30 +110,13 @@ def load(path: str | os.PathLike, *, safe_mode: bool = True) -> Any:
     return model
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class KerasModel(GenericModel):
-    """A :class:`GenericModel` that also knows why some Keras layers are not visualizable.
-
-    Attributes:
-      refused: ``{layer: why}`` for the model's layers left out of :attr:`layers`, so asking for
-        one says why instead of "unknown layer".
-    """
-
-    refused: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-    def layer_index(self, layer: str) -> int:
-        if layer in self.refused:
-            raise VizjaxError(f"layer {layer!r} of {self.name} {self.refused[layer]}")
-        return super().layer_index(layer)
-
-
 def from_keras(
     model_or_path: Any,
     *,
     safe_mode: bool = True,
     preprocessing: Preprocessing | None = None,
     name: str | None = None,
-) -> KerasModel:
+) -> GenericModel:
     """A Keras 3 model (a ``keras.Model`` or the path of a ``.keras`` file) as a
     :class:`GenericModel` (see the module docstring).
 
@@ -161,10 +144,11 @@ def from_keras(
             f"keras model {model.name!r} has no layer with a channel axis to visualize "
             "((B, H, W, C) maps or (B, T, C) sequences)"
         )
-    return KerasModel(
+    name = name or f"keras:{model.name}"
+    return GenericModel(
         kind="keras",
-        name=name or f"keras:{model.name}",
-        apply=_applier(keras, model, keys, layers, refused),
+        name=name,
+        apply=_applier(keras, model, name, keys, layers, refused),
         params=params,
         layers=layers,
         preprocessing=preprocessing,
@@ -246,16 +230,16 @@ def _node(keras: Any, model: Any, layer: Any) -> Any | None:
 def _refusal(node: Any) -> str | None:
     """Why a layer's call is not visualizable, or None when it is."""
     if node is None:
-        return "is called more than once (a shared layer): its output is not one tensor"
+        return "a shared layer (called more than once): its output is not one tensor"
     if len(node.output_tensors) != 1:
-        return f"has {len(node.output_tensors)} outputs; vizjax visualizes one tensor"
+        return f"{len(node.output_tensors)} outputs; vizjax visualizes one tensor"
     t = node.output_tensors[0]
     if not jnp.issubdtype(jnp.dtype(t.dtype), jnp.floating):
-        return f"outputs {t.dtype} numbers, not floats: nothing to differentiate"
+        return f"its output holds {t.dtype} numbers, not floats: nothing to differentiate"
     if len(t.shape) < 3:
         return (
-            f"outputs {tuple(t.shape)}: no channel axis beside the batch (vizjax visualizes "
-            "(H, W, C) maps and (T, C) sequences)"
+            f"its output {tuple(t.shape)} has no channel axis beside the batch (vizjax "
+            "visualizes (H, W, C) maps and (T, C) sequences)"
         )
     return None
 
@@ -311,6 +295,7 @@ class _Plan:
 def _applier(
     keras: Any,
     model: Any,
+    name: str,
     keys: dict[int, str],
     layers: tuple[str, ...],
     refused: Mapping[str, str],
@@ -372,9 +357,9 @@ def _applier(
         layers = tuple(layers)
         for n in layers:
             if n in refused:
-                raise VizjaxError(f"layer {n!r} of keras model {model.name!r} {refused[n]}")
+                raise VizjaxError(f"{n!r} of {name}: {refused[n]}")
             if n not in known:
-                raise VizjaxError(_unknown(model.name, n, all_layers))
+                raise VizjaxError(_unknown(name, n, all_layers))
         out = run(model, params, x, tuple(dict.fromkeys(layers)))
         return {n: out[n] for n in layers}
 
@@ -384,6 +369,6 @@ def _applier(
 def _unknown(model_name: str, layer: str, layers: tuple[str, ...]) -> str:
     few = layers if len(layers) <= _FEW else (*layers[:3], "...", *layers[-3:])
     return (
-        f"keras model {model_name!r} has no layer {layer!r}; it has {len(layers)} visualizable "
+        f"unknown layer {layer!r} for {model_name}; it has {len(layers)} visualizable "
         f"layers, e.g. {', '.join(few)} ('vizjax layers --model ...' lists them)"
     )
