@@ -26,10 +26,11 @@ def make(
     layers: dict[str, tuple[int, int, int, int]] = LAYERS,
     config: dict | None = None,
     steps: int = STEPS,
+    exemplar_layer: str = "block1_conv1",
 ) -> Path:
-    """Write the atlas at ``path``; with ``exemplars``, block1_conv1 gets top-3 exemplars whose
-    files exist under ``images_dir`` (when given). ``layers``, ``config`` and ``steps`` make
-    another atlas of the same kind (e.g. one to show beside this one)."""
+    """Write the atlas at ``path``; with ``exemplars``, ``exemplar_layer`` (64 channels) gets
+    top-3 exemplars whose files exist under ``images_dir`` (when given). ``layers``, ``config``
+    and ``steps`` make another atlas of the same kind (e.g. one to show beside this one)."""
     rng = np.random.default_rng(0)
     with AtlasWriter(path, ATTRS, config or {"recipe": "synthetic", "steps": STEPS}) as w:
         for layer, (c, n, k, side) in layers.items():
@@ -62,7 +63,7 @@ def make(
                     (images_dir / p).write_bytes(b"")  # only its existence matters for a link
         write_exemplars(
             path,
-            "block1_conv1",
+            exemplar_layer,
             {
                 "paths": paths,
                 "activation": np.sort(rng.random((c, top)).astype(np.float32))[:, ::-1],

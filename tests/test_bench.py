@@ -160,3 +160,18 @@ def test_frontier_runs_each_point_once_and_plots(tmp_path, capsys):
     again = [(r["recipe"], r["steps"]) for r in _lines(tmp_path / "results.jsonl")]
     assert len(again) == 4 and again[-1] == ("classic", 2)
     assert "| block1_conv1 | classic | 2 |" in capsys.readouterr().out
+
+
+def test_generic_tiny_run_times_both_ways_and_their_ratio(tmp_path, capsys):
+    from bench import generic
+
+    out = tmp_path / "g.jsonl"
+    assert generic.main(["--tiny", "--recipes", "classic", "--out", str(out)]) == 0
+    rows = _lines(out)
+    timed = {r["way"]: r for r in rows if r["table"] == "generic"}
+    assert set(timed) == {"builtin", "generic"}
+    assert all(r["ms_per_filter_step"] > 0 and r["chunk"] >= 1 for r in timed.values())
+    (ratio,) = [r for r in rows if r["table"] == "generic_ratio"]
+    want = timed["generic"]["ms_per_filter_step"] / timed["builtin"]["ms_per_filter_step"]
+    assert ratio["ratio"] == pytest.approx(want)
+    assert "| block2_conv1 | classic |" in capsys.readouterr().out

@@ -146,3 +146,68 @@ def test_eta_after_the_first_layer_predicts_the_second(tmp_path, default_weights
     real = clock() - seen["t"]
     print(f"ETA {seen['eta']:.2f} s, real {real:.2f} s")
     assert seen["eta"] == pytest.approx(real, rel=0.25)
+
+
+# ---------------------------------------------------------------------------------------------
+# XLA's own count, for models without a table.
+
+
+def _vgg16_as_generic():
+    """VGG16 (the built-in module, weights only as shapes) seen as a generic model: XLA counts
+    what the table counts, without the table."""
+    import jax
+    import numpy as np
+
+    from vizjax.models import vgg
+    from vizjax.models.generic import GenericModel
+    from vizjax.models.network import IDENTITY
+
+    module = vgg.NETWORK.module(IDENTITY)
+    params = {
+        "params": {
+            name: {
+                "kernel": jax.ShapeDtypeStruct(k, np.float32),
+                "bias": jax.ShapeDtypeStruct(b, np.float32),
+            }
+            for name, (k, b) in vgg.NETWORK.conv_shapes().items()
+        }
+    }
+    return GenericModel(
+        kind="flax",
+        name="vgg16-as-generic",
+        apply=lambda p, x, layers: module.apply(p, x, outputs=layers),
+        params=params,
+        layers=vgg.NETWORK.layer_names,
+        preprocessing=IDENTITY,
+        input_size=None,
+    )
+
+
+#: XLA's forward count / the table's, at 140 px (what lucid's views are): XLA leaves out the
+#: padding taps (-) and counts bias, ReLU and pools (+); see vizjax.engine.cost's docstring.
+TOLERANCE = 0.05
+
+
+@pytest.mark.parametrize("layer", ["block1_conv1", "block3_conv3", "block5_conv1"])
+def test_xla_counts_vgg16_layers_like_the_table(layer):
+    model = _vgg16_as_generic()
+    table = cost.forward_flops(layer, 140, 140)
+    forward = cost.forward_flops(layer, 140, 140, model)
+    assert forward == pytest.approx(table, rel=TOLERANCE)
+    # A filter-step (forward + input gradient of each view): about twice the forward.
+    lucid = preset("lucid")
+    step = cost.flops_per_filter_step(layer, lucid, model)
+    assert step == pytest.approx(cost.flops_per_filter_step(layer, lucid), rel=2 * TOLERANCE)
+    assert 1.8 * forward < step / cost.views_per_step(lucid) < 2.2 * forward
+
+
+def test_xla_flops_follows_the_program_and_compiles_only_what_is_asked():
+    import jax
+    import jax.numpy as jnp
+
+    x = jax.ShapeDtypeStruct((64, 32), jnp.float32)
+    w = jax.ShapeDtypeStruct((32, 16), jnp.float32)
+    assert cost.xla_flops(lambda x, w: x @ w, x, w) == pytest.approx(2 * 64 * 32 * 16, rel=0.01)
+    # What the output does not need is not counted (XLA drops it when it compiles).
+    dead = cost.xla_flops(lambda x, w: (x @ w, (x @ w.T.T) @ w.T)[0], x, w)
+    assert dead == pytest.approx(2 * 64 * 32 * 16, rel=0.01)

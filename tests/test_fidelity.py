@@ -52,6 +52,22 @@ def test_robustness_of_a_translation_invariant_objective_is_one():
     )
 
 
+def test_token_layers_are_measured_per_channel_over_their_tokens():
+    # A "(T, C)" layer: 4x4-pixel patches as 64 tokens, the 3 colours as channels (channel c of
+    # token t = patch t's mean of colour c), so a channel's mean over the tokens is the colour's.
+    def tokens(x):
+        b, h, w, c = x.shape
+        return x.reshape(b, h // 4, 4, w // 4, 4, c).mean(axis=(2, 4)).reshape(b, -1, c)
+
+    image = jnp.broadcast_to(jnp.asarray([10.0, 20.0, 30.0]), (32, 32, 3))
+    np.testing.assert_allclose(fidelity.channel_means(tokens, image), [10, 20, 30], rtol=1e-6)
+    m = fidelity.measure_one(
+        tokens, image[None], image[None].astype(jnp.uint8), 2, jax.random.key(0)
+    )
+    assert m["activation_matrix"].shape == (1, 3) and float(m["final_activation"][0]) == 30
+    assert abs(float(m["robustness"][0]) - 1.0) < 1e-5
+
+
 def test_selectivity_and_specificity_on_a_constructed_matrix():
     # Rows: images of filters 0, 1, 2; columns: channels. Filter 0's image drives channel 0 most;
     # filter 1's image is beaten on channel 1 by filter 2's image.

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "vizjax"
 #: Modules of the three role packages (engine, models, analysis) are named in full; the atlas,
 #: cli and gallery packages by their package name.
 LAYERS = {
-    0: {"errors", "schema", "durable", "distributed", "probe", "engine", "analysis"},
+    0: {"errors", "names", "schema", "durable", "distributed", "probe", "engine", "analysis"},
     1: {
         *("models.conv", "engine.optim", "engine.transform", "images", "interrupt"),
     },
@@ -27,7 +27,8 @@ LAYERS = {
     },
     3: {
         *("models.weights", "engine.recipe", "analysis.fidelity", "engine.render", "engine.cost"),
-        *("engine.adapter", "models.flax_model", "models.keras_model"),
+        *("engine.adapter", "models.flax_model", "models.receptive_field"),
+        "models.keras_model",
     },
     4: {
         *("engine.chunk", "config", "engine.ascent", "engine.ahead", "atlas", "progress"),

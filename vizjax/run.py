@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from vizjax import atlas, distributed
+from vizjax.atlas.identity import check_model
 from vizjax.config import RunConfig, read_config
 from vizjax.engine import adapter, ascent, cost
 from vizjax.engine.ahead import compile_ahead, compiles_ahead
@@ -27,7 +28,7 @@ from vizjax.engine.recipe import DEFAULT_SIZE, Recipe
 from vizjax.errors import VizjaxError
 from vizjax.interrupt import StopOnSignal
 from vizjax.models.generic import GenericModel, GenericWeights
-from vizjax.models.network import IDENTITY
+from vizjax.models.network import IDENTITY, Preprocessing
 from vizjax.models.weights import Weights
 from vizjax.progress import WorkMeter, _bar_label, _progress
 
@@ -312,9 +313,12 @@ def measure_atlas(
     execution: Execution = DEFAULT_EXECUTION,
     force: bool = False,
     quiet: bool = False,
+    model: GenericModel | None = None,
 ) -> dict[str, Any]:
     """Compute the :mod:`vizjax.analysis.fidelity` measures of an atlas' done filters that lack them (all of
     them with ``force``), store them, and recompute each layer's selectivity/specificity.
+    ``model``: the generic model an atlas of one was made with (checked against the atlas'
+    identity); None for the built-in networks.
 
     For atlases written before the measures existed (a format 1 atlas is upgraded to format 2 by
     the writer first). Uses the atlas' own weights (refused if missing or different) and its
@@ -330,7 +334,13 @@ def measure_atlas(
     for name in layers or ():
         if name not in names:
             raise VizjaxError(f"the atlas has no layer {name!r}; it has: {', '.join(names)}")
-    weights = load_weights(str(attrs.get("weights")))
+    check_model(path, attrs, model.identity() if model is not None else None)
+    weights: Weights | GenericWeights
+    if model is not None:  # the atlas' preprocessing, as the run fed the model
+        prep = Preprocessing.from_dict(json.loads(str(attrs.get("preprocessing", "{}"))))
+        weights = GenericWeights(model, prep)
+    else:
+        weights = load_weights(str(attrs.get("weights")))
     if attrs.get("weights_sha256") and attrs["weights_sha256"] != weights.source_sha256:
         raise VizjaxError(
             f"{path} was made with other weights than the prepared {weights.name} "

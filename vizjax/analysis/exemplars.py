@@ -3,7 +3,10 @@
 Read top to bottom:
 
 1. :meth:`vizjax.models.network.Network.receptive_field` derives each layer's receptive field (size,
-   jump, offset) from the network's layer table (any kernel, stride and padding).
+   jump, offset) from the network's layer table (any kernel, stride and padding); a generic model
+   (:class:`vizjax.models.generic.GenericModel`, no table) has it measured from the support of a
+   unit's input gradient (:mod:`vizjax.models.receptive_field`). :class:`Units` holds where a
+   layer's units are and which input box each one sees.
 2. :func:`vizjax.images.list_images` and :func:`vizjax.images.load_square` turn a folder into a
    sorted listing and each file
    into a ``(S, S, 3)`` uint8 square: the short side resized to ``S`` (224 by default; bilinear,
@@ -18,6 +21,12 @@ Read top to bottom:
 5. :func:`scan` streams the folder through 3+4, checkpointing the top-k state after every batch
    (a small npz, written atomically), so a killed scan resumes from its last committed batch and
    ends with exactly what an uninterrupted one gives (the batches are the same).
+
+   Token layers ``(T, C)`` (a ViT's): an image ranks by the channel's mean over the tokens (what
+   the ``channel`` objective maximizes, as the mean over the grid does for a map); its unit is the
+   most active token, stored as position ``(0, t)`` (the tokens as a 1 x T grid); its crop is
+   that token's box (:func:`vizjax.models.receptive_field.token_boxes`: the token's patch where
+   it only sees its patch, the whole image once attention has mixed the tokens).
 6. :func:`cut_crops` cuts the receptive-field box around each exemplar's most active unit out of its
    square (clipped to the square) and resizes it to ``crop_size`` (64 by default).
 7. :func:`run_exemplars` joins all of it to an atlas: the atlas' weights (verified by sha256),
@@ -27,6 +36,7 @@ Read top to bottom:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -42,7 +52,8 @@ from PIL import Image
 
 from vizjax import durable, images, models
 from vizjax.errors import VizjaxError
-from vizjax.models import vgg
+from vizjax.models import receptive_field, vgg
+from vizjax.models.generic import GenericModel
 from vizjax.models.network import IDENTITY, Network, Preprocessing
 
 #: Side of the square every image is resized and centre-cropped to (VGG16's training size).
@@ -101,6 +112,58 @@ class TopK:
 
 
 # ---------------------------------------------------------------------------------------------
+# Where a layer's units are.
+
+
+@dataclasses.dataclass(frozen=True)
+class Units:
+    """A layer's units on a square input of side ``size``: ``grid`` (rows, cols) of units (a map's
+    ``(H', W')``; a token layer's ``(1, T)``), the input ``boxes`` they see, and ``field`` (the
+    receptive field's side in px, stored with the exemplars)."""
+
+    grid: tuple[int, int]
+    size: int
+    field: int
+    rf: Any = None  # a spatial layer's ReceptiveField ...
+    tokens: np.ndarray | None = None  # ... or a token layer's (T, 4) boxes
+
+    def box(self, y: int, x: int) -> tuple[int, int, int, int]:
+        """``(y0, x0, y1, x1)`` of unit ``(y, x)``, clipped to the square (stop exclusive)."""
+        if self.tokens is not None:
+            y0, x0, y1, x1 = (int(v) for v in self.tokens[x])
+            return y0, x0, y1, x1
+        return self.rf.box(y, x, self.size)
+
+    @staticmethod
+    def of(network: Network | GenericModel, layer: str, size: int) -> Units:
+        """The units of ``layer`` of ``network`` at ``size`` px: from the table, or measured."""
+        if isinstance(network, Network):
+            rf = network.receptive_field(layer)
+            return Units(network.output_hw(layer, size, size), size, rf.size, rf=rf)
+        return _measured_units(network, layer, size)
+
+
+@functools.lru_cache(maxsize=32)
+def _measured_units(model: GenericModel, layer: str, size: int) -> Units:
+    params = model.params
+
+    def layer_of(x: jax.Array) -> jax.Array:
+        return model.apply(params, x[None], (layer,))[layer][0]
+
+    shape = model.layer_shapes((size, size))[layer].shape
+    if len(shape) == 2:  # (T, C) tokens
+        boxes = receptive_field.token_boxes(layer_of, size, model.channels)
+        middle = boxes[len(boxes) // 2]
+        side = int(max(middle[2] - middle[0], middle[3] - middle[1]))
+        return Units((1, int(shape[0])), size, side, tokens=boxes)
+    # A conv net's field does not depend on the input size: measure on a larger input where the
+    # centre unit's field does not fit this one (a model with a fixed size: at that size only).
+    grow = size if model.input_size is not None else 4 * size
+    m = receptive_field.measure(layer_of, size, model.channels, max_size=grow)
+    return Units((int(shape[0]), int(shape[1])), size, m.field.size, rf=m.field)
+
+
+# ---------------------------------------------------------------------------------------------
 # Streaming a folder, resumably.
 
 
@@ -116,7 +179,7 @@ class ScanResult:
     #: Files already done by an earlier (killed) run whose checkpoint this scan resumed; 0 if none.
     resumed_from: int = 0
     #: The network scanned (its receptive fields place the crops).
-    network: Network = vgg.NETWORK
+    network: Network | GenericModel = vgg.NETWORK
 
 
 def _save_state(path: Path, identity: dict[str, Any], state: dict[str, Any]) -> None:
@@ -186,7 +249,8 @@ def scan(
     quiet: bool = True,
     mesh: Mesh | None = None,
 ) -> ScanResult:
-    """Stream every file under ``image_dir`` through the network of ``params`` and keep each channel's top images.
+    """Stream every file under ``image_dir`` through the network of ``params`` (a table network's
+    weights, or a :class:`~vizjax.models.generic.GenericModel`) and keep each channel's top images.
 
     With ``state_path`` the top-k state is checkpointed after every batch and a checkpoint of the
     same scan (same listing digest, layers, top, input size, preprocessing and ``identity``, e.g.
@@ -198,7 +262,7 @@ def scan(
     from vizjax.engine import ascent, chunk
 
     layers = tuple(dict.fromkeys(layers))
-    network = models.from_params(params)
+    network, params = _resolve(params)
     _check_layers(network, layers, input_size)
     if top < 1 or batch < 1:
         raise VizjaxError("--top and --batch must be positive integers")
@@ -221,12 +285,14 @@ def scan(
             "next": 0,
             "n_images": 0,
             "n_skipped": 0,
-            "top": {layer: TopK.empty(network.num_channels(layer), top) for layer in layers},
+            "top": {
+                layer: TopK.empty(_channels(network, layer, input_size), top) for layer in layers
+            },
         }
     resumed_from = state["next"]
     fn = ascent.compiled_forward(layers, preprocessing, mesh, network)
     params = jax.device_put(params, ascent.shardings(mesh)[0])  # once, not per batch
-    grids = {layer: network.output_hw(layer, input_size, input_size) for layer in layers}
+    grids = {layer: _grid(network, layer, input_size) for layer in layers}
     bar = tqdm(
         total=len(listing),
         initial=state["next"],
@@ -268,8 +334,45 @@ def scan(
     )
 
 
-def _check_layers(network: Network, layers: Sequence[str], input_size: int) -> None:
-    """Exemplars need convolutions whose output grid is at least 1x1 at ``input_size``."""
+def _resolve(params: Any) -> tuple[Network | GenericModel, Any]:
+    """``(network, params)``: a generic model with its own params, or a table network's weights."""
+    if isinstance(params, GenericModel):
+        return params, params.params
+    return models.from_params(params), params
+
+
+def _channels(network: Network | GenericModel, layer: str, size: int) -> int:
+    if isinstance(network, Network):
+        return network.num_channels(layer)
+    return int(network.layer_shapes((size, size))[layer].shape[-1])
+
+
+def _grid(network: Network | GenericModel, layer: str, size: int) -> tuple[int, int]:
+    """The units of ``layer`` as rows x cols: a map's ``(H', W')``, a token layer's ``(1, T)``."""
+    if isinstance(network, Network):
+        return network.output_hw(layer, size, size)
+    shape = network.layer_shapes((size, size))[layer].shape
+    return (1, int(shape[0])) if len(shape) == 2 else (int(shape[0]), int(shape[1]))
+
+
+def _check_layers(network: Network | GenericModel, layers: Sequence[str], input_size: int) -> None:
+    """Exemplars need convolutions whose output grid is at least 1x1 at ``input_size`` (a generic
+    model: layers with (H', W', C) maps or (T, C) tokens, of an RGB model that takes the size)."""
+    if isinstance(network, GenericModel):
+        if network.channels != 3:
+            raise VizjaxError(
+                f"exemplars are RGB photos; {network.name} takes {network.channels}-channel input"
+            )
+        if network.input_size is not None and network.input_size != input_size:
+            raise VizjaxError(
+                f"{network.name} takes {network.input_size}x{network.input_size} inputs only "
+                f"(use --input-size {network.input_size})"
+            )
+        for layer in layers:
+            network.layer_index(layer)
+            if len(network.layer_shapes((input_size, input_size))[layer].shape) not in (2, 3):
+                raise VizjaxError(f"exemplars need (H, W, C) maps or (T, C) tokens: {layer!r}")
+        return
     for layer in layers:
         if network.layer(layer).kind != "conv":
             raise VizjaxError(f"exemplars need a convolution layer, not {layer!r}")
@@ -303,11 +406,11 @@ def cut_crops(
         valid = t.index >= 0
         paths = np.full((c, top), "", dtype=object)
         paths[valid] = [result.listing.paths[i] for i in t.index[valid]]
-        rf = result.network.receptive_field(layer)
+        units = Units.of(result.network, layer, s)
         box = np.zeros((c, top, 4), np.int32)
         for ch, r in zip(*np.nonzero(valid), strict=True):
             y, x = t.position[ch, r]
-            box[ch, r] = rf.box(int(y), int(x), s)
+            box[ch, r] = units.box(int(y), int(x))
             uses.setdefault(int(t.index[ch, r]), []).append((layer, int(ch), int(r)))
         out[layer] = {
             "paths": paths,
@@ -382,15 +485,21 @@ def run_exemplars(
     input_size: int = INPUT_SIZE,
     crop_size: int = CROP_SIZE,
     quiet: bool = False,
+    model: GenericModel | None = None,
 ) -> dict[str, Any]:
     """Find the dataset examples of every channel of ``layers`` (default: all the atlas' layers)
     in ``image_dir`` and store them in the atlas; resumable (checkpoint beside the atlas).
+
+    ``model``: the generic model an atlas of one was made with (``vizjax exemplars --model``; its
+    weights' fingerprint must be the atlas'); None for the built-in networks, whose weights the
+    atlas names.
 
     Exemplars already stored for the same listing digest, ``top``, ``input_size`` and
     ``crop_size`` are kept as they are (nothing is computed). Returns
     ``{"layers", "n_images", "n_skipped", "listing_sha256", "up_to_date"}``.
     """
     from vizjax import atlas
+    from vizjax.atlas.identity import check_model
     from vizjax.config import read_config
 
     atlas_path = Path(atlas_path)
@@ -404,7 +513,12 @@ def run_exemplars(
         stored = {name: layer.exemplar_attrs for name, layer in a.layers.items()}
     layers = list(dict.fromkeys(layers or have))
     # The atlas' model: names, kinds, sizes and receptive fields do not depend on its widths.
-    network = models.network(str(attrs.get("model", models.DEFAULT_MODEL)))
+    check_model(atlas_path, attrs, model.identity() if model is not None else None)
+    network: Network | GenericModel = (
+        model
+        if model is not None
+        else models.network(str(attrs.get("model", models.DEFAULT_MODEL)))
+    )
     for layer in layers:
         network.layer_index(layer)
         if layer not in have:
@@ -436,8 +550,17 @@ def run_exemplars(
             "listing_sha256": listing.sha256,
             "up_to_date": True,
         }
-    w = _weights_for(attrs)
-    prep = w.preprocessing if preprocess else IDENTITY
+    if isinstance(network, GenericModel):
+        params: Any = network
+        prep = Preprocessing.from_dict(json.loads(prep_json))
+        weights_id = network.fingerprint()
+    else:
+        w = _weights_for(attrs)
+        params, prep, weights_id = (
+            w.params,
+            w.preprocessing if preprocess else IDENTITY,
+            w.source_sha256,
+        )
     state_path = Path(atlas.sidecar_path(atlas_path, "exemplars.state.npz"))
     with _scan_lock(Path(atlas.sidecar_path(atlas_path, "exemplars.lock"))):
         # We hold the lock: a temp checkpoint is a leftover of a killed scan.
@@ -446,13 +569,13 @@ def run_exemplars(
         result = scan(
             image_dir,
             layers,
-            w.params,
+            params,
             prep,
             top=top,
             batch=batch,
             input_size=input_size,
             state_path=state_path,
-            identity={"weights_sha256": w.source_sha256},
+            identity={"weights_sha256": weights_id},
             quiet=quiet,
         )
         arrays = cut_crops(result, crop_size, quiet=quiet)
@@ -468,7 +591,7 @@ def run_exemplars(
                     "n_skipped": result.n_skipped,
                     "top": top,
                     "input_size": input_size,
-                    "receptive_field": network.receptive_field(layer).size,
+                    "receptive_field": Units.of(network, layer, input_size).field,
                     "crop_size": crop_size,
                     "preprocessing": prep.to_json(),
                 },

@@ -6,6 +6,8 @@ Format v2 (what this package writes; the fields are the table in :mod:`vizjax.sc
     OUT.<id>.d/         the data folder (travels with OUT.h5; named by the atlas' id[:8])
       <layer>.<seq>.h5      a segment: rows of one layer added by one run, fixed layout
       exemplars.<layer>.h5  dataset exemplars of one layer (written whole, tmp + rename)
+                            (<layer> in a file name: its stem, vizjax.names.file_stem; the
+                            index' group /layers/<layer> is named by vizjax.names.h5_key)
       .lock                 flock of the single writer (never beside the user's files)
       ...                   sidecar files of other modules (:func:`sidecar_path`)
 

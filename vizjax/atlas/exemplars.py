@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from vizjax import schema
-from vizjax.atlas.files import _LAYER_RE, _check_root, _open_h5, data_dir
+from vizjax.atlas.files import _check_root, _open_h5, check_layer_name, data_dir, exemplars_name
 from vizjax.atlas.index import _Layer, _Store
 from vizjax.atlas.lock import _acquire_lock
 from vizjax.atlas.v1 import _upgrade_locked
@@ -52,8 +52,7 @@ def _write_exemplars(
     store: _Store, layer: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
 ) -> Path:
     what = f"exemplars of layer {layer}"
-    if not _LAYER_RE.match(layer):
-        raise AtlasError(f"layer name {layer!r}: use letters, digits, _ and - only")
+    check_layer_name(layer)
     data = _check_exemplars(arrays, attrs, what)
     c = len(data["paths"])
     state = store.layers.get(layer)
@@ -62,7 +61,7 @@ def _write_exemplars(
     elif state.num_filters != c:
         raise AtlasError(f"{what}: {c} channels, the layer has {state.num_filters}")
     store.dir.mkdir(exist_ok=True)
-    final = store.dir / f"exemplars.{layer}.h5"
+    final = store.dir / exemplars_name(layer)
     tmp = store.dir / f".tmp-{final.name}"
     try:
         with h5py.File(tmp, "w") as f:

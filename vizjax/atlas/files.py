@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vizjax import schema
+from vizjax import names, schema
 from vizjax.atlas.lock import LOCK_NAME
 from vizjax.durable import _os_reason
 from vizjax.errors import AtlasError
@@ -25,10 +25,27 @@ FORMAT_VERSION = schema.FORMAT_VERSION
 #: Segment file names: ``<layer>.<seq>.h5`` with a zero-padded sequence number.
 _SEGMENT_RE = re.compile(r"^(?P<layer>.+)\.(?P<seq>\d{6,})\.h5$")
 _EXEMPLARS_RE = re.compile(r"^exemplars\..+\.h5$")
-#: Layer names become file names: keep them to characters every file system takes.
-_LAYER_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 #: Rows copied at a time by upgrade and merge (bounds memory to a few dozen images).
 _COPY_ROWS = 32
+
+
+def check_layer_name(layer: object) -> str:
+    """``layer`` if it can be a layer name (any non-empty text without NUL: it is stored through
+    :mod:`vizjax.names`), else AtlasError."""
+    reason = names.problem(layer)
+    if reason is not None:
+        raise AtlasError(reason)
+    return str(layer)
+
+
+def segment_name(layer: str, seq: int) -> str:
+    """The file name of segment ``seq`` of ``layer`` in the data folder: ``<stem>.<seq>.h5``."""
+    return f"{names.file_stem(layer)}.{seq:06d}.h5"
+
+
+def exemplars_name(layer: str) -> str:
+    """The file name of ``layer``'s exemplars in the data folder: ``exemplars.<stem>.h5``."""
+    return f"exemplars.{names.file_stem(layer)}.h5"
 
 
 def _text(value: Any) -> Any:

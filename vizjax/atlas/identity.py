@@ -60,3 +60,32 @@ def check_same_run(
             f"refusing to mix runs in {path}: {describe(diffs, 'in the atlas', 'now')}; "
             "write to another --out"
         )
+
+
+def check_model(path: object, attrs: Mapping[str, Any], identity: Mapping[str, str] | None) -> None:
+    """AtlasError in one line unless the model given for the atlas at ``path`` is the one that made
+    it: ``identity`` is a generic model's (:meth:`vizjax.models.generic.GenericModel.identity`:
+    kind, name, architecture, weights) or None for a built-in network; the atlas records a generic
+    model as the root attributes ``model_kind``, ``architecture`` and ``weights_sha256``."""
+    made_by = str(_text(attrs.get("model", "")))
+    if not attrs.get("model_kind"):
+        if identity is not None:
+            raise AtlasError(
+                f"{path} was made with the built-in network {made_by or 'vgg16'}: leave out --model"
+            )
+        return
+    if identity is None:
+        raise AtlasError(
+            f"{path} was made with {made_by} (a {_text(attrs['model_kind'])} model, not a "
+            "built-in network): give the same model with --model"
+        )
+    for key, mine, what in (
+        ("architecture", identity["architecture"], "architecture"),
+        ("weights_sha256", identity["weights"], "weights"),
+    ):
+        theirs = str(_text(attrs.get(key, "")))
+        if theirs and theirs != mine:
+            raise AtlasError(
+                f"{identity['name']} is not the model that made {path} (other {what}: "
+                f"{mine[:12]}... here, {theirs[:12]}... in the atlas)"
+            )

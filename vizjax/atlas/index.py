@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vizjax import schema
+from vizjax import names, schema
 from vizjax.atlas.files import (
     _SEGMENT_RE,
     FOLDER_ATTR,
@@ -25,6 +25,8 @@ from vizjax.atlas.files import (
     _text,
     _vizjax_version,
     data_dir,
+    exemplars_name,
+    segment_name,
 )
 from vizjax.atlas.segment import Geometry, _create_segment, _dims, _open_segment, _Segment
 from vizjax.durable import _fsync_dir, _fsync_path, _replace_atomically, fault
@@ -144,7 +146,8 @@ class _Store:
                     f"{path} is a format 1 atlas; upgrade it first (vizjax.atlas.upgrade)"
                 )
             store = cls(path, {k: _text(v) for k, v in f.attrs.items()})
-            for name, g in f.get("layers", {}).items():
+            for key, g in f.get("layers", {}).items():
+                name = names.from_h5_key(key)
                 try:
                     a = {k: _text(v) for k, v in g.attrs.items()}
                     layer = _Layer(int(a["num_filters"]), None, None, None)
@@ -234,7 +237,7 @@ class _Store:
     def new_segment_path(self, layer: str) -> Path:
         self._seq += 1
         self.dir.mkdir(exist_ok=True)
-        return self.dir / f"{layer}.{self._seq:06d}.h5"
+        return self.dir / segment_name(layer, self._seq)
 
     def add_segment(self, name: str, filters: Sequence[int]) -> _Segment:
         """A new segment of layer ``name`` holding (not-done) rows for ``filters``."""
@@ -273,7 +276,7 @@ class _Store:
                 f.attrs["vizjax_version"] = _vizjax_version()
                 layers = f.create_group("layers", track_order=True)
                 for name, layer in self.layers.items():
-                    self._write_layer(layers.create_group(name), name, layer)
+                    self._write_layer(layers.create_group(names.h5_key(name)), name, layer)
             fault("index.written")
             if create:
                 _create_atomically(tmp, self.path)
@@ -319,7 +322,7 @@ class _Store:
                 raise AtlasError(f"index dataset {d.name} of layer {name}: shape {values.shape}")
             g.create_dataset(d.name, data=values)
         if layer.exemplars:
-            g["exemplars"] = h5py.ExternalLink(f"{self.dir.name}/exemplars.{name}.h5", "/")
+            g["exemplars"] = h5py.ExternalLink(f"{self.dir.name}/{exemplars_name(name)}", "/")
 
     def _derive(self, layer: _Layer) -> dict[str, np.ndarray]:
         n = sum(b - a for _, a, b in layer.runs)

@@ -13,7 +13,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vizjax.atlas.files import FOLDER_ATTR, _check_root, _open_h5, _text, data_dir, new_data_dir
+from vizjax.atlas.files import (
+    FOLDER_ATTR,
+    _check_root,
+    _open_h5,
+    _text,
+    data_dir,
+    exemplars_name,
+    new_data_dir,
+)
 from vizjax.atlas.identity import run_differences, stored_config
 from vizjax.atlas.index import _Layer, _Store
 from vizjax.atlas.lock import _acquire_lock
@@ -193,7 +201,7 @@ def merge_atlases(
                 taken = chosen.setdefault(name, set())
                 if version == 2:
                     if lay.exemplars and name not in exemplar_src:
-                        exemplar_src[name] = data.dir / f"exemplars.{name}.h5"
+                        exemplar_src[name] = data.dir / exemplars_name(name)
                     for seg, a, b in lay.runs:
                         run_start = None
                         for r in range(a, b + 1):
@@ -213,7 +221,7 @@ def merge_atlases(
                         rows = np.asarray(rows)
                         _copy_v1_rows(name, data["layers"][name], seg, rows, np.arange(len(rows)))
         for name, src in exemplar_src.items():
-            dst = store.dir / f"exemplars.{name}.h5"
+            dst = store.dir / exemplars_name(name)
             if src.exists() and src.resolve() != dst.resolve():
                 _link_or_copy(src, dst)
             store.layers[name].exemplars = src.exists()

@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vizjax import schema
+from vizjax import names, schema
 from vizjax.atlas.files import _SEGMENT_RE, _check_root, _open_h5, _text, data_dir
 from vizjax.atlas.segment import Geometry, _open_segment
 from vizjax.errors import AtlasError, VizjaxError
@@ -458,8 +458,10 @@ class AtlasLayer:
         if self.format_version == 1:
             return None
         try:
-            if self._moved and self._group.get("exemplars", getlink=True) is not None:
-                return self._atlas._segment_file(f"exemplars.{self.name}.h5")["/"]
+            link = self._group.get("exemplars", getlink=True)
+            if self._moved and isinstance(link, h5py.ExternalLink):
+                # The file the index names, in the folder where it is now.
+                return self._atlas._segment_file(Path(link.filename).name)["/"]
             return self._group.get("exemplars")
         except (KeyError, OSError):  # linked file missing
             return None
@@ -570,7 +572,9 @@ class Atlas:
         if not isinstance(layers, h5py.Group | dict):
             raise AtlasError(f"{path} is damaged (layers is a {type(layers).__name__})")
         self.layers: dict[str, AtlasLayer] = {}
-        for name, g in layers.items():
+        for key, g in layers.items():
+            # v2 indexes store names through names.h5_key; v1 files took plain names only.
+            name = names.from_h5_key(key) if self.format_version >= 2 else key
             try:
                 self.layers[name] = AtlasLayer(self, name, g)
             except (KeyError, ValueError, TypeError, OSError) as e:

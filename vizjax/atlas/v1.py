@@ -12,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from vizjax.atlas.files import _COPY_ROWS, _LAYER_RE, _check_root, _open_h5, _text, data_dir
+from vizjax.atlas.files import _COPY_ROWS, _check_root, _open_h5, _text, data_dir
 from vizjax.atlas.identity import run_differences, stored_config
 from vizjax.atlas.index import _Layer, _Store
 from vizjax.atlas.lock import _acquire_lock
@@ -102,8 +102,6 @@ def _upgrade_locked(path: Path) -> None:
     with _open_h5(path) as f:
         for name, (geometry, filters, done) in layers.items():
             store.layers[name] = _Layer(geometry[0], geometry[1], geometry[2], geometry[3])
-            if not _LAYER_RE.match(name):
-                raise AtlasError(f"layer name {name!r} of {path} cannot be a file name")
             jfilters = [flt for flt in extra.get(name, {}) if flt not in set(filters.tolist())]
             all_filters = np.concatenate([filters, np.asarray(jfilters, np.int32)])
             if not len(all_filters):

@@ -16,7 +16,6 @@ import numpy as np
 from vizjax import schema
 from vizjax.atlas.exemplars import _write_exemplars
 from vizjax.atlas.files import (
-    _LAYER_RE,
     FORMAT,
     FORMAT_VERSION,
     _check_root,
@@ -25,6 +24,7 @@ from vizjax.atlas.files import (
     _text,
     _utc_now,
     _vizjax_version,
+    check_layer_name,
     data_dir,
     new_data_dir,
     remove_abandoned_folders,
@@ -212,8 +212,7 @@ class AtlasWriter:
         filter index is out of range or the layer name cannot be a file name.
         """
         store = self._require_open()
-        if not _LAYER_RE.match(layer):
-            raise AtlasError(f"layer name {layer!r}: use letters, digits, _ and - only")
+        check_layer_name(layer)
         geometry: Geometry = (
             int(num_filters),
             int(k),

@@ -12,6 +12,8 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from vizjax import names
+
 #: Largest side of a layer page's thumbnails (px). 512 thumbnails of 96 px stay a few MB.
 THUMB = 96
 
@@ -84,7 +86,8 @@ class Layout:
             self._single_page = out
 
     def layer_dir(self, layer: str) -> Path:
-        return self.root if self.single else self.root / layer
+        # A layer name is the user's (it may hold "/", "..", spaces): its folder is its file stem.
+        return self.root if self.single else self.root / names.file_stem(layer)
 
     def layer_page(self, layer: str) -> Path:
         return self._single_page if self.single else self.layer_dir(layer) / "index.html"

@@ -4,7 +4,6 @@ says where each page goes)."""
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from vizjax import names
 from vizjax.gallery.figures import (
     Beside,
     _fidelity_text,
@@ -29,7 +29,7 @@ from vizjax.gallery.layout import THUMB, Layout, href
 
 
 def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+    return names.html_text(text)
 
 
 def _page(title: str, page: Path, layout: Layout, body: Sequence[str]) -> str:
