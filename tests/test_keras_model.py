@@ -21,7 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from bad_input import assert_refused
 
+import vizjax
+from vizjax.cli import main
 from vizjax.errors import VizjaxError
 from vizjax.models import vgg
 from vizjax.models.generic import GenericModel
@@ -399,3 +402,33 @@ def test_keras_vgg16_with_vizjax_weights_computes_what_vgg16_computes(default_we
     for name in m.layers:
         scale = float(jnp.abs(builtin[name]).max())
         np.testing.assert_allclose(ours[name], builtin[name], atol=1e-5 * scale, err_msg=name)
+
+
+# --------------------------------------------------------------------------------------------------
+# The same refusals through the CLI: one `vizjax:` line, nothing written.
+
+
+def test_the_cli_refuses_bad_keras_input_in_one_line_writing_nothing(tmp_path, model):
+    files = _files(tmp_path)
+    good = tmp_path / "small.keras"
+    model.save(good)
+    code = tmp_path / "code.keras"
+    lambda_model().save(code)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def atlas(path, *extra, prep=("--preprocess", "torch")):
+        return ["atlas", "--model", str(path), *prep, "--size", "8", "--steps", "1", *extra,
+                "--recipe", "classic", "--quiet", "--out", str(out / "a.h5")]  # fmt: skip
+
+    for words, path in files.items():
+        if path.suffix == ".keras":  # the loader sends only .keras files to Keras
+            assert_refused(atlas(path, "--layer", "c1"), out, words)
+    assert_refused(atlas(code, "--layer", "conv"), out, "--trust-model-file")
+    assert_refused(atlas(good, "--layer", "block9_conv9"), out, "'block9_conv9'")
+    assert_refused(atlas(good, "--layer", "gap"), out, "no channel axis")
+    assert_refused(atlas(good, "--layer", "c1", prep=()), out, "--preprocess")
+    # Trusted, the file with code runs.
+    assert main([*atlas(code, "--layer", "twice", "--filters", "0:2"), "--trust-model-file"]) == 0
+    with vizjax.open_atlas(out / "a.h5") as a:
+        assert list(a.layers["twice"].filters) == [0, 1]
