@@ -30,6 +30,9 @@ def test_layers_lists_paths_shapes_and_channels(capsys):
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[3:]}
     assert "".join(rows["Stage_1/Block_0"]) == "(16,16,16)16"
     assert rows["output"][-1] == "-"  # (10,): no channel axis
+    # Listing needs no preprocessing (a run does).
+    assert main(["layers", "--model", f"{NETS}:resnet_no_preprocessing"]) == 0
+    assert "unknown: pass --preprocess" in capsys.readouterr().out
 
 
 def test_cli_atlas_resume_and_refusals(tmp_path, monkeypatch):
@@ -56,11 +59,18 @@ def test_cli_atlas_resume_and_refusals(tmp_path, monkeypatch):
     assert_refused([*other, "--out", "r.h5", *STEPS], tmp_path, "weights_sha256")
     wider = ["atlas", "--model", f"{NETS}:resnet_wider", "--layer", "Stage_1"]
     assert_refused([*wider, "--out", "r.h5", *STEPS], tmp_path, "architecture")
-    # Merge: another part of the same run joins; a part of other weights is refused.
-    assert main([*argv[:-1], "4:6", "--out", "s.h5", *STEPS]) == 0
+
+
+@pytest.mark.slow
+def test_generic_atlases_merge_and_refuse_other_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["atlas", "--model", f"{NETS}:resnet", "--layer", "Stage_1"]
+    assert main([*argv, "--filters", "0:2", "--out", "r.h5", *STEPS]) == 0
+    assert main([*argv, "--filters", "2:4", "--out", "s.h5", *STEPS]) == 0
     assert main(["merge", "m.h5", "r.h5", "s.h5"]) == 0
     with vizjax.open_atlas("m.h5") as a:
-        assert sorted(a.layers["Stage_1"].filters) == [0, 1, 2, 3, 4, 5]
+        assert sorted(a.layers["Stage_1"].filters) == [0, 1, 2, 3]
+    other = ["atlas", "--model", f"{NETS}:resnet_other_weights", "--layer", "Stage_1"]
     assert main([*other, "--filters", "0:2", "--out", "t.h5", *STEPS]) == 0
     assert_refused(["merge", "n.h5", "r.h5", "t.h5"], tmp_path, "weights_sha256")
 

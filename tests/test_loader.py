@@ -112,3 +112,30 @@ def test_the_redirected_relu_is_said_off_for_a_generic_model(folder):
         "vizjax: the redirected ReLU (redirect_relu=16) is off for flax:flax_nets:odd: only the "
         "built-in table networks have it"
     )
+
+
+def test_all_layers_of_a_generic_model_are_its_float_layers_with_channels():
+    from vizjax.cli.commands import _all_layers
+
+    assert _all_layers(loader.load(f"{NETS}:odd"), (8, 8)) == ("conv", "constant")
+
+
+def test_a_keras_file_is_loaded_in_safe_mode_unless_trusted(tmp_path, monkeypatch):
+    """The loader hands .keras files to keras_model.from_keras (faked here): safe mode by
+    default, safe_mode=False only with --trust-model-file."""
+    import types
+
+    odd = loader.load(f"{NETS}:odd")
+    seen = []
+    fake = types.ModuleType("vizjax.models.keras_model")
+    fake.from_keras = lambda path, safe_mode=True: seen.append((path, safe_mode)) or odd
+    monkeypatch.setitem(sys.modules, "vizjax.models.keras_model", fake)
+    monkeypatch.setattr("vizjax.models.keras_model", fake, raising=False)
+    (tmp_path / "m.keras").write_bytes(b"PK")
+    monkeypatch.chdir(tmp_path)
+    assert loader.load("m.keras") is odd and loader.load("m.keras", trust=True) is odd
+    assert seen == [("m.keras", True), ("m.keras", False)]
+    from vizjax.cli import main
+
+    assert main(["layers", "--model", "m.keras", "--trust-model-file"]) == 0
+    assert seen[-1] == ("m.keras", False)

@@ -80,3 +80,19 @@ def test_maco_keeps_its_magnitude_while_the_phase_moves():
     exponent, _ = param.natural_spectrum_law()
     assert 0.8 < exponent < 2.0
     assert mag[0, 0, 1] > mag[0, 8, 8] > 0
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_every_param_works_per_channel_for_non_rgb_models(channels):
+    """A grayscale or multispectral model's image has its channel count; colour decorrelation
+    (3 channels only) is skipped."""
+    import jax
+
+    from vizjax.engine.param import FFT, Maco, Pixel
+
+    start = jnp.full((16, 12, channels), 127.0)
+    for p in (Pixel(), FFT(), Maco()):
+        params = p.init(jax.random.key(0), start)
+        assert p.to_rgb(params, (16, 12)).shape == (16, 12, channels), p
+    photo = FFT().init(jax.random.key(0), start, from_start=True)
+    np.testing.assert_allclose(FFT().to_rgb(photo, (16, 12)), start, atol=0.5)

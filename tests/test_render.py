@@ -158,3 +158,16 @@ def test_display_clips_or_deprocesses_as_the_recipe_says():
     )
     got = np.asarray(render.display(CLASSIC, x))
     assert got.dtype == np.uint8 and got[0, 0, 0] < got[0, 0, 1] < got[0, 0, 2]
+
+
+def test_other_channel_counts_are_shown_as_rgb():
+    import jax.numpy as jnp
+
+    from vizjax.engine.render import as_rgb
+
+    gray = jnp.arange(4.0).reshape(2, 2, 1)
+    assert as_rgb(gray).shape == (2, 2, 3) and bool(jnp.all(as_rgb(gray) == gray))
+    five = jnp.arange(20.0).reshape(2, 2, 5)
+    assert bool(jnp.all(as_rgb(five) == five[..., :3]))  # the first three
+    rgb = jnp.ones((2, 2, 3))
+    assert as_rgb(rgb) is rgb

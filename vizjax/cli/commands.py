@@ -18,7 +18,11 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from vizjax.cli.options import MODEL_NAMES
 
     if args.model is not None and args.model not in MODEL_NAMES:
-        print(_own_layers(_weights(args).generic, args.size))
+        from vizjax.models.loader import load
+
+        if args.weights:
+            _weights(args)  # the one line: a built-in model's weight set for your own model
+        print(_own_layers(load(args.model, trust=args.trust_model_file), args.size))
     elif args.weights:
         w = _weights(args)
         print(w.network.summary(w.params))

@@ -3,7 +3,8 @@
 The engine takes either a built-in table network's weights (``{"params": {...}}`` of VGG16, VGG19
 or AlexNet; :func:`vizjax.models.from_params` tells which) or a
 :class:`vizjax.models.generic.GenericModel` (a Flax or Keras network through its adapter). Both
-become an :class:`Adapter` (:func:`of`), which says what the engine asks of a network:
+become an adapter (:func:`of`: :class:`Table` or :class:`Generic`, the same methods), which says
+what the engine asks of a network:
 
 - ``layer_index``, ``num_channels``, ``output_shape`` (per image, filters on the last axis);
 - ``check_layer`` / ``check_size``: one-line refusals before anything is compiled;
@@ -26,12 +27,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vizjax import models
 from vizjax.engine.execution import Execution
 from vizjax.errors import VizjaxError
-from vizjax.models.generic import DEFAULT_SIZE, GenericModel, check_preprocessing
+from vizjax.models.generic import DEFAULT_SIZE, GenericModel, check_finite, check_preprocessing
 from vizjax.models.network import IDENTITY, Network, Preprocessing, prepare_winograd
 
 #: ``fn(params, rgb (B, H, W, C), outputs, channel, redirect) -> {layer: (B, ..., C')}``.
@@ -47,7 +47,7 @@ def resolve(params: Any) -> tuple[Network | GenericModel, Any]:
 
 
 def of(network: Network | GenericModel) -> Table | Generic:
-    """The :class:`Adapter` of a table network or a generic model."""
+    """The adapter of a table network (:class:`Table`) or a generic model (:class:`Generic`)."""
     return Generic(network) if isinstance(network, GenericModel) else Table(network)
 
 
@@ -193,7 +193,7 @@ class Generic:
         if size is not None and (h, w) != (size, size):
             raise VizjaxError(
                 f"{self.name} takes {size}x{size} inputs only; the network would see {h}x{w} "
-                f"(use --size {size} and transforms that keep the size)"
+                "(leave --size out: the image is then sized so that the network sees its size)"
             )
         self.model.layer_shapes((h, w))  # a one-line error if the model cannot take it
 
@@ -217,17 +217,6 @@ class Generic:
 
     def prepare(self, params: Any, deepest: int, execution: Execution, platform: str) -> Any:
         return params
-
-
-@functools.lru_cache(maxsize=16)
-def check_finite(model: GenericModel) -> None:
-    """Refuse weights with NaN or Inf in one line (the first bad array named)."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(model.params)[0]:
-        a = np.asarray(leaf)
-        if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
-            raise VizjaxError(
-                f"{model.name}: the weights hold NaN or Inf (at {jax.tree_util.keystr(path)})"
-            )
 
 
 @functools.lru_cache(maxsize=64)

@@ -148,6 +148,17 @@ def _fingerprint(model: GenericModel) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=16)
+def check_finite(model: GenericModel) -> None:
+    """Refuse weights with NaN or Inf in one line, naming the first such array."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(model.params)[0]:
+        a = np.asarray(leaf)
+        if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
+            raise VizjaxError(
+                f"{model.name}: the weights hold NaN or Inf (at {jax.tree_util.keystr(path)})"
+            )
+
+
 def check_preprocessing(prep: Preprocessing, channels: int, name: str) -> None:
     """One line if ``prep`` cannot feed a ``channels``-channel model: one mean and std value, or one
     per channel; BGR only for 3 channels."""

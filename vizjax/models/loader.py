@@ -27,12 +27,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jax
-import numpy as np
-
 from vizjax import models
 from vizjax.errors import VizjaxError
-from vizjax.models.generic import GenericModel
+from vizjax.models.generic import GenericModel, check_finite
 from vizjax.models.network import PREPROCESSINGS, Preprocessing
 
 EXPECTED = "(module, variables) or (module, variables, preprocessing)"
@@ -71,7 +68,7 @@ def load(spec: str, *, trust: bool = False) -> GenericModel | str:
     except Exception as e:
         raise VizjaxError(f"the factory {label} raised {_first_line(e)}") from None
     model = _as_model(made, f"flax:{label}", label)
-    check_weights(model)
+    check_finite(model)
     return model
 
 
@@ -87,7 +84,7 @@ def _keras(spec: str, trust: bool) -> GenericModel:
             f"(pip install 'vizjax[keras]'): {e}"
         ) from None
     model = keras_model.from_keras(str(path), safe_mode=not trust)
-    check_weights(model)
+    check_finite(model)
     return model
 
 
@@ -153,13 +150,3 @@ def _describe(value: Any) -> str:
     if isinstance(value, tuple):
         return f"a tuple of {len(value)} ({', '.join(type(v).__name__ for v in value)})"
     return f"a {type(value).__name__}"
-
-
-def check_weights(model: GenericModel) -> None:
-    """Refuse weights with NaN or Inf in one line, naming the first such array."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(model.params)[0]:
-        a = np.asarray(leaf)
-        if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
-            raise VizjaxError(
-                f"{model.name}: the weights hold NaN or Inf (at {jax.tree_util.keystr(path)})"
-            )
