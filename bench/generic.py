@@ -16,6 +16,7 @@ one timed), so ``ms/filter-step`` = a step of one chunk / the chunk. The goal: g
 (lucent), 128 px, 64 filters.
 
     .venv/bin/python -m bench.generic                 # the measurement (quiet machine, ~10 min CPU)
+    .venv/bin/python -m bench.generic --builtin-xla   # + the built-in without Winograd: the gap's cause
     .venv/bin/python -m bench.generic --tiny          # the code path on a tiny VGG (seconds)
 """
 
@@ -49,6 +50,8 @@ class Settings:
     filters: int = 64
     #: None: the real VGG16 weights (the default weight set); else random weights of these widths.
     widths: tuple[int, ...] | None = None
+    #: Also time the built-in with XLA's convolution (no Winograd): a third column.
+    builtin_xla: bool = False
 
     def replace(self, **kw: Any) -> Settings:
         return dataclasses.replace(self, **kw)
@@ -85,24 +88,28 @@ def recipe_of(name: str, s: Settings) -> Recipe:
     return PRESETS[name].replace(size=(s.size, s.size))
 
 
-def time_one(weights: Any, layer: str, recipe: Recipe, s: Settings) -> dict[str, Any]:
+def time_one(
+    weights: Any, layer: str, recipe: Recipe, s: Settings, execution: Execution
+) -> dict[str, Any]:
     """``vizjax.plan.time_layer`` on ``layer``: chunk, compile seconds, ms per filter-step."""
     from vizjax.plan import time_layer
 
     start = np.asarray(ascent.noise_image(recipe))
-    t = time_layer(layer, list(range(s.filters)), recipe, weights, Execution(), start)
+    t = time_layer(layer, list(range(s.filters)), recipe, weights, execution, start)
     return {**t, "ms_per_filter_step": 1e3 * t["step_s"] / t["chunk"]}
 
 
 def run(s: Settings, log: Log) -> list[dict[str, Any]]:
     builtin = weights_of(s)
-    ways = {"builtin": builtin, "generic": as_generic(builtin)}
+    ways = {"builtin": (builtin, Execution()), "generic": (as_generic(builtin), Execution())}
+    if s.builtin_xla:  # the built-in without Winograd: how much of the gap is the convolution
+        ways["builtin-xla"] = (builtin, Execution(conv="xla"))
     rows = []
     for layer in s.layers:
         for name in s.recipes:
             recipe = recipe_of(name, s)
             got = {}
-            for way, w in ways.items():
+            for way, (w, ex) in ways.items():
                 got[way] = log.emit(
                     {
                         "table": "generic",
@@ -111,35 +118,30 @@ def run(s: Settings, log: Log) -> list[dict[str, Any]]:
                         "way": way,
                         "size": s.size,
                         "filters": s.filters,
-                        **time_one(w, layer, recipe, s),
+                        **time_one(w, layer, recipe, s, ex),
                     }
                 )
             ratio = got["generic"]["ms_per_filter_step"] / got["builtin"]["ms_per_filter_step"]
             log.emit({"table": "generic_ratio", "layer": layer, "recipe": name, "ratio": ratio})
-            rows.append((layer, name, got["builtin"], got["generic"], ratio))
-    print(
-        table(
-            [
-                "layer",
-                "recipe",
-                "built-in ms/filter-step (chunk)",
-                "generic ms/filter-step (chunk)",
-                "generic / built-in",
-                "others' CPU",
-            ],
-            [
-                (
-                    layer,
-                    name,
-                    f"{fmt(b['ms_per_filter_step'])} ({b['chunk']})",
-                    f"{fmt(g['ms_per_filter_step'])} ({g['chunk']})",
-                    fmt(ratio),
-                    busy(b, g),
-                )
-                for layer, name, b, g, ratio in rows
-            ],
-        )
-    )
+            rows.append((layer, name, got, ratio))
+    xla = s.builtin_xla
+
+    def cell(row: dict[str, Any]) -> str:
+        return f"{fmt(row['ms_per_filter_step'])} ({row['chunk']})"
+
+    header = ["layer", "recipe", "built-in ms/filter-step (chunk)"]
+    header += ["built-in, XLA conv"] if xla else []
+    header += ["generic ms/filter-step (chunk)", "generic / built-in"]
+    header += ["generic / built-in XLA conv"] if xla else []
+    body = []
+    for layer, name, got, ratio in rows:
+        b, g = got["builtin"], got["generic"]
+        line = [layer, name, cell(b), *([cell(got["builtin-xla"])] if xla else []), cell(g)]
+        line.append(fmt(ratio))
+        if xla:
+            line.append(fmt(g["ms_per_filter_step"] / got["builtin-xla"]["ms_per_filter_step"]))
+        body.append([*line, busy(*got.values())])
+    print(table([*header, "others' CPU"], body))
     return [r[-1] for r in rows]
 
 
@@ -150,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipes", help="comma-separated (default classic,lucent)")
     p.add_argument("--size", type=int)
     p.add_argument("--filters", type=int)
+    p.add_argument(
+        "--builtin-xla", action="store_true", help="also the built-in without Winograd (--conv xla)"
+    )
     p.add_argument("--out", help="JSON lines file (default bench/results/<device>-<date>.jsonl)")
     return p
 
@@ -165,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = s.replace(size=args.size)
     if args.filters:
         s = s.replace(filters=args.filters)
+    if args.builtin_xla:
+        s = s.replace(builtin_xla=True)
     info = machine_info(argv)
     out = Path(args.out) if args.out else results_path(info)
     log = Log(out, info)

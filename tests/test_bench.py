@@ -166,10 +166,10 @@ def test_generic_tiny_run_times_both_ways_and_their_ratio(tmp_path, capsys):
     from bench import generic
 
     out = tmp_path / "g.jsonl"
-    assert generic.main(["--tiny", "--recipes", "classic", "--out", str(out)]) == 0
+    assert generic.main(["--tiny", "--recipes", "classic", "--builtin-xla", "--out", str(out)]) == 0
     rows = _lines(out)
     timed = {r["way"]: r for r in rows if r["table"] == "generic"}
-    assert set(timed) == {"builtin", "generic"}
+    assert set(timed) == {"builtin", "generic", "builtin-xla"}
     assert all(r["ms_per_filter_step"] > 0 and r["chunk"] >= 1 for r in timed.values())
     (ratio,) = [r for r in rows if r["table"] == "generic_ratio"]
     want = timed["generic"]["ms_per_filter_step"] / timed["builtin"]["ms_per_filter_step"]
