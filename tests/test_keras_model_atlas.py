@@ -131,7 +131,7 @@ def photos(tmp_path_factory):
 
 
 def test_resnet50_stage_atlas_measures_gallery_and_exemplars(resnet50_file, photos, tmp_path):
-    listing = cli(["layers", "--model", resnet50_file, "--preprocess", "caffe"])
+    listing = cli(["layers", "--model", resnet50_file])
     rows = {line.split()[0]: line.split()[1:] for line in listing.splitlines()[3:] if line.strip()}
     assert "".join(rows[STAGE]) == "(16,16,256)256"  # at its fixed 64 px input
     out = tmp_path / "resnet50.h5"
