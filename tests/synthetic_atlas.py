@@ -27,17 +27,19 @@ def make(
     config: dict | None = None,
     steps: int = STEPS,
     exemplar_layer: str = "block1_conv1",
+    dead: tuple[int, ...] = (1,),
 ) -> Path:
     """Write the atlas at ``path``; with ``exemplars``, ``exemplar_layer`` (64 channels) gets
-    top-3 exemplars whose files exist under ``images_dir`` (when given). ``layers``, ``config``
-    and ``steps`` make another atlas of the same kind (e.g. one to show beside this one)."""
+    top-3 exemplars whose files exist under ``images_dir`` (when given). ``layers`` (written in
+    their order), ``config``, ``steps`` and ``dead`` (the filters that never turn on) make another
+    atlas of the same kind (e.g. one to show beside this one)."""
     rng = np.random.default_rng(0)
     with AtlasWriter(path, ATTRS, config or {"recipe": "synthetic", "steps": STEPS}) as w:
         for layer, (c, n, k, side) in layers.items():
             filters = np.arange(n)
             w.begin_layer(layer, c, filters.tolist(), (side, side), steps, k=k)
             final = rng.random((n, k)).astype(np.float32)
-            final[1] = 0  # filter 1 never turns on: dead
+            final[[d for d in dead if d < n]] = 0  # these filters never turn on: dead
             w.write_chunk(
                 layer,
                 {

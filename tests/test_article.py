@@ -1,5 +1,7 @@
 """The main job on a tiny plan: every picture of the article is written, from resumable atlases."""
 
+import re
+
 import numpy as np
 import tiny_network
 from PIL import Image
@@ -53,7 +55,18 @@ def test_tiny_article_writes_every_picture_and_resumes(tiny_weights, tmp_path, c
     for page in (site / "block1_conv1" / "index.html", site / "block2_conv1" / "2.html"):
         text = page.read_text()
         assert "classic, 2 steps" in text and "lucent, 2 steps" in text
-    assert (site / "block2_conv1" / "beside" / "2_0.png").is_file()
+    assert (site / "block2_conv1" / "beside" / "2_0.png").is_file()  # classic's, beside
+    # It leads with the default recipe: the index' thumbnails are its pictures, and each box
+    # shows its picture first, classic's second.
+    index = (site / "index.html").read_text()
+    assert "(lucent) beside the seed article" in index and "beside/" not in index
+    box = re.search(
+        r'<a class="f pair" href="2\.html".*?</a>',
+        (site / "block2_conv1" / "index.html").read_text(),
+    )
+    assert re.findall(r'src="([^"]+)"', box.group(0)) == ["img/2_0.png", "beside/2_0.png"]
+    alts = re.findall(r'alt="([^"]+)"', box.group(0))
+    assert alts == ["filter 2, lucent, 2 steps", "filter 2, classic, 2 steps"]
     cat = np.asarray(Image.open(tmp_path / "cat_block2_conv1_filter0.png"))
     assert cat.shape == (300, 451, 3)  # the photo's own size
     figure = np.asarray(Image.open(tmp_path / "classic_vs_lucent.png"))

@@ -43,11 +43,15 @@ from vizjax.errors import AtlasError, VizjaxError
 # schema and layout
 
 
-def test_readme_schema_is_generated_from_schema_module():
-    readme = (ROOT / "README.md").read_text()
-    assert schema.markdown() in readme, "run python -m vizjax.schema and paste it into README"
+#: The documentation page that holds the schema and the plain-h5py example.
+FORMAT_PAGE = ROOT / "docs" / "pages" / "atlas-format.md"
+
+
+def test_docs_schema_is_generated_from_schema_module():
+    page = FORMAT_PAGE.read_text()
+    assert schema.markdown() in page, f"run python -m vizjax.schema and paste it into {FORMAT_PAGE}"
     for field in (*schema.ROW_FIELDS, *schema.INDEX_DATASETS, *schema.EXEMPLAR_FIELDS):
-        assert f"| `{field.name}` |" in readme
+        assert f"| `{field.name}` |" in page
 
 
 def test_layout_plain_h5py(tmp_path):
@@ -96,9 +100,9 @@ def test_layout_plain_h5py(tmp_path):
     referenced_only(out)
 
 
-def test_readme_snippet_runs_on_a_v2_atlas(tmp_path, monkeypatch):
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Reading an atlas without vizjax") :]
+def test_docs_h5py_snippet_runs_on_a_v2_atlas(tmp_path, monkeypatch):
+    page = FORMAT_PAGE.read_text()
+    section = page[page.index("## Reading an atlas without vizjax") :]
     code = section[section.index("```python\n") + 10 : section.index("```\n", 20)]
     write_run(tmp_path / "atlas.h5", plan={"block4_conv1": (6, [5, 0, 3])})
     other = tmp_path / "elsewhere"
@@ -108,13 +112,32 @@ def test_readme_snippet_runs_on_a_v2_atlas(tmp_path, monkeypatch):
     shutil.move(folder, other / folder.name)
     monkeypatch.chdir(other)
     scope: dict = {}
-    exec(code, scope)  # noqa: S102 -- the README's own example, as a user would run it
+    exec(code, scope)  # noqa: S102 -- the page's own example, as a user would run it
     np.testing.assert_array_equal(scope["filters"], [5, 0, 3])
     want = make_rows("block4_conv1", [5, 0, 3])
     np.testing.assert_array_equal(scope["images"], want["images"])
     np.testing.assert_array_equal(scope["final"], want["objective"][:, -1])
     np.testing.assert_array_equal(scope["dead"], [False, True, True])
     assert scope["config"] == CONFIG
+
+
+def test_layers_are_listed_in_the_networks_order(tmp_path):
+    # Written in another order than the network's: the reader lists the model's order, for VGG16
+    # and AlexNet (whose pools sit between its convolutions); unknown names keep their order.
+    plan = {n: (6, [0, 1]) for n in ("block2_conv1", "block1_conv2", "block1_pool", "block1_conv1")}
+    write_run(tmp_path / "vgg.h5", plan=plan)
+    with open_atlas(tmp_path / "vgg.h5") as a:
+        assert list(a.layers) == ["block1_conv1", "block1_conv2", "block1_pool", "block2_conv1"]
+    write_run(tmp_path / "made-up.h5", plan={"l2": (4, [0]), "l1": (6, [0])})
+    with open_atlas(tmp_path / "made-up.h5") as a:
+        assert list(a.layers) == ["l2", "l1"]  # not the model's layers: as written
+    order = vizjax.atlas.reader.network_order
+    assert order(["conv2", "pool1", "conv1"], "alexnet") == ["conv1", "pool1", "conv2"]
+    assert order(["x", "block1_conv2", "block1_conv1"], "vgg16") == [
+        *("block1_conv1", "block1_conv2", "x")
+    ]
+    assert order(["b", "a"], "a model vizjax does not know") == ["b", "a"]
+    assert order(["b", "a"], None) == ["b", "a"]
 
 
 def test_atlas_names_with_percent_and_spaces(tmp_path):

@@ -246,6 +246,37 @@ def test_beside_index_names_the_other_atlas_and_its_figures(beside):
     assert f"median robustness {gallery._num(m, 3)}" in row.split("lucent, 6 steps")[1]
 
 
+def test_beside_marks_each_picture_not_the_box(tmp_path):
+    # Filter 1 is dead in the site's atlas, filter 4 in the one beside: each dims its own picture
+    # only, and each filter page names the atlas whose picture is dead.
+    first = synthetic_atlas.make(tmp_path / "a.h5", exemplars=False, dead=(1,))
+    lucent = RunConfig(recipe=preset("lucent")).to_json()
+    other = synthetic_atlas.make(
+        tmp_path / "b.h5", exemplars=False, layers=BESIDE_LAYERS, config=lucent, dead=(4,)
+    )
+    gallery.write_site(first, tmp_path / "site", beside=other)
+    text = _read(tmp_path / "site" / "block1_conv1" / "index.html")
+    for f, marks in ((1, ["pic dead", "pic"]), (4, ["pic", "pic dead"]), (2, ["pic zsg"] * 2)):
+        box = _box(text, f)
+        assert box.startswith('<a class="f pair"'), box  # no mark on the box itself
+        assert re.findall(r'<span class="(pic[^"]*)">', box) == marks
+    assert ".pic.dead img{opacity:.35}" in _read(tmp_path / "site" / "vizjax.css")
+    page = _read(tmp_path / "site" / "block1_conv1" / "4.html")
+    assert "lucent, 4 steps: dead: never turned on" in page
+    assert "synthetic, 4 steps: dead" not in page
+
+
+def test_layers_in_the_networks_order(tmp_path):
+    layers = dict(reversed(synthetic_atlas.LAYERS.items()))  # written block3 first
+    atlas = synthetic_atlas.make(tmp_path / "a.h5", exemplars=False, layers=layers)
+    for asked in (None, ["block3_conv1", "block1_conv1"]):
+        out = tmp_path / f"site-{asked is None}"
+        text = _read(gallery.write_site(atlas, out, layers=asked))
+        assert text.index("block1_conv1/index.html") < text.index("block3_conv1/index.html")
+        first = _read(out / "block1_conv1" / "index.html")
+        assert 'id="nav-next" href="../block3_conv1/index.html"' in first
+
+
 def test_without_beside_nothing_of_it_is_written(site):
     for path in site.rglob("*"):
         assert "beside" not in path.name

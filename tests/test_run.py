@@ -89,3 +89,19 @@ def test_a_run_on_the_tiny_network_and_its_measures_recomputed(tiny_weights, tmp
         np.testing.assert_allclose(a.layers["block1_conv1"].field("hf_energy")[:], stored, 1e-6)
     with pytest.raises(VizjaxError, match="has no layer 'block2_conv1'"):
         run.measure_atlas(out, ["block2_conv1"], quiet=True)
+
+
+def test_layers_read_back_in_the_networks_order(tiny_weights, tmp_path):
+    # The main job writes block1_conv2 (its full layer) before block1_conv1: the atlas, and the
+    # gallery made from it, list them as the network has them.
+    from vizjax.gallery import write_site
+
+    out = tmp_path / "a.h5"
+    r = CLASSIC.replace(size=(32, 32), steps=2)
+    for layer in ("block2_conv1", "block1_conv2", "block1_conv1"):
+        run.run_atlas(out, [layer], "0:2", r, tiny_weights, quiet=True)
+    with open_atlas(out) as a:
+        assert list(a.layers) == ["block1_conv1", "block1_conv2", "block2_conv1"]
+    index = write_site(out, tmp_path / "site").read_text()
+    shown = [index.index(f'href="{n}/index.html"') for n in ("block1_conv1", "block1_conv2")]
+    assert shown == sorted(shown) and index.index('href="block2_conv1/index.html"') > shown[1]

@@ -4,9 +4,10 @@ The article (after F. Chollet's "How convolutional neural networks see the world
 block4_conv1 filter 0; the first 20 filters of block1_conv1, block2_conv2, block3_conv3,
 block4_conv1 and block5_conv1; and a cat photo nudged by block5_conv3 filter 0. We add one
 full-layer atlas (all 64 filters of block1_conv2), and beyond the article the same filters under
-the default recipe (``Plan.recipe``, :data:`vizjax.engine.recipe.DEFAULT_RECIPE`): a static gallery site
-shows both side by side on every layer and filter page, with their measured robustness and HF
-energy, and one figure puts a few telling filters (``Plan.compare``) side by side.
+the default recipe (``Plan.recipe``, :data:`vizjax.engine.recipe.DEFAULT_RECIPE`): a static
+gallery site leads with the default recipe's pictures and shows the article's beside them on every
+layer and filter page, with their measured robustness and HF energy, and one figure puts a few
+telling filters (``Plan.compare``) side by side.
 All images come from resumable atlases (``<out>/atlas.h5``, classic; ``<out>/<recipe>.h5``, the
 default recipe; ``<out>/cat.h5`` for the cat, whose start image makes it a run of its own), so a
 second run only redraws the pictures.
@@ -136,8 +137,10 @@ def reproduce(
                         out / f"grid_{layer}_{suffix}{tag}.png",
                     )
                 )
-        title = f"vizjax: the seed article's atlas (classic) beside {plan.recipe}"
-        written.append(write_site(a, out / "gallery", title=title, beside=b))
+        # The gallery leads with the default recipe's pictures (its index' thumbnails, the left
+        # picture of each box); the article's classic ones stand beside them.
+        title = f"vizjax: the default recipe ({plan.recipe}) beside the seed article's (classic)"
+        written.append(write_site(b, out / "gallery", title=title, beside=a))
         written.append(compare_recipes(out, a, b, plan))
 
     # "How about a cat?": the photo, nudged by block5_conv3 filter 0 (its own size, 451x300).

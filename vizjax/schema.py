@@ -1,6 +1,6 @@
 """The atlas schema: the ONE table of what an atlas holds (format v2, and v1 for reading).
 
-Everything that writes, reads, merges or upgrades atlases (:mod:`vizjax.atlas`) and the README's
+Everything that writes, reads, merges or upgrades atlases (:mod:`vizjax.atlas`) and the documentation's
 schema section (:func:`markdown`, checked verbatim by a test) follow from the tables below, so the
 documentation cannot drift from the files.
 
@@ -343,7 +343,7 @@ def _attr_list(attrs: tuple[Attr, ...]) -> str:
 
 
 def markdown() -> str:
-    """The README's schema section (both versions), generated from the tables of this module."""
+    """The schema section of docs/pages/atlas-format.md (both versions), generated from the tables of this module."""
     lines = [
         f"Schema (version {FORMAT_VERSION}). `OUT.h5` is a small index; the rows live in "
         "`OUT.<id>.d/<layer>.<seq>.h5` segment files (the data folder, beside the index, named "
@@ -378,5 +378,5 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # python -m vizjax.schema > the README's schema section
+if __name__ == "__main__":  # python -m vizjax.schema > docs/pages/atlas-format.md's schema section
     print(markdown(), end="")

@@ -539,11 +539,27 @@ class AtlasLayer:
         )
 
 
+def network_order(names: list[str], model: Any) -> list[str]:
+    """``names`` (an atlas' layers, in the order they were written) in the order of ``model``'s
+    layer table (``model``: the atlas' ``model`` attribute, e.g. ``"vgg16"``): a run over
+    block1_conv2 and then block1_conv1 lists block1_conv1 first. Names the table lacks (an
+    unknown model, a test's made-up layers) follow, in the order given."""
+    if len(names) < 2 or not isinstance(model, str):
+        return list(names)
+    from vizjax import models  # the layer tables (and JAX): only where there is something to order
+
+    if model not in models.MODELS:
+        return list(names)
+    rank = {n: i for i, n in enumerate(models.network(model).layer_names)}
+    return sorted(names, key=lambda n: rank.get(n, len(rank)))
+
+
 class Atlas:
     """An atlas opened read-only (see :func:`open_atlas`); a context manager.
 
     ``attrs`` holds the root attributes as Python values, ``config`` the run's parsed settings,
-    ``format_version`` 1 or 2 and ``layers`` the :class:`AtlasLayer` of every layer, in file order.
+    ``format_version`` 1 or 2 and ``layers`` the :class:`AtlasLayer` of every layer, in the
+    network's order (:func:`network_order`), whatever order the runs wrote them in.
     """
 
     def __init__(self, path: Path, f: h5py.File, version: int) -> None:
@@ -572,9 +588,10 @@ class Atlas:
         if not isinstance(layers, h5py.Group | dict):
             raise AtlasError(f"{path} is damaged (layers is a {type(layers).__name__})")
         self.layers: dict[str, AtlasLayer] = {}
-        for key, g in layers.items():
-            # v2 indexes store names through names.h5_key; v1 files took plain names only.
-            name = names.from_h5_key(key) if self.format_version >= 2 else key
+        # v2 indexes store names through names.h5_key; v1 files took plain names only.
+        keys = {(names.from_h5_key(k) if self.format_version >= 2 else k): k for k in layers}
+        for name in network_order(list(keys), self.attrs.get("model")):
+            g = layers[keys[name]]
             try:
                 self.layers[name] = AtlasLayer(self, name, g)
             except (KeyError, ValueError, TypeError, OSError) as e:

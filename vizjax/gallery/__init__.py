@@ -149,7 +149,8 @@ def write_site(
             raise VizjaxError(
                 f"the atlas has no layer {name!r}; it has: {', '.join(atlas.layers) or 'none'}"
             )
-    names = [n for n in names if atlas.layers[n].done.any()]
+    # In the network's order (the atlas lists its layers so), whatever order they were asked in.
+    names = [n for n in atlas.layers if n in names and atlas.layers[n].done.any()]
     if not names:
         raise VizjaxError(f"{atlas.path} has no finished filters to show")
     single = out.suffix.lower() in (".html", ".htm")

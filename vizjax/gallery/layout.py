@@ -45,6 +45,8 @@ svg text{font-size:10px;fill:#555}
 #: thumbnails, each with its numbers under it.
 PAIR_CSS = """\
 .f .pic{display:inline-block;width:96px;vertical-align:top}.f.pair{width:196px}
+.pic.dead img{opacity:.35}.pic.zsg img{outline:1px dashed #555;outline-offset:-1px}
+.pic.bad img{outline:2px solid #c00;outline-offset:-2px}
 .big.beside img{border-color:#1a56a8}
 """
 

@@ -160,9 +160,23 @@ def _thumb_path(layout: Layout, d: _LayerData, f: int) -> Path:
     return layout.image(d.name, f, 0, beside=d.beside)
 
 
+#: A picture's marks on a layer page: (column of the layer's fidelity, CSS class, tooltip words).
+MARKS = (
+    ("dead", "dead", "dead: never turned on"),
+    ("zero_start_grad", "zsg", "zero gradient at the start"),
+    ("nonfinite", "bad", "NaN/Inf during the ascent"),
+)
+
+
+def _marks(d: _LayerData, i: int) -> list[tuple[str, str]]:
+    """The marks of the ``i``-th filter's picture in ``d``: ``[(CSS class, words)]``."""
+    return [(cls, words) for column, cls, words in MARKS if d.fid[column][i]]
+
+
 def _thumb(page: Path, layout: Layout, d: _LayerData, f: int) -> str:
-    """The lazy thumbnail of filter ``f``; where another atlas is beside, with its label in the
-    alt text and its robustness and high-frequency energy under it."""
+    """The lazy thumbnail of filter ``f``; where another atlas is beside, in a box of its own
+    (``pic``) that carries this picture's marks (dead, zero start gradient, non-finite), with its
+    label in the alt text and its robustness and high-frequency energy under it."""
     alt = f"filter {f}, {d.label}" if d.label else f"filter {f}"
     img = (
         f'<img loading="lazy" width="{THUMB}" height="{THUMB}" '
@@ -170,7 +184,9 @@ def _thumb(page: Path, layout: Layout, d: _LayerData, f: int) -> str:
     )
     if d.label is None:
         return img
-    return f'<span class="pic">{img}{_e(_picture_text(d, d.position[f], 0))}</span>'
+    i = d.position[f]
+    cls = " ".join(["pic", *(c for c, _ in _marks(d, i))])
+    return f'<span class="{cls}">{img}{_e(_picture_text(d, i, 0))}</span>'
 
 
 def _layer_page(
@@ -194,23 +210,18 @@ def _layer_page(
     figures = []
     for i, f in enumerate(d.filters):
         j = o.position.get(f) if o else None
-        cls = ["f"]
-        if d.fid["dead"][i]:
-            cls.append("dead")
-        if d.fid["zero_start_grad"][i]:
-            cls.append("zsg")
-        if d.fid["nonfinite"][i]:
-            cls.append("bad")
         act = float(np.mean(d.final[i]))
         tip = f"filter {f}: final activation {_num(act)}"
-        if d.fid["dead"][i]:
-            tip += " (dead: never turned on)"
-        if d.fid["zero_start_grad"][i]:
-            tip += " (zero gradient at the start)"
+        tip += "".join(f" ({words})" for _, words in _marks(d, i))
+        # The marks belong to a picture: on the box where it holds the site's picture alone,
+        # on each picture's own box where another atlas' pictures may stand beside it (a filter
+        # dead under one recipe must not dim the other recipe's live picture).
+        cls = ["f", *(c for c, _ in _marks(d, i))] if d.label is None else ["f"]
         pictures = _thumb(page, layout, d, f)
         if o is not None and j is not None:
             cls.append("pair")
             tip += f"; {o.label}: final activation {_num(np.mean(o.final[j]))}"
+            tip += "".join(f" ({words})" for _, words in _marks(o, j))
             pictures += _thumb(page, layout, o, f)
         figures.append(
             f'<a class="{" ".join(cls)}" href="{href(page, layout.filter_page(d.name, f))}" '
@@ -223,7 +234,8 @@ def _layer_page(
         f"<p>{_e(_summary_text(s))}.</p>",
         f"<p>{_e('Fidelity: ' + fid)}.</p>" if fid else "",
         '<p class="note">Each box: filter index · final activation (mean over its images). '
-        "Dimmed: dead (never turned on); dashed: zero gradient at the start; red: non-finite. "
+        + ("Marks are per picture. " if beside else "")
+        + "Dimmed: dead (never turned on); dashed: zero gradient at the start; red: non-finite. "
         "Click a filter for its page; ← → go to the previous/next layer, ↑ to all layers.</p>",
         *(_layer_beside(beside, d, o) if beside else []),
         '<div class="grid">',
@@ -314,13 +326,14 @@ def _filter_page(
             f'<p class="note beside">{_e(beside.file)} ({_e(beside.recipe)}) has no picture '
             f"of filter {f} of {_e(d.name)}.</p>"
         )
-    badges = []
-    if d.fid["dead"][i]:
-        badges.append('<span class="badge warn">dead: never turned on</span>')
-    if d.fid["zero_start_grad"][i]:
-        badges.append('<span class="badge">zero gradient at the start</span>')
-    if d.fid["nonfinite"][i]:
-        badges.append('<span class="badge warn">NaN/Inf during the ascent</span>')
+    # Each picture's marks, named by its atlas' label where two atlases are shown.
+    marked = [(d, i)] + ([(o, j)] if o is not None and j is not None else [])
+    badges = [
+        f'<span class="badge{"" if cls == "zsg" else " warn"}">'
+        f"{_e(f'{x.label}: ' if x.label else '')}{_e(words)}</span>"
+        for x, k in marked
+        for cls, words in _marks(x, k)
+    ]
 
     measures = _measures(d, i)
     if o is None or j is None:
