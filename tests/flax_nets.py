@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from vizjax.models.network import TORCH, Preprocessing
 
@@ -218,3 +219,40 @@ def resnet_wider():
     module = ResNet(widths=(8, 24))
     variables = jax.jit(module.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     return module, _statistics(variables, 0), TORCH
+
+
+# --------------------------------------------------------------------------------------------------
+# Flax NNX: the weights live in the module.
+
+
+class NnxBlock(nnx.Module):
+    def __init__(self, width: int, rngs: nnx.Rngs):
+        self.conv = nnx.Conv(width, width, (3, 3), rngs=rngs)
+        self.norm = nnx.BatchNorm(width, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nnx.relu(x + self.norm(self.conv(x)))
+
+
+class NnxNet(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.stem = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+        self.blocks = nnx.List([NnxBlock(8, rngs), NnxBlock(8, rngs)])
+        self.head = nnx.Linear(8, 10, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.stem(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean(axis=(1, 2)))
+
+
+def nnx_net():
+    """The NNX net in inference mode, with torchvision's preprocessing."""
+    model = NnxNet(nnx.Rngs(4))
+    model.eval()
+    return model, "torch"
+
+
+def nnx_net_training():
+    return NnxNet(nnx.Rngs(4)), "torch"

@@ -139,3 +139,19 @@ def test_vit_mlp_neurons_rise_on_tokens():
         "EncoderBlock_0/MlpIn", [0, 7], recipe, model, None, mesh=ascent.local_mesh(ONE)
     )
     assert np.all(res.objective[:, -1] > res.objective[:, 0])
+
+
+def test_an_nnx_module_in_eval_mode_is_a_generic_model_too():
+    from vizjax.models.flax_model import from_nnx
+
+    model, _ = flax_nets.nnx_net()
+    generic = from_nnx(model, preprocessing=IDENTITY)
+    assert generic.kind == "flax-nnx" and generic.layers[-1] == OUTPUT
+    assert {"stem", "blocks/0", "blocks/1/conv", "head"} <= set(generic.layers)
+    assert generic.layer_shapes(16)["blocks/1"].shape == (16, 16, 8)
+    recipe = preset("classic").replace(size=(16, 16), steps=3)
+    res = ascent.visualize("blocks/1", [0, 3], recipe, generic, mesh=ascent.local_mesh(ONE))
+    assert np.all(res.objective[:, -1] > res.objective[:, 0])
+    training, _ = flax_nets.nnx_net_training()
+    with pytest.raises(VizjaxError, match="training mode: call model.eval"):
+        from_nnx(training)

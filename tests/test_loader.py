@@ -139,3 +139,10 @@ def test_a_keras_file_is_loaded_in_safe_mode_unless_trusted(tmp_path, monkeypatc
 
     assert main(["layers", "--model", "m.keras", "--trust-model-file"]) == 0
     assert seen[-1] == ("m.keras", False)
+
+
+def test_a_factory_may_return_an_nnx_module():
+    model = loader.load(f"{NETS}:nnx_net")
+    assert model.kind == "flax-nnx" and model.preprocessing.name == "torch"
+    with pytest.raises(VizjaxError, match="training mode"):
+        loader.load(f"{NETS}:nnx_net_training")

@@ -10,7 +10,7 @@ The public API, imported lazily so that ``import vizjax`` (and the CLI's error p
     open_atlas, merge_atlases             vizjax.atlas
     VGG16, LAYER_NAMES, CONV_LAYERS       vizjax.models.vgg
     Network, MODELS                       vizjax.models.network, vizjax.models
-    from_flax                             vizjax.models.flax_model
+    from_flax, from_nnx                   vizjax.models.flax_model
     GenericModel, GenericWeights          vizjax.models.generic
     from_keras                            vizjax.models.keras_model (needs vizjax[keras])
     VizjaxError                           vizjax.errors
@@ -42,6 +42,7 @@ _EXPORTS = {
     "Network": "models.network",
     "MODELS": "models",
     "from_flax": "models.flax_model",
+    "from_nnx": "models.flax_model",
     "GenericModel": "models.generic",
     "GenericWeights": "models.generic",
     "from_keras": "models.keras_model",

@@ -1,4 +1,5 @@
-"""Flax linen modules as :class:`vizjax.models.generic.GenericModel`: :func:`from_flax`.
+"""Flax modules as :class:`vizjax.models.generic.GenericModel`: :func:`from_flax` (linen) and
+:func:`from_nnx` (NNX).
 
 A user's module is used as it is, never edited. It must be callable as
 ``module.apply(variables, x, **apply_kwargs)`` with ``x`` a ``(B, H, W, C)`` float32 batch of
@@ -152,3 +153,101 @@ def from_flax(
         channels=channels,
         architecture=repr(module) + extra,
     )
+
+
+def from_nnx(
+    model: Any,
+    *,
+    preprocessing: Preprocessing | None = None,
+    input_size: int | None = None,
+    channels: int = 3,
+    name: str | None = None,
+) -> GenericModel:
+    """A Flax NNX module (weights inside it) as a GenericModel, like :func:`from_flax`.
+
+    Layers are the submodules' ``__call__`` outputs, read with ``nnx.capture(...,
+    method_outputs=nnx.Intermediate)`` (nothing in the module is edited), named by attribute path
+    joined with ``/`` (``blocks/0/conv``), the module's own output ``output`` last. NNX lists a
+    module's attributes by name, so the layers come in that order (a parent before its children),
+    not always in execution order. The module must be in inference mode (``model.eval()``:
+    batch norm on its running statistics, dropout off): one line otherwise.
+    """
+    from flax import nnx
+
+    if not isinstance(model, nnx.Module):
+        raise VizjaxError(f"expected a flax.nnx Module, got {type(model).__name__}")
+    for path, node in nnx.iter_graph(model):
+        if getattr(node, "use_running_average", True) is False or (
+            getattr(node, "deterministic", True) is False
+        ):
+            where = "/".join(map(str, path)) or type(model).__name__
+            raise VizjaxError(
+                f"{where} ({type(node).__name__}) is in training mode: call model.eval() first "
+                "(batch norm on its running statistics, dropout off)"
+            )
+    graphdef, rng_state, state = nnx.split(model, nnx.RngState, ...)
+
+    def run(state: Any, x: jax.Array) -> tuple[Any, Any]:
+        module = nnx.merge(graphdef, rng_state, state)
+        return nnx.capture(module, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
+
+    size = input_size or DEFAULT_SIZE
+    x = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
+    try:
+        out, captured = jax.eval_shape(run, state, x)
+    except Exception as e:
+        raise VizjaxError(
+            f"{type(model).__name__}(x) failed on a {size}x{size}x{channels} input: "
+            f"{_first_line(e)}"
+        ) from None
+    found: dict[str, tuple[tuple[Any, ...], int]] = {}
+    for path, value in nnx.to_flat_state(captured):
+        *where, method = path
+        if method != "__call__" or not where:  # the module's own output comes last
+            continue
+        for call, v in enumerate(_unbox(value)):
+            if isinstance(v, jax.ShapeDtypeStruct) and len(v.shape) >= 1:
+                found[_name(tuple(map(str, where)), call)] = (tuple(where), call)
+    layers = [*found, OUTPUT]
+
+    def apply(params: Any, x: jax.Array, names: tuple[str, ...]) -> dict[str, jax.Array]:
+        out, captured = run(params, x)
+        flat = dict(nnx.to_flat_state(captured))
+        result = {}
+        for n in names:
+            if n == OUTPUT:
+                result[n] = out
+                continue
+            where, call = found[n]
+            value = flat[(*where, "__call__")]
+            result[n] = _unbox(value)[call]
+        return result
+
+    architecture = (
+        "\n".join(
+            f"{'/'.join(map(str, p))}: {type(node).__name__}"
+            for p, node in nnx.iter_graph(model)
+            if isinstance(node, nnx.Module)
+        )
+        + "\n"
+        + "\n".join(
+            f"{'/'.join(map(str, p))}: {tuple(_unbox(v).shape)}"
+            for p, v in nnx.to_flat_state(state)
+        )
+    )
+    return GenericModel(
+        kind="flax-nnx",
+        name=name or f"flax:{type(model).__name__}",
+        apply=apply,
+        params=state,
+        layers=tuple(layers),
+        preprocessing=preprocessing,
+        input_size=input_size,
+        channels=channels,
+        architecture=architecture,
+    )
+
+
+def _unbox(v: Any) -> Any:
+    """An NNX variable's value (or the value itself)."""
+    return v.get_value() if hasattr(v, "get_value") else v

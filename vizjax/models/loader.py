@@ -5,7 +5,8 @@
 - ``path/to/model.keras``: a Keras 3 model file (:func:`vizjax.models.keras_model.from_keras`),
   loaded in Keras' safe mode (no code from the file runs) unless ``trust``;
 - ``package.module:factory`` or ``path/to/file.py:factory``: a zero-argument callable returning
-  ``(module, variables)`` or ``(module, variables, preprocessing)`` for a Flax linen module
+  ``(module, variables)`` or ``(module, variables, preprocessing)`` for a Flax linen module, or an
+  NNX module (in eval mode) alone or as ``(module, preprocessing)`` (:func:`~vizjax.models.flax_model.from_nnx`)
   (:func:`vizjax.models.flax_model.from_flax`; ``preprocessing`` a
   :class:`~vizjax.models.network.Preprocessing` or one of the names ``caffe``, ``torch``, ``tf``,
   ``none``), or a ready :class:`~vizjax.models.generic.GenericModel` (for options such as a fixed
@@ -125,12 +126,26 @@ def _as_model(made: Any, name: str, label: str) -> GenericModel:
     """A factory's result as a GenericModel (one line if it is none of the accepted forms)."""
     if isinstance(made, GenericModel):
         return made
-    if not isinstance(made, tuple) or len(made) not in (2, 3):
-        raise VizjaxError(f"the factory {label} returned {_describe(made)}; expected {EXPECTED}")
     from vizjax.models import flax_model
 
+    if _is_nnx(made) or (isinstance(made, tuple) and len(made) == 2 and _is_nnx(made[0])):
+        module, prep = (made, None) if _is_nnx(made) else made
+        return flax_model.from_nnx(module, preprocessing=_preprocessing(prep, label), name=name)
+    if not isinstance(made, tuple) or len(made) not in (2, 3):
+        raise VizjaxError(f"the factory {label} returned {_describe(made)}; expected {EXPECTED}")
     module, variables = made[:2]
-    prep = made[2] if len(made) == 3 else None
+    prep = _preprocessing(made[2] if len(made) == 3 else None, label)
+    return flax_model.from_flax(module, variables, preprocessing=prep, name=name)
+
+
+def _is_nnx(value: Any) -> bool:
+    from flax import nnx
+
+    return isinstance(value, nnx.Module)
+
+
+def _preprocessing(prep: Any, label: str) -> Preprocessing | None:
+    """A factory's preprocessing: None, a vizjax Preprocessing or a known name."""
     if isinstance(prep, str):
         if prep not in PREPROCESSINGS:
             raise VizjaxError(
@@ -143,7 +158,7 @@ def _as_model(made: Any, name: str, label: str) -> GenericModel:
             f"the factory {label} returned {_describe(prep)} as its preprocessing; expected a "
             f"name ({', '.join(PREPROCESSINGS)}) or a vizjax Preprocessing"
         )
-    return flax_model.from_flax(module, variables, preprocessing=prep, name=name)
+    return prep
 
 
 def _describe(value: Any) -> str:
