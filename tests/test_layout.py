@@ -28,6 +28,7 @@ LAYERS = {
     3: {
         *("models.weights", "engine.recipe", "analysis.fidelity", "engine.render", "engine.cost"),
         *("engine.adapter", "models.flax_model", "models.receptive_field"),
+        "models.keras_model",
     },
     4: {
         *("engine.chunk", "config", "engine.ascent", "engine.ahead", "atlas", "progress"),

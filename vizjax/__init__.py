@@ -12,6 +12,7 @@ The public API, imported lazily so that ``import vizjax`` (and the CLI's error p
     Network, MODELS                       vizjax.models.network, vizjax.models
     from_flax, from_nnx                   vizjax.models.flax_model
     GenericModel, GenericWeights          vizjax.models.generic
+    from_keras                            vizjax.models.keras_model (needs vizjax[keras])
     VizjaxError                           vizjax.errors
 """
 
@@ -44,6 +45,7 @@ _EXPORTS = {
     "from_nnx": "models.flax_model",
     "GenericModel": "models.generic",
     "GenericWeights": "models.generic",
+    "from_keras": "models.keras_model",
     "VizjaxError": "errors",
 }
 
