@@ -135,3 +135,16 @@ def test_docs_site_builds_strict_with_the_tutorials_executed(tmp_path):
         assert "data:image/png;base64" in page, notebook  # executed: its plots are in the page
     assert (site / "bench" / "figures" / "classic_vs_lucent.png").is_file()
     assert (site / "assets" / "readme_figure.png").is_file()
+
+
+def test_your_own_model_examples_are_the_files_the_tests_run():
+    """The "Your own model" blocks of the README and the models page are, verbatim, the files
+    that tests/test_generic_atlas.py and tests/test_keras_model_atlas.py run."""
+    data = ROOT / "tests" / "data"
+    readme = [
+        b for _, lang, _, b in _blocks(README.read_text(encoding="utf-8")) if "from_flax" in b
+    ]
+    assert len(readme) == 1 and readme[0] in (data / "readme_model.py").read_text(encoding="utf-8")
+    page = [b for _, lang, _, b in _blocks((PAGES / "models.md").read_text(encoding="utf-8"))]
+    for name in ("your_own_model.py", "keras_example.py"):
+        assert (data / name).read_text(encoding="utf-8").rstrip("\n") in page, name

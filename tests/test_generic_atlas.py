@@ -1,7 +1,7 @@
 """Atlases of networks vizjax did not write (tests/flax_nets.py), through the CLI's
 ``--model path/to/file.py:factory`` and the Python API: ``vizjax layers``, a residual stage's
 channels, resume, the refusal of another model's or other weights' run into the same atlas, and
-the README's "Your own model" example (tests/data/your_own_model.py) run as written."""
+the README's and docs/pages/models.md's "Your own model" examples (tests/data/your_own_model.py, tests/data/readme_model.py) run as written."""
 
 from __future__ import annotations
 
@@ -109,3 +109,12 @@ def test_a_fixed_size_model_runs_at_its_size_after_the_transforms():
     for name in ("classic", "lucid"):
         x0, recipe = start_image(vizjax.preset(name), model)
         assert cost.network_hw(recipe) == (32, 32) and x0.shape[:2] == recipe.size
+
+
+@pytest.mark.slow
+def test_the_readme_block_runs_as_written(tmp_path, monkeypatch, capsys):
+    """README.md's "Your own model" block (tests/data/readme_model.py holds it verbatim)."""
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(TESTS / "data" / "readme_model.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert (tmp_path / "mine.h5").is_file() and "8" in out.splitlines()[-1]
