@@ -156,3 +156,29 @@ def test_exemplars_of_a_token_layer_are_its_most_active_tokens(photos):
         float(arrays["activation"][5, 0]), rel=2e-2
     )
     jax.clear_caches()
+
+
+def test_fidelity_and_exemplars_from_the_command_line_take_the_model(
+    resnet_atlas, photos, tmp_path, capsys
+):
+    """`vizjax fidelity --model` and `vizjax exemplars --model` on a generic atlas; without it, or
+    with a built-in name, one line and nothing written."""
+    path = tmp_path / "cli.h5"
+    shutil.copy(resnet_atlas, path)
+    folder = vizjax.atlas.data_dir(resnet_atlas)
+    shutil.copytree(folder, tmp_path / folder.name)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["fidelity", str(path), "--force", "--quiet"]) == 2
+    assert "give the same model with --model" in capsys.readouterr().err
+    assert main(["fidelity", str(path), "--model", "vgg16", "--quiet"]) == 2
+    assert "your own model" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    model = ["--model", f"{NETS}:resnet", "--quiet"]
+    assert main(["fidelity", str(path), "--force", *model]) == 0
+    argv = ["exemplars", str(path), "--images", str(photos), "--input-size", "32"]
+    assert main([*argv, "--top", "2", "--crop-size", "8", *model]) == 0
+    with vizjax.open_atlas(path) as a:
+        assert len(a.layers[LAYER].exemplars(0)["paths"]) == 2
+    # grid's default (0:20) fits a layer of 16 channels
+    png = tmp_path / "g.png"
+    assert main(["grid", str(path), "--layer", LAYER, "--out", str(png)]) == 0

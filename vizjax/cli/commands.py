@@ -189,7 +189,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     images.check_png_target(args.out)
     with open_atlas(args.atlas) as a:
         layer = _atlas_layer(a, args.layer)
-        wanted = parse_filters(args.filters, layer.num_filters, args.layer)
+        spec = args.filters or f"0:{min(20, layer.num_filters)}"
+        wanted = parse_filters(spec, layer.num_filters, args.layer)
         done = set(int(f) for f in layer.completed())
         have = [f for f in wanted if f in done]
         if not have:
@@ -288,6 +289,7 @@ def _json_default(value: object) -> object:
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
+    from vizjax.cli.options import own_model
     from vizjax.run import measure_atlas
 
     summary = measure_atlas(
@@ -296,6 +298,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
         execution=Execution(batch=args.batch),
         force=args.force,
         quiet=args.quiet,
+        model=own_model(args),
     )
     for layer, s in summary["layers"].items():
         print(f"{layer}: measured {s['measured']} filters in {s['seconds']} s", file=sys.stderr)
@@ -327,6 +330,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
 def cmd_exemplars(args: argparse.Namespace) -> int:
     from vizjax.analysis.exemplars import run_exemplars
+    from vizjax.cli.options import own_model
 
     s = run_exemplars(
         args.atlas,
@@ -337,6 +341,7 @@ def cmd_exemplars(args: argparse.Namespace) -> int:
         input_size=args.input_size,
         crop_size=args.crop_size,
         quiet=args.quiet,
+        model=own_model(args),
     )
     what = "are up to date (same files, same settings) in" if s["up_to_date"] else "written into"
     print(

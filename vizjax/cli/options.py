@@ -246,6 +246,38 @@ def _weights(args: argparse.Namespace):  # -> Weights | GenericWeights
     return w
 
 
+def _add_own_model_args(g: argparse._ActionsContainer) -> None:
+    """``--model`` and ``--trust-model-file`` of a command that reads an atlas of your own model
+    (its preprocessing and identity are the atlas')."""
+    g.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="for an atlas of your own model: the same model (file.keras, package.module:factory "
+        "or path/to/file.py:factory); checked against the atlas' architecture and weights",
+    )
+    g.add_argument(
+        "--trust-model-file",
+        action="store_true",
+        help="load a .keras file outside Keras' safe mode: it may run code the file holds",
+    )
+
+
+def own_model(args: argparse.Namespace):  # -> GenericModel | None
+    """The model ``--model`` names for a command that reads an atlas (None without it)."""
+    spec = getattr(args, "model", None)
+    if spec is None:
+        return None
+    if spec in MODEL_NAMES:
+        raise VizjaxError(
+            f"--model {spec}: a built-in network's atlas names its own model and weights; "
+            "--model here is for an atlas of your own model"
+        )
+    from vizjax.models.loader import load
+
+    return load(spec, trust=getattr(args, "trust_model_file", False))
+
+
 def _own_model(args: argparse.Namespace, spec: str):  # -> GenericWeights
     from vizjax.models.generic import GenericWeights
     from vizjax.models.loader import load

@@ -21,7 +21,14 @@ from vizjax.cli.commands import (
     cmd_render,
     cmd_weights,
 )
-from vizjax.cli.options import MODEL_NAMES, _add_ascent_args, _add_model_args, _batch, _positive
+from vizjax.cli.options import (
+    MODEL_NAMES,
+    _add_ascent_args,
+    _add_model_args,
+    _add_own_model_args,
+    _batch,
+    _positive,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("grid", help="tile a layer's images from an atlas into one PNG")
     s.add_argument("atlas")
     s.add_argument("--layer", required=True)
-    s.add_argument("--filters", default="0:20", help="which filters (default 0:20)")
+    s.add_argument(
+        "--filters", default=None, help="which filters (default 0:20, or fewer if the layer has)"
+    )
     s.add_argument("--cols", type=_positive, default=None, help="tiles per row (default ~sqrt(n))")
     s.add_argument("--no-labels", action="store_true", help="no filter numbers under the tiles")
     s.add_argument("--out", required=True, help="PNG path")
@@ -125,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", action="append", help="only this layer (repeatable)")
     s.add_argument("--force", action="store_true", help="measure filters already measured too")
     s.add_argument("--batch", type=_batch, default="auto", help="images per compiled chunk")
+    _add_own_model_args(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_fidelity)
 
@@ -171,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=16, help="images per forward pass (16)")
     s.add_argument("--input-size", type=int, default=224, help="side of the network input (224)")
     s.add_argument("--crop-size", type=int, default=64, help="side of the stored crops (64)")
+    _add_own_model_args(s)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_exemplars)
 
