@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -49,6 +50,28 @@ def heartbeat_seconds() -> int:
     return value
 
 
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """The multi-process arguments, checked (:func:`job`): none (one process), ``auto`` alone
+    (the cluster's environment), or a complete ``coordinator``, ``num_processes``, ``process_id``."""
+
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    auto: bool = False
+
+
+def job(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    auto: bool = False,
+) -> Job:
+    """The :class:`Job` these arguments ask for, checked (:func:`check`)."""
+    check(coordinator, num_processes, process_id, auto)
+    return Job(coordinator, num_processes, process_id, auto)
+
+
 def initialize(
     coordinator: str | None = None,
     num_processes: int | None = None,
@@ -61,8 +84,14 @@ def initialize(
     ``--process-id`` without ``--coordinator`` would otherwise run as one process over all filters
     (on several hosts: the same work on each, racing for one file).
     """
-    check(coordinator, num_processes, process_id, auto)
-    if coordinator is None and not auto:
+    start(job(coordinator, num_processes, process_id, auto))
+
+
+def start(j: Job) -> None:
+    """Start ``jax.distributed`` for a checked :class:`Job` (nothing for one process); before
+    anything else touches a JAX backend."""
+    coordinator, num_processes, process_id = j.coordinator, j.num_processes, j.process_id
+    if coordinator is None and not j.auto:
         return
     timeouts = {"heartbeat_timeout_seconds": heartbeat_seconds()}
     # Without it, the coordination service aborts every process (a C++ stack trace, exit 134)
