@@ -168,6 +168,53 @@ def model_attrs(weights: Weights | GenericWeights) -> tuple[dict[str, str], dict
     return attrs, {"architecture": ident["architecture"], "preprocessing": prep}
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Request:
+    """A run's request, checked (:func:`request`): the atlas ``out``, the ``layers``, the
+    ``filters`` as given (the atlas' config keeps them) and each layer's filter indices
+    (``wanted``), the ``recipe`` with its image size filled in, the ``weights``, the
+    ``execution`` and the shared ``start`` image. What :func:`run_request` and
+    :func:`vizjax.plan.make_plan` take: nothing below this checks it again."""
+
+    out: Path
+    layers: tuple[str, ...]
+    filters: str | tuple[int, ...]
+    wanted: dict[str, list[int]]
+    recipe: Recipe
+    weights: Weights | GenericWeights
+    execution: Execution
+    start: np.ndarray
+
+
+def request(
+    out: str | os.PathLike,
+    layers: Sequence[str],
+    filters: str | Sequence[int],
+    recipe: Recipe,
+    weights: Weights | GenericWeights | GenericModel,
+    *,
+    execution: Execution = DEFAULT_EXECUTION,
+) -> Request:
+    """Check what a run asks for, in one pass, before anything is compiled or written
+    (:func:`checked_request`); a generic model stands for its weights with the preprocessing
+    it knows (none with ``recipe.preprocess`` off)."""
+    if isinstance(weights, GenericModel):  # the Python API: a model that knows its preprocessing
+        weights = GenericWeights(
+            weights, adapter.preprocessing_of(weights, None if recipe.preprocess else IDENTITY)
+        )
+    x0, recipe, wanted = checked_request(layers, filters, recipe, weights)
+    return Request(
+        out=Path(out),
+        layers=tuple(layers),
+        filters=filters if isinstance(filters, str) else tuple(int(f) for f in filters),
+        wanted=wanted,
+        recipe=recipe,
+        weights=weights,
+        execution=execution,
+        start=x0,
+    )
+
+
 def run_atlas(
     out: str | os.PathLike,
     layers: Sequence[str],
@@ -189,14 +236,21 @@ def run_atlas(
     SIGINT or SIGTERM stops the run after the chunk in flight is committed: it raises
     :class:`vizjax.errors.Interrupted` carrying the summary so far (rerun to resume).
     """
-    # Validate everything before compiling or writing anything.
-    if isinstance(weights, GenericModel):  # the Python API: a model that knows its preprocessing
-        weights = GenericWeights(
-            weights, adapter.preprocessing_of(weights, None if recipe.preprocess else IDENTITY)
-        )
-    x0, recipe, plan = checked_request(layers, filters, recipe, weights)
+    return run_request(
+        request(out, layers, filters, recipe, weights, execution=execution), quiet=quiet
+    )
 
-    out = Path(out)
+
+def run_request(req: Request, *, quiet: bool = False) -> dict[str, Any]:
+    """:func:`run_atlas` of a checked :class:`Request` (the CLI builds one at the door)."""
+    out, layers, recipe, weights, execution = (
+        req.out,
+        req.layers,
+        req.recipe,
+        req.weights,
+        req.execution,
+    )
+    x0, plan = req.start, req.wanted
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -213,8 +267,8 @@ def run_atlas(
         weights.name,
         weights.model,
         **identity,
-        layers=tuple(layers),
-        filters=filters if isinstance(filters, str) else tuple(int(f) for f in filters),
+        layers=layers,
+        filters=req.filters,
     )
     summary: dict[str, Any] = {"out": str(out), "layers": {}}
     # The next layer's programs compile in the background while a layer runs (so a multi-layer
