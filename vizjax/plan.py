@@ -32,6 +32,7 @@ from vizjax.engine.recipe import Recipe
 from vizjax.models import vgg
 from vizjax.models.generic import GenericModel
 from vizjax.models.network import Network
+from vizjax.run import Request
 
 #: Steps timed when a recipe runs as one loop over all its steps (see :func:`time_layer`).
 SAMPLE_STEPS = 8
@@ -140,24 +141,22 @@ def time_layer(
     return {"chunk": chunk, "compile_s": compile_s, "step_s": step_s}
 
 
-def make_plan(
-    out: str | Path,
-    layers: Sequence[str],
-    filters: str | Sequence[int],
-    recipe: Recipe,
-    weights: Any,
-    execution: Execution,
-) -> dict[str, Any]:
-    """The plan of ``vizjax atlas`` with these arguments (see the module docstring).
+def make_plan(req: Request) -> dict[str, Any]:
+    """The plan of ``vizjax atlas`` for this checked request (see the module docstring).
 
     Returns ``{"out", "recipe", "size", "steps", "network_hw", "views", "device", "layers":
     [{"layer", "filters", "done", "todo", "chunk", "ms_per_filter_step", "compile_s",
     "compute_s", "seconds", "work", "bytes"}], "compute_s", "compile_s", "seconds", "bytes",
     "warning"}``; ``seconds`` = compute + compile, ``warning`` the long-run line or None.
     """
-    from vizjax.run import checked_request
-
-    x0, recipe, wanted = checked_request(layers, filters, recipe, weights)
+    out, layers, recipe, weights, execution = (
+        req.out,
+        req.layers,
+        req.recipe,
+        req.weights,
+        req.execution,
+    )
+    x0, wanted = req.start, req.wanted
     done = done_in_atlas(out, layers)
     rows = []
     for layer in layers:

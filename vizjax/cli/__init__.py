@@ -45,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as e:
         # SIGINT/SIGTERM: the run stopped after the chunk in flight, everything before is kept.
         if e.summary and getattr(args, "json", False):
-            _print_summary(e.summary, args, interrupted=signal.Signals(e.signum).name)
+            name = signal.Signals(e.signum).name
+            _print_summary(
+                e.summary, json_out=True, quiet=getattr(args, "quiet", False), interrupted=name
+            )
         done = sum(s["computed"] for s in e.summary.get("layers", {}).values())
         saved = f"; {done} filters computed by this run are saved" if e.summary else ""
         print(f"vizjax: {e}{saved}; rerun the same command to resume", file=sys.stderr)

@@ -7,9 +7,8 @@ import argparse
 import json
 import sys
 
-from vizjax.cli.options import _execution, _recipe, _weights
+from vizjax.cli.options import AtlasRequest, _execution, _recipe, _weights, atlas_request
 from vizjax.engine.execution import Execution
-from vizjax.engine.recipe import Recipe
 from vizjax.errors import VizjaxError
 
 
@@ -75,68 +74,34 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_atlas(args: argparse.Namespace) -> int:
-    from vizjax import distributed
-    from vizjax.run import run_atlas
+    from vizjax.run import run_request
 
-    distributed.check(args.coordinator, args.num_processes, args.process_id, args.distributed)
-    distributed.initialize(
-        args.coordinator, args.num_processes, args.process_id, auto=args.distributed
-    )
-    if not (args.all_layers or args.layer):
-        raise VizjaxError("give --layer L (repeatable) or --all-layers")
-    weights = _weights(args)
-    network = weights.network
-    if args.all_layers:
-        layers = list(_all_layers(network, args.size))
-    else:
-        layers = list(dict.fromkeys(args.layer))
-    for layer in layers:
-        network.layer_index(layer)
-    recipe = _recipe(args)
-    if args.plan:
-        return _print_plan(args, layers, recipe, weights)
-    summary = run_atlas(
-        args.out,
-        layers,
-        args.filters,
-        recipe,
-        weights,
-        execution=_execution(args),
-        quiet=args.quiet,
-    )
-    _print_summary(summary, args)
+    req = atlas_request(args)
+    if req.plan:
+        return _print_plan(req)
+    summary = run_request(req.run, quiet=req.quiet)
+    _print_summary(summary, json_out=req.json, quiet=req.quiet)
     return 0
 
 
-def _all_layers(network, size: int | None) -> tuple[str, ...]:
-    """``--all-layers``: a table network's convolutions; your own model's layers with a channel
-    axis and a float output."""
-    from vizjax.models.generic import GenericModel
-
-    if not isinstance(network, GenericModel):
-        return network.conv_layers
-    shapes = network.layer_shapes(size or None)
-    return tuple(
-        n for n in network.layers if len(shapes[n].shape) >= 2 and shapes[n].dtype.kind == "f"
-    )
-
-
-def _print_plan(args: argparse.Namespace, layers: list[str], recipe: Recipe, weights) -> int:
+def _print_plan(req: AtlasRequest) -> int:
     """``atlas --plan``: what the run would do and take here (vizjax.plan); writes nothing."""
     from vizjax.plan import format_plan, make_plan
 
-    plan = make_plan(args.out, layers, args.filters, recipe, weights, execution=_execution(args))
-    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
+    plan = make_plan(req.run)
+    print(json.dumps(plan, indent=2) if req.json else format_plan(plan))
     return 0
 
 
-def _print_summary(summary: dict, args: argparse.Namespace, interrupted: str | None = None) -> None:
+def _print_summary(
+    summary: dict, *, json_out: bool, quiet: bool, interrupted: str | None = None
+) -> None:
     """The run summary: JSON on stdout with ``--json`` (for scripts), else a line per layer on
     stderr (unless ``--quiet``) and ``wrote OUT`` on stdout."""
-    if getattr(args, "json", False):
+    if json_out:
         print(json.dumps({**summary, "interrupted": interrupted}, indent=2, sort_keys=True))
         return
-    if not args.quiet:
+    if not quiet:
         for layer, s in summary.get("layers", {}).items():
             flags = f"{s['zero_start_grad_computed']} with zero gradient at the start"
             if s["nonfinite_computed"]:

@@ -8,10 +8,15 @@ import argparse
 import dataclasses
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vizjax.engine.execution import DTYPES, Execution
 from vizjax.engine.recipe import DEFAULT_RECIPE, PRESETS, Recipe, apply_override, parse_size, preset
 from vizjax.errors import VizjaxError
+
+if TYPE_CHECKING:  # the parser imports no JAX: these are imported when a command runs
+    from vizjax.distributed import Job
+    from vizjax.run import Request
 
 
 def _batch(text: str) -> int | str:
@@ -320,3 +325,58 @@ def _probe_inputs(args: argparse.Namespace) -> None:
         check_hdf5([f for part in args.parts for f in atlas_files(part)])
     elif args.command == "convert":
         check_hdf5([args.file])
+
+
+@dataclasses.dataclass(frozen=True)
+class AtlasRequest:
+    """``vizjax atlas``'s whole request, built and checked at the door (:func:`atlas_request`):
+    the multi-process ``job``, the run (:class:`vizjax.run.Request`: what to compute, the
+    recipe, the execution, the model and its weights, the atlas file) and the command's own
+    flags. Nothing below the CLI sees the parsed arguments or checks them again."""
+
+    job: Job
+    run: Request
+    plan: bool = False
+    json: bool = False
+    quiet: bool = False
+
+
+def atlas_request(args: argparse.Namespace) -> AtlasRequest:
+    """``vizjax atlas``'s arguments -> its :class:`AtlasRequest`, checked in one pass in the
+    order a user fixes them (one ``vizjax:`` line for the first problem): the multi-process
+    arguments, the layers, the model and weights, the layer names, the recipe, then the run's
+    request as a whole (:func:`vizjax.run.request`: layer kinds, image size, filter indices).
+
+    ``jax.distributed`` starts here, once its arguments are checked: before anything touches a
+    JAX backend (loading the weights, ``--dtype auto``)."""
+    from vizjax import distributed
+    from vizjax.run import request
+
+    job = distributed.job(args.coordinator, args.num_processes, args.process_id, args.distributed)
+    distributed.start(job)
+    if not (args.all_layers or args.layer):
+        raise VizjaxError("give --layer L (repeatable) or --all-layers")
+    weights = _weights(args)
+    network = weights.network
+    if args.all_layers:
+        layers = list(_all_layers(network, args.size))
+    else:
+        layers = list(dict.fromkeys(args.layer))
+    for layer in layers:
+        network.layer_index(layer)
+    recipe = _recipe(args)
+    run = request(args.out, layers, args.filters, recipe, weights, execution=_execution(args))
+    return AtlasRequest(job, run, plan=args.plan, json=args.json, quiet=args.quiet)
+
+
+def _all_layers(network, size: int | None) -> tuple[str, ...]:
+    """``--all-layers``: a table network's convolutions; your own model's layers with a channel
+    axis and a float output."""
+    from vizjax.models.generic import GenericModel
+
+    if not isinstance(network, GenericModel):
+        return network.conv_layers
+    shapes = network.layer_shapes(size or None)
+    return tuple(
+        n for n in network.layers if len(shapes[n].shape) >= 2 and shapes[n].dtype.kind == "f"
+    )
