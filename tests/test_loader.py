@@ -115,7 +115,7 @@ def test_the_redirected_relu_is_said_off_for_a_generic_model(folder):
 
 
 def test_all_layers_of_a_generic_model_are_its_float_layers_with_channels():
-    from vizjax.cli.commands import _all_layers
+    from vizjax.cli.options import _all_layers
 
     assert _all_layers(loader.load(f"{NETS}:odd"), (8, 8)) == ("conv", "constant")
 
