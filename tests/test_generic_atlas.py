@@ -33,6 +33,10 @@ def test_layers_lists_paths_shapes_and_channels(capsys):
     # Listing needs no preprocessing (a run does).
     assert main(["layers", "--model", f"{NETS}:resnet_no_preprocessing"]) == 0
     assert "unknown: pass --preprocess" in capsys.readouterr().out
+    # --preprocess given: the listing says the one the atlas would store.
+    argv = ["layers", "--model", f"{NETS}:resnet_no_preprocessing", "--preprocess", "tf"]
+    assert main(argv) == 0
+    assert "preprocessing tf" in capsys.readouterr().out
 
 
 def test_cli_atlas_resume_and_refusals(tmp_path, monkeypatch):
