@@ -87,10 +87,13 @@ def test_vit_token_neuron_atlas_through_the_python_api(tmp_path):
     recipe = recipe.replace(objective=recipe.objective.__class__(kind="neuron"))
     out = tmp_path / "vit.h5"
     model = flax_nets.vit_model()
-    summary = vizjax.run_atlas(out, ["EncoderBlock_1"], "0:3", recipe, model, quiet=True)
-    assert summary["layers"]["EncoderBlock_1"]["computed"] == 3
+    # An MLP layer's neurons (a (T, C) token layer, named by its module path) and a block's.
+    layers = ["EncoderBlock_1/MlpIn", "EncoderBlock_1"]
+    summary = vizjax.run_atlas(out, layers, "0:3", recipe, model, quiet=True)
+    assert [summary["layers"][n]["computed"] for n in layers] == [3, 3]
     with vizjax.open_atlas(out) as a:
-        table = a.layers["EncoderBlock_1"].fidelity
+        assert list(a.layers) == layers  # the network's order
+        table = a.layers["EncoderBlock_1/MlpIn"].fidelity
         assert len(table["filter"]) == 3 and np.isfinite(table["hf_energy"]).all()
 
 
