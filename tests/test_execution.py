@@ -14,6 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from vizjax.atlas import open_atlas
 from vizjax.engine import ascent, execution
 from vizjax.engine.execution import Execution
 from vizjax.engine.recipe import CLASSIC, preset
@@ -192,3 +193,59 @@ def test_the_tests_compile_flags_change_only_rounding(tiny_weights, tmp_path):
     )
     for k, tol in (("raw", 1e-5), ("objective", 1e-5), ("robustness", 1e-4), ("hf_energy", 1e-4)):
         _close(np.asarray(getattr(res, k)), theirs[k], tol)
+
+
+#: A fresh process: the CLI with its compilation cache in ``argv[1]`` (every program cached, however
+#: quick), reporting jax's cache events.
+_ATLAS_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import jax, jax.monitoring as monitoring
+    jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    events = []
+    monitoring.register_event_listener(lambda e, **_: events.append(e))
+    from vizjax.cli import main
+    rc = main(sys.argv[2:])
+    print(json.dumps({"rc": rc, "hits": events.count("/jax/compilation_cache/cache_hits"),
+                      "misses": events.count("/jax/compilation_cache/cache_misses")}))
+    """
+)
+
+
+def _atlas_child(cache, out, *args):
+    from tiny_network import ARGS as TINY
+
+    env = {**os.environ}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    argv = ["atlas", "--out", str(out), "--layer", "block2_conv1", "--size", "32", "--quiet"]
+    argv += ["--recipe", "classic", "--steps", "8"]  # two segments of 4 on a CPU
+    proc = subprocess.run(
+        [sys.executable, "-c", _ATLAS_CHILD, str(cache), *argv, *TINY, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_runs_differing_in_filters_and_seed_share_compiled_programs(tiny_weights, tmp_path):
+    """Issue 32: the persistent cache hits across ``vizjax atlas`` runs that differ only in which
+    filters and which seed (both are arguments of the compiled programs, not constants in them):
+    the second process compiles nothing. (The filter *count* is the chunk's shape where several
+    filters share a program, at 96 px and below on a CPU; ``steps`` is the length of the objective
+    trace in the programs' state: those compile anew.)"""
+    cache = tmp_path / "cache"
+    first = _atlas_child(cache, tmp_path / "a.h5", "--filters", "0:4", "--seed", "0")
+    assert first["rc"] == 0 and first["misses"] > 0 and first["hits"] == 0, first
+    entries = sorted(p.name for p in cache.iterdir())
+    second = _atlas_child(cache, tmp_path / "b.h5", "--filters", "1,5,6,7", "--seed", "3")
+    assert second["rc"] == 0 and second["misses"] == 0, second
+    assert second["hits"] == first["misses"], (first, second)
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith("-atime")) == [
+        e for e in entries if not e.endswith("-atime")
+    ]
+    with open_atlas(tmp_path / "a.h5") as a, open_atlas(tmp_path / "b.h5") as b:
+        pa, pb = a.layers["block2_conv1"].image(1), b.layers["block2_conv1"].image(1)
+        assert not np.array_equal(pa, pb)  # filter 1 at another seed: really another run
