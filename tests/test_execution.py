@@ -235,7 +235,7 @@ def _atlas_child(cache, out, *args):
     env = {**os.environ}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     argv = ["atlas", "--out", str(out), "--layer", "block2_conv1", "--size", "32", "--quiet"]
-    argv += ["--recipe", "classic", "--steps", "8"]  # two segments of 4 on a CPU
+    argv += ["--recipe", "classic"]
     proc = subprocess.run(
         [sys.executable, "-c", _ATLAS_CHILD, str(cache), *argv, *TINY, *args],
         env=env,
@@ -246,17 +246,21 @@ def _atlas_child(cache, out, *args):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_runs_differing_in_filters_and_seed_share_compiled_programs(tiny_weights, tmp_path):
+def test_runs_differing_in_filters_seed_and_steps_share_compiled_programs(tiny_weights, tmp_path):
     """Issue 32: the persistent cache hits across ``vizjax atlas`` runs that differ only in which
-    filters and which seed (both are arguments of the compiled programs, not constants in them):
-    the second process compiles nothing. (The filter *count* is the chunk's shape where several
-    filters share a program, at 96 px and below on a CPU; ``steps`` is the length of the objective
-    trace in the programs' state: those compile anew.)"""
+    filters, which seed and how many steps (filters and seed are arguments of the compiled
+    programs; the step count is in no program's shapes: 8 and 12 steps are two and three CPU
+    segments of 4): the second process compiles nothing. (The filter *count* is the chunk's shape
+    where several filters share a program, at 96 px and below on a CPU: that compiles anew.)"""
     cache = tmp_path / "cache"
-    first = _atlas_child(cache, tmp_path / "a.h5", "--filters", "0:4", "--seed", "0")
+    first = _atlas_child(
+        cache, tmp_path / "a.h5", "--filters", "0:4", "--seed", "0", "--steps", "8"
+    )
     assert first["rc"] == 0 and first["misses"] > 0 and first["hits"] == 0, first
     entries = sorted(p.name for p in cache.iterdir())
-    second = _atlas_child(cache, tmp_path / "b.h5", "--filters", "1,5,6,7", "--seed", "3")
+    second = _atlas_child(
+        cache, tmp_path / "b.h5", "--filters", "1,5,6,7", "--seed", "3", "--steps", "12"
+    )
     assert second["rc"] == 0 and second["misses"] == 0, second
     assert second["hits"] == first["misses"], (first, second)
     assert sorted(p.name for p in cache.iterdir() if not p.name.endswith("-atime")) == [

@@ -200,9 +200,12 @@ def shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
 class Program:
     """The compiled entry points of one (layer, recipe, execution, mesh), all vmapped over filters
     and sharded over the mesh: ``init(params, start, filters, seed) -> state``, ``advance[n](params,
-    start, filters, seed, state, first) -> state`` for each segment length ``n``, and
-    ``finish(params, start, filters, seed, state) -> outputs``. :meth:`run` chains them for one
-    chunk; only ``first`` (a step number) crosses from the host between segments."""
+    start, filters, seed, state, first) -> (state, objective values (chunk, n))`` for each segment
+    length ``n``, and ``finish(params, start, filters, seed, state, last) -> outputs``. :meth:`run`
+    chains them for one chunk; only ``first`` and ``last`` (step numbers) cross from the host. No
+    program's shapes or constants depend on the recipe's step count (the objective trace is
+    returned per segment, the last step number is an argument), so runs that differ only in
+    ``steps`` share every program whose segment length they share."""
 
     init: Callable[..., Any]
     advance: dict[int, Callable[..., Any]]
@@ -211,10 +214,25 @@ class Program:
     prepare: Callable[[Any], Any]  # weights -> weights + Winograd transforms (once per run)
 
     def run(self, params: Any, start: jax.Array, filters: jax.Array, seed: jax.Array) -> Any:
+        """One chunk's outputs, still on the devices; ``"objective"`` is a tuple of pieces
+        (each segment's ``(chunk, n)`` values, then the final ``(chunk,)`` one) that
+        :func:`join_objective` joins once they are on the host."""
         state = self.init(params, start, filters, seed)
+        values = []
         for first, n in self.plan:
-            state = self.advance[n](params, start, filters, seed, state, np.int32(first))
-        return self.finish(params, start, filters, seed, state)
+            state, v = self.advance[n](params, start, filters, seed, state, np.int32(first))
+            values.append(v)
+        last = self.plan[-1][0] + self.plan[-1][1]
+        out = dict(self.finish(params, start, filters, seed, state, np.int32(last)))
+        out["objective"] = (*values, out.pop("final"))
+        return out
+
+
+def join_objective(out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` of :meth:`Program.run`, on the host, with its objective pieces joined into the
+    ``(chunk, steps + 1)`` trace."""
+    *values, final = out["objective"]
+    return {**out, "objective": np.concatenate([*values, np.asarray(final)[:, None]], axis=1)}
 
 
 @functools.lru_cache(maxsize=64)
@@ -284,13 +302,13 @@ def compiled_program(
 
         return entry
 
-    def finish(params, start, filters, seed, state):
+    def finish(params, start, filters, seed, state, last):
         return per_filter(
             params,
             start,
             filters,
             seed,
-            lambda net, f, key, hw, s: render.finish(recipe, objective, net, s, f, key, hw),
+            lambda net, f, key, hw, s: render.finish(recipe, objective, net, s, f, key, hw, last),
             state,
         )
 
@@ -310,7 +328,9 @@ def compiled_program(
             )
             for n in sorted({n for _, n in plan})
         },
-        finish=jax.jit(finish, in_shardings=(rep, rep, shard, rep, shard), out_shardings=shard),
+        finish=jax.jit(
+            finish, in_shardings=(rep, rep, shard, rep, shard, rep), out_shardings=shard
+        ),
         plan=plan,
     )
 
@@ -555,7 +575,8 @@ def compiled(job: Prepared) -> Prepared:
     p, x, seed = job.params, job.start, job.seed
     filters = jax.ShapeDtypeStruct((job.chunk,), jnp.int32, sharding=shard)
     state = jax.eval_shape(job.program.init, p, x, filters, seed)
-    out = jax.eval_shape(job.program.finish, p, x, filters, seed, state)
+    last = np.int32(0)
+    out = jax.eval_shape(job.program.finish, p, x, filters, seed, state, last)
     program = dataclasses.replace(
         job.program,
         init=job.program.init.lower(p, x, filters, seed).compile(),
@@ -563,7 +584,7 @@ def compiled(job: Prepared) -> Prepared:
             n: f.lower(p, x, filters, seed, state, np.int32(0)).compile()
             for n, f in job.program.advance.items()
         },
-        finish=job.program.finish.lower(p, x, filters, seed, state).compile(),
+        finish=job.program.finish.lower(p, x, filters, seed, state, last).compile(),
     )
     measure = job.measure
     if measure is not None:
@@ -621,7 +642,7 @@ def iter_chunks(
 
     placed = (job.params, job.start, job.seed)
     for sl, out in map_chunks(run, placed, len(filt), job.chunk, lambda sl: (filt[sl],), job.mesh):
-        yield Results(layer=layer, filters=filt[sl].copy(), **out)
+        yield Results(layer=layer, filters=filt[sl].copy(), **join_objective(out))
 
 
 #: Filters per device per chunk of :func:`iter_measures` with ``batch="auto"``.
