@@ -198,14 +198,11 @@ def shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """The compiled entry points of one (layer, recipe, execution, mesh), all vmapped over filters
-    and sharded over the mesh: ``init(params, start, filters, seed) -> state``, ``advance[n](params,
-    start, filters, seed, state, first) -> (state, objective values (chunk, n))`` for each segment
-    length ``n``, and ``finish(params, start, filters, seed, state, last) -> outputs``. :meth:`run`
-    chains them for one chunk; only ``first`` and ``last`` (step numbers) cross from the host. No
-    program's shapes or constants depend on the recipe's step count (the objective trace is
-    returned per segment, the last step number is an argument), so runs that differ only in
-    ``steps`` share every program whose segment length they share."""
+    """One (layer, recipe, execution, mesh)'s compiled entry points, vmapped over filters, sharded:
+    ``init(params, start, filters, seed) -> state``, ``advance[n](..., state, first) -> (state,
+    objective (chunk, n))`` per segment length ``n``, ``finish(..., state, last) -> outputs``,
+    chained by :meth:`run`; only step numbers cross from the host. No shape or constant holds the
+    step count: runs that differ only in ``steps`` share their segments' programs."""
 
     init: Callable[..., Any]
     advance: dict[int, Callable[..., Any]]
@@ -214,25 +211,13 @@ class Program:
     prepare: Callable[[Any], Any]  # weights -> weights + Winograd transforms (once per run)
 
     def run(self, params: Any, start: jax.Array, filters: jax.Array, seed: jax.Array) -> Any:
-        """One chunk's outputs, still on the devices; ``"objective"`` is a tuple of pieces
-        (each segment's ``(chunk, n)`` values, then the final ``(chunk,)`` one) that
-        :func:`join_objective` joins once they are on the host."""
-        state = self.init(params, start, filters, seed)
-        values = []
+        state, values = self.init(params, start, filters, seed), []
         for first, n in self.plan:
             state, v = self.advance[n](params, start, filters, seed, state, np.int32(first))
             values.append(v)
-        last = self.plan[-1][0] + self.plan[-1][1]
-        out = dict(self.finish(params, start, filters, seed, state, np.int32(last)))
-        out["objective"] = (*values, out.pop("final"))
+        out = dict(self.finish(params, start, filters, seed, state, np.int32(sum(self.plan[-1]))))
+        out["objective"] = (*values, out.pop("final"))  # pieces: iter_chunks joins them
         return out
-
-
-def join_objective(out: dict[str, Any]) -> dict[str, Any]:
-    """``out`` of :meth:`Program.run`, on the host, with its objective pieces joined into the
-    ``(chunk, steps + 1)`` trace."""
-    *values, final = out["objective"]
-    return {**out, "objective": np.concatenate([*values, np.asarray(final)[:, None]], axis=1)}
 
 
 @functools.lru_cache(maxsize=64)
@@ -575,8 +560,7 @@ def compiled(job: Prepared) -> Prepared:
     p, x, seed = job.params, job.start, job.seed
     filters = jax.ShapeDtypeStruct((job.chunk,), jnp.int32, sharding=shard)
     state = jax.eval_shape(job.program.init, p, x, filters, seed)
-    last = np.int32(0)
-    out = jax.eval_shape(job.program.finish, p, x, filters, seed, state, last)
+    out = jax.eval_shape(job.program.finish, p, x, filters, seed, state, last := np.int32(0))
     program = dataclasses.replace(
         job.program,
         init=job.program.init.lower(p, x, filters, seed).compile(),
@@ -642,7 +626,9 @@ def iter_chunks(
 
     placed = (job.params, job.start, job.seed)
     for sl, out in map_chunks(run, placed, len(filt), job.chunk, lambda sl: (filt[sl],), job.mesh):
-        yield Results(layer=layer, filters=filt[sl].copy(), **join_objective(out))
+        *values, final = out.pop("objective")  # joined on the host: (chunk, steps + 1)
+        trace = np.concatenate([*values, final[:, None]], axis=1)
+        yield Results(layer=layer, filters=filt[sl].copy(), objective=trace, **out)
 
 
 #: Filters per device per chunk of :func:`iter_measures` with ``batch="auto"``.
