@@ -33,6 +33,10 @@ def test_layers_lists_paths_shapes_and_channels(capsys):
     # Listing needs no preprocessing (a run does).
     assert main(["layers", "--model", f"{NETS}:resnet_no_preprocessing"]) == 0
     assert "unknown: pass --preprocess" in capsys.readouterr().out
+    # --preprocess given: the listing says the one the atlas would store.
+    argv = ["layers", "--model", f"{NETS}:resnet_no_preprocessing", "--preprocess", "tf"]
+    assert main(argv) == 0
+    assert "preprocessing tf" in capsys.readouterr().out
 
 
 def test_cli_atlas_resume_and_refusals(tmp_path, monkeypatch):
@@ -83,10 +87,13 @@ def test_vit_token_neuron_atlas_through_the_python_api(tmp_path):
     recipe = recipe.replace(objective=recipe.objective.__class__(kind="neuron"))
     out = tmp_path / "vit.h5"
     model = flax_nets.vit_model()
-    summary = vizjax.run_atlas(out, ["EncoderBlock_1"], "0:3", recipe, model, quiet=True)
-    assert summary["layers"]["EncoderBlock_1"]["computed"] == 3
+    # An MLP layer's neurons (a (T, C) token layer, named by its module path) and a block's.
+    layers = ["EncoderBlock_1/MlpIn", "EncoderBlock_1"]
+    summary = vizjax.run_atlas(out, layers, "0:3", recipe, model, quiet=True)
+    assert [summary["layers"][n]["computed"] for n in layers] == [3, 3]
     with vizjax.open_atlas(out) as a:
-        table = a.layers["EncoderBlock_1"].fidelity
+        assert list(a.layers) == layers  # the network's order
+        table = a.layers["EncoderBlock_1/MlpIn"].fidelity
         assert len(table["filter"]) == 3 and np.isfinite(table["hf_energy"]).all()
 
 

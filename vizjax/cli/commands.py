@@ -18,11 +18,17 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from vizjax.cli.options import MODEL_NAMES
 
     if args.model is not None and args.model not in MODEL_NAMES:
+        import dataclasses
+
         from vizjax.models.loader import load
+        from vizjax.models.network import parse_preprocessing
 
         if args.weights:
             _weights(args)  # the one line: a built-in model's weight set for your own model
-        print(_own_layers(load(args.model, trust=args.trust_model_file), args.size))
+        model = load(args.model, trust=args.trust_model_file)
+        if args.preprocess:  # what the atlas would store: checked and shown like the model's own
+            model = dataclasses.replace(model, preprocessing=parse_preprocessing(args.preprocess))
+        print(_own_layers(model, args.size))
     elif args.weights:
         w = _weights(args)
         print(w.network.summary(w.params))
