@@ -23,14 +23,17 @@ def _run(recipe, net=identity_net, f=0, segments=None, key=None):
     objective = recipe.objective.build(LAYER, recipe.images)
     start = 127.0 + 10.0 * jax.random.normal(jax.random.key(0), (*HW, 3), jnp.float32)
     state = render.init(recipe, start, key, from_start=False)
-    first = 0
+    first, values = 0, []
     for n in segments or [recipe.steps]:
-        state = jax.jit(
+        state, v = jax.jit(
             lambda s, i, n=n: render.advance(recipe, objective, net, s, f, key, i, n, HW)
         )(state, first)
+        values.append(v)
         first += n
-    out = jax.jit(lambda s: render.finish(recipe, objective, net, s, f, key, HW))(state)
-    return start, state, jax.device_get(out)
+    out = jax.jit(lambda s: render.finish(recipe, objective, net, s, f, key, HW, first))(state)
+    out = jax.device_get(out)
+    out["objective"] = np.concatenate([*values, np.asarray(out.pop("final"))[None]])
+    return start, state, out
 
 
 def test_every_step_draws_its_own_transforms():
@@ -148,7 +151,7 @@ def test_init_starts_image_zero_at_the_start_and_noises_the_others():
     for k in (1, 2):
         assert 8.0 < float(np.std(params[k] - 100.0)) < 12.0  # N(0, noise_std = 10)
     assert not np.allclose(params[1], params[2])
-    assert state.trace.shape == (8,) and not state.zero_start_grad and not state.nonfinite
+    assert not state.zero_start_grad and not state.nonfinite
 
 
 def test_display_clips_or_deprocesses_as_the_recipe_says():

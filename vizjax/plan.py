@@ -116,9 +116,9 @@ def time_layer(
         n: fn.lower(params, x0, fs, seed, state, np.int32(0)).compile()
         for n, fn in program.advance.items()
     }
-    program.finish.lower(params, x0, fs, seed, state).compile()
+    program.finish.lower(params, x0, fs, seed, state, np.int32(0)).compile()
     # The run also measures each chunk's images (vizjax.analysis.fidelity): its compile counts too.
-    out = jax.eval_shape(program.finish, params, x0, fs, seed, state)
+    out = jax.eval_shape(program.finish, params, x0, fs, seed, state, np.int32(0))
     measure = ascent.compiled_measure(
         layer,
         weights.preprocessing,
@@ -133,7 +133,7 @@ def time_layer(
     first, n = program.plan[0]
     later = program.plan[1] if len(program.plan) > 1 else program.plan[0]
     state = init(params, x0, fs, seed)
-    state = jax.block_until_ready(advance[n](params, x0, fs, seed, state, np.int32(first)))
+    state, _ = jax.block_until_ready(advance[n](params, x0, fs, seed, state, np.int32(first)))
     t = time.perf_counter()
     jax.block_until_ready(advance[later[1]](params, x0, fs, seed, state, np.int32(later[0])))
     step_s = (time.perf_counter() - t) / later[1]

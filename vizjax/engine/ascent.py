@@ -198,11 +198,11 @@ def shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """The compiled entry points of one (layer, recipe, execution, mesh), all vmapped over filters
-    and sharded over the mesh: ``init(params, start, filters, seed) -> state``, ``advance[n](params,
-    start, filters, seed, state, first) -> state`` for each segment length ``n``, and
-    ``finish(params, start, filters, seed, state) -> outputs``. :meth:`run` chains them for one
-    chunk; only ``first`` (a step number) crosses from the host between segments."""
+    """One (layer, recipe, execution, mesh)'s compiled entry points, vmapped over filters, sharded:
+    ``init(params, start, filters, seed) -> state``, ``advance[n](..., state, first) -> (state,
+    objective (chunk, n))`` per segment length ``n``, ``finish(..., state, last) -> outputs``,
+    chained by :meth:`run`; only step numbers cross from the host. No shape or constant holds the
+    step count: runs that differ only in ``steps`` share their segments' programs."""
 
     init: Callable[..., Any]
     advance: dict[int, Callable[..., Any]]
@@ -211,10 +211,13 @@ class Program:
     prepare: Callable[[Any], Any]  # weights -> weights + Winograd transforms (once per run)
 
     def run(self, params: Any, start: jax.Array, filters: jax.Array, seed: jax.Array) -> Any:
-        state = self.init(params, start, filters, seed)
+        state, values = self.init(params, start, filters, seed), []
         for first, n in self.plan:
-            state = self.advance[n](params, start, filters, seed, state, np.int32(first))
-        return self.finish(params, start, filters, seed, state)
+            state, v = self.advance[n](params, start, filters, seed, state, np.int32(first))
+            values.append(v)
+        out = dict(self.finish(params, start, filters, seed, state, np.int32(sum(self.plan[-1]))))
+        out["objective"] = (*values, out.pop("final"))  # pieces: iter_chunks joins them
+        return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -284,13 +287,13 @@ def compiled_program(
 
         return entry
 
-    def finish(params, start, filters, seed, state):
+    def finish(params, start, filters, seed, state, last):
         return per_filter(
             params,
             start,
             filters,
             seed,
-            lambda net, f, key, hw, s: render.finish(recipe, objective, net, s, f, key, hw),
+            lambda net, f, key, hw, s: render.finish(recipe, objective, net, s, f, key, hw, last),
             state,
         )
 
@@ -310,7 +313,9 @@ def compiled_program(
             )
             for n in sorted({n for _, n in plan})
         },
-        finish=jax.jit(finish, in_shardings=(rep, rep, shard, rep, shard), out_shardings=shard),
+        finish=jax.jit(
+            finish, in_shardings=(rep, rep, shard, rep, shard, rep), out_shardings=shard
+        ),
         plan=plan,
     )
 
@@ -555,7 +560,7 @@ def compiled(job: Prepared) -> Prepared:
     p, x, seed = job.params, job.start, job.seed
     filters = jax.ShapeDtypeStruct((job.chunk,), jnp.int32, sharding=shard)
     state = jax.eval_shape(job.program.init, p, x, filters, seed)
-    out = jax.eval_shape(job.program.finish, p, x, filters, seed, state)
+    out = jax.eval_shape(job.program.finish, p, x, filters, seed, state, last := np.int32(0))
     program = dataclasses.replace(
         job.program,
         init=job.program.init.lower(p, x, filters, seed).compile(),
@@ -563,7 +568,7 @@ def compiled(job: Prepared) -> Prepared:
             n: f.lower(p, x, filters, seed, state, np.int32(0)).compile()
             for n, f in job.program.advance.items()
         },
-        finish=job.program.finish.lower(p, x, filters, seed, state).compile(),
+        finish=job.program.finish.lower(p, x, filters, seed, state, last).compile(),
     )
     measure = job.measure
     if measure is not None:
@@ -621,7 +626,9 @@ def iter_chunks(
 
     placed = (job.params, job.start, job.seed)
     for sl, out in map_chunks(run, placed, len(filt), job.chunk, lambda sl: (filt[sl],), job.mesh):
-        yield Results(layer=layer, filters=filt[sl].copy(), **out)
+        *values, final = out.pop("objective")  # joined on the host: (chunk, steps + 1)
+        trace = np.concatenate([*values, final[:, None]], axis=1)
+        yield Results(layer=layer, filters=filt[sl].copy(), objective=trace, **out)
 
 
 #: Filters per device per chunk of :func:`iter_measures` with ``batch="auto"``.

@@ -49,7 +49,6 @@ class State(NamedTuple):
 
     params: Any  # K images' params, leading axis K
     opt_state: Any
-    trace: jax.Array  # (steps + 1,) float32, the objective before each step, then the final one
     zero_start_grad: jax.Array  # () bool
     nonfinite: jax.Array  # () bool
 
@@ -117,9 +116,8 @@ def init(recipe: Recipe, start: jax.Array, key: jax.Array, from_start: bool) -> 
         scale = jnp.where(jnp.arange(k) == 0, 0.0, max(recipe.noise_std, 1.0))
         params = params + scale[:, None, None, None] * noise
     opt_state = recipe.optimizer.build().init(params)
-    trace = jnp.zeros((recipe.steps + 1,), jnp.float32)
     false = jnp.zeros((), bool)
-    return State(params, opt_state, trace, false, false)
+    return State(params, opt_state, false, false)
 
 
 def _evaluate(
@@ -154,8 +152,11 @@ def advance(
     n: int,
     hw: tuple[int, int],
     unroll: int = 1,
-) -> State:
-    """Steps ``first .. first + n - 1`` of one filter (``n`` static, ``first`` may be traced)."""
+) -> tuple[State, jax.Array]:
+    """Steps ``first .. first + n - 1`` of one filter (``n`` static, ``first`` may be traced):
+    the new state and the objective before each step, ``(n,)`` float32. The values are returned,
+    not kept in the state, so no compiled program's shapes depend on the recipe's step count: runs
+    that differ only in ``steps`` share their programs (and the persistent compilation cache)."""
     opt = recipe.optimizer.build()
     redirect_steps = recipe.redirect_relu
 
@@ -186,17 +187,15 @@ def advance(
             State(
                 new,
                 opt_state,
-                s.trace.at[i].set(value),
                 jnp.where(i == 0, zero, s.zero_start_grad),
                 s.nonfinite | ~finite,
             ),
-            None,
+            value,
         )
 
     steps = first + jnp.arange(n)
     ut, um = draws(recipe, key, steps, hw)
-    state, _ = lax.scan(step, state, (steps, ut, um), unroll=unroll)
-    return state
+    return lax.scan(step, state, (steps, ut, um), unroll=unroll)
 
 
 def finish(
@@ -207,18 +206,20 @@ def finish(
     f: jax.Array,
     key: jax.Array,
     hw: tuple[int, int],
+    last: jax.Array | int,
 ) -> dict[str, jax.Array]:
-    """The results of one filter: ``raw (K, H, W, 3)`` float32 RGB 0-255, ``images (K, H, W, 3)``
-    uint8, ``objective (steps + 1,)`` (the last value at step ``steps``' randomness, redirect off),
-    ``zero_start_grad`` and ``nonfinite`` (0-d bools)."""
-    steps = recipe.steps
-    ut, _ = draws(recipe, key, jnp.asarray([steps]), hw)
+    """The results of one filter after ``last`` steps (``recipe.steps``; may be traced):
+    ``raw (K, H, W, 3)`` float32 RGB 0-255, ``images (K, H, W, 3)`` uint8, ``final`` (the
+    objective of the final images at step ``last``'s randomness, redirect off: the last entry of
+    the objective trace whose others :func:`advance` returns), ``zero_start_grad`` and
+    ``nonfinite`` (0-d bools)."""
+    ut, _ = draws(recipe, key, jnp.reshape(jnp.asarray(last, jnp.int32), (1,)), hw)
     final = _evaluate(recipe, objective, net, state.params, f, ut[0], hw, None)
     rgb = jax.vmap(lambda p: recipe.param.to_rgb(p, hw))(state.params)
     return {
         "raw": rgb,
         "images": jax.vmap(lambda x: display(recipe, x))(rgb),
-        "objective": state.trace.at[steps].set(final),
+        "final": final,
         "zero_start_grad": state.zero_start_grad,
         "nonfinite": state.nonfinite | ~jnp.isfinite(final),
     }
