@@ -116,7 +116,7 @@ def aot_compile_seconds(
     state = jax.eval_shape(program.init, params, start, filters, seed)
     for fn in program.advance.values():
         fn.lower(params, start, filters, seed, state, np.int32(0)).compile()
-    program.finish.lower(params, start, filters, seed, state).compile()
+    program.finish.lower(params, start, filters, seed, state, np.int32(0)).compile()
     return {
         "compile_s": time.perf_counter() - t,
         "plan": [list(p) for p in program.plan[:3]] + (["..."] if len(program.plan) > 3 else []),
