@@ -22,7 +22,7 @@ LAYERS = {
     },
     2: {
         *("models.network", "models.vgg", "models.alexnet", "models", "models.keras_weights"),
-        "models.generic",
+        *("models.generic", "models.rewrite"),
         *("engine.execution", "engine.objectives", "engine.param"),
     },
     3: {

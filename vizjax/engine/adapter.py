@@ -14,7 +14,9 @@ what the engine asks of a network:
 
 :class:`Table` keeps the table networks' fast paths: the one-channel target convolution
 (``channel=``), Winograd F(2x2, 3x3) and Lucid's redirected ReLU. :class:`Generic` computes the
-requested layers whole and the objective picks the channel; it has no redirected ReLU (the
+requested layers whole and the objective picks the channel; its program is rewritten
+(:mod:`vizjax.models.rewrite`) so that its 3x3 convolutions take Winograd where the built-ins do
+and its non-overlapping max-pools avoid select-and-scatter. It has no redirected ReLU (the
 recipe's ``redirect_relu`` is ignored there, and :func:`redirect_note` says so).
 """
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +33,7 @@ import jax.numpy as jnp
 from vizjax import models
 from vizjax.engine.execution import Execution
 from vizjax.errors import VizjaxError
+from vizjax.models import rewrite
 from vizjax.models.generic import DEFAULT_SIZE, GenericModel, check_finite, check_preprocessing
 from vizjax.models.network import IDENTITY, Network, Preprocessing, prepare_winograd
 
@@ -203,20 +206,41 @@ class Generic:
         prep = preprocessing if preprocess else IDENTITY
         dtype = jnp.dtype(execution.dtype)
         apply = self.model.apply
+        winograd = _winograd(execution, platform)
 
         def fn(params, x, outputs, channel=None, redirect=None):
+            params, kernels = params if isinstance(params, Prepared) else (params, None)
             x = prep(x.astype(jnp.float32)).astype(dtype)
             if dtype != jnp.float32:
-                params = jax.tree.map(
+                params, kernels = jax.tree.map(
                     lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating) else p,
-                    params,
+                    (params, kernels),
                 )
-            return apply(params, x, tuple(outputs))
+            layers = tuple(outputs)
+            run = rewrite.rewritten(lambda p, y: apply(p, y, layers), conv=winograd)
+            return run(params, x, kernels=kernels)
 
         return fn
 
     def prepare(self, params: Any, deepest: int, execution: Execution, platform: str) -> Any:
-        return params
+        """The weights, plus the Winograd transforms of their 3x3 kernels where the run's
+        convolutions take Winograd (:func:`vizjax.models.rewrite.winograd_kernels`)."""
+        if not _winograd(execution, platform):
+            return params
+        return Prepared(params, rewrite.winograd_kernels(params))
+
+
+class Prepared(NamedTuple):
+    """A generic model's weights as its compiled program takes them (:meth:`Generic.prepare`)."""
+
+    params: Any
+    kernels: rewrite.Kernels
+
+
+def _winograd(execution: Execution, platform: str) -> bool:
+    """Whether a run's 3x3 convolutions take Winograd: ``conv="winograd"``, or ``"auto"`` on CPU
+    (the built-in networks' rule, :meth:`Table.winograd`)."""
+    return execution.conv == "winograd" or (execution.conv == "auto" and platform == "cpu")
 
 
 @functools.lru_cache(maxsize=64)

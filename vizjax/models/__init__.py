@@ -5,7 +5,10 @@ This package holds what a network is, apart from how pictures are made of it:
 preprocessing), :mod:`~vizjax.models.conv` (3x3 convolutions, XLA's and Winograd's),
 :mod:`~vizjax.models.vgg` and :mod:`~vizjax.models.alexnet` (the built-in tables),
 :mod:`~vizjax.models.weights` (weights on disk) and :mod:`~vizjax.models.keras_weights` (Keras
-HDF5 weight files). This module itself is the registry: ``vgg16`` (the default), ``vgg19``,
+HDF5 weight files); any other network comes as a :mod:`~vizjax.models.generic` model through
+:mod:`~vizjax.models.flax_model` or :mod:`~vizjax.models.keras_model`, and
+:mod:`~vizjax.models.rewrite` gives its program the built-ins' Winograd convolutions and
+tiling max-pools. This module itself is the registry: ``vgg16`` (the default), ``vgg19``,
 ``alexnet``.
 
 Each :class:`Model` says how to build its :class:`vizjax.models.network.Network` for given

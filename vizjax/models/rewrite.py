@@ -1,0 +1,217 @@
+"""Any model's program with the table networks' CPU-friendly convolutions and pools.
+
+The built-in networks are written with their fast kernels; a user's Flax module or Keras model
+calls ``lax.conv_general_dilated`` and ``lax.reduce_window`` like every JAX network does. This
+module traces the model's function to a jaxpr (:func:`jax.make_jaxpr`) and evaluates it again,
+equation by equation, swapping two kinds of equation for the built-in's kernels:
+
+- a 3x3, stride-1, zero-padded-by-one 2-D convolution (any layout, no dilation, no groups) goes
+  through Winograd F(2x2, 3x3), forward and backward (``conv=True``; the engine asks for it where
+  the built-ins use Winograd: ``conv="auto"`` on CPU, or ``"winograd"``). A kernel that is one of
+  the function's inputs, in HWIO layout (Flax's and Keras'), can come transformed ahead
+  (:func:`winograd_kernels`, once per run, as the built-ins' weights do): XLA does not hoist the
+  transform out of the ascent's loop, and at 512 channels it costs more than the convolution;
+- a max-pool whose windows do not overlap (window == stride, no padding, no dilation) becomes a
+  reshape and a max (:func:`pool_max`): the same values, and a gradient that avoids XLA:CPU's slow
+  select-and-scatter, as the built-ins' :func:`vizjax.models.network.max_pool2x2` does.
+
+Everything else is bound as it was. Calls (``jit`` / ``pjit`` / ``closed_call``) whose body holds
+such an equation are inlined; other higher-order equations (``custom_jvp``, ``custom_vjp``,
+``scan``, ``cond``, ``remat``) are kept whole, their insides unchanged. The result equals the
+model's own to float rounding (Winograd's; tested in tests/test_rewrite.py) and is differentiable
+like any JAX function.
+
+What it may import: :mod:`vizjax.models.conv`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.extend import core
+
+from vizjax.models.conv import conv3x3_winograd, conv3x3_winograd_prepared, winograd_pair
+
+_CALLS = frozenset({"pjit", "jit", "closed_call", "core_call"})
+_HWIO = (3, 2, 0, 1)  # ConvDimensionNumbers.rhs_spec of an HWIO kernel
+#: ``{flat leaf index: (U, U_flipped)}``: kernels transformed ahead (:func:`winograd_kernels`).
+Kernels = Mapping[int, tuple[jax.Array, jax.Array]]
+
+
+def rewritten(fn: Callable[..., Any], conv: bool = True, pool: bool = True) -> Callable[..., Any]:
+    """``fn`` (any JAX function of arrays / pytrees of arrays) with its 3x3 convolutions in
+    Winograd form (``conv``) and its non-overlapping max-pools as reshape-and-max (``pool``).
+
+    The result takes ``fn``'s arguments plus ``kernels=`` (:func:`winograd_kernels` of the first
+    argument's leaves, or None: transformed in every call)."""
+    if not (conv or pool):
+        return lambda *args, kernels=None: fn(*args)
+
+    def wrapped(*args: Any, kernels: Kernels | None = None) -> Any:
+        closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+        flat = jax.tree.leaves(args)
+        origin = dict(zip(closed.jaxpr.invars, range(len(flat)), strict=True))
+        rw = _Rewrite(conv, pool, kernels or {})
+        out = rw.eval(closed.jaxpr, closed.consts, flat, origin)
+        return jax.tree.unflatten(jax.tree.structure(shape), out)
+
+    return wrapped
+
+
+def winograd_kernels(params: Any) -> dict[int, tuple[jax.Array, jax.Array]]:
+    """The Winograd transforms ``(U, U_flipped)`` of every leaf of ``params`` shaped like a 3x3 HWIO
+    kernel (``(3, 3, Cin, Cout)``, floating), by flat leaf index: :func:`rewritten`'s ``kernels``.
+    A leaf of that shape that is no convolution's kernel is transformed for nothing (never used)."""
+    return {
+        i: winograd_pair(leaf)
+        for i, leaf in enumerate(jax.tree.leaves(params))
+        if leaf.ndim == 4 and leaf.shape[:2] == (3, 3) and jnp.issubdtype(leaf.dtype, jnp.floating)
+    }
+
+
+def count(fn: Callable[..., Any], *args: Any) -> dict[str, int]:
+    """How many equations of ``fn(*args)``'s program :func:`rewritten` would swap:
+    ``{"conv": n, "pool": m}`` (for tests and ``vizjax layers``)."""
+    closed = jax.make_jaxpr(fn)(*args)
+    found = {"conv": 0, "pool": 0}
+
+    def walk(jaxpr: core.Jaxpr) -> None:
+        for eqn in jaxpr.eqns:
+            kind = _kind(eqn, True, True)
+            if kind:
+                found[kind] += 1
+            elif eqn.primitive.name in _CALLS:
+                walk(eqn.params["jaxpr"].jaxpr)
+
+    walk(closed.jaxpr)
+    return found
+
+
+def _kind(eqn: core.JaxprEqn, conv: bool, pool: bool) -> str | None:
+    """``"conv"`` / ``"pool"`` where the equation is one this module swaps, else None."""
+    name = eqn.primitive.name
+    if conv and name == "conv_general_dilated" and _winograd_conv(eqn):
+        return "conv"
+    if pool and name == "reduce_window_max" and _tiling_pool(eqn):
+        return "pool"
+    return None
+
+
+def _winograd_conv(eqn: core.JaxprEqn) -> bool:
+    p = eqn.params
+    x, k = (v.aval for v in eqn.invars)
+    dn = p["dimension_numbers"]
+    if len(x.shape) != 4 or x.dtype != k.dtype or not jnp.issubdtype(x.dtype, jnp.floating):
+        return False
+    kh, kw = (k.shape[d] for d in dn.rhs_spec[2:])
+    return (
+        (kh, kw) == (3, 3)
+        and tuple(p["window_strides"]) == (1, 1)
+        and tuple(map(tuple, p["padding"])) == ((1, 1), (1, 1))
+        and tuple(p["lhs_dilation"]) == (1, 1)
+        and tuple(p["rhs_dilation"]) == (1, 1)
+        and p["feature_group_count"] == 1
+        and p["batch_group_count"] == 1
+        and p["preferred_element_type"] in (None, x.dtype)
+    )
+
+
+def _tiling_pool(eqn: core.JaxprEqn) -> bool:
+    p = eqn.params
+    return (
+        tuple(p["window_dimensions"]) == tuple(p["window_strides"])
+        and all(tuple(q) == (0, 0) for q in p["padding"])
+        and all(d == 1 for d in p["base_dilation"])
+        and all(d == 1 for d in p["window_dilation"])
+        and any(w > 1 for w in p["window_dimensions"])
+    )
+
+
+def conv_any_layout(
+    x: jax.Array, kernel: jax.Array, dn: Any, prepared: tuple[jax.Array, jax.Array] | None = None
+) -> jax.Array:
+    """The Winograd 3x3 'SAME' convolution in the layout ``dn`` (``ConvDimensionNumbers``);
+    ``prepared``: the kernel's ``(U, U_flipped)`` (HWIO kernels only), else transformed here."""
+    lhs, rhs, out = dn.lhs_spec, dn.rhs_spec, dn.out_spec
+    x = jnp.transpose(x, (lhs[0], lhs[2], lhs[3], lhs[1]))  # NHWC
+    if prepared is not None and tuple(rhs) == _HWIO:
+        y = conv3x3_winograd_prepared(x, *prepared)
+    else:
+        kernel = jnp.transpose(kernel, (rhs[2], rhs[3], rhs[1], rhs[0]))  # HWIO
+        y = conv3x3_winograd(x, kernel)  # NHWC
+    inverse = [0] * 4
+    for axis, source in zip(out, (0, 3, 1, 2), strict=True):
+        inverse[axis] = source
+    return jnp.transpose(y, inverse)
+
+
+def pool_max(x: jax.Array, window: Sequence[int]) -> jax.Array:
+    """VALID max over non-overlapping windows (window == stride per axis): trailing elements that
+    fill no window are dropped, as ``reduce_window`` does; reshape and max, no select-and-scatter."""
+    x = x[tuple(slice(0, s // w * w) for s, w in zip(x.shape, window, strict=True))]
+    shape: list[int] = []
+    for s, w in zip(x.shape, window, strict=True):
+        shape += [s // w, w]
+    return jnp.max(x.reshape(shape), axis=tuple(range(1, 2 * x.ndim, 2)))
+
+
+def _has_work(jaxpr: core.Jaxpr, conv: bool, pool: bool) -> bool:
+    return any(
+        _kind(e, conv, pool)
+        or (e.primitive.name in _CALLS and _has_work(e.params["jaxpr"].jaxpr, conv, pool))
+        for e in jaxpr.eqns
+    )
+
+
+class _Rewrite:
+    """The evaluation of a jaxpr with the swaps; ``origin`` maps the variables that are the
+    wrapped function's inputs to their flat index (followed into inlined calls), so that a
+    convolution whose kernel is an input uses its transform from ``kernels``."""
+
+    def __init__(self, conv: bool, pool: bool, kernels: Kernels) -> None:
+        self.conv, self.pool, self.kernels = conv, pool, kernels
+
+    def eval(
+        self, jaxpr: core.Jaxpr, consts: Sequence[Any], args: Sequence[Any], origin: dict[Any, int]
+    ) -> list[Any]:
+        env: dict[Any, Any] = {}
+
+        def read(v: Any) -> Any:
+            return v.val if isinstance(v, core.Literal) else env[v]
+
+        for v, x in zip(jaxpr.constvars, consts, strict=True):
+            env[v] = x
+        for v, x in zip(jaxpr.invars, args, strict=True):
+            env[v] = x
+        for eqn in jaxpr.eqns:
+            ins = [read(v) for v in eqn.invars]
+            kind = _kind(eqn, self.conv, self.pool)
+            if kind == "conv":
+                k = eqn.invars[1]
+                ready = None if isinstance(k, core.Literal) else self.kernels.get(origin.get(k, -1))
+                outs = [conv_any_layout(*ins, eqn.params["dimension_numbers"], ready)]
+            elif kind == "pool":
+                outs = [pool_max(ins[0], eqn.params["window_dimensions"])]
+            elif eqn.primitive.name in _CALLS and _has_work(
+                eqn.params["jaxpr"].jaxpr, self.conv, self.pool
+            ):
+                sub = eqn.params["jaxpr"]
+                inner = {
+                    w: origin[v]
+                    for w, v in zip(sub.jaxpr.invars, eqn.invars, strict=True)
+                    if not isinstance(v, core.Literal) and v in origin
+                }
+                outs = self.eval(sub.jaxpr, sub.consts, ins, inner)
+            else:
+                bound = eqn.primitive.get_bind_params(eqn.params)  # (subfuns, params) before 0.7
+                subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
+                with eqn.ctx.manager:
+                    res = eqn.primitive.bind(*subfuns, *ins, **params)
+                outs = list(res) if eqn.primitive.multiple_results else [res]
+            for v, x in zip(eqn.outvars, outs, strict=True):
+                if not isinstance(v, core.DropVar):
+                    env[v] = x
+        return [read(v) for v in jaxpr.outvars]
