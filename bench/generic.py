@@ -11,8 +11,9 @@ Two ways to run the same network on the same work:
 
 Each (layer, recipe) is timed the way ``vizjax atlas --plan`` times a layer
 (:func:`vizjax.plan.time_layer`: the chunk a run would use, a first segment to warm up, a second
-one timed), so ``ms/filter-step`` = a step of one chunk / the chunk. The goal: generic within
-1.3x of the built-in. Defaults: block3_conv3 and block5_conv1, classic and the default recipe
+one timed), so ``ms/filter-step`` = a step of one chunk / the chunk; each three times, the ways
+interleaved, and the median shown (one segment is a second or less: single timings on a shared
+VM jumped by 2x). The goal: generic within 1.3x of the built-in. Defaults: block3_conv3 and block5_conv1, classic and the default recipe
 (lucent), 128 px, 64 filters.
 
     .venv/bin/python -m bench.generic                 # the measurement (quiet machine, ~10 min CPU)
@@ -52,13 +53,15 @@ class Settings:
     widths: tuple[int, ...] | None = None
     #: Also time the built-in with XLA's convolution (no Winograd): a third column.
     builtin_xla: bool = False
+    #: Timings of each (layer, recipe, way), interleaved; the table shows their median.
+    repeats: int = 3
 
     def replace(self, **kw: Any) -> Settings:
         return dataclasses.replace(self, **kw)
 
 
 FULL = Settings()
-TINY = FULL.replace(layers=("block2_conv1",), size=32, filters=4, widths=(4, 4, 8, 8, 8))
+TINY = FULL.replace(layers=("block2_conv1",), size=32, filters=4, widths=(4, 4, 8, 8, 8), repeats=1)
 
 
 def weights_of(s: Settings) -> Any:
@@ -108,8 +111,14 @@ def run(s: Settings, log: Log) -> list[dict[str, Any]]:
     for layer in s.layers:
         for name in s.recipes:
             recipe = recipe_of(name, s)
+            times: dict[str, list[dict[str, Any]]] = {way: [] for way in ways}
+            for _ in range(s.repeats):  # the ways interleaved, so drift hits them alike
+                for way, (w, ex) in ways.items():
+                    times[way].append(time_one(w, layer, recipe, s, ex))
             got = {}
-            for way, (w, ex) in ways.items():
+            for way, ts in times.items():
+                ms = sorted(t["ms_per_filter_step"] for t in ts)
+                median = next(t for t in ts if t["ms_per_filter_step"] == ms[len(ms) // 2])
                 got[way] = log.emit(
                     {
                         "table": "generic",
@@ -118,7 +127,8 @@ def run(s: Settings, log: Log) -> list[dict[str, Any]]:
                         "way": way,
                         "size": s.size,
                         "filters": s.filters,
-                        **time_one(w, layer, recipe, s, ex),
+                        **median,
+                        "repeats_ms_per_filter_step": ms,
                     }
                 )
             ratio = got["generic"]["ms_per_filter_step"] / got["builtin"]["ms_per_filter_step"]
@@ -155,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--builtin-xla", action="store_true", help="also the built-in without Winograd (--conv xla)"
     )
+    p.add_argument("--repeats", type=int, help="timings per cell, median shown (default 3)")
     p.add_argument("--out", help="JSON lines file (default bench/results/<device>-<date>.jsonl)")
     return p
 
@@ -172,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = s.replace(filters=args.filters)
     if args.builtin_xla:
         s = s.replace(builtin_xla=True)
+    if args.repeats:
+        s = s.replace(repeats=args.repeats)
     info = machine_info(argv)
     out = Path(args.out) if args.out else results_path(info)
     log = Log(out, info)

@@ -17,12 +17,14 @@ from vizjax.models.rewrite import count, pool_max, rewritten, winograd_kernels
 
 
 class _Net(nn.Module):
-    """3x3 convolutions, a 2x2 and a 3x3 tiling pool, a 5x5 and a strided conv, an overlapping pool."""
+    """A full-resolution 3x3 stem, a 2x2 pool, two 3x3 convolutions, a 3x3 tiling pool, a 5x5 and a
+    strided conv, an overlapping pool."""
 
     @nn.compact
     def __call__(self, x):
         x = nn.relu(nn.Conv(8, (3, 3))(x))
         x = nn.max_pool(x, (2, 2), (2, 2))
+        x = nn.relu(nn.Conv(8, (3, 3))(x))
         x = nn.relu(nn.Conv(16, (3, 3), use_bias=False)(x))
         x = nn.max_pool(x, (3, 3), (3, 3))
         x = nn.Conv(8, (5, 5))(x)
@@ -44,8 +46,8 @@ def _close(a, b, rtol=1e-5):
 
 def test_only_the_rewritable_equations_are_counted():
     f, v, x = _net()
-    # two 3x3 stride-1 convolutions, two tiling pools; the 5x5, the strided 3x3 and the
-    # overlapping padded pool stay as they are.
+    # two 3x3 stride-1 convolutions below full resolution, two tiling pools; the stem (full
+    # resolution, as VGG's block 1), the 5x5, the strided 3x3 and the overlapping pool stay.
     assert count(f, v, x) == {"conv": 2, "pool": 2}
 
 
@@ -68,6 +70,16 @@ def test_under_vmap_as_the_engine_calls_it():
     _close(f(v, x), per_image)
 
 
+def _with_a_larger_conv(fn, x, k):
+    """``fn(x, k)`` in a program that also convolves a 2x larger input (discarded): the full
+    resolution is elsewhere, so ``fn``'s convolution is a candidate."""
+    big = jnp.zeros((x.shape[0], *(2 * n for n in x.shape[1:3]), x.shape[3]), x.dtype)
+    dn = ("NHWC", "HWIO", "NHWC")
+    stem = lax.conv_general_dilated(big, jnp.ones((3, 3, x.shape[3], 1)), (1, 1), "SAME",
+                                    dimension_numbers=dn)  # fmt: skip
+    return fn(x, k) + 0 * jnp.sum(stem)
+
+
 @pytest.mark.parametrize("layout", [("NCHW", "OIHW", "NCHW"), ("NHWC", "OIHW", "NCHW")])
 def test_any_conv_layout(layout):
     x = jax.random.normal(jax.random.key(0), (2, 4, 9, 10))
@@ -78,8 +90,19 @@ def test_any_conv_layout(layout):
     def conv(x, k):
         return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=layout)
 
-    assert count(conv, x, k)["conv"] == 1
-    _close(conv(x, k), rewritten(conv)(x, k))
+    assert count(conv, x, k)["conv"] == 0  # alone, it is the full resolution
+    if layout[0] == "NHWC":
+        assert count(lambda x, k: _with_a_larger_conv(conv, x, k), x, k)["conv"] == 1
+        fn = rewritten(lambda x, k: _with_a_larger_conv(conv, x, k))
+        _close(conv(x, k), fn(x, k))
+    else:
+        big = jnp.zeros((2, 4, 20, 20))
+
+        def two(x, k):
+            return conv(x, k) + 0 * jnp.sum(conv(big, k))
+
+        assert count(two, x, k)["conv"] == 1
+        _close(conv(x, k), rewritten(two)(x, k))
 
 
 def test_dilated_grouped_and_unpadded_convs_are_left_alone():
@@ -99,21 +122,45 @@ def test_dilated_grouped_and_unpadded_convs_are_left_alone():
         return lax.conv_general_dilated(x, k.repeat(2, 2), (1, 1), "VALID", dimension_numbers=dn)
 
     for fn in (grouped, dilated, valid):
-        assert count(fn, x) == {"conv": 0, "pool": 0}
-        np.testing.assert_array_equal(fn(x), rewritten(fn)(x))
+        # below full resolution (a larger convolution elsewhere), yet not 3x3 / stride 1 / pad 1
+        def program(x, fn=fn):
+            return _with_a_larger_conv(lambda y, _: fn(y), x, None)
+
+        assert count(program, x) == {"conv": 0, "pool": 0}
+        np.testing.assert_array_equal(program(x), rewritten(program)(x))
 
 
 def test_calls_are_inlined_where_they_hold_a_rewrite():
     k = jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
-    inner = jax.jit(lambda x: jax.nn.relu(lax.conv_general_dilated(
-        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))))  # fmt: skip
+    dn = ("NHWC", "HWIO", "NHWC")
+    inner = jax.jit(lambda x: jax.nn.relu(lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                                   dimension_numbers=dn)))  # fmt: skip
 
-    def outer(x):
-        return inner(inner(x)) + jax.jit(jnp.sin)(x)
+    def outer(x):  # the stem at 16x16 (kept), then 8x8 twice through a jitted call (swapped)
+        y = inner(x).reshape(1, 8, 2, 8, 2, 4).mean(axis=(2, 4))
+        return inner(inner(y)) + jax.jit(jnp.sin)(y)
 
-    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4))
+    x = jax.random.normal(jax.random.key(0), (1, 16, 16, 4))
     assert count(outer, x)["conv"] == 2
     _close(outer(x), rewritten(outer)(x))
+
+
+def test_full_resolution_convolutions_stay_xlas():
+    """As the built-ins' block 1: a program whose 3x3 convolutions all see the input's size has
+    nothing to swap."""
+    k = jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
+
+    def same_size(x):
+        y = lax.conv_general_dilated(
+            x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return lax.conv_general_dilated(
+            y, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 4))
+    assert count(same_size, x) == {"conv": 0, "pool": 0}
+    np.testing.assert_array_equal(same_size(x), rewritten(same_size)(x))
 
 
 def test_pool_max_drops_what_fills_no_window():
@@ -152,7 +199,8 @@ def test_kernels_transformed_ahead_give_the_same_values_and_gradients():
     f, v, x = _net()
     kernels = winograd_kernels(v)
     shapes = [leaf.shape for leaf in jax.tree.leaves(v)]
-    assert sorted(shapes[i] for i in kernels) == [(3, 3, 3, 8), (3, 3, 8, 8), (3, 3, 8, 16)]
+    want = [(3, 3, 3, 8), (3, 3, 8, 8), (3, 3, 8, 8), (3, 3, 8, 16)]
+    assert sorted(shapes[i] for i in kernels) == want
     g = rewritten(f)
     r = jax.random.normal(jax.random.key(2), f(v, x).shape)
     for ks in (None, kernels):

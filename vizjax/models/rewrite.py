@@ -5,8 +5,9 @@ calls ``lax.conv_general_dilated`` and ``lax.reduce_window`` like every JAX netw
 module traces the model's function to a jaxpr (:func:`jax.make_jaxpr`) and evaluates it again,
 equation by equation, swapping two kinds of equation for the built-in's kernels:
 
-- a 3x3, stride-1, zero-padded-by-one 2-D convolution (any layout, no dilation, no groups) goes
-  through Winograd F(2x2, 3x3), forward and backward (``conv=True``; the engine asks for it where
+- a 3x3, stride-1, zero-padded-by-one 2-D convolution (any layout, no dilation, no groups) below
+  the program's full resolution (the built-ins' rule: after the first downsampling) goes through
+  Winograd F(2x2, 3x3), forward and backward (``conv=True``; the engine asks for it where
   the built-ins use Winograd: ``conv="auto"`` on CPU, or ``"winograd"``). A kernel that is one of
   the function's inputs, in HWIO layout (Flax's and Keras'), can come transformed ahead
   (:func:`winograd_kernels`, once per run, as the built-ins' weights do): XLA does not hoist the
@@ -26,11 +27,13 @@ What it may import: :mod:`vizjax.models.conv`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend import core
 
 from vizjax.models.conv import conv3x3_winograd, conv3x3_winograd_prepared, winograd_pair
@@ -54,7 +57,7 @@ def rewritten(fn: Callable[..., Any], conv: bool = True, pool: bool = True) -> C
         closed, shape = jax.make_jaxpr(fn, return_shape=True)(*args)
         flat = jax.tree.leaves(args)
         origin = dict(zip(closed.jaxpr.invars, range(len(flat)), strict=True))
-        rw = _Rewrite(conv, pool, kernels or {})
+        rw = _Rewrite(_Swaps.of(closed.jaxpr, conv, pool), kernels or {})
         out = rw.eval(closed.jaxpr, closed.consts, flat, origin)
         return jax.tree.unflatten(jax.tree.structure(shape), out)
 
@@ -76,28 +79,57 @@ def count(fn: Callable[..., Any], *args: Any) -> dict[str, int]:
     """How many equations of ``fn(*args)``'s program :func:`rewritten` would swap:
     ``{"conv": n, "pool": m}`` (for tests and ``vizjax layers``)."""
     closed = jax.make_jaxpr(fn)(*args)
+    swaps = _Swaps.of(closed.jaxpr, True, True)
     found = {"conv": 0, "pool": 0}
-
-    def walk(jaxpr: core.Jaxpr) -> None:
-        for eqn in jaxpr.eqns:
-            kind = _kind(eqn, True, True)
-            if kind:
-                found[kind] += 1
-            elif eqn.primitive.name in _CALLS:
-                walk(eqn.params["jaxpr"].jaxpr)
-
-    walk(closed.jaxpr)
+    for eqn in _equations(closed.jaxpr):
+        kind = swaps.kind(eqn)
+        if kind:
+            found[kind] += 1
     return found
 
 
-def _kind(eqn: core.JaxprEqn, conv: bool, pool: bool) -> str | None:
-    """``"conv"`` / ``"pool"`` where the equation is one this module swaps, else None."""
-    name = eqn.primitive.name
-    if conv and name == "conv_general_dilated" and _winograd_conv(eqn):
-        return "conv"
-    if pool and name == "reduce_window_max" and _tiling_pool(eqn):
-        return "pool"
-    return None
+def _equations(jaxpr: core.Jaxpr) -> Iterator[core.JaxprEqn]:
+    """The equations of ``jaxpr`` and, in place of each call, of its body (what gets inlined)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in _CALLS:
+            yield from _equations(eqn.params["jaxpr"].jaxpr)
+        else:
+            yield eqn
+
+
+def _area(eqn: core.JaxprEqn) -> int:
+    """The spatial size (H * W) of a 2-D convolution's input."""
+    x = eqn.invars[0].aval
+    return int(np.prod([x.shape[d] for d in eqn.params["dimension_numbers"].lhs_spec[2:]]))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Swaps:
+    """Which equations to swap. Convolutions at the program's full resolution (the largest input
+    area of its convolutions: VGG's block 1, with 3 and 64 channels) stay XLA's: the built-ins'
+    rule (:attr:`vizjax.models.network.Network.winograd_layers`), where XLA measured faster."""
+
+    conv: bool
+    pool: bool
+    full_area: int
+
+    @classmethod
+    def of(cls, jaxpr: core.Jaxpr, conv: bool, pool: bool) -> _Swaps:
+        areas = [_area(e) for e in _equations(jaxpr) if e.primitive.name == "conv_general_dilated"
+                 and len(e.invars[0].aval.shape) == 4]  # fmt: skip
+        return cls(conv, pool, max(areas, default=0))
+
+    def kind(self, eqn: core.JaxprEqn) -> str | None:
+        """``"conv"`` / ``"pool"`` where the equation is one to swap, else None."""
+        name = eqn.primitive.name
+        if self.conv and name == "conv_general_dilated" and _winograd_conv(eqn):
+            return "conv" if _area(eqn) < self.full_area else None
+        if self.pool and name == "reduce_window_max" and _tiling_pool(eqn):
+            return "pool"
+        return None
+
+    def any_in(self, jaxpr: core.Jaxpr) -> bool:
+        return any(self.kind(e) for e in _equations(jaxpr))
 
 
 def _winograd_conv(eqn: core.JaxprEqn) -> bool:
@@ -158,21 +190,13 @@ def pool_max(x: jax.Array, window: Sequence[int]) -> jax.Array:
     return jnp.max(x.reshape(shape), axis=tuple(range(1, 2 * x.ndim, 2)))
 
 
-def _has_work(jaxpr: core.Jaxpr, conv: bool, pool: bool) -> bool:
-    return any(
-        _kind(e, conv, pool)
-        or (e.primitive.name in _CALLS and _has_work(e.params["jaxpr"].jaxpr, conv, pool))
-        for e in jaxpr.eqns
-    )
-
-
 class _Rewrite:
     """The evaluation of a jaxpr with the swaps; ``origin`` maps the variables that are the
     wrapped function's inputs to their flat index (followed into inlined calls), so that a
     convolution whose kernel is an input uses its transform from ``kernels``."""
 
-    def __init__(self, conv: bool, pool: bool, kernels: Kernels) -> None:
-        self.conv, self.pool, self.kernels = conv, pool, kernels
+    def __init__(self, swaps: _Swaps, kernels: Kernels) -> None:
+        self.swaps, self.kernels = swaps, kernels
 
     def eval(
         self, jaxpr: core.Jaxpr, consts: Sequence[Any], args: Sequence[Any], origin: dict[Any, int]
@@ -188,16 +212,14 @@ class _Rewrite:
             env[v] = x
         for eqn in jaxpr.eqns:
             ins = [read(v) for v in eqn.invars]
-            kind = _kind(eqn, self.conv, self.pool)
+            kind = self.swaps.kind(eqn)
             if kind == "conv":
                 k = eqn.invars[1]
                 ready = None if isinstance(k, core.Literal) else self.kernels.get(origin.get(k, -1))
                 outs = [conv_any_layout(*ins, eqn.params["dimension_numbers"], ready)]
             elif kind == "pool":
                 outs = [pool_max(ins[0], eqn.params["window_dimensions"])]
-            elif eqn.primitive.name in _CALLS and _has_work(
-                eqn.params["jaxpr"].jaxpr, self.conv, self.pool
-            ):
+            elif eqn.primitive.name in _CALLS and self.swaps.any_in(eqn.params["jaxpr"].jaxpr):
                 sub = eqn.params["jaxpr"]
                 inner = {
                     w: origin[v]
