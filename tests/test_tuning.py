@@ -173,9 +173,9 @@ def test_precedence_flags_then_table_then_rule(tmp_path):
     assert (ex.conv, ex.batch, ex.per_device) == ("winograd", 2, 0)
     assert d.choice == Choice("winograd", 2, "float32")
     assert d.source == {"conv": "flag", "per_device": "flag", "dtype": "flag"}
-    assert tuning.origin(d.to_json()) == "flags:winograd"
+    assert tuning.origin(d.to_json()) == "flag:winograd"
     ex, d = _decide(table, never, execution=Execution(conv="winograd"))
-    assert tuning.origin(d.to_json()) == "table+flags:winograd" and ex.per_device == 4
+    assert tuning.origin(d.to_json()) == "flag/table:winograd" and ex.per_device == 4
     # No entry, a small run: the rule, and the execution left as it was.
     ex, d = _decide(Table.load(tmp_path / "empty.json", AMX), never)
     assert ex == Execution() and d.choice == Choice("winograd", 8, "float32")
@@ -276,7 +276,9 @@ def test_tune_now_measures_writes_the_table_and_records_the_decision(
     assert record["source"] == {"conv": "measured", "per_device": "measured", "dtype": "measured"}
     assert (record["conv"], record["per_device"]) == (entry["conv"], entry["per_device"])
     assert record["key"] == key and record["ms_per_filter_step"] == entry["ms_per_filter_step"]
-    # The plan (auto) reads the table: nothing measured, the column says so.
+    # The plan (auto) reads the table: nothing measured, the column says so. (The suite's
+    # VIZJAX_TUNING=0 would turn it off: --tune wins over it.)
+    args += ["--tune", "auto"]
     assert main([*args, "--plan", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["layers"][0]["tuning"]["source"]["conv"] == "table"
@@ -285,7 +287,7 @@ def test_tune_now_measures_writes_the_table_and_records_the_decision(
     assert text.splitlines()[1].split()[-1] == "tuned"
     assert f"table:{entry['conv']}" in text
     # A resumed run with another layer, tuning off: both layers' decisions in the atlas.
-    more = [a if a != "block2_conv1" else "block1_conv1" for a in args]
+    more = [a if a != "block2_conv1" else "block1_conv1" for a in args[:-2]]
     assert main([*more, "--tune", "off"]) == 0
     capsys.readouterr()
     with open_atlas(out) as a:

@@ -215,13 +215,11 @@ class Decision:
 
 
 def origin(record: Mapping[str, Any]) -> str:
-    """A decision's (:meth:`Decision.to_json`) origin in a word or two, for a plan's column:
-    ``measured``, ``table`` or ``rule`` (the tuner's source), ``+flags`` where a setting came
-    from the command line, ``flags`` where all did; then ``:`` and the convolution."""
-    sources = [s for s in record["source"].values() if s != "flag"]
-    word = sources[0] if sources else "flags"
-    word += "+flags" if sources and len(sources) < len(record["source"]) else ""
-    return f"{word}:{record['conv']}"
+    """Where a decision's (:meth:`Decision.to_json`) convolution and chunk came from, for a
+    plan's column: ``table:xla``, ``measured:winograd``, ``rule:winograd``, ``flag:xla``, or two
+    sources joined (``flag/table:winograd``: ``--conv`` given, the chunk from the table)."""
+    words = dict.fromkeys(record["source"][k] for k in ("conv", "per_device"))
+    return f"{'/'.join(words)}:{record['conv']}"
 
 
 def entry_key(
