@@ -142,6 +142,16 @@ def test_a_damaged_table_is_ignored_with_one_line_and_rewritten(tmp_path, conten
 DEFAULT = Execution()
 
 
+def test_a_table_that_cannot_be_written_costs_one_line_not_the_run(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    table = Table.load(tmp_path / "file" / "tuning.json", HERE)
+    m = fake({"winograd/8/float32": 5.0, "xla/8/float32": 2.0, "xla/4/float32": 7.0})
+    ex, d = _decide(table, m, tune="now")
+    assert ex.conv == "xla" and d.source["conv"] == "measured"
+    read, write = capsys.readouterr().err.splitlines()  # its folder is a file: read, then write
+    assert "cannot be read" in read and write.startswith("vizjax: cannot write the tuning table ")
+
+
 def _decide(table, measure, *, tune="auto", execution=DEFAULT, filters=8, **kw):
     recipe = preset("classic").replace(size=(32, 32), steps=8)
     return tuning.decide(

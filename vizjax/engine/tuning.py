@@ -442,7 +442,13 @@ def decide(
             # From float32 whatever this run's dtype: the table holds the unconstrained best.
             start = rule.replace(dtype="float32")
             chosen, timings = search(start, measure, convs=convs, per_devices=nearby, bfloat16=bf16)
-            table.record(key, chosen, timings)
+            try:
+                table.record(key, chosen, timings)
+            except OSError as e:  # never fatal: this run still uses what it measured
+                _say(
+                    f"vizjax: cannot write the tuning table {table.path} ({e.strerror or e}); "
+                    "the decision is used by this run only"
+                )
             where = "measured"
         elif kept is not None:
             chosen, where = kept, "table"
