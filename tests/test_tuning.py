@@ -148,8 +148,9 @@ def test_a_table_that_cannot_be_written_costs_one_line_not_the_run(tmp_path, cap
     m = fake({"winograd/8/float32": 5.0, "xla/8/float32": 2.0, "xla/4/float32": 7.0})
     ex, d = _decide(table, m, tune="now")
     assert ex.conv == "xla" and d.source["conv"] == "measured"
-    read, write = capsys.readouterr().err.splitlines()  # its folder is a file: read, then write
-    assert "cannot be read" in read and write.startswith("vizjax: cannot write the tuning table ")
+    read, note, write = capsys.readouterr().err.splitlines()  # its folder is a file
+    assert "cannot be read" in read and note.startswith("vizjax: tuning block2_conv1 for this CPU")
+    assert write.startswith("vizjax: cannot write the tuning table ")
 
 
 def _decide(table, measure, *, tune="auto", execution=DEFAULT, filters=8, **kw):
@@ -273,7 +274,8 @@ def test_tune_now_measures_writes_the_table_and_records_the_decision(
     args += ["--recipe", "classic", "--steps", "8", "--out", str(out), "--quiet"]
     args += tiny_network.ARGS
     assert main([*args, "--tune", "now", "--json"]) == 0
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    assert err.count("vizjax: tuning block2_conv1 for this CPU: timing up to 3 candidates") == 1
     ((key, entry),) = Table.load(path).entries().items()
     assert key.startswith("vgg16:8.8.16.16.16/block2_conv1/32x32/classic-")
     # The rule (8 per device at 32 px, Winograd), the other convolution, half the chunk: three.

@@ -439,6 +439,10 @@ def decide(
             tune == "now" or (kept is None and pays_off(layer, filters, recipe, network, compiles))
         ):
             convs = ["winograd", "xla"] if fast else [rule.conv]
+            _say(
+                f"vizjax: tuning {layer} for this CPU: timing up to {compiles} candidates, "
+                f"kept in {table.path} (--tune off skips it)"
+            )
             # From float32 whatever this run's dtype: the table holds the unconstrained best.
             start = rule.replace(dtype="float32")
             chosen, timings = search(start, measure, convs=convs, per_devices=nearby, bfloat16=bf16)
