@@ -15,6 +15,9 @@ The weights directory (``VIZJAX_WEIGHTS_DIR``, inherited by subprocesses too) is
 the session: it links the real default set from the user's directory and receives the tiny
 network (tests/tiny_network.py) when the ``tiny_weights`` fixture first asks for it, so a CLI
 test selects it with ``--weights tiny-vgg16`` (``tiny_network.ARGS``).
+
+``VIZJAX_TUNING=0``: no test reads the user's tuning table or measures (tests/test_tuning.py
+turns it on where it tests it).
 """
 
 import os
@@ -38,6 +41,10 @@ os.environ["XLA_FLAGS"] = _flags.strip()
 if "PYTEST_XDIST_WORKER" in os.environ:
     # Several workers share one accelerator: none may take 75% of its memory up front.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# The tuning table (vizjax.engine.tuning) is neither read nor measured by the suite: a user's
+# table would change the chunks and convolutions the tests expect. tests/test_tuning.py passes
+# its mode explicitly, with a table of its own.
+os.environ["VIZJAX_TUNING"] = "0"
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _OWN_CACHE = tempfile.mkdtemp(prefix="vizjax-tests-jax-")

@@ -200,3 +200,19 @@ def test_generic_tiny_run_times_both_ways_and_their_ratio(tmp_path, capsys):
     want = timed["generic"]["ms_per_filter_step"] / timed["builtin"]["ms_per_filter_step"]
     assert ratio["ratio"] == pytest.approx(want)
     assert "| block2_conv1 | classic |" in capsys.readouterr().out
+
+
+def test_tuning_tiny_run_records_its_decisions_and_the_table(tmp_path, capsys):
+    from bench import tuning as bench_tuning
+    from vizjax.engine.tuning import Table
+
+    out, path = tmp_path / "r.jsonl", tmp_path / "tuning.json"
+    assert bench_tuning.main(["--tiny", "--table", str(path), "--out", str(out)]) == 0
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["table"] == "tuning" and row["layer"] == "block2_conv1" and row["size"] == 32
+    assert row["rule"] == "winograd/8/float32"  # timed first: the CPU rule at 32 px
+    assert len(row["ms_per_filter_step"]) == 3 and row["rule_over_decision"] >= 1.0
+    assert row["cpu_model"] and row["machine_key"] == Table.load(path).machine.key
+    entry = Table.load(path).entries()[row["key"]]
+    assert (entry["conv"], entry["per_device"]) == (row["conv"], row["per_device"])
+    assert "rule / decision" in capsys.readouterr().out

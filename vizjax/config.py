@@ -5,7 +5,8 @@ reader of that attribute goes through :func:`as_current` (the stored JSON, of an
 today's layout) -- :func:`read_config` (typed), :func:`identity` and :func:`differences` (may two
 runs share an atlas?) are built on it. Layouts read:
 
-* today's: ``{"recipe": {...}, "execution": {...}, "model", "weights", "layers", "filters"}``;
+* today's: ``{"recipe": {...}, "execution": {...}, "model", "weights", "layers", "filters",
+  "tuning"}``;
 * format 2 of earlier versions: the recipe without ``init``, the execution fields, ``init``,
   model, weights, layers and filters flat beside it;
 * format 1: everything flat, ``"recipe": "classic"`` (a preset name) and ``step_size``.
@@ -51,6 +52,10 @@ class RunConfig:
       preprocessing: a generic model's input preprocessing as JSON ("" for the built-in
         networks, whose weights fix it).
       layers, filters: what this run asked for (not its identity: another run may add more).
+      tuning: per layer, the execution decided for it and where each setting came from
+        (:meth:`vizjax.engine.tuning.Decision.to_json`): how fast, not what picture. A resumed
+        run adds its layers' decisions to the atlas' (:meth:`vizjax.atlas.AtlasWriter
+        .record_config`).
     """
 
     recipe: Recipe = Recipe()
@@ -61,6 +66,9 @@ class RunConfig:
     preprocessing: str = ""
     layers: tuple[str, ...] = _volatile(())
     filters: str | tuple[int, ...] = _volatile("all")
+    tuning: Mapping[str, Any] = dataclasses.field(
+        default_factory=dict, metadata={"identity": False}, hash=False
+    )
 
     def to_json(self) -> dict[str, Any]:
         """The config as stored in an atlas (JSON-ready)."""
@@ -73,6 +81,7 @@ class RunConfig:
             "preprocessing": self.preprocessing,
             "layers": list(self.layers),
             "filters": self.filters if isinstance(self.filters, str) else list(self.filters),
+            "tuning": {k: dict(v) for k, v in self.tuning.items()},
         }
 
 
@@ -131,6 +140,7 @@ def read_config(data: Mapping[str, Any]) -> RunConfig:
             preprocessing=str(cur.get("preprocessing", "")),
             layers=tuple(cur["layers"] or ()),
             filters=filters if isinstance(filters, str) else tuple(filters or ()),
+            tuning=dict(cur.get("tuning") or {}),
         )
     except (TypeError, ValueError, KeyError, VizjaxError) as e:
         raise VizjaxError(f"the atlas' config is not a run config vizjax can read ({e})") from None

@@ -14,28 +14,22 @@ divides by the rate it measures, and which this plan reports beside the timings.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from vizjax import schema
-from vizjax.engine import adapter, ascent, cost
-from vizjax.engine.chunk import auto_chunk, round_to_mesh
+from vizjax.engine import adapter, cost, tuning
 from vizjax.engine.cost import duration_text as _duration
-from vizjax.engine.execution import Execution, auto_segment, keep_freed_host_memory
 from vizjax.engine.recipe import Recipe
+from vizjax.engine.tuning import time_layer
 from vizjax.models import vgg
 from vizjax.models.generic import GenericModel
 from vizjax.models.network import Network
 from vizjax.run import Request
-
-#: Steps timed when a recipe runs as one loop over all its steps (see :func:`time_layer`).
-SAMPLE_STEPS = 8
 
 
 def atlas_bytes(
@@ -67,95 +61,17 @@ def done_in_atlas(out: str | Path, layers: Sequence[str]) -> dict[str, set[int]]
         }
 
 
-def time_layer(
-    layer: str,
-    filters: Sequence[int],
-    recipe: Recipe,
-    weights: Any,
-    execution: Execution,
-    start: np.ndarray,
-) -> dict[str, Any]:
-    """Compile ``layer``'s program for the chunk a run would use and time a step of it.
-
-    Returns ``{"chunk", "compile_s", "step_s"}``: the chunk (filters per compiled call), the
-    seconds to trace and compile every entry point the run would call (init, each segment
-    length, finish, the measures), and the seconds of one step of one chunk (a segment after a first one).
-    On an accelerator, a recipe that runs as one rolled loop over all its steps is timed on
-    :data:`SAMPLE_STEPS` steps.
-    """
-    mesh = ascent.local_mesh()
-    platform = mesh.devices.flat[0].platform
-    if platform == "cpu":
-        keep_freed_host_memory()
-    segment = execution.segment or auto_segment(recipe.steps, platform)
-    if platform != "cpu" and segment >= recipe.steps > SAMPLE_STEPS:
-        # One rolled loop over every step (accelerators): its cost per step and its compile do
-        # not depend on its length, so time a short one instead of running a chunk twice.
-        # (XLA:CPU unrolls a segment: there the real one is compiled and timed.)
-        recipe = recipe.replace(steps=SAMPLE_STEPS)
-    program = ascent.compiled_program(
-        layer, weights.preprocessing, recipe.program(), execution.program(), mesh, weights.network
-    )
-    rep = NamedSharding(mesh, PartitionSpec())
-    shard = NamedSharding(mesh, PartitionSpec("filters"))
-    t0 = time.perf_counter()
-    network, raw = adapter.resolve(weights.params)  # a generic model stands for its own params
-    params = program.prepare(jax.device_put(raw, rep))
-    x0 = jax.device_put(np.asarray(start, np.float32), rep)
-    seed = jax.device_put(np.int32(recipe.seed), rep)
-    if execution.batch == "auto":
-        chunk = auto_chunk(program, params, x0, seed, len(filters), mesh, layer, network)
-    else:
-        chunk = round_to_mesh(int(execution.batch), mesh)
-    real = np.asarray(list(filters)[:chunk], np.int32)
-    padded = ascent.padded(real, chunk)
-    fs = jax.device_put(padded, shard)
-    init = program.init.lower(params, x0, fs, seed).compile()
-    state = jax.eval_shape(program.init, params, x0, fs, seed)
-    advance = {
-        n: fn.lower(params, x0, fs, seed, state, np.int32(0)).compile()
-        for n, fn in program.advance.items()
-    }
-    program.finish.lower(params, x0, fs, seed, state, np.int32(0)).compile()
-    # The run also measures each chunk's images (vizjax.analysis.fidelity): its compile counts too.
-    out = jax.eval_shape(program.finish, params, x0, fs, seed, state, np.int32(0))
-    measure = ascent.compiled_measure(
-        layer,
-        weights.preprocessing,
-        recipe.preprocess,
-        execution.program(),
-        mesh,
-        weights.network,
-    )
-    measure.lower(params, out["raw"], out["images"], fs).compile()
-    compile_s = time.perf_counter() - t0
-    # A first segment warms up (allocations, caches); the next one is timed.
-    first, n = program.plan[0]
-    later = program.plan[1] if len(program.plan) > 1 else program.plan[0]
-    state = init(params, x0, fs, seed)
-    state, _ = jax.block_until_ready(advance[n](params, x0, fs, seed, state, np.int32(first)))
-    t = time.perf_counter()
-    jax.block_until_ready(advance[later[1]](params, x0, fs, seed, state, np.int32(later[0])))
-    step_s = (time.perf_counter() - t) / later[1]
-    ascent.compiled_program.cache_clear()  # one layer's programs at a time in memory
-    return {"chunk": chunk, "compile_s": compile_s, "step_s": step_s}
-
-
 def make_plan(req: Request) -> dict[str, Any]:
     """The plan of ``vizjax atlas`` for this checked request (see the module docstring).
 
     Returns ``{"out", "recipe", "size", "steps", "network_hw", "views", "device", "layers":
     [{"layer", "filters", "done", "todo", "chunk", "ms_per_filter_step", "compile_s",
-    "compute_s", "seconds", "work", "bytes"}], "compute_s", "compile_s", "seconds", "bytes",
-    "warning"}``; ``seconds`` = compute + compile, ``warning`` the long-run line or None.
+    "compute_s", "seconds", "work", "bytes", "tuning"}], "compute_s", "compile_s", "seconds",
+    "bytes", "warning"}``; ``seconds`` = compute + compile, ``warning`` the long-run line or None;
+    ``tuning`` the layer's execution decision (:class:`vizjax.engine.tuning.Decision`'s JSON,
+    None for a request that was not tuned), each layer timed with its own execution.
     """
-    out, layers, recipe, weights, execution = (
-        req.out,
-        req.layers,
-        req.recipe,
-        req.weights,
-        req.execution,
-    )
+    out, layers, recipe, weights = req.out, req.layers, req.recipe, req.weights
     x0, wanted = req.start, req.wanted
     done = done_in_atlas(out, layers)
     rows = []
@@ -172,9 +88,10 @@ def make_plan(req: Request) -> dict[str, Any]:
             "ms_per_filter_step": None,
             "compile_s": 0.0,
             "compute_s": 0.0,
+            "tuning": req.tuning[layer].to_json() if layer in req.tuning else None,
         }
         if todo:
-            t = time_layer(layer, todo, recipe, weights, execution, x0)
+            t = time_layer(layer, todo, recipe, weights, req.execution_of(layer), x0)
             chunks = math.ceil(len(todo) / t["chunk"])
             row.update(
                 chunk=t["chunk"],
@@ -237,6 +154,7 @@ def format_plan(plan: dict[str, Any]) -> str:
         "compile",
         "time",
         "disk",
+        "tuned",
     )
     table = [head]
     for r in plan["layers"]:
@@ -252,6 +170,7 @@ def format_plan(plan: dict[str, Any]) -> str:
                 _duration(r["compile_s"]),
                 _duration(r["compute_s"]),
                 _size(r["bytes"]),
+                tuning.origin(r["tuning"]) if r["tuning"] else "-",
             )
         )
     n = sum(r["filters"] for r in plan["layers"])
@@ -266,6 +185,7 @@ def format_plan(plan: dict[str, Any]) -> str:
             _duration(plan["compile_s"]),
             _duration(plan["compute_s"]),
             _size(plan["bytes"]),
+            "",
         )
     )
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,11 @@ import numpy as np
 from vizjax import atlas, distributed
 from vizjax.atlas.identity import check_model
 from vizjax.config import RunConfig, read_config
-from vizjax.engine import adapter, ascent, cost
+from vizjax.engine import adapter, ascent, cost, tuning
 from vizjax.engine.ahead import compile_ahead, compiles_ahead
 from vizjax.engine.execution import Execution
 from vizjax.engine.recipe import DEFAULT_SIZE, Recipe
+from vizjax.engine.tuning import Decision
 from vizjax.errors import VizjaxError
 from vizjax.interrupt import StopOnSignal
 from vizjax.models.generic import GenericModel, GenericWeights
@@ -184,6 +185,58 @@ class Request:
     weights: Weights | GenericWeights
     execution: Execution
     start: np.ndarray
+    #: Per layer, the execution decided for it and the decision (:func:`tuned`); a layer
+    #: without one runs with ``execution``.
+    executions: Mapping[str, Execution] = dataclasses.field(default_factory=dict)
+    tuning: Mapping[str, Decision] = dataclasses.field(default_factory=dict)
+
+    def execution_of(self, layer: str) -> Execution:
+        """The execution ``layer`` runs with."""
+        return self.executions.get(layer, self.execution)
+
+
+def tuned(req: Request, tune: str | None = None, *, dtype_free: bool = False) -> Request:
+    """``req`` with each layer's execution decided by the tuning table
+    (:func:`vizjax.engine.tuning.decide`: explicit settings > the table > today's rules), measured
+    here first where ``tune`` (``--tune``, else ``$VIZJAX_TUNING``, else ``auto``) says so.
+    ``dtype_free``: the dtype was not chosen (``--dtype auto`` for a new atlas), so the table
+    may choose bfloat16 on a CPU that has AMX; the run's one dtype (an atlas' identity) is then
+    bfloat16 only where every layer's decision says so. A multi-process job reads the table but
+    measures nothing (its processes would time each other's load) and keeps its dtype."""
+    mode, devices, alone = tuning.mode(tune), jax.local_devices(), jax.process_count() == 1
+    table = tuning.Table.load() if mode != "off" else None
+    executions, decisions = {}, {}
+    for layer in req.layers:
+        n = len(req.wanted[layer])
+        execution, decision = tuning.decide(
+            layer,
+            n,
+            req.recipe,
+            req.weights.network,
+            req.execution,
+            tune=mode,
+            table=table,
+            may_measure=alone,
+            measure=tuning.layer_measure(
+                layer, req.wanted[layer], req.recipe, req.weights, req.execution, req.start
+            ),
+            dtype_free=dtype_free and alone,
+            devices=len(devices),
+            platform=devices[0].platform,
+        )
+        executions[layer], decisions[layer] = execution, decision
+    run_dtype = req.execution.dtype
+    if dtype_free and alone:  # one dtype for the whole run: bfloat16 where every layer chose it
+        dtypes = {e.dtype for e in executions.values()}
+        run_dtype = "bfloat16" if dtypes == {"bfloat16"} else "float32"
+        executions = {k: e.replace(dtype=run_dtype) for k, e in executions.items()}
+        decisions = {k: d.with_dtype(run_dtype) for k, d in decisions.items()}
+    return dataclasses.replace(
+        req,
+        execution=req.execution.replace(dtype=run_dtype),
+        executions=executions,
+        tuning=decisions,
+    )
 
 
 def request(
@@ -224,8 +277,13 @@ def run_atlas(
     *,
     execution: Execution = DEFAULT_EXECUTION,
     quiet: bool = False,
+    tune: str | None = None,
 ) -> dict[str, Any]:
     """Optimize ``filters`` of every layer in ``layers`` into the atlas ``out``; resume what exists.
+
+    ``tune``: ``"auto"``, ``"now"`` or ``"off"`` (default ``$VIZJAX_TUNING``, else auto): how
+    each layer's convolution and chunk are chosen (:func:`tuned`); ``execution``'s explicit
+    settings win.
 
     In a ``jax.distributed`` job each process does its share of the filters into its own part file
     and process 0 joins the parts into ``out``. Returns a summary:
@@ -236,9 +294,8 @@ def run_atlas(
     SIGINT or SIGTERM stops the run after the chunk in flight is committed: it raises
     :class:`vizjax.errors.Interrupted` carrying the summary so far (rerun to resume).
     """
-    return run_request(
-        request(out, layers, filters, recipe, weights, execution=execution), quiet=quiet
-    )
+    req = request(out, layers, filters, recipe, weights, execution=execution)
+    return run_request(tuned(req, tune), quiet=quiet)
 
 
 def run_request(req: Request, *, quiet: bool = False) -> dict[str, Any]:
@@ -269,6 +326,7 @@ def run_request(req: Request, *, quiet: bool = False) -> dict[str, Any]:
         **identity,
         layers=layers,
         filters=req.filters,
+        tuning={layer: d.to_json() for layer, d in req.tuning.items()},
     )
     summary: dict[str, Any] = {"out": str(out), "layers": {}}
     # The next layer's programs compile in the background while a layer runs (so a multi-layer
@@ -279,6 +337,8 @@ def run_request(req: Request, *, quiet: bool = False) -> dict[str, Any]:
         compile_ahead(ahead_on) as ahead,
     ):
         with atlas.AtlasWriter(part, attrs, cfg.to_json()) as writer:
+            if req.tuning:  # this run's decisions, kept beside an earlier run's other layers
+                writer.record_config("tuning", cfg.tuning)
             # Rows for every layer first, so one bar counts the whole run (filters/s, ETA).
             todos = {}
             for layer in layers:
@@ -332,11 +392,12 @@ def run_request(req: Request, *, quiet: bool = False) -> dict[str, Any]:
             for i, layer in enumerate(layers):
                 stop.check(summary)
                 todo, s = todos[layer], summary["layers"][layer]
-                kw = {"execution": execution, "start": x0, "measure": True}
+                kw = {"execution": req.execution_of(layer), "start": x0, "measure": True}
                 later = [n for n in layers[i + 1 :] if todos[n]][:1]
                 if ahead is not None and later and not ahead.submitted(later[0]):
                     p = (weights.params, weights.preprocessing)
-                    ahead.submit(later[0], todos[later[0]], recipe, *p, **kw)
+                    then = {**kw, "execution": req.execution_of(later[0])}
+                    ahead.submit(later[0], todos[later[0]], recipe, *p, **then)
                 bar.set_description(_bar_label(layers, i))
                 if todo:
                     meter.new_layer()

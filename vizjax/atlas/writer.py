@@ -256,6 +256,17 @@ class AtlasWriter:
         return todo
 
     @_writing
+    def record_config(self, name: str, entries: Mapping[str, Any]) -> None:
+        """Merge ``entries`` into the config's ``name`` mapping (one that does not identify the
+        run, such as each layer's execution decisions, ``tuning``): an atlas resumed by another
+        run keeps the decisions of the layers that run did not compute. Durable when it returns."""
+        store = self._require_open()
+        config = json.loads(str(store.root.get("config") or "{}"))
+        config[name] = {**(config.get(name) or {}), **{k: dict(v) for k, v in entries.items()}}
+        store.root["config"] = json.dumps(config, sort_keys=True)
+        store.write_index()
+
+    @_writing
     def write_chunk(self, layer: str, rows: ChunkResult | Mapping[str, Any]) -> None:
         """Write the finished rows of ``n`` filters of ``layer``; durable when this returns.
 

@@ -193,6 +193,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from vizjax.analysis import fidelity
     from vizjax.atlas import open_atlas
 
+    if args.atlas is None:
+        return _print_tuning_table(args.json)
     photo = fidelity.photo_hf_energy()
     with open_atlas(args.atlas) as a:
         out = {
@@ -228,7 +230,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    print("config: " + json.dumps(out["config"], sort_keys=True))
+    config = {k: v for k, v in out["config"].items() if k != "tuning"}
+    print("config: " + json.dumps(config, sort_keys=True))
+    for name, t in (out["config"].get("tuning") or {}).items():
+        print(f"  {name} ran with {_decision_text(t)}")
     for name, s in out["layers"].items():
         dead = s["dead"]
         print(
@@ -240,6 +245,49 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"(cat photo {photo:.3f}); mean final activation {s['mean_final_activation']:.4g}"
             + (f"; zero gradient at start {s['zero_start_grad']}" if s["zero_start_grad"] else "")
             + (f"; NON-FINITE {s['nonfinite_filters']}" if s["nonfinite"] else "")
+        )
+    return 0
+
+
+def _decision_text(t: dict) -> str:
+    """A layer's execution decision (:meth:`vizjax.engine.tuning.Decision.to_json`) in words."""
+    s = t.get("source", {})
+    words = {"flag": "flag", "table": "tuning table", "measured": "measured", "rule": "rule"}
+    return (
+        f"conv {t.get('conv')} ({words.get(s.get('conv'), '?')}), {t.get('per_device') or 'auto'} "
+        f"filter(s) per device ({words.get(s.get('per_device'), '?')}), {t.get('dtype')} "
+        f"({words.get(s.get('dtype'), '?')})"
+    )
+
+
+def _print_tuning_table(json_out: bool) -> int:
+    """``vizjax info`` without an atlas: the tuning table's path, this machine's key and its
+    entries (vizjax.engine.tuning)."""
+    from vizjax.engine import tuning
+
+    table = tuning.Table.load()
+    entries = table.entries()
+    m = table.machine
+    if json_out:
+        out = {"path": str(table.path), "machine": m.key, "cpu": m.cpu, "entries": entries}
+        out["mode"] = tuning.mode()
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    print(
+        f"tuning table {table.path} ({'exists' if table.path.exists() else 'not written yet'}); "
+        f"this machine: {m.cpu}, jax {m.jax} (key {m.key}); tuning {tuning.mode()}"
+    )
+    others = len(table.data["machines"]) - (m.key in table.data["machines"])
+    if others:
+        print(f"  ({others} other machine(s) or jax version(s) in the file: not used here)")
+    if not entries:
+        print("  no decisions for this machine yet")
+    for key, e in sorted(entries.items()):
+        timings = e.get("ms_per_filter_step") or {}
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+        print(
+            f"  {key}: conv {e.get('conv')}, {e.get('per_device')} filter(s) per device, "
+            f"{e.get('dtype')} ({e.get('date', '?')}; ms per filter-step: {shown or '-'})"
         )
     return 0
 

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vizjax.engine.execution import DTYPES, Execution
+from vizjax.engine.execution import CONVS, DTYPES, Execution
 from vizjax.engine.recipe import DEFAULT_RECIPE, PRESETS, Recipe, apply_override, parse_size, preset
 from vizjax.errors import VizjaxError
 
@@ -116,7 +116,15 @@ def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = DEFAULT_R
         "--batch",
         type=_batch,
         default="auto",
-        help="filters per compiled chunk, or auto (largest that fits; default)",
+        help="filters per compiled chunk, or auto (default: on a CPU the tuning table's or the "
+        "CPU rule's, on accelerators the largest that fits)",
+    )
+    e.add_argument(
+        "--conv",
+        choices=list(CONVS),
+        default="auto",
+        help="convolution algorithm of the built-in networks (auto: the tuning table's on a "
+        "CPU, else winograd on CPUs and xla on accelerators)",
     )
     e.add_argument(
         "--segment",
@@ -218,6 +226,7 @@ def _dtype(args: argparse.Namespace) -> str:
 def _execution(args: argparse.Namespace) -> Execution:
     return Execution(
         dtype=_dtype(args),
+        conv=getattr(args, "conv", "auto"),
         batch=args.batch,
         segment=args.segment,
         compile_ahead=getattr(args, "compile_ahead", "auto"),
@@ -311,6 +320,10 @@ def _check_environment(args: argparse.Namespace) -> None:
         from vizjax.progress import progress_seconds
 
         progress_seconds()
+    if args.command == "atlas" and getattr(args, "tune", None) is None:
+        from vizjax.engine.tuning import mode
+
+        mode()  # VIZJAX_TUNING
 
 
 def _probe_inputs(args: argparse.Namespace) -> None:
@@ -318,6 +331,8 @@ def _probe_inputs(args: argparse.Namespace) -> None:
     crash the process on some damaged files (:mod:`vizjax.probe`)."""
     from vizjax.probe import atlas_files, check_hdf5
 
+    if args.command == "info" and args.atlas is None:
+        return
     if args.command in ("info", "grid", "gallery", "exemplars"):
         beside = getattr(args, "beside", None)  # gallery --beside: a second atlas
         check_hdf5(atlas_files(args.atlas) + (atlas_files(beside) if beside else []))
@@ -345,12 +360,13 @@ def atlas_request(args: argparse.Namespace) -> AtlasRequest:
     """``vizjax atlas``'s arguments -> its :class:`AtlasRequest`, checked in one pass in the
     order a user fixes them (one ``vizjax:`` line for the first problem): the multi-process
     arguments, the layers, the model and weights, the layer names, the recipe, then the run's
-    request as a whole (:func:`vizjax.run.request`: layer kinds, image size, filter indices).
+    request as a whole (:func:`vizjax.run.request`: layer kinds, image size, filter indices),
+    then each layer's execution (:func:`vizjax.run.tuned`).
 
     ``jax.distributed`` starts here, once its arguments are checked: before anything touches a
     JAX backend (loading the weights, ``--dtype auto``)."""
     from vizjax import distributed
-    from vizjax.run import request
+    from vizjax.run import request, tuned
 
     job = distributed.job(args.coordinator, args.num_processes, args.process_id, args.distributed)
     distributed.start(job)
@@ -366,6 +382,10 @@ def atlas_request(args: argparse.Namespace) -> AtlasRequest:
         network.layer_index(layer)
     recipe = _recipe(args)
     run = request(args.out, layers, args.filters, recipe, weights, execution=_execution(args))
+    # Each layer's convolution and chunk (and, for a new atlas with --dtype auto, its dtype):
+    # the tuning table's, measured here first where --tune asks it.
+    free = args.dtype == "auto" and not Path(args.out).exists()
+    run = tuned(run, args.tune, dtype_free=free)
     return AtlasRequest(job, run, plan=args.plan, json=args.json, quiet=args.quiet)
 
 

@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="only print what the run would do: per layer the filters to do, the predicted "
         "time here (timed on a few steps; compiling apart) and the size on disk; writes nothing",
     )
+    s.add_argument(
+        "--tune",
+        choices=["auto", "now", "off"],
+        default=None,
+        help="each layer's convolution and filters per chunk on a CPU: measured here and kept "
+        "in the tuning table beside the compilation cache (see vizjax info). auto (default; "
+        "VIZJAX_TUNING sets it): use the table, measure a layer only where its run is long "
+        "enough to pay for it; now: measure every layer; off: today's rules. --conv, --batch "
+        "and --dtype win over it",
+    )
     d = s.add_argument_group("multi-process (jax.distributed)")
     d.add_argument(
         "--distributed",
@@ -120,9 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_grid)
 
     s = sub.add_parser(
-        "info", help="summarize an atlas: layers, filters done, dead filters, config"
+        "info",
+        help="summarize an atlas: layers, filters done, dead filters, config, each layer's "
+        "execution; without an atlas: this machine's tuning table",
     )
-    s.add_argument("atlas")
+    s.add_argument("atlas", nargs="?", default=None)
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_info)
 

@@ -539,16 +539,13 @@ def prepare(
     start = jax.device_put(start, rep)
     seed = jax.device_put(np.int32(recipe.seed), rep)
     if execution.batch == "auto":
-        chunk = auto_chunk(program, params, start, seed, len(filt), mesh, layer, network)
+        chunk = auto_chunk(
+            program, params, start, seed, len(filt), mesh, layer, network, execution.per_device
+        )
     else:
         chunk = round_to_mesh(int(execution.batch), mesh)
-    measure_fn = (
-        compiled_measure(
-            layer, preprocessing, recipe.preprocess, execution.program(), mesh, network
-        )
-        if measure
-        else None
-    )
+    measured = (layer, preprocessing, recipe.preprocess, execution.program(), mesh, network)
+    measure_fn = compiled_measure(*measured) if measure else None
     return Prepared(filt, mesh, program, measure_fn, params, start, seed, chunk)
 
 

@@ -67,6 +67,7 @@ def auto_chunk(
     mesh: Mesh,
     layer: str,
     network: Network | GenericModel | None = None,
+    per_device: int = 0,
 ) -> int:
     """The chunk size ``batch="auto"`` picks (a multiple of the device count) for ``n`` filters
     of ``layer`` run by ``program`` (a :class:`vizjax.engine.ascent.Program`, whose first step segment
@@ -76,8 +77,9 @@ def auto_chunk(
     analysis of the step segment with one filter per device (its temporaries plus arguments are
     the per-filter cost, which scales linearly with the vmapped axis; the budget is 80% of the free
     device memory), capped at AUTO_CAP_DEFAULT filters per device. On CPU speed, not memory, is
-    the limit: :func:`cpu_filters_per_device` (at most 8 images, far below any memory limit), so no
-    probe is compiled. Never more than the filters there are, and balanced: the fewest chunks
+    the limit: ``per_device`` if given (the tuning table's, :mod:`vizjax.engine.tuning`), else
+    :func:`cpu_filters_per_device` (at most 8 images, far below any memory limit), so no probe
+    is compiled. Never more than the filters there are, and balanced: the fewest chunks
     that hold ``n`` filters at that size, made as even as they can be, so the last one is not
     mostly padding (20 filters at most 8 a chunk: 3 chunks of 7, not 8 + 8 + 4 padded to 8).
     """
@@ -85,7 +87,9 @@ def auto_chunk(
     device = mesh.devices.flat[0]
     if device.platform == "cpu":
         network = network if network is not None else models.from_params(params)
-        per_device = cpu_filters_per_device(layer, start.shape[0], start.shape[1], network)
+        per_device = per_device or cpu_filters_per_device(
+            layer, start.shape[0], start.shape[1], network
+        )
         return balanced_chunk(n, per_device, d)
     per_device = min(AUTO_CAP_DEFAULT, math.ceil(n / d))
     if per_device > 1:

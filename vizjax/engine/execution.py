@@ -40,6 +40,9 @@ class Execution:
       unroll: steps unrolled inside a segment's ``lax.scan``; 0 = auto (the whole segment on
         CPU, 1 on accelerators).
       batch: filters per chunk (one compiled program per chunk shape), or ``"auto"``.
+      per_device: with ``batch="auto"`` on a CPU, the filters per device of a chunk; 0 = the
+        rule (:func:`vizjax.engine.chunk.cpu_filters_per_device`). Set by the tuning table
+        (:mod:`vizjax.engine.tuning`).
       compile_ahead: a multi-layer run compiles the next layer's programs in a background thread
         while a layer runs (:class:`vizjax.engine.ascent.CompileAhead`): ``"on"``, ``"off"`` or
         ``"auto"`` (on accelerators only: there the host's cores are idle while the device
@@ -51,6 +54,7 @@ class Execution:
     segment: int = _fast(0)
     unroll: int = _fast(0)
     batch: int | str = _fast("auto")
+    per_device: int = _fast(0)
     compile_ahead: str = _fast("auto")
 
     def __post_init__(self) -> None:
@@ -58,8 +62,8 @@ class Execution:
             raise VizjaxError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.conv not in CONVS:
             raise VizjaxError(f"conv must be one of {', '.join(CONVS)}, got {self.conv!r}")
-        if self.segment < 0 or self.unroll < 0:
-            raise VizjaxError("segment and unroll must be >= 0 (0 = auto)")
+        if self.segment < 0 or self.unroll < 0 or self.per_device < 0:
+            raise VizjaxError("segment, unroll and per_device must be >= 0 (0 = auto)")
         if self.batch != "auto" and (not isinstance(self.batch, int) or self.batch <= 0):
             raise VizjaxError(f"batch must be a positive integer or 'auto', got {self.batch!r}")
         if self.compile_ahead not in SWITCHES:
@@ -72,7 +76,7 @@ class Execution:
 
     def program(self) -> Execution:
         """The settings that shape a compiled program (the chunk size is its input shape)."""
-        return dataclasses.replace(self, batch="auto", compile_ahead="auto")
+        return dataclasses.replace(self, batch="auto", per_device=0, compile_ahead="auto")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
