@@ -72,11 +72,12 @@ def test_layout_plain_h5py(tmp_path):
             "image_height": 8,
             "image_width": 8,
             "steps": STEPS,
+            "image_channels": 3,
             "segments": None,
         }
         [[seg_name, start, stop]] = json.loads(g.attrs["segments"])
         assert (start, stop) == (0, 6)
-        dims = {"K": 1, "H": 8, "W": 8, "T": STEPS, "C": 6}
+        dims = {"K": 1, "H": 8, "W": 8, "D": 3, "T": STEPS, "C": 6}
         for field in schema.ROW_FIELDS:
             d = g[field.name]
             assert d.is_virtual, field.name

@@ -50,6 +50,8 @@ class RunConfig:
         networks, whose name says it).
       preprocessing: a generic model's input preprocessing as JSON ("" for the built-in
         networks, whose weights fix it).
+      channels: the model's input channels, the images' D (3: RGB, as for every atlas written
+        before it was recorded).
       layers, filters: what this run asked for (not its identity: another run may add more).
     """
 
@@ -59,6 +61,7 @@ class RunConfig:
     model: str = "vgg16"
     architecture: str = ""
     preprocessing: str = ""
+    channels: int = 3
     layers: tuple[str, ...] = _volatile(())
     filters: str | tuple[int, ...] = _volatile("all")
 
@@ -71,6 +74,7 @@ class RunConfig:
             "model": self.model,
             "architecture": self.architecture,
             "preprocessing": self.preprocessing,
+            "channels": self.channels,
             "layers": list(self.layers),
             "filters": self.filters if isinstance(self.filters, str) else list(self.filters),
         }
@@ -129,6 +133,7 @@ def read_config(data: Mapping[str, Any]) -> RunConfig:
             model=str(cur["model"]),
             architecture=str(cur.get("architecture", "")),
             preprocessing=str(cur.get("preprocessing", "")),
+            channels=int(cur.get("channels", 3)),
             layers=tuple(cur["layers"] or ()),
             filters=filters if isinstance(filters, str) else tuple(filters or ()),
         )

@@ -394,6 +394,19 @@ def out_hw(transforms: Sequence[Transform], hw: Hw) -> Hw:
     return hw
 
 
+def fitting_size(transforms: Sequence[Transform], fixed: int) -> Hw:
+    """The image size whose views, after ``transforms`` (pads, jitters, crops), are the ``fixed x
+    fixed`` input a model requires; ``fixed`` itself if no size near it gives that (the size
+    check then says so in one line)."""
+    for n in sorted(range(max(1, fixed - 128), fixed + 129), key=lambda n: abs(n - fixed)):
+        try:
+            if out_hw(transforms, (n, n)) == (fixed, fixed):
+                return n, n
+        except ValueError:
+            continue
+    return fixed, fixed
+
+
 def views(transforms: Sequence[Transform]) -> int:
     """Views of one image per step (the crops' ``n``, else 1)."""
     return transforms[-1].n if transforms and isinstance(transforms[-1], Crops) else 1
