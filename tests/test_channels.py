@@ -115,8 +115,8 @@ def test_preprocessing_takes_one_value_or_one_per_channel():
     check_preprocessing(prep, 4, "bands")
     check_preprocessing(parse_preprocessing(GRAY_PREP), 4, "bands")  # one value: every channel
     x = jnp.full((1, 2, 2, 4), 255.0)
-    np.testing.assert_allclose(prep(x)[0, 0, 0], [3.6, 3.2, 1.2, 1.2], rtol=1e-6)
-    for bad, channels, what in (("torch", 4, "3 mean values"), ("caffe", 1, "BGR")):
+    np.testing.assert_allclose(prep(x)[0, 0, 0], [3.6, 3.2, 1.4, 1.2], rtol=1e-6)
+    for bad, channels, what in (("torch", 4, "3 mean values"), ("mean=0,bgr=1", 1, "BGR")):
         with pytest.raises(VizjaxError, match=what) as e:
             check_preprocessing(parse_preprocessing(bad), channels, "net")
         assert "\n" not in str(e.value)
