@@ -7,7 +7,10 @@ counts), and given dataset exemplars (grayscale: the photos' luminance; four cha
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -32,6 +35,7 @@ from vizjax.models.generic import check_preprocessing
 from vizjax.models.network import parse_preprocessing
 
 TESTS = Path(__file__).resolve().parent
+MODELS_PAGE = TESTS.parent / "docs" / "pages" / "models.md"
 sys.path.insert(0, str(TESTS))
 from bad_input import assert_refused, run_cli  # noqa: E402
 
@@ -280,3 +284,16 @@ def test_an_atlas_that_does_not_record_channels_is_rgb(tmp_path):
 def test_loader_reads_the_factories_here():
     assert loader.load(f"{HERE}:gray").channels == 1
     assert loader.load(f"{HERE}:bands").channels == 4
+
+
+def test_the_models_page_example_runs_as_written(tmp_path, monkeypatch):
+    """docs/pages/models.md's "Inputs other than RGB" Python block, run as written; it prints
+    what its comments say."""
+    text = MODELS_PAGE.read_text(encoding="utf-8")
+    section = text[text.index("## Inputs other than RGB") :]
+    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
+    monkeypatch.chdir(tmp_path)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "models.md", "exec"), {"__name__": "models_md"})  # noqa: S102
+    assert printed.getvalue().splitlines() == ["(4, 1, 32, 32, 1)", "1 (4, 1, 32, 32, 1)", "L"]
