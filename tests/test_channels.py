@@ -260,6 +260,21 @@ def test_visualize_runs_a_fixed_size_model_at_its_size():
     assert start.shape[2] == 1
 
 
+@pytest.mark.parametrize("channels", [1, 4])
+def test_every_presets_transforms_keep_the_channels(channels):
+    """The views (and modifiers) of every recipe have the model's channels: MACO's crop noise,
+    drawn per RGB pixel, gives channel c the draw of c mod 3."""
+    image = jnp.full((24, 24, channels), 127.0)
+    for name in vizjax.PRESETS:
+        r = vizjax.preset(name)
+        for chain in (r.transforms, r.modifiers):
+            if not chain:
+                continue
+            u = transform.sample(chain, jax.random.key(0), (24, 24))
+            views = transform.apply(chain, u, image)
+            assert views.shape[-1] == channels and views.ndim == 4, name
+
+
 def test_an_atlas_that_does_not_record_channels_is_rgb(tmp_path):
     """Atlases written before the channels were recorded (no ``image_channels``) read and resume
     as RGB."""

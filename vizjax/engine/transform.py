@@ -214,7 +214,7 @@ class Crops:
     """MACO's augmentation (Horama's ``optimization_step``): ``n`` random square crops, resized to
     ``out`` x ``out`` (bilinear; ``out=0``: the input size), plus N(0, noise) and U(-noise/2,
     noise/2) noise. Centres ~ 0.5 + 0.15 N(0, 1) of the image; side = ``U(box)`` of its size
-    (outside the image: grey 127.5). Returns ``(n, out, out, 3)``: it must be the last transform.
+    (outside the image: grey 127.5). Returns ``(n, out, out, C)``: it must be the last transform.
     """
 
     kind: ClassVar[str] = "crops"
@@ -244,7 +244,9 @@ class Crops:
             return _resample(image, rr, cc, 1, "constant", 127.5)
 
         crops = jax.vmap(one)(box)
-        return crops + self.noise * _normal(gauss) + self.noise * (unif - 0.5)
+        # The draws are per RGB pixel: a model of C channels takes channel c's from c mod 3.
+        pick = np.arange(image.shape[-1]) % 3
+        return crops + self.noise * _normal(gauss[..., pick]) + self.noise * (unif[..., pick] - 0.5)
 
     def out_hw(self, hw: Hw) -> Hw:
         return (self.out, self.out) if self.out else hw
