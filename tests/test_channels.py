@@ -195,6 +195,20 @@ def test_info_grid_and_gallery_say_how_the_channels_are_pictured(atlases, tmp_pa
     capsys.readouterr()
 
 
+def test_render_and_a_start_photo_for_other_channel_counts(tmp_path):
+    png = tmp_path / "r.png"
+    argv = ["render", "--model", f"{HERE}:gray", "--preprocess", GRAY_PREP, "--layer", LAYER]
+    assert main([*argv, "--filter", "1", *STEPS[:-1], "--out", str(png)]) == 0
+    with Image.open(png) as im:
+        assert im.mode == "L" and im.size == (16, 16)
+    cat = vizjax.images.sample_path()
+    recipe = vizjax.preset("classic").replace(size=(16, 16), init=str(cat))
+    x0, _ = vizjax.run.start_image(recipe, gray())
+    assert x0.shape == (16, 16, 1)  # the photo's luminance
+    with pytest.raises(VizjaxError, match="a start photo is RGB; flax:tiny4 takes 4 channels"):
+        vizjax.run.start_image(recipe, bands())
+
+
 def test_resume_adds_filters_and_refuses_another_channel_count(atlases, tmp_path):
     path = _copy(atlases[1], tmp_path)
     with vizjax.open_atlas(path) as a:
