@@ -330,7 +330,7 @@ def compiled_measure(
     mesh: Mesh,
     network: AnyNetwork = vgg.NETWORK,
 ) -> Callable[..., dict[str, Any]]:
-    """``(params, raw (n, K, H, W, 3), display (n, K, H, W, 3), filters (n,)) -> measures`` of
+    """``(params, raw (n, K, H, W, D), display (n, K, H, W, D), filters (n,)) -> measures`` of
     :mod:`vizjax.analysis.fidelity`, vmapped over filters and sharded like the ascent (the same jit
     boundary's second program: the ascent runs it on each chunk before the images leave the
     devices; ``vizjax fidelity`` runs it on stored images)."""
@@ -592,7 +592,7 @@ def iter_chunks(
 
     Args:
       params: ``{"params": {...}}`` as loaded by :func:`vizjax.models.weights.load_weights`.
-      start: the shared start image (H, W, 3) in RGB 0-255 units; default: :func:`noise_image`
+      start: the shared start image (H, W, D) in 0-255 units (D: the model's channels); default: :func:`noise_image`
         of ``recipe`` (a run with a start photo passes the photo and sets ``recipe.init``).
       execution: dtype, convolution, loop structure and ``batch`` (filters per chunk, or
         ``"auto"``, see :func:`vizjax.engine.chunk.auto_chunk`; rounded up to a multiple of the device count).
@@ -646,7 +646,7 @@ def iter_measures(
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """The :mod:`vizjax.analysis.fidelity` measures of stored images, chunk by chunk (``vizjax fidelity``).
 
-    ``images(filters (m,))`` reads ``(raw (m, K, H, W, 3), display (m, K, H, W, 3) uint8)`` of
+    ``images(filters (m,))`` reads ``(raw (m, K, H, W, D), display (m, K, H, W, D) uint8)`` of
     those filters; it is called once per chunk. Yields ``(filters (m,), measures)`` with the
     measures named as :class:`Results` (row axis first). ``execution.batch``: filters per chunk
     (``"auto"``: :data:`MEASURE_FILTERS_PER_DEVICE` per device).

@@ -197,11 +197,10 @@ def finish(
     last: jax.Array | int,
 ) -> dict[str, jax.Array]:
     """The results of one filter after ``last`` steps (``recipe.steps``; may be traced):
-    ``raw (K, H, W, D)`` float32 0-255 (D: the model's input channels; RGB for 3), ``images
-    (K, H, W, D)`` uint8, ``final`` (the
-    objective of the final images at step ``last``'s randomness, redirect off: the last entry of
-    the objective trace whose others :func:`advance` returns), ``zero_start_grad`` and
-    ``nonfinite`` (0-d bools)."""
+    ``raw (K, H, W, D)`` float32 0-255 (D: the model's input channels; RGB for 3), ``images (K,
+    H, W, D)`` uint8, ``final`` (the objective of the final images at step ``last``'s randomness,
+    redirect off: the last entry of the objective trace whose others :func:`advance` returns),
+    ``zero_start_grad`` and ``nonfinite`` (0-d bools)."""
     ut, _ = draws(recipe, key, jnp.reshape(jnp.asarray(last, jnp.int32), (1,)), hw)
     final = _evaluate(recipe, objective, net, state.params, f, ut[0], hw, None)
     rgb = jax.vmap(lambda p: recipe.param.to_rgb(p, hw))(state.params)
