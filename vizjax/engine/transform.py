@@ -1,12 +1,12 @@
 """Transforms: random changes of one image that the visualization must survive (Lucid's ``transform``).
 
-Each transform is a frozen dataclass called as ``t(u, image) -> image`` on ONE image
-``(H, W, 3)`` in RGB 0-255 units (or the model's D channels), where ``u`` holds the
-``t.draws(hw)`` uniform random numbers in [0, 1) it consumes. The render draws them from
-``fold_in(filter_key, step)`` -- so a filter's picture never depends on its neighbours in a batch
--- for all the steps of a compiled segment at once, in one vectorized call: with keys drawn inside every unrolled step, XLA compiled a copy of
-the threefry hash per draw per step (measured: ~1.1 s of compile time per Lucid step, most of it
-random number generation). :func:`sample` draws them from a key for one call. Everything is
+Each transform is a frozen dataclass called as ``t(u, image) -> image`` on ONE image ``(H, W, 3)``
+in RGB 0-255 units (or the model's D channels), where ``u`` holds the ``t.draws(hw)`` uniform random
+numbers in [0, 1) it consumes. The render draws them from ``fold_in(filter_key, step)`` -- so a
+filter's picture never depends on its neighbours in a batch -- for all the steps of a compiled
+segment at once, in one vectorized call: with keys drawn inside every unrolled step, XLA compiled a
+copy of the threefry hash per draw per step (measured: ~1.1 s of compile time per Lucid step, most
+of it random number generation). :func:`sample` draws them from a key for one call. Everything is
 ``jax.numpy``/``lax`` inside the compiled program: no host round trip. ``out_hw(hw)`` gives the
 static output size (XLA needs static shapes).
 
