@@ -387,7 +387,7 @@ def test_next_writer_removes_what_killed_writers_left(tmp_path):
     # moved away) and a file that is not a segment stay: a writer deletes only its own files.
     with h5py.File(out, "r") as f:
         atlas_id = f.attrs["atlas_id"]
-    geometry = (6, 1, HW, STEPS)
+    geometry = (6, 1, HW, STEPS, 3)
     _create_segment(folder / "l1.000007.h5", "l1", geometry, np.array([3]), atlas_id)
     litter.append(folder / "l1.000007.h5")
     foreign = [folder / "l1.000005.h5", folder / "l1.000006.h5"]
