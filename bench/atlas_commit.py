@@ -62,7 +62,7 @@ def rows(filters: np.ndarray, num_filters: int) -> dict[str, np.ndarray]:
 
 def payload_bytes(n: int, num_filters: int) -> int:
     """Bytes of ``n`` rows of every schema field."""
-    dims = {"K": 1, "H": SIZE[0], "W": SIZE[1], "T": STEPS, "C": num_filters}
+    dims = {"K": 1, "H": SIZE[0], "W": SIZE[1], "D": 3, "T": STEPS, "C": num_filters}
     return n * sum(
         np.dtype(f.dtype).itemsize * int(np.prod(schema.row_shape(f, dims)))
         for f in schema.ROW_FIELDS

@@ -106,7 +106,7 @@ def v1_contents(path) -> dict:
         for name, g in f["layers"].items():
             rows = {}
             for r in np.flatnonzero(g["done"][...]):
-                dims = {"K": 1, "H": 32, "W": 32, "T": 3, "C": int(g.attrs["num_filters"])}
+                dims = {"K": 1, "H": 32, "W": 32, "D": 3, "T": 3, "C": int(g.attrs["num_filters"])}
                 fields = {k: schema.fill_array(schema.ROW_FIELD[k], 1, dims)[0] for k in FIELDS}
                 fields.update(
                     images=g["images"][r][None],

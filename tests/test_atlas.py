@@ -72,11 +72,12 @@ def test_layout_plain_h5py(tmp_path):
             "image_height": 8,
             "image_width": 8,
             "steps": STEPS,
+            "image_channels": 3,
             "segments": None,
         }
         [[seg_name, start, stop]] = json.loads(g.attrs["segments"])
         assert (start, stop) == (0, 6)
-        dims = {"K": 1, "H": 8, "W": 8, "T": STEPS, "C": 6}
+        dims = {"K": 1, "H": 8, "W": 8, "D": 3, "T": STEPS, "C": 6}
         for field in schema.ROW_FIELDS:
             d = g[field.name]
             assert d.is_virtual, field.name
@@ -386,7 +387,7 @@ def test_next_writer_removes_what_killed_writers_left(tmp_path):
     # moved away) and a file that is not a segment stay: a writer deletes only its own files.
     with h5py.File(out, "r") as f:
         atlas_id = f.attrs["atlas_id"]
-    geometry = (6, 1, HW, STEPS)
+    geometry = (6, 1, HW, STEPS, 3)
     _create_segment(folder / "l1.000007.h5", "l1", geometry, np.array([3]), atlas_id)
     litter.append(folder / "l1.000007.h5")
     foreign = [folder / "l1.000005.h5", folder / "l1.000006.h5"]

@@ -69,7 +69,8 @@ def test_architecture_hash_follows_the_description():
     assert _model(0).architecture_hash() == _model(1).architecture_hash()
     assert _model(0).architecture_hash() != _model(0, "other").architecture_hash()
     ident = _model().identity()
-    assert set(ident) == {"kind", "name", "architecture", "weights"}
+    assert set(ident) == {"kind", "name", "architecture", "weights", "channels"}
+    assert ident["channels"] == "3"
 
 
 def test_a_size_the_model_cannot_take_is_one_line():

@@ -79,3 +79,38 @@ def test_grid_layout_by_hand():
 def test_the_shipped_cat():
     cat = images.load_image(images.sample_path())
     assert cat.shape == (300, 451, 3)  # scikit-image's chelsea.png
+
+
+def test_pictures_of_other_channel_counts(tmp_path):
+    """One place turns a model's D channels into a picture: 1 gray, 2 the gray mean, 3 RGB, more
+    the first three; PNGs and grids of grayscale pictures are mode L."""
+    rng = np.random.default_rng(0)
+    one = rng.integers(0, 256, (4, 5, 1), np.uint8)
+    two = np.stack([np.full((4, 5), 10, np.uint8), np.full((4, 5), 21, np.uint8)], axis=-1)
+    four = rng.integers(0, 256, (4, 5, 4), np.uint8)
+    np.testing.assert_array_equal(images.picture(one), one[..., 0])
+    np.testing.assert_array_equal(images.picture(two), np.full((4, 5), 16, np.uint8))  # 15.5
+    np.testing.assert_array_equal(images.picture(four), four[..., :3])
+    np.testing.assert_array_equal(images.picture(four[..., :3]), four[..., :3])
+    assert images.picture(np.stack([one, one])).shape == (2, 4, 5)  # a batch of pictures
+    assert [images.view(d) for d in (1, 3)] == ["grayscale", "RGB"]
+    assert "mean" in images.view(2) and "0, 1, 2 of 4" in images.view(4)
+    with Image.open(images.save_png(one, tmp_path / "one.png")) as im:
+        assert im.mode == "L" and im.size == (5, 4)
+    with Image.open(images.save_png(four, tmp_path / "four.png")) as im:
+        assert im.mode == "RGB"
+    tiles = images.grid(np.stack([one, one, one]), labels=["0", "1", "2"])
+    assert tiles.ndim == 2  # grayscale, labels drawn in black
+    with Image.open(images.save_png(tiles, tmp_path / "grid.png")) as im:
+        assert im.mode == "L"
+    assert images.grid(np.stack([four, four])).shape[-1] == 3
+
+
+def test_squares_and_start_images_for_a_grayscale_model(tmp_path):
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[..., 1] = 200  # green: luminance 0.587 * 200
+    Image.fromarray(rgb).save(tmp_path / "g.png")
+    square = images.load_square(tmp_path / "g.png", 4, channels=1)
+    assert square.shape == (4, 4, 1) and abs(int(square[0, 0, 0]) - 117) <= 1
+    start = images.load_image(tmp_path / "g.png", channels=1)
+    assert start.shape == (6, 8, 1) and abs(float(start[0, 0, 0]) - 117) <= 1

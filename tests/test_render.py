@@ -163,14 +163,13 @@ def test_display_clips_or_deprocesses_as_the_recipe_says():
     assert got.dtype == np.uint8 and got[0, 0, 0] < got[0, 0, 1] < got[0, 0, 2]
 
 
-def test_other_channel_counts_are_shown_as_rgb():
+def test_display_images_keep_the_models_channels():
+    """A grayscale or multispectral model's display image has its channels (the picture of it is
+    vizjax.images.picture's: tests/test_images.py)."""
     import jax.numpy as jnp
 
-    from vizjax.engine.render import as_rgb
-
-    gray = jnp.arange(4.0).reshape(2, 2, 1)
-    assert as_rgb(gray).shape == (2, 2, 3) and bool(jnp.all(as_rgb(gray) == gray))
-    five = jnp.arange(20.0).reshape(2, 2, 5)
-    assert bool(jnp.all(as_rgb(five) == five[..., :3]))  # the first three
-    rgb = jnp.ones((2, 2, 3))
-    assert as_rgb(rgb) is rgb
+    for d in (1, 4):
+        x = jnp.arange(12.0 * d).reshape(3, 4, d) * 5.0
+        for recipe in (CLASSIC, PRESETS["lucid"]):
+            got = np.asarray(render.display(recipe, x))
+            assert got.shape == (3, 4, d) and got.dtype == np.uint8

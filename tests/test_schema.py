@@ -9,13 +9,14 @@ import pytest
 
 from vizjax import schema
 
-DIMS = {"K": 2, "H": 8, "W": 6, "T": 5, "C": 3, "top": 4, "S": 7}
+DIMS = {"K": 2, "H": 8, "W": 6, "D": 3, "T": 5, "C": 3, "top": 4, "S": 7}
 
 
 def test_row_shapes_from_symbols():
     f = schema.ROW_FIELD
     assert schema.row_shape(f["filters"], DIMS) == ()
     assert schema.row_shape(f["images"], DIMS) == (2, 8, 6, 3)
+    assert schema.row_shape(f["raw"], {**DIMS, "D": 1}) == (2, 8, 6, 1)  # a grayscale model's
     assert schema.row_shape(f["objective"], DIMS) == (6,)  # T + 1
     assert schema.row_shape(f["activation_matrix"], DIMS) == (2, 3)
     assert schema.row_shape(schema.EXEMPLAR_FIELD["crops"], DIMS) == (4, 7, 7, 3)
@@ -36,7 +37,7 @@ def test_fill_arrays_have_the_fields_dtype_and_fill():
 
 
 def test_the_tables_are_consistent():
-    symbols = {"K", "H", "W", "T", "T+1", "C", "top", "S"}
+    symbols = {"K", "H", "W", "D", "T", "T+1", "C", "top", "S"}
     for table in (schema.ROW_FIELDS, schema.INDEX_DATASETS, schema.EXEMPLAR_FIELDS):
         names = [f.name for f in table]
         assert len(names) == len(set(names))
@@ -49,7 +50,12 @@ def test_the_tables_are_consistent():
     for f in schema.V1_ROW_FIELDS:
         if f.name != "dead":
             assert schema.ROW_FIELD[f.name].dtype == f.dtype and f.since == 1
-    assert {a.name for a in schema.SEGMENT_ATTRS} >= {"layer", "num_filters", "steps"}
+    assert {a.name for a in schema.SEGMENT_ATTRS} >= {
+        "layer",
+        "num_filters",
+        "steps",
+        "image_channels",
+    }
 
 
 def test_dead_means_exactly_zero_on_every_image():
@@ -93,4 +99,4 @@ def test_markdown_documents_every_field_and_attribute():
             assert re.search(rf"`{f.name}`", text), f.name
     for a in (*schema.LAYER_ATTRS, *schema.ROOT_ATTRS, *schema.EXEMPLAR_ATTRS):
         assert f"`{a.name}`" in text, a.name
-    assert "(n, K, H, W, 3)" in text and "(n, T+1)" in text
+    assert "(n, K, H, W, D)" in text and "(n, T+1)" in text

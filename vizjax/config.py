@@ -51,6 +51,8 @@ class RunConfig:
         networks, whose name says it).
       preprocessing: a generic model's input preprocessing as JSON ("" for the built-in
         networks, whose weights fix it).
+      channels: the model's input channels, the images' D (3: RGB, as for every atlas written
+        before it was recorded).
       layers, filters: what this run asked for (not its identity: another run may add more).
       tuning: per layer, the execution decided for it and where each setting came from
         (:meth:`vizjax.engine.tuning.Decision.to_json`): how fast, not what picture. A resumed
@@ -64,6 +66,7 @@ class RunConfig:
     model: str = "vgg16"
     architecture: str = ""
     preprocessing: str = ""
+    channels: int = 3
     layers: tuple[str, ...] = _volatile(())
     filters: str | tuple[int, ...] = _volatile("all")
     tuning: Mapping[str, Any] = dataclasses.field(
@@ -79,6 +82,7 @@ class RunConfig:
             "model": self.model,
             "architecture": self.architecture,
             "preprocessing": self.preprocessing,
+            "channels": self.channels,
             "layers": list(self.layers),
             "filters": self.filters if isinstance(self.filters, str) else list(self.filters),
             "tuning": {k: dict(v) for k, v in self.tuning.items()},
@@ -138,6 +142,7 @@ def read_config(data: Mapping[str, Any]) -> RunConfig:
             model=str(cur["model"]),
             architecture=str(cur.get("architecture", "")),
             preprocessing=str(cur.get("preprocessing", "")),
+            channels=int(cur.get("channels", 3)),
             layers=tuple(cur["layers"] or ()),
             filters=filters if isinstance(filters, str) else tuple(filters or ()),
             tuning=dict(cur.get("tuning") or {}),

@@ -1,6 +1,11 @@
 """Image files and pictures: start images in, PNGs and grids out (the gallery site is gallery/).
 
 Everything here is I/O or pure numpy layout; nothing is differentiated.
+
+The one place where an image of a model's C input channels becomes a picture (:func:`picture`,
+described by :func:`view`): every PNG, grid and gallery image goes through it. C = 1: grayscale;
+C = 2: grayscale of the two channels' mean; C = 3: RGB as it is; C > 3: the first three channels
+as RGB (the others are not shown).
 """
 
 from __future__ import annotations
@@ -40,8 +45,11 @@ MAX_START_PIXELS = 8192 * 8192
 TRANSPARENT_FILL = (127, 127, 127)
 
 
-def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+def load_image(
+    path: str | os.PathLike, size: tuple[int, int] | None = None, channels: int = 3
+) -> np.ndarray:
     """Read an image file as float32 (H, W, 3) RGB on a 0-255 scale, resized to ``size`` (h, w) if given.
+    ``channels=1``: (H, W, 1), its luminance (Pillow's ``L``), for a grayscale model.
 
     Any PIL format; the first frame of an animation; 16-bit images scaled to 0-255; transparent
     pixels composited over :data:`TRANSPARENT_FILL`. One-line VizjaxError for anything else
@@ -71,6 +79,8 @@ def load_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
             rgb = _to_rgb(im, p)
             if size is not None:
                 rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            if channels == 1:
+                return np.asarray(rgb.convert("L"), dtype=np.float32)[..., None]
             return np.asarray(rgb, dtype=np.float32)
     except VizjaxError:
         raise
@@ -102,6 +112,43 @@ def _to_rgb(im: Image.Image, p: Path) -> Image.Image:
     return im.convert("RGB")
 
 
+# --------------------------------------------------------------------------------------------------
+# Pictures of any channel count.
+
+
+def view(channels: int) -> str:
+    """How :func:`picture` shows an image of ``channels`` channels, in words (the gallery and
+    ``vizjax info`` say it)."""
+    if channels == 1:
+        return "grayscale"
+    if channels == 2:
+        return "grayscale: the mean of the 2 channels"
+    if channels == 3:
+        return "RGB"
+    return f"channels 0, 1, 2 of {channels} as RGB"
+
+
+def picture(image: np.ndarray) -> np.ndarray:
+    """``(..., H, W, C)`` uint8 image(s) of a model's C channels -> what is shown: ``(..., H, W)``
+    grayscale for C = 1 and 2 (2: the channels' mean), ``(..., H, W, 3)`` RGB for C >= 3 (the
+    first three channels). An ``(H, W)`` array is grayscale already."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        return image.astype(np.uint8, copy=False)
+    c = image.shape[-1]
+    if c == 1:
+        return image[..., 0].astype(np.uint8, copy=False)
+    if c == 2:
+        return np.round(image.astype(np.float32).mean(axis=-1)).astype(np.uint8)
+    return image[..., :3].astype(np.uint8, copy=False)
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """The PIL picture (mode ``L`` or ``RGB``) of an ``(H, W, C)`` uint8 image (:func:`picture`)."""
+    pic = picture(image)
+    return Image.fromarray(pic, "L" if pic.ndim == 2 else "RGB")
+
+
 #: The PNG text chunk that marks a picture vizjax wrote: only such a file is ever overwritten.
 PNG_MARK = ("Software", "vizjax")
 
@@ -125,8 +172,9 @@ def check_png_target(path: str | os.PathLike) -> Path:
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write a uint8 (H, W, 3) array as PNG (marked :data:`PNG_MARK`), creating the parent
-    directory; VizjaxError if ``path`` holds a file vizjax did not write (:func:`check_png_target`)."""
+    """Write a uint8 ``(H, W, C)`` (or ``(H, W)``) image as the PNG of its :func:`picture` (mode L
+    for grayscale, RGB otherwise; marked :data:`PNG_MARK`), creating the parent directory;
+    VizjaxError if ``path`` holds a file vizjax did not write (:func:`check_png_target`)."""
     from PIL.PngImagePlugin import PngInfo
 
     p = check_png_target(path)
@@ -134,7 +182,7 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     info.add_text(*PNG_MARK)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        im = Image.fromarray(np.asarray(image, np.uint8))
+        im = to_pil(image)
         # Whole or not at all: a killed command leaves no truncated PNG (which the rerun could
         # not tell from a user's file, and so would refuse to replace).
         write_atomically(p, lambda f: im.save(f, format="PNG", pnginfo=info))
@@ -153,19 +201,21 @@ def grid(
     pad: int = 2,
     background: int = 255,
 ) -> np.ndarray:
-    """Tile ``images (n, H, W, 3)`` uint8 into one picture, ``cols`` per row (default ~sqrt(n)).
+    """Tile ``images (n, H, W, C)`` uint8 into one picture, ``cols`` per row (default ~sqrt(n)).
 
     Each tile is ``pad`` px apart and from the border; with ``labels`` a ``LABEL_H`` px strip
-    under each tile carries its text. Size: ``(rows*(H+lh+pad)+pad, cols*(W+pad)+pad, 3)``.
+    under each tile carries its text. Size: ``(rows*(H+lh+pad)+pad, cols*(W+pad)+pad, 3)``, or
+    without the last axis where the tiles' :func:`picture` is grayscale (C = 1 or 2).
     """
-    images = np.asarray(images, np.uint8)
+    images = picture(np.asarray(images, np.uint8))
     n, h, w = images.shape[:3]
     if n == 0:
         raise VizjaxError("no images to put in a grid")
     cols = max(1, min(cols or math.ceil(math.sqrt(n)), n))
     rows = math.ceil(n / cols)
     lh = LABEL_H if labels is not None else 0
-    out = np.full((rows * (h + lh + pad) + pad, cols * (w + pad) + pad, 3), background, np.uint8)
+    shape = (rows * (h + lh + pad) + pad, cols * (w + pad) + pad, *images.shape[3:])
+    out = np.full(shape, background, np.uint8)
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
         y, x = pad + r * (h + lh + pad), pad + c * (w + pad)
@@ -175,9 +225,8 @@ def grid(
         draw = ImageDraw.Draw(canvas)
         for i, text in enumerate(labels):
             r, c = divmod(i, cols)
-            draw.text(
-                (pad + c * (w + pad) + 1, pad + r * (h + lh + pad) + h), str(text), fill=(0, 0, 0)
-            )
+            xy = (pad + c * (w + pad) + 1, pad + r * (h + lh + pad) + h)
+            draw.text(xy, str(text), fill=0 if out.ndim == 2 else (0, 0, 0))
         out = np.asarray(canvas)
     return out
 
@@ -236,10 +285,12 @@ def list_images(root: str | os.PathLike) -> Listing:
     )
 
 
-def load_square(path: str | os.PathLike, size: int = SQUARE_SIZE) -> np.ndarray:
+def load_square(path: str | os.PathLike, size: int = SQUARE_SIZE, channels: int = 3) -> np.ndarray:
     """Read an image as ``(size, size, 3)`` uint8 RGB: EXIF rotation applied, short side resized to
     ``size`` (bilinear, antialiased when shrinking), centre square cut out. 16-bit images are
-    scaled and transparent pixels composited over grey, as for start images.
+    scaled and transparent pixels composited over grey, as for start images. ``channels=1``:
+    ``(size, size, 1)``, the square's luminance (Pillow's ``L``: 0.299 R + 0.587 G + 0.114 B),
+    for a grayscale model.
 
     Raises whatever Pillow raises for a file it cannot decode; :func:`vizjax.analysis.exemplars.scan` counts those as skipped.
     """
@@ -258,12 +309,15 @@ def load_square(path: str | os.PathLike, size: int = SQUARE_SIZE) -> np.ndarray:
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
         im = im.resize((nw, nh), Image.Resampling.BILINEAR)
         left, top = (nw - size) // 2, (nh - size) // 2
-        return np.asarray(im.crop((left, top, left + size, top + size)), np.uint8)
+        square = im.crop((left, top, left + size, top + size))
+        if channels == 1:
+            return np.asarray(square.convert("L"), np.uint8)[..., None]
+        return np.asarray(square, np.uint8)
 
 
-def try_load_square(path: Path, size: int) -> np.ndarray | None:
+def try_load_square(path: Path, size: int, channels: int = 3) -> np.ndarray | None:
     """:func:`load_square`, or None for a file it cannot decode."""
     try:
-        return load_square(path, size)
+        return load_square(path, size, channels)
     except Exception:  # noqa: BLE001 -- any decoding failure means "not an image we can use"
         return None

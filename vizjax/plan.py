@@ -40,7 +40,8 @@ def atlas_bytes(
     channel count from the weights' ``network``)."""
     h, w = recipe.size or (128, 128)
     c = adapter.of(network).num_channels(layer, cost.network_hw(recipe))
-    dims = {"C": c, "K": recipe.images, "H": h, "W": w, "T": recipe.steps}
+    d = network.channels if isinstance(network, GenericModel) else 3
+    dims = {"C": c, "K": recipe.images, "H": h, "W": w, "D": d, "T": recipe.steps}
     per_row = sum(
         np.dtype(f.dtype).itemsize * math.prod(schema.row_shape(f, dims)) for f in schema.ROW_FIELDS
     )

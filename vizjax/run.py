@@ -75,40 +75,27 @@ def start_image(recipe: Recipe, network: Any = None) -> tuple[np.ndarray, Recipe
 
     Without a photo: N(noise_mean, noise_std) noise from ``key(seed)`` at ``recipe.size`` (default
     128x128; a generic model with a fixed input size: that size), with the model's input channels.
-    With one (``recipe.init``): the photo, at its own size unless ``size`` is given.
+    With one (``recipe.init``): the photo, at its own size unless ``size`` is given (a grayscale
+    model: its luminance; a model of other than 1 or 3 channels takes none).
     """
     from vizjax import images
+    from vizjax.engine.transform import fitting_size
     from vizjax.models.weights import sha256_file
 
     generic = network if isinstance(network, GenericModel) else None
+    channels = generic.channels if generic is not None else 3
     if recipe.init is None:
         fixed = generic.input_size if generic is not None else None
-        size = recipe.size or (fitting_size(recipe, fixed) if fixed else DEFAULT_SIZE)
+        size = recipe.size or (fitting_size(recipe.transforms, fixed) if fixed else DEFAULT_SIZE)
         recipe = recipe.replace(size=tuple(size))
-        channels = generic.channels if generic is not None else 3
         return np.asarray(ascent.noise_image(recipe, channels)), recipe
-    if generic is not None and generic.channels != 3:
-        raise VizjaxError(f"a start photo is RGB; {generic.name} takes {generic.channels} channels")
-    x0 = images.load_image(recipe.init, recipe.size)
+    if channels not in (1, 3):  # a photo is RGB: a grayscale model gets its luminance
+        raise VizjaxError(f"a start photo is RGB; {generic.name} takes {channels} channels")
+    x0 = images.load_image(recipe.init, recipe.size, channels)
     recipe = recipe.replace(
         size=(int(x0.shape[0]), int(x0.shape[1])), init_sha256=sha256_file(recipe.init)
     )
     return x0, recipe
-
-
-def fitting_size(recipe: Recipe, fixed: int) -> tuple[int, int]:
-    """The image size whose views, after the recipe's transforms (pads, jitters, crops), are the
-    ``fixed x fixed`` input a model requires; ``fixed`` itself if no size near it gives that
-    (the size check then says so in one line)."""
-    from vizjax.engine import transform
-
-    for n in sorted(range(max(1, fixed - 128), fixed + 129), key=lambda n: abs(n - fixed)):
-        try:
-            if transform.out_hw(recipe.transforms, (n, n)) == (fixed, fixed):
-                return n, n
-        except ValueError:
-            continue
-    return fixed, fixed
 
 
 def checked_request(
@@ -122,11 +109,6 @@ def checked_request(
     the start image, the recipe with its size filled in, and each layer's filters."""
     network = weights.network
     generic = isinstance(network, GenericModel)
-    if generic and network.channels != 3:
-        raise VizjaxError(
-            f"{network.name} takes {network.channels} input channel(s); atlases hold RGB images "
-            "only so far: visualize it with the Python API (vizjax.visualize)"
-        )
     for layer in layers:
         if not generic:
             ascent.check_conv_layer(layer, network)
@@ -152,9 +134,10 @@ def num_channels(network: Any, layer: str, recipe: Recipe) -> int:
     return network.num_channels(layer)
 
 
-def model_attrs(weights: Weights | GenericWeights) -> tuple[dict[str, str], dict[str, str]]:
+def model_attrs(weights: Weights | GenericWeights) -> tuple[dict[str, str], dict[str, Any]]:
     """The atlas' root attributes of the model, and the RunConfig fields that identify it
-    (a generic model's architecture hash and preprocessing; nothing more for the built-ins)."""
+    (a generic model's architecture hash, preprocessing and input channels; nothing more for the
+    built-ins)."""
     prep = json.dumps(dataclasses.asdict(weights.preprocessing), sort_keys=True)
     attrs = {
         "model": weights.model,
@@ -166,7 +149,8 @@ def model_attrs(weights: Weights | GenericWeights) -> tuple[dict[str, str], dict
         return attrs, {}
     ident = weights.generic.identity()
     attrs.update(model_kind=ident["kind"], architecture=ident["architecture"])
-    return attrs, {"architecture": ident["architecture"], "preprocessing": prep}
+    config = {"architecture": ident["architecture"], "preprocessing": prep}
+    return attrs, {**config, "channels": weights.generic.channels}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -350,6 +334,7 @@ def run_request(req: Request, *, quiet: bool = False) -> dict[str, Any]:
                     recipe.size,  # type: ignore[arg-type]
                     recipe.steps,
                     k=recipe.images,
+                    channels=cfg.channels,
                 )
                 summary["layers"][layer] = {
                     "done": len(mine) - len(todos[layer]),

@@ -5,8 +5,9 @@ schema section (:func:`markdown`, checked verbatim by a test) follow from the ta
 documentation cannot drift from the files.
 
 Shapes are written per row in symbols: ``K`` images per filter (diversity; 1 by default), ``H`` x
-``W`` image size, ``T`` optimization steps, ``C`` channels of the layer, ``top`` exemplars per
-channel, ``S`` the exemplar crop size. :func:`row_shape` turns them into numbers.
+``W`` image size, ``D`` the image's channels (the model's input channels: 3 for RGB, 1 for
+grayscale, more for multispectral), ``T`` optimization steps, ``C`` channels of the layer, ``top``
+exemplars per channel, ``S`` the exemplar crop size. :func:`row_shape` turns them into numbers.
 
 Pure data plus two pure functions over row fields (``dead`` and the per-layer index datasets),
 which are defined here because the schema defines what they mean; no I/O.
@@ -59,13 +60,19 @@ class Attr:
 ROW_FIELDS: tuple[Field, ...] = (
     Field("filters", "int32", (), -1, "filter index of the row", 1),
     Field("done", "bool", (), False, "the row is complete (its byte is written last)", 1),
-    Field("images", "uint8", ("K", "H", "W", "3"), 0, "display images"),
+    Field(
+        "images",
+        "uint8",
+        ("K", "H", "W", "D"),
+        0,
+        "display images (pictures of D != 3 channels: `vizjax.images.picture`)",
+    ),
     Field(
         "raw",
         "float32",
-        ("K", "H", "W", "3"),
+        ("K", "H", "W", "D"),
         np.nan,
-        "the optimized images, RGB 0-255 units, before display conversion",
+        "the optimized images, 0-255 units (RGB for D = 3), before display conversion",
     ),
     Field(
         "objective",
@@ -150,6 +157,7 @@ LAYER_ATTRS: tuple[Attr, ...] = (
     Attr("image_height", "int", "H"),
     Attr("image_width", "int", "W"),
     Attr("steps", "int", "T"),
+    Attr("image_channels", "int", "D, the model's input channels; 3 (RGB) where absent"),
     Attr(
         "segments",
         "JSON",
@@ -187,7 +195,7 @@ SEGMENT_ATTRS: tuple[Attr, ...] = (
     Attr("format_version", "int", f"{FORMAT_VERSION}"),
     Attr("layer", "str", "the layer the rows belong to"),
     Attr("atlas_id", "str", "the id of the atlas that created it"),
-    *LAYER_ATTRS[:5],
+    *(a for a in LAYER_ATTRS if a.name != "segments"),
 )
 
 #: Datasets of ``/layers/<layer>/exemplars`` (an external file); the row axis is the layer's C
@@ -350,7 +358,7 @@ def markdown() -> str:
         "by the atlas' id; `OUT.h5.d/` in atlases written before), which the index presents "
         "as one virtual "
         "dataset per field under `/layers/<layer>` (row axis n first; K images per filter, "
-        "H x W pixels, T steps, C channels of the layer):",
+        "H x W pixels, D image channels, T steps, C channels of the layer):",
         "",
         *_field_table(ROW_FIELDS),
         "",

@@ -12,6 +12,8 @@ Read top to bottom:
    into a ``(S, S, 3)`` uint8 square: the short side resized to ``S`` (224 by default; bilinear,
    which Pillow antialiases when it shrinks), then the centre ``S x S`` cut out. EXIF rotation is
    applied first. A file Pillow cannot decode (not an image, truncated, ...) is skipped and counted.
+   A grayscale model (one input channel) sees each square's luminance; models of other channel
+   counts than 1 and 3 are refused (a photo cannot give them).
 3. The engine's :func:`vizjax.engine.ascent.compiled_forward`, run by its one chunk/pad/shard loop
    (:func:`vizjax.engine.ascent.map_chunks`): a batch of squares, sharded over the local devices, through
    the network to the deepest requested layer; per image and channel of each layer it returns the
@@ -213,16 +215,17 @@ def _load_state(path: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _batches(
-    listing: images.Listing, start: int, batch: int, size: int
+    listing: images.Listing, start: int, batch: int, size: int, channels: int = 3
 ) -> Iterator[tuple[int, int, list[np.ndarray | None]]]:
-    """Yield ``(first, stop, squares-or-None)`` per batch from ``start``; the next batch is decoded
-    by a thread pool while the current one runs through the network."""
+    """Yield ``(first, stop, squares-or-None)`` per batch from ``start`` (``channels`` 1: their
+    luminance); the next batch is decoded by a thread pool while the current one runs through
+    the network."""
     with ThreadPoolExecutor(max_workers=2) as pool:
 
         def submit(i: int) -> list[Future]:
             stop = min(i + batch, len(listing))
             return [
-                pool.submit(images.try_load_square, listing.root / p, size)
+                pool.submit(images.try_load_square, listing.root / p, size, channels)
                 for p in listing.paths[i:stop]
             ]
 
@@ -304,7 +307,8 @@ def scan(
         smoothing=0.1,
     )
     with bar:
-        for first, stop, squares in _batches(listing, state["next"], batch, input_size):
+        channels = _input_channels(network)
+        for first, stop, squares in _batches(listing, state["next"], batch, input_size, channels):
             ok = [i for i, s in enumerate(squares) if s is not None]
             state["n_skipped"] += len(squares) - len(ok)
             if ok:
@@ -341,6 +345,11 @@ def _resolve(params: Any) -> tuple[Network | GenericModel, Any]:
     return models.from_params(params), params
 
 
+def _input_channels(network: Network | GenericModel) -> int:
+    """The model's input channels: 3 (RGB photos) or 1 (their luminance, for a grayscale model)."""
+    return network.channels if isinstance(network, GenericModel) else 3
+
+
 def _channels(network: Network | GenericModel, layer: str, size: int) -> int:
     if isinstance(network, Network):
         return network.num_channels(layer)
@@ -357,11 +366,13 @@ def _grid(network: Network | GenericModel, layer: str, size: int) -> tuple[int, 
 
 def _check_layers(network: Network | GenericModel, layers: Sequence[str], input_size: int) -> None:
     """Exemplars need convolutions whose output grid is at least 1x1 at ``input_size`` (a generic
-    model: layers with (H', W', C) maps or (T, C) tokens, of an RGB model that takes the size)."""
+    model: layers with (H', W', C) maps or (T, C) tokens, of an RGB or grayscale model that takes
+    the size)."""
     if isinstance(network, GenericModel):
-        if network.channels != 3:
+        if network.channels not in (1, 3):
             raise VizjaxError(
-                f"exemplars are RGB photos; {network.name} takes {network.channels}-channel input"
+                f"exemplars are photos (RGB, or their luminance for a grayscale model); "
+                f"{network.name} takes {network.channels}-channel input, which a photo cannot give"
             )
         if network.input_size is not None and network.input_size != input_size:
             raise VizjaxError(
@@ -393,7 +404,8 @@ def cut_crops(
     "box" (C, top, 4) i32 (y0, x0, y1, x1; y1, x1 exclusive), "crops" (C, top, s, s, 3) u8}}``.
     Each image is decoded once for all the crops it gives (every layer, channel and rank); an
     empty slot (fewer readable images than ``top``) has path "", activation NaN, position and box
-    -1, a black crop (the schema's fill values).
+    -1, a black crop (the schema's fill values). A grayscale model's crops show what it saw: the
+    luminance (as RGB, every channel equal).
     """
     from tqdm import tqdm
 
@@ -419,11 +431,12 @@ def cut_crops(
             "box": np.where(valid[..., None], box, -1).astype(np.int32),
             "crops": np.zeros((c, top, crop_size, crop_size, 3), np.uint8),
         }
+    channels = _input_channels(result.network)
     for i in tqdm(sorted(uses), desc="crops", unit="img", disable=quiet, file=sys.stderr):
-        square = images.try_load_square(result.listing.root / result.listing.paths[i], s)
+        square = images.try_load_square(result.listing.root / result.listing.paths[i], s, channels)
         if square is None:  # changed since the scan; leave its crops black
             continue
-        im = Image.fromarray(square)
+        im = images.to_pil(square).convert("RGB")
         for layer, ch, r in uses[i]:
             y0, x0, y1, x1 = (int(v) for v in out[layer]["box"][ch, r])
             crop = im.crop((x0, y0, x1, y1)).resize(

@@ -5,11 +5,12 @@ ascent; the atlas stores them per filter (:mod:`vizjax.schema`). Definitions (fi
 never tuned to flatter a recipe):
 
 * ``activation_matrix (K, C)`` -- the mean activation of every channel of the layer on each of the
-  filter's final images (RGB 0-255, as the network saw them, no transform). Its column ``f`` is
-  ``final_activation``: the filter's channel mean on its own image. ``dead``: it is exactly 0 on
-  every image (the filter never turned on). Across a layer's rows the atlas derives
-  ``selectivity`` (the filter's own image is the argmax of its column over the layer's images) and
-  ``specificity`` (own activation / mean activation of the filter over the other filters' images).
+  filter's final images (0-255 in the model's D input channels, RGB for D = 3, as the network saw
+  them, no transform). Its column ``f`` is ``final_activation``: the filter's channel mean on its
+  own image. ``dead``: it is exactly 0 on every image (the filter never turned on). Across a
+  layer's rows the atlas derives ``selectivity`` (the filter's own image is the argmax of its
+  column over the layer's images) and ``specificity`` (own activation / mean activation of the
+  filter over the other filters' images).
 * ``robustness (K,)`` -- the median over 8 random perturbations of the filter's activation on its
   image, divided by the activation on the unmoved image (NaN when that is 0). The perturbations
   are two each of four kinds: (a) an affine map -- translation uniform in +-8 px on each axis,
@@ -23,9 +24,10 @@ never tuned to flatter a recipe):
   pixel-exact. (Before 2026-11-30 all 8 were of kind (a); ``vizjax fidelity --force`` recomputes
   an older atlas' measures.)
 * ``hf_energy (K,)`` -- the fraction of the display image's luminance power spectrum (mean
-  removed; Y = 0.299 R + 0.587 G + 0.114 B) at radial frequencies above half the Nyquist frequency
-  (``sqrt(fy^2 + fx^2) > 0.25`` cycles per pixel). 0 for a flat image, ~1 for a pixel
-  checkerboard; natural photos are low (the shipped cat photo: :func:`photo_hf_energy`).
+  removed; Y = 0.299 R + 0.587 G + 0.114 B, or the mean of the D channels where D != 3) at radial
+  frequencies above half the Nyquist frequency (``sqrt(fy^2 + fx^2) > 0.25`` cycles per pixel).
+  0 for a flat image, ~1 for a pixel checkerboard; natural photos are low (the shipped cat
+  photo: :func:`photo_hf_energy`).
 """
 
 from __future__ import annotations
@@ -45,18 +47,19 @@ MAX_SHIFT = 8.0
 SCALE = (0.9, 1.1)
 MAX_DEGREES = 10.0
 
-#: ``acts(images (B, H, W, 3)) -> (B, h, w, C)`` (or ``(B, T, C)`` tokens): the layer's activations.
+#: ``acts(images (B, H, W, D)) -> (B, h, w, C)`` (or ``(B, T, C)`` tokens): the layer's activations.
 Acts = Callable[[jax.Array], jax.Array]
 
 
 def channel_means(acts: Acts, image: jax.Array) -> jax.Array:
-    """``(C,)`` mean activation of every channel of the layer on one image ``(H, W, 3)``."""
+    """``(C,)`` mean activation of every channel of the layer on one image ``(H, W, D)``."""
     a = acts(image[None])[0].astype(jnp.float32)  # (h, w, C) maps or (T, C) tokens
     return jnp.mean(a, axis=tuple(range(a.ndim - 1)))
 
 
 def _sample(image: jax.Array, rows: jax.Array, cols: jax.Array, mode: str) -> jax.Array:
-    """``image (H, W, 3)`` at float pixel coordinates (bilinear); ``mode`` fills the outside."""
+    """``image (H, W, D)`` at float pixel coordinates (bilinear, each channel); ``mode`` fills the
+    outside."""
     return jax.vmap(
         lambda ch: ndimage.map_coordinates(ch, [rows, cols], order=1, mode=mode, cval=0.0),
         in_axes=2,
@@ -72,7 +75,7 @@ def _grid(h: int, w: int) -> tuple[jax.Array, jax.Array, float, float]:
 
 
 def perturb(image: jax.Array, u: jax.Array) -> jax.Array:
-    """``image (H, W, 3)`` moved by the affine map that 4 uniforms ``u`` in [0, 1) pick (kind (a)
+    """``image (H, W, D)`` moved by the affine map that 4 uniforms ``u`` in [0, 1) pick (kind (a)
     of the module docstring): shift (2), scale, angle; edges reflected."""
     h, w, _ = image.shape
     ty, tx = MAX_SHIFT * (2 * u[0] - 1), MAX_SHIFT * (2 * u[1] - 1)
@@ -130,10 +133,17 @@ def robustness(acts: Acts, image: jax.Array, f: jax.Array, key: jax.Array) -> ja
     return jnp.where(base > 0, jnp.median(a[1:]) / jnp.where(base > 0, base, 1.0), jnp.nan)
 
 
+def luminance(image: jax.Array) -> jax.Array:
+    """``(H, W)`` luminance of a 0-1 ``(H, W, D)`` image: Y = 0.299 R + 0.587 G + 0.114 B for
+    RGB (D = 3), the channels' mean otherwise (the one channel of a grayscale image)."""
+    d = image.shape[-1]
+    weights = jnp.asarray([0.299, 0.587, 0.114] if d == 3 else [1.0 / d] * d, jnp.float32)
+    return image @ weights
+
+
 def hf_energy(display: jax.Array) -> jax.Array:
-    """Fraction of the luminance power above half Nyquist of a uint8 or 0-255 ``(H, W, 3)``."""
-    rgb = display.astype(jnp.float32) / 255.0
-    y = rgb @ jnp.asarray([0.299, 0.587, 0.114], jnp.float32)
+    """Fraction of the luminance power above half Nyquist of a uint8 or 0-255 ``(H, W, D)``."""
+    y = luminance(display.astype(jnp.float32) / 255.0)
     y = y - jnp.mean(y)
     power = jnp.square(jnp.abs(jnp.fft.fft2(y)))
     h, w = y.shape
@@ -151,8 +161,8 @@ def measure_key(layer_index: int, f: jax.Array | int) -> jax.Array:
 def measure_one(
     acts: Acts, raw: jax.Array, display: jax.Array, f: jax.Array, key: jax.Array
 ) -> dict[str, jax.Array]:
-    """Every measure of one filter's K images ``raw (K, H, W, 3)`` (what the network saw) and
-    ``display (K, H, W, 3)`` uint8: ``activation_matrix (K, C)``, ``final_activation (K,)``,
+    """Every measure of one filter's K images ``raw (K, H, W, D)`` (what the network saw; D its
+    input channels) and ``display (K, H, W, D)`` uint8: ``activation_matrix (K, C)``, ``final_activation (K,)``,
     ``robustness (K,)``, ``hf_energy (K,)``."""
     matrix = jax.vmap(lambda x: channel_means(acts, x))(raw)
     keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(jnp.arange(raw.shape[0]))

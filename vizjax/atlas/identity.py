@@ -66,7 +66,8 @@ def check_model(path: object, attrs: Mapping[str, Any], identity: Mapping[str, s
     """AtlasError in one line unless the model given for the atlas at ``path`` is the one that made
     it: ``identity`` is a generic model's (:meth:`vizjax.models.generic.GenericModel.identity`:
     kind, name, architecture, weights) or None for a built-in network; the atlas records a generic
-    model as the root attributes ``model_kind``, ``architecture`` and ``weights_sha256``."""
+    model as the root attributes ``model_kind``, ``architecture`` and ``weights_sha256``, and its
+    input channels in the config (``channels``; 3 where absent)."""
     made_by = str(_text(attrs.get("model", "")))
     if not attrs.get("model_kind"):
         if identity is not None:
@@ -78,6 +79,12 @@ def check_model(path: object, attrs: Mapping[str, Any], identity: Mapping[str, s
         raise AtlasError(
             f"{path} was made with {made_by} (a {_text(attrs['model_kind'])} model, not a "
             "built-in network): give the same model with --model"
+        )
+    theirs = stored_config(attrs, path).get("channels", 3)
+    if str(theirs) != identity.get("channels", "3"):
+        raise AtlasError(
+            f"{identity['name']} takes {identity.get('channels', '3')} input channel(s); {path} "
+            f"was made with a {theirs}-channel model"
         )
     for key, mine, what in (
         ("architecture", identity["architecture"], "architecture"),

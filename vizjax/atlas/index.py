@@ -28,7 +28,14 @@ from vizjax.atlas.files import (
     exemplars_name,
     segment_name,
 )
-from vizjax.atlas.segment import Geometry, _create_segment, _dims, _open_segment, _Segment
+from vizjax.atlas.segment import (
+    RGB,
+    Geometry,
+    _create_segment,
+    _dims,
+    _open_segment,
+    _Segment,
+)
 from vizjax.durable import _fsync_dir, _fsync_path, _replace_atomically, fault
 from vizjax.errors import AtlasError
 
@@ -60,6 +67,7 @@ class _Layer:
     k: int | None  # None (with image_shape and steps): a layer that has only exemplars so far
     image_shape: tuple[int, int] | None
     steps: int | None
+    image_channels: int = RGB  # D: the model's input channels
     runs: list[tuple[_Segment, int, int]] = dataclasses.field(default_factory=list)
     derived: dict[str, np.ndarray] | None = None  # index datasets; None: compute when written
     exemplars: bool = False
@@ -70,7 +78,8 @@ class _Layer:
     def geometry(self) -> Geometry | None:
         if self.k is None:
             return None
-        return (self.num_filters, self.k, self.image_shape, self.steps)  # type: ignore[return-value]
+        shape, steps, d = self.image_shape, self.steps, self.image_channels
+        return (self.num_filters, self.k, shape, steps, d)  # type: ignore[return-value]
 
     def rows(self) -> Iterator[tuple[_Segment, int]]:
         for seg, a, b in self.runs:
@@ -154,6 +163,7 @@ class _Store:
                     if "k" in a:
                         layer.k, layer.steps = int(a["k"]), int(a["steps"])
                         layer.image_shape = (int(a["image_height"]), int(a["image_width"]))
+                        layer.image_channels = int(a.get("image_channels", RGB))
                     spec = json.loads(a.get("segments", "[]"))
                     derived = {d.name: g[d.name][...] for d in schema.INDEX_DATASETS if d.name in g}
                     layer.exemplars = g.get("exemplars", getlink=True) is not None
@@ -293,9 +303,9 @@ class _Store:
         n = sum(b - a for _, a, b in layer.runs)
         geometry = layer.geometry
         if geometry is not None:
-            _, k, (h, w), t = geometry
+            _, k, (h, w), t, d = geometry
             g.attrs["k"], g.attrs["image_height"], g.attrs["image_width"] = k, h, w
-            g.attrs["steps"] = t
+            g.attrs["steps"], g.attrs["image_channels"] = t, d
         g.attrs["segments"] = json.dumps([[seg.name, a, b] for seg, a, b in layer.runs])
         for field in schema.ROW_FIELDS:
             if geometry is None:  # only exemplars: the rows are empty, shapes unknown

@@ -208,7 +208,7 @@ def merge_atlases(
                     state = store.layers[name] = _Layer(c, None, None, None)
                 if geometry is not None:
                     if state.geometry is None and not state.runs:
-                        state.k, state.image_shape, state.steps = geometry[1:]
+                        state.k, state.image_shape, state.steps, state.image_channels = geometry[1:]
                     if state.geometry != geometry:
                         raise AtlasError(
                             f"cannot merge {p}: layer {name} has {_geometry_text(geometry)}, "

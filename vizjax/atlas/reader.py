@@ -14,7 +14,7 @@ import numpy as np
 
 from vizjax import names, schema
 from vizjax.atlas.files import _SEGMENT_RE, _check_root, _open_h5, _text, data_dir
-from vizjax.atlas.segment import Geometry, _open_segment
+from vizjax.atlas.segment import RGB, Geometry, _open_segment
 from vizjax.errors import AtlasError, VizjaxError
 
 
@@ -204,7 +204,8 @@ class AtlasLayer:
 
     ``filters`` (n,) and ``done`` (n,) are loaded; every per-row field of
     :data:`vizjax.schema.ROW_FIELDS` and every index dataset is a :class:`LazyField`:
-    ``layer["raw"]`` or ``layer.raw`` (n, K, H, W, 3), read only where indexed.
+    ``layer["raw"]`` or ``layer.raw`` (n, K, H, W, D), read only where indexed. ``image_channels``
+    is D, the model's input channels (3: RGB, also for atlases that do not record it).
     """
 
     def __init__(self, atlas: Atlas, name: str, group: h5py.Group) -> None:
@@ -228,6 +229,7 @@ class AtlasLayer:
             h, w = images.shape[1:3]
             self.k, self.image_shape = 1, (int(h), int(w))
             self.steps = int(objective.shape[1]) - 1
+            self.image_channels = RGB
             fields: tuple[schema.Field, ...] = schema.V1_ROW_FIELDS
         else:
             self.k = _int_attr(a, "k", 1, _MAX_DIM, default=1)
@@ -236,6 +238,7 @@ class AtlasLayer:
                 _int_attr(a, "image_width", 0, _MAX_DIM, default=0),
             )
             self.steps = _int_attr(a, "steps", 0, _MAX_DIM, default=0)
+            self.image_channels = _int_attr(a, "image_channels", 1, _MAX_DIM, default=RGB)
             self._segments = _segments_attr(a.get("segments", "[]"))
             fields = schema.ROW_FIELDS if "k" in a else ()
             for fname, _, _ in self._segments:
@@ -289,7 +292,13 @@ class AtlasLayer:
             raise ValueError(
                 f"segments map {sum(b - a for _, a, b in self._segments)} rows, not {n}"
             )
-        geometry: Geometry = (self.num_filters, self.k, self.image_shape, self.steps)
+        geometry: Geometry = (
+            self.num_filters,
+            self.k,
+            self.image_shape,
+            self.steps,
+            self.image_channels,
+        )
         filters = []
         for fname, a, b in self._segments:
             seg = _open_segment(folder / fname, self.name, geometry)
@@ -303,9 +312,10 @@ class AtlasLayer:
 
     @property
     def dims(self) -> dict[str, int]:
-        """The schema symbols of this layer: K, H, W, T, C."""
+        """The schema symbols of this layer: K, H, W, D, T, C."""
         h, w = self.image_shape
-        return {"K": self.k, "H": h, "W": w, "T": self.steps, "C": self.num_filters}
+        d = self.image_channels
+        return {"K": self.k, "H": h, "W": w, "D": d, "T": self.steps, "C": self.num_filters}
 
     # -- lazy fields --------------------------------------------------------------------------
 
@@ -394,13 +404,14 @@ class AtlasLayer:
         return r
 
     def image(self, f: int, k: int = 0) -> np.ndarray:
-        """The ``(H, W, 3)`` uint8 image ``k`` of filter ``f``; AtlasError if absent or not done."""
+        """The ``(H, W, D)`` uint8 image ``k`` of filter ``f`` (D: :attr:`image_channels`; its
+        picture: :func:`vizjax.images.picture`); AtlasError if absent or not done."""
         if not 0 <= k < self.k:
             raise AtlasError(f"layer {self.name} has {self.k} images per filter; got k={k}")
         return self.field("images")[self._done_row(f)][k]
 
     def images_of(self, f: int) -> np.ndarray:
-        """The ``(K, H, W, 3)`` uint8 images of filter ``f``."""
+        """The ``(K, H, W, D)`` uint8 images of filter ``f``."""
         return self.field("images")[self._done_row(f)]
 
     # -- analysis -----------------------------------------------------------------------------
@@ -492,8 +503,9 @@ class AtlasLayer:
     def to_xarray(self) -> Any:
         """The done rows as an ``xarray.Dataset`` (read into memory).
 
-        Dims ``filter`` (coordinate: filter indices), ``k``, ``y``, ``x``, ``rgb``, ``channel``,
-        ``step``; attrs ``config`` (JSON) and the layer's figures
+        Dims ``filter`` (coordinate: filter indices), ``k``, ``y``, ``x``, ``rgb`` (the images'
+        channels; named ``band`` where the model's input is not RGB: D != 3), ``channel`` (the
+        layer's), ``step``; attrs ``config`` (JSON), ``image_channels`` (D) and the layer's figures
         (:func:`vizjax.analysis.fidelity.summarize`). Needs the optional extra: ``pip install
         vizjax[xarray]``.
         """
@@ -504,9 +516,10 @@ class AtlasLayer:
                 "to_xarray needs xarray: pip install vizjax[xarray] (or pip install xarray)"
             ) from None
         d = self.to_numpy()
+        colour = "rgb" if self.image_channels == RGB else "band"
         dims = {
-            "images": ("filter", "k", "y", "x", "rgb"),
-            "raw": ("filter", "k", "y", "x", "rgb"),
+            "images": ("filter", "k", "y", "x", colour),
+            "raw": ("filter", "k", "y", "x", colour),
             "objective": ("filter", "step"),
             "final_activation": ("filter", "k"),
             "activation_matrix": ("filter", "k", "channel"),
@@ -521,6 +534,7 @@ class AtlasLayer:
         attrs = {
             "layer": self.name,
             "num_filters": self.num_filters,
+            "image_channels": self.image_channels,
             "config": json.dumps(self._atlas.config, sort_keys=True),
             **fidelity.summarize(self.fidelity),
         }

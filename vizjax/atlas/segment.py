@@ -16,17 +16,21 @@ from vizjax.atlas.files import FORMAT_VERSION, _text
 from vizjax.durable import _bytes_of, _fdatasync, _pwrite_all, _replace_atomically, fault
 from vizjax.errors import AtlasError
 
-Geometry = tuple[int, int, tuple[int, int], int]  # (num_filters C, k K, (H, W), steps T)
+#: (num_filters C, k K, (H, W), steps T, image channels D)
+Geometry = tuple[int, int, tuple[int, int], int, int]
+#: The image channels of a layer that does not record them (written before they were): RGB.
+RGB = 3
 
 
 def _dims(geometry: Geometry) -> dict[str, int]:
-    c, k, (h, w), t = geometry
-    return {"C": c, "K": k, "H": h, "W": w, "T": t}
+    c, k, (h, w), t, d = geometry
+    return {"C": c, "K": k, "H": h, "W": w, "T": t, "D": d}
 
 
 def _geometry_text(geometry: Geometry) -> str:
-    c, k, (h, w), t = geometry
-    return f"{h}x{w} images, k={k}, {t} steps, {c} filters"
+    c, k, (h, w), t, d = geometry
+    channels = "" if d == RGB else f"{d}-channel "
+    return f"{h}x{w} {channels}images, k={k}, {t} steps, {c} filters"
 
 
 def _row_bytes(field: schema.Field, dims: Mapping[str, int]) -> int:
@@ -99,10 +103,11 @@ def _create_segment(
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["layer"] = layer
             f.attrs["atlas_id"] = atlas_id
-            c, k, (h, w), t = geometry
+            c, k, (h, w), t, d = geometry
             for key, v in (("num_filters", c), ("k", k), ("image_height", h), ("image_width", w)):
                 f.attrs[key] = v
             f.attrs["steps"] = t
+            f.attrs["image_channels"] = d
             for field in schema.ROW_FIELDS:
                 d = f.create_dataset(
                     field.name,
@@ -140,6 +145,7 @@ def _open_segment(path: Path, layer: str, geometry: Geometry | None) -> _Segment
                 int(a["k"]),
                 (int(a["image_height"]), int(a["image_width"])),
                 int(a["steps"]),
+                int(a.get("image_channels", RGB)),
             )
             if a.get("format") != schema.SEGMENT_FORMAT or a.get("layer") != layer:
                 raise ValueError("not a segment of this layer")

@@ -32,6 +32,7 @@ def _v1_layers(f: h5py.File) -> dict[str, tuple[Geometry, np.ndarray, np.ndarray
             1,
             (int(h), int(w)),
             int(g["objective"].shape[1]) - 1,
+            3,  # format 1 held RGB images only
         )
         out[name] = (geometry, g["filters"][...].astype(np.int32), g["done"][...].astype(bool))
     return out
@@ -101,7 +102,7 @@ def _upgrade_locked(path: Path) -> None:
                 extra.setdefault(str(z["layer"]), {})[int(flt)] = (p, i)
     with _open_h5(path) as f:
         for name, (geometry, filters, done) in layers.items():
-            store.layers[name] = _Layer(geometry[0], geometry[1], geometry[2], geometry[3])
+            store.layers[name] = _Layer(*geometry[:4], image_channels=geometry[4])
             jfilters = [flt for flt in extra.get(name, {}) if flt not in set(filters.tolist())]
             all_filters = np.concatenate([filters, np.asarray(jfilters, np.int32)])
             if not len(all_filters):

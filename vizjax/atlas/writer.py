@@ -205,11 +205,13 @@ class AtlasWriter:
         image_shape: tuple[int, int],
         steps: int,
         k: int = 1,
+        channels: int = 3,
     ) -> list[int]:
         """Make sure ``layer`` has a row for each of ``filters``; return those not done yet.
 
         Takes the layer's channel count C, the filter indices this run wants, the image size
-        ``(H, W)``, the number of optimization steps T and the images per filter K. Returns the
+        ``(H, W)``, the number of optimization steps T, the images per filter K and the images'
+        channels D (the model's input channels: 3 for RGB). Returns the
         requested filters that are not done, in request order (duplicates dropped). Filters without
         a row get a new segment and the index is rewritten, so a reader sees the layer's rows (not
         done) while they are computed. AtlasError if the layer exists with another geometry, a
@@ -222,8 +224,9 @@ class AtlasWriter:
             int(k),
             (int(image_shape[0]), int(image_shape[1])),
             int(steps),
+            int(channels),
         )
-        if min(geometry[0], geometry[1], *geometry[2]) < 1 or geometry[3] < 0:
+        if min(geometry[0], geometry[1], *geometry[2], geometry[4]) < 1 or geometry[3] < 0:
             raise AtlasError(f"layer {layer}: bad geometry {_geometry_text(geometry)}")
         wanted = list(dict.fromkeys(int(f) for f in filters))
         bad = [f for f in wanted if not 0 <= f < geometry[0]]
@@ -233,12 +236,12 @@ class AtlasWriter:
             )
         state = store.layers.get(layer)
         if state is None:
-            state = _Layer(geometry[0], geometry[1], geometry[2], geometry[3])
+            state = _Layer(*geometry[:4], image_channels=geometry[4])
             store.layers[layer] = state
         elif state.geometry is None and state.num_filters == geometry[0] and not state.runs:
-            state.k, state.image_shape, state.steps = geometry[1], geometry[2], geometry[3]
+            state.k, state.image_shape, state.steps, state.image_channels = geometry[1:]
         elif state.geometry != geometry:
-            have = state.geometry or (state.num_filters, 0, (0, 0), 0)
+            have = state.geometry or (state.num_filters, 0, (0, 0), 0, 3)
             raise AtlasError(
                 f"layer {layer} in {self.path} has {_geometry_text(have)}; this run "
                 f"has {_geometry_text(geometry)}; write to another --out"

@@ -190,6 +190,7 @@ def _atlas_layer(a, name: str):
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from vizjax import images
     from vizjax.analysis import fidelity
     from vizjax.atlas import open_atlas
 
@@ -211,6 +212,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             out["layers"][name] = {
                 "num_filters": layer.num_filters,
                 "rows": len(layer.filters),
+                # The images' channels (the model's input) and how pictures show them.
+                "image_channels": layer.image_channels,
+                "picture": images.view(layer.image_channels),
                 **s,
                 "dead": [int(f) for f in table["filter"][np.asarray(table["dead"], bool)]],
                 "nonfinite_filters": [
@@ -244,6 +248,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{s['median_robustness']:.2f}; median HF energy {s['median_hf_energy']:.3f} "
             f"(cat photo {photo:.3f}); mean final activation {s['mean_final_activation']:.4g}"
             + (f"; zero gradient at start {s['zero_start_grad']}" if s["zero_start_grad"] else "")
+            + (
+                f"; images of {s['image_channels']} channel(s), pictured as {s['picture']}"
+                if s["image_channels"] != 3
+                else ""
+            )
             + (f"; NON-FINITE {s['nonfinite_filters']}" if s["nonfinite"] else "")
         )
     return 0

@@ -36,7 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vizjax.analysis import fidelity
-from vizjax.engine import adapter, render
+from vizjax.engine import adapter, render, transform
 from vizjax.engine.chunk import auto_chunk, round_to_mesh
 from vizjax.engine.execution import Execution, auto_segment, keep_freed_host_memory, segments
 from vizjax.engine.recipe import DEFAULT_SIZE, Recipe
@@ -66,8 +66,8 @@ class Results:
 
     Attributes:
       filters: int32 (n,) filter indices.
-      images: uint8 (n, K, H, W, 3) display images.
-      raw: float32 (n, K, H, W, 3) optimized images in RGB 0-255 units (unclipped for pixels).
+      images: uint8 (n, K, H, W, D) display images (D: the model's input channels, 3 = RGB).
+      raw: float32 (n, K, H, W, D) optimized images in 0-255 units (unclipped for pixels).
       objective: float32 (n, steps + 1) the objective before each step and after the last.
       zero_start_grad: bool (n,) the gradient was exactly zero at the start (with the classic
         recipe the image never moved).
@@ -107,13 +107,15 @@ class Results:
 # The start image and the keys.
 
 
-def noise_image(recipe: Recipe, channels: int = 3) -> jax.Array:
+def noise_image(recipe: Recipe, channels: int = 3, fixed: int | None = None) -> jax.Array:
     """The shared start image: N(noise_mean, noise_std) from ``key(seed)``, ``recipe.size``
-    (default 128x128), float32, ``(H, W, channels)`` (the model's input channels)."""
-    h, w = recipe.size or DEFAULT_SIZE
-    key = jax.random.key(recipe.seed)
-    shape = (h, w, channels)
-    return recipe.noise_mean + recipe.noise_std * jax.random.normal(key, shape, jnp.float32)
+    (default: the size whose views are a model's ``fixed`` input size, else 128x128), float32,
+    ``(H, W, channels)`` (the model's input channels)."""
+    h, w = recipe.size or (
+        transform.fitting_size(recipe.transforms, fixed) if fixed else DEFAULT_SIZE
+    )
+    noise = jax.random.normal(jax.random.key(recipe.seed), (h, w, channels), jnp.float32)
+    return recipe.noise_mean + recipe.noise_std * noise
 
 
 def filter_key(
@@ -124,9 +126,8 @@ def filter_key(
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), index), f)
 
 
-def deprocess(x: jax.Array) -> jax.Array:
-    """Chollet's display transform (:func:`vizjax.engine.render.deprocess`)."""
-    return render.deprocess(x)
+#: Chollet's display transform (:func:`vizjax.engine.render.deprocess`).
+deprocess = render.deprocess
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,7 +330,7 @@ def compiled_measure(
     mesh: Mesh,
     network: AnyNetwork = vgg.NETWORK,
 ) -> Callable[..., dict[str, Any]]:
-    """``(params, raw (n, K, H, W, 3), display (n, K, H, W, 3), filters (n,)) -> measures`` of
+    """``(params, raw (n, K, H, W, D), display (n, K, H, W, D), filters (n,)) -> measures`` of
     :mod:`vizjax.analysis.fidelity`, vmapped over filters and sharded like the ascent (the same jit
     boundary's second program: the ascent runs it on each chunk before the images leave the
     devices; ``vizjax fidelity`` runs it on stored images)."""
@@ -357,7 +358,7 @@ def compiled_forward(
     mesh: Mesh,
     network: AnyNetwork = vgg.NETWORK,
 ) -> Callable[[Any, jax.Array], dict[str, tuple[jax.Array, jax.Array]]]:
-    """``(params, squares uint8 (B, S, S, 3)) -> {layer: (mean (B, C) f32, argmax (B, C) i32)}``,
+    """``(params, squares uint8 (B, S, S, D)) -> {layer: (mean (B, C) f32, argmax (B, C) i32)}``,
     the dataset exemplars' forward (:mod:`vizjax.analysis.exemplars`), images sharded over the mesh.
 
     ``mean`` is each channel's mean activation (post-ReLU) over the layer's output grid, ``argmax``
@@ -437,8 +438,6 @@ def check_layer_size(
 ) -> None:
     """The image must be large enough for ``layer`` after the recipe's transforms (and of the size
     a model with a fixed input size takes)."""
-    from vizjax.engine import transform
-
     net_adapter = adapter.of(network)
     if isinstance(network, Network):
         net_adapter.check_size(layer, h, w)
@@ -476,8 +475,6 @@ def check_filters(
 
 def _network_hw(recipe: Recipe, start: jax.Array) -> tuple[int, int]:
     """The size of each view the network sees (the start image after the recipe's transforms)."""
-    from vizjax.engine import transform
-
     return transform.out_hw(recipe.transforms, (int(start.shape[0]), int(start.shape[1])))
 
 
@@ -514,7 +511,8 @@ def prepare(
     network, params = adapter.resolve(params)
     preprocessing = adapter.preprocessing_of(network, preprocessing)
     if isinstance(network, GenericModel):
-        start = noise_image(recipe, network.channels) if start is None else jnp.asarray(start)
+        if start is None:  # at the model's fixed input size, if any, unless the recipe says
+            start = noise_image(recipe, network.channels, network.input_size)
         check_layer_size(layer, start.shape[0], start.shape[1], recipe, network)
         hw = _network_hw(recipe, start)
         check_conv_layer(layer, network, hw)
@@ -591,7 +589,7 @@ def iter_chunks(
 
     Args:
       params: ``{"params": {...}}`` as loaded by :func:`vizjax.models.weights.load_weights`.
-      start: the shared start image (H, W, 3) in RGB 0-255 units; default: :func:`noise_image`
+      start: the shared start image (H, W, D) in 0-255 units (D: the model's channels); default: :func:`noise_image`
         of ``recipe`` (a run with a start photo passes the photo and sets ``recipe.init``).
       execution: dtype, convolution, loop structure and ``batch`` (filters per chunk, or
         ``"auto"``, see :func:`vizjax.engine.chunk.auto_chunk`; rounded up to a multiple of the device count).
@@ -645,7 +643,7 @@ def iter_measures(
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """The :mod:`vizjax.analysis.fidelity` measures of stored images, chunk by chunk (``vizjax fidelity``).
 
-    ``images(filters (m,))`` reads ``(raw (m, K, H, W, 3), display (m, K, H, W, 3) uint8)`` of
+    ``images(filters (m,))`` reads ``(raw (m, K, H, W, D), display (m, K, H, W, D) uint8)`` of
     those filters; it is called once per chunk. Yields ``(filters (m,), measures)`` with the
     measures named as :class:`Results` (row axis first). ``execution.batch``: filters per chunk
     (``"auto"``: :data:`MEASURE_FILTERS_PER_DEVICE` per device).
@@ -690,6 +688,8 @@ def visualize(
         res = vizjax.visualize("block4_conv1", range(8), vizjax.preset("lucid"), w.params,
                                w.preprocessing)
         res.images.shape  # (8, 1, 128, 128, 3) uint8: n filters, K images each
+
+    A model with a fixed input size runs at that size unless ``recipe.size`` gives one.
     """
     parts = list(iter_chunks(layer, filters, recipe, params, preprocessing, **kwargs))
     if not parts:

@@ -35,7 +35,7 @@ from jax import lax
 from vizjax.engine import objectives, transform
 from vizjax.engine.recipe import Recipe
 
-#: ``net(views (B, h, w, 3), redirect) -> {layer: (B, h', w', C)}``: the network as the objective
+#: ``net(views (B, h, w, D), redirect) -> {layer: (B, h', w', C)}`` (D: the model's input channels): the network as the objective
 #: needs it (the engine closes over weights, dtype and the filter's channel on the fast path).
 Net = Callable[[jax.Array, "jax.Array | None"], dict[str, jax.Array]]
 
@@ -61,24 +61,12 @@ def deprocess(x: jax.Array) -> jax.Array:
     return (x * 255.0).astype(jnp.uint8)
 
 
-def as_rgb(x: jax.Array) -> jax.Array:
-    """``(H, W, C)`` -> ``(H, W, 3)`` for showing: RGB as it is; one channel as gray (repeated);
-    two channels padded with the last; more than three: the first three."""
-    c = x.shape[-1]
-    if c == 3:
-        return x
-    if c < 3:
-        return jnp.concatenate([x, jnp.repeat(x[..., -1:], 3 - c, axis=-1)], axis=-1)
-    return x[..., :3]
-
-
-def display(recipe: Recipe, rgb: jax.Array) -> jax.Array:
-    """``(H, W, C)`` 0-255 float -> ``(H, W, 3)`` uint8 display image, as the recipe says (a model
-    with other than 3 input channels is shown by :func:`as_rgb`)."""
-    rgb = as_rgb(rgb)
+def display(recipe: Recipe, image: jax.Array) -> jax.Array:
+    """``(H, W, D)`` 0-255 float -> ``(H, W, D)`` uint8 display image, as the recipe says; D is the
+    model's input channels (:func:`vizjax.images.picture` shows other than 3)."""
     if recipe.display == "deprocess":
-        return deprocess(rgb)
-    return jnp.round(jnp.clip(rgb, 0.0, 255.0)).astype(jnp.uint8)
+        return deprocess(image)
+    return jnp.round(jnp.clip(image, 0.0, 255.0)).astype(jnp.uint8)
 
 
 def _image_keys(key: jax.Array, k: int) -> jax.Array:
@@ -105,7 +93,7 @@ def draws(
 
 
 def init(recipe: Recipe, start: jax.Array, key: jax.Array, from_start: bool) -> State:
-    """The state before step 0. ``start (H, W, 3)``: the run's start image (shared); ``key``: the
+    """The state before step 0. ``start (H, W, D)``: the run's start image (shared); ``key``: the
     filter's key. Image 0 of a pixel param starts at ``start``; images 1..K-1 (diversity) add
     N(0, noise) pixel noise to it so they can part ways (other params draw from their keys)."""
     k = recipe.images
@@ -132,7 +120,7 @@ def _evaluate(
 ) -> jax.Array:
     """The objective of the K images ``params`` with one step's transform uniforms ``u (K, n)``."""
     k = recipe.images
-    rgb = jax.vmap(lambda p: recipe.param.to_rgb(p, hw))(params)  # (K, H, W, 3)
+    rgb = jax.vmap(lambda p: recipe.param.to_rgb(p, hw))(params)  # (K, H, W, D)
     views = jax.vmap(lambda uk, x: transform.apply(recipe.transforms, uk, x))(u, rgb)
     v = views.shape[1]
     acts = net(views.reshape(k * v, *views.shape[2:]), redirect)
@@ -209,10 +197,10 @@ def finish(
     last: jax.Array | int,
 ) -> dict[str, jax.Array]:
     """The results of one filter after ``last`` steps (``recipe.steps``; may be traced):
-    ``raw (K, H, W, 3)`` float32 RGB 0-255, ``images (K, H, W, 3)`` uint8, ``final`` (the
-    objective of the final images at step ``last``'s randomness, redirect off: the last entry of
-    the objective trace whose others :func:`advance` returns), ``zero_start_grad`` and
-    ``nonfinite`` (0-d bools)."""
+    ``raw (K, H, W, D)`` float32 0-255 (D: the model's input channels; RGB for 3), ``images (K,
+    H, W, D)`` uint8, ``final`` (the objective of the final images at step ``last``'s randomness,
+    redirect off: the last entry of the objective trace whose others :func:`advance` returns),
+    ``zero_start_grad`` and ``nonfinite`` (0-d bools)."""
     ut, _ = draws(recipe, key, jnp.reshape(jnp.asarray(last, jnp.int32), (1,)), hw)
     final = _evaluate(recipe, objective, net, state.params, f, ut[0], hw, None)
     rgb = jax.vmap(lambda p: recipe.param.to_rgb(p, hw))(state.params)

@@ -1,12 +1,12 @@
 """Transforms: random changes of one image that the visualization must survive (Lucid's ``transform``).
 
-Each transform is a frozen dataclass called as ``t(u, image) -> image`` on ONE image
-``(H, W, 3)`` in RGB 0-255 units, where ``u`` holds the ``t.draws(hw)`` uniform random numbers in
-[0, 1) it consumes. The render draws them from ``fold_in(filter_key, step)`` -- so a filter's
-picture never depends on its neighbours in a batch -- for all the steps of a compiled segment at
-once, in one vectorized call: with keys drawn inside every unrolled step, XLA compiled a copy of
-the threefry hash per draw per step (measured: ~1.1 s of compile time per Lucid step, most of it
-random number generation). :func:`sample` draws them from a key for one call. Everything is
+Each transform is a frozen dataclass called as ``t(u, image) -> image`` on ONE image ``(H, W, 3)``
+in RGB 0-255 units (or the model's D channels), where ``u`` holds the ``t.draws(hw)`` uniform random
+numbers in [0, 1) it consumes. The render draws them from ``fold_in(filter_key, step)`` -- so a
+filter's picture never depends on its neighbours in a batch -- for all the steps of a compiled
+segment at once, in one vectorized call: with keys drawn inside every unrolled step, XLA compiled a
+copy of the threefry hash per draw per step (measured: ~1.1 s of compile time per Lucid step, most
+of it random number generation). :func:`sample` draws them from a key for one call. Everything is
 ``jax.numpy``/``lax`` inside the compiled program: no host round trip. ``out_hw(hw)`` gives the
 static output size (XLA needs static shapes).
 
@@ -214,7 +214,7 @@ class Crops:
     """MACO's augmentation (Horama's ``optimization_step``): ``n`` random square crops, resized to
     ``out`` x ``out`` (bilinear; ``out=0``: the input size), plus N(0, noise) and U(-noise/2,
     noise/2) noise. Centres ~ 0.5 + 0.15 N(0, 1) of the image; side = ``U(box)`` of its size
-    (outside the image: grey 127.5). Returns ``(n, out, out, 3)``: it must be the last transform.
+    (outside the image: grey 127.5). Returns ``(n, out, out, C)``: it must be the last transform.
     """
 
     kind: ClassVar[str] = "crops"
@@ -244,7 +244,9 @@ class Crops:
             return _resample(image, rr, cc, 1, "constant", 127.5)
 
         crops = jax.vmap(one)(box)
-        return crops + self.noise * _normal(gauss) + self.noise * (unif - 0.5)
+        # The draws are per RGB pixel: a model of C channels takes channel c's from c mod 3.
+        pick = np.arange(image.shape[-1]) % 3
+        return crops + self.noise * _normal(gauss[..., pick]) + self.noise * (unif[..., pick] - 0.5)
 
     def out_hw(self, hw: Hw) -> Hw:
         return (self.out, self.out) if self.out else hw
@@ -392,6 +394,19 @@ def out_hw(transforms: Sequence[Transform], hw: Hw) -> Hw:
     for t in transforms:
         hw = t.out_hw(hw)
     return hw
+
+
+def fitting_size(transforms: Sequence[Transform], fixed: int) -> Hw:
+    """The image size whose views, after ``transforms`` (pads, jitters, crops), are the ``fixed x
+    fixed`` input a model requires; ``fixed`` itself if no size near it gives that (the size
+    check then says so in one line)."""
+    for n in sorted(range(max(1, fixed - 128), fixed + 129), key=lambda n: abs(n - fixed)):
+        try:
+            if out_hw(transforms, (n, n)) == (fixed, fixed):
+                return n, n
+        except ValueError:
+            continue
+    return fixed, fixed
 
 
 def views(transforms: Sequence[Transform]) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from vizjax import images
 from vizjax.errors import VizjaxError
 
 
@@ -70,6 +71,7 @@ class _LayerData:
             "num_filters": self.layer.num_filters,
             "k": self.layer.k,
             "size": self.layer.image_shape,
+            "channels": self.layer.image_channels,
             "steps": self.layer.steps,
             "dead": s["dead_count"],
             "zero_start_grad": s["zero_start_grad"],
@@ -83,6 +85,13 @@ class _LayerData:
         }
 
 
+def _view_text(s: dict[str, Any]) -> str | None:
+    """How the pictures show images of other than 3 channels (:func:`vizjax.images.view`), or
+    None for RGB."""
+    d = s["channels"]
+    return None if d == 3 else f"{d} input channel{'s' * (d > 1)}, pictured as {images.view(d)}"
+
+
 def _summary_text(s: dict[str, Any]) -> str:
     parts = [
         f"{s['done']} of {s['num_filters']} filters",
@@ -92,6 +101,8 @@ def _summary_text(s: dict[str, Any]) -> str:
     if s["nonfinite"]:
         parts.append(f"{s['nonfinite']} non-finite")
     parts.append(f"{s['size'][0]}x{s['size'][1]} px, {s['steps']} steps, K={s['k']}")
+    if _view_text(s):
+        parts.append(str(_view_text(s)))
     parts.append(f"mean final activation {_num(s['final'])}")
     return ", ".join(parts)
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
-from vizjax import names
+from vizjax import images, names
 from vizjax.durable import fault
 
 #: Largest side of a layer page's thumbnails (px). 512 thumbnails of 96 px stay a few MB.
@@ -166,7 +166,8 @@ def remove_temp_files(root: Path, page: Path | None = None) -> None:
 
 
 def _save(image: np.ndarray, path: Path) -> None:
-    im = Image.fromarray(np.asarray(image, np.uint8))
+    """Save an ``(H, W, D)`` uint8 image as the PNG of its picture (:func:`vizjax.images.picture`)."""
+    im = images.to_pil(image)
     _whole(path, lambda tmp: im.save(tmp, format="PNG", optimize=False))
 
 
@@ -177,14 +178,16 @@ def _save_thumbnail(image: np.ndarray, path: Path) -> bool:
     The palette cuts a layer page's bytes by 60% (the noise-like textures of feature
     visualizations compress badly in RGB: 22.8 -> 8.6 KB per 96 px thumbnail on block5_conv1,
     mean error 3.9 of 255 levels, not visible at that size); the full images stay exact RGB.
+    A grayscale picture (:func:`vizjax.images.picture`) has 256 levels already: it stays ``L``.
     """
     h, w = image.shape[:2]
     if max(h, w) <= THUMB:
         return False
     s = THUMB / max(h, w)
-    im = Image.fromarray(np.asarray(image, np.uint8))
+    im = images.to_pil(image)
     im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
-    im = im.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    if im.mode == "RGB":
+        im = im.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     _whole(path, lambda tmp: im.save(tmp, format="PNG"))
     return True
 

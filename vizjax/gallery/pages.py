@@ -21,6 +21,7 @@ from vizjax.gallery.figures import (
     _num,
     _picture_text,
     _summary_text,
+    _view_text,
 )
 from vizjax.gallery.layout import THUMB, Layout, href
 
@@ -114,7 +115,9 @@ def _index_page(
         rows.append(
             f'<tr><td><a href="{href(page, layout.layer_page(d.name))}">{_e(d.name)}</a></td>'
             f'<td class="n">{s["done"]} / {s["num_filters"]}</td><td class="n">{s["dead"]}</td>'
-            f"<td>{s['size'][0]}x{s['size'][1]}, K={s['k']}</td>"
+            f"<td>{s['size'][0]}x{s['size'][1]}, K={s['k']}"
+            + (f" ({_e(_view_text(s))})" if _view_text(s) else "")
+            + "</td>"
             f'<td class="n">{_num(s["final"])}</td>'
             f"<td>{_e(_fidelity_text(s) or '—')}</td>"
             + (f"<td>{_e(_beside_figures(beside, d.name))}</td>" if beside else "")

@@ -12,7 +12,8 @@ their own fast paths; every other network (a Flax module, a Keras 3 model) comes
   (:meth:`GenericModel.layer_shapes`), the preprocessing (None: unknown, the user must say), the
   fixed input size if any, the input channel count;
 - an identity for the atlas: ``kind``, ``name``, the architecture text's hash
-  (:meth:`GenericModel.architecture_hash`) and the weights' :meth:`GenericModel.fingerprint`.
+  (:meth:`GenericModel.architecture_hash`), the weights' :meth:`GenericModel.fingerprint` and the
+  input channels.
 
 What it may import: :mod:`vizjax.errors` and :mod:`vizjax.models.network` (for
 :class:`~vizjax.models.network.Preprocessing`).
@@ -112,12 +113,14 @@ class GenericModel:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def identity(self) -> dict[str, str]:
-        """What an atlas records of the model: kind, name, architecture hash, weights' hash."""
+        """What an atlas records of the model: kind, name, architecture hash, weights' hash and
+        input channels (as text)."""
         return {
             "kind": self.kind,
             "name": self.name,
             "architecture": self.architecture_hash(),
             "weights": self.fingerprint(),
+            "channels": str(self.channels),
         }
 
 
