@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import time
 import types
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.report import Log, busy, fmt, machine_info, results_path, table
+from bench import report
+from bench.report import Log, busy, fmt, table
 from vizjax import models
 from vizjax.engine import ascent
 from vizjax.engine.execution import Execution
@@ -185,18 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = s.replace(builtin_xla=True)
     if args.repeats:
         s = s.replace(repeats=args.repeats)
-    info = machine_info(argv)
-    out = Path(args.out) if args.out else results_path(info)
-    log = Log(out, info)
-    where = info["cpu_model"] if info["platform"] == "cpu" else info["device"]
-    print(f"# {where} x{info['device_count']} ({info['platform']}), jax {info['jax']}")
-    print(f"# {info['command']}")
-    t = time.perf_counter()
-    run(s, log)
-    print(
-        f"\nthis run took {time.perf_counter() - t:.0f} s (load at the end "
-        f"{os.getloadavg()[0]:.2f}); wrote {out}"
-    )
+    report.measured(argv, args.out, lambda log: run(s, log))
     return 0
 
 

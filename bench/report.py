@@ -17,7 +17,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,25 @@ class Log:
         with self.path.open("a") as f:
             f.write(json.dumps({**self.info, **row}, default=_json_default) + "\n")
         return row
+
+
+def measured(
+    argv: Sequence[str] | None, out: str | None, run: Callable[[Log], Any]
+) -> dict[str, Any]:
+    """A bench script's frame: the machine's two header lines, ``run(log)`` into ``out`` (default
+    :func:`results_path`), then how long it took and the load at the end. Returns the machine."""
+    info = machine_info(argv)
+    path = Path(out) if out else results_path(info)
+    where = info["cpu_model"] if info["platform"] == "cpu" else info["device"]
+    print(f"# {where} x{info['device_count']} ({info['platform']}), jax {info['jax']}")
+    print(f"# {info['command']}")
+    t = time.perf_counter()
+    run(Log(path, info))
+    print(
+        f"\nthis run took {time.perf_counter() - t:.0f} s (load at the end "
+        f"{os.getloadavg()[0]:.2f}); wrote {path}"
+    )
+    return info
 
 
 def _json_default(o: Any) -> Any:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 from bench import report
 from bench.generic import Settings as WeightSettings
 from bench.generic import weights_of
-from bench.report import Log, busy, fmt, machine_info, results_path
+from bench.report import Log, busy, fmt
 from vizjax.engine import ascent, tuning
 from vizjax.engine.execution import Execution
 from vizjax.engine.recipe import PRESETS
@@ -58,7 +57,7 @@ class Settings:
 
 FULL = Settings()
 TINY = FULL.replace(
-    layers=(("block2_conv1", 32),), recipes=("classic",), filters=8, widths=(4, 4, 8, 8, 8), steps=8
+    layers=(("block2_conv1", 32),), recipes=("classic",), filters=8, widths=(4, 8, 8, 8, 8), steps=8
 )
 
 
@@ -152,17 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         s = s.replace(recipes=tuple(args.recipes.split(",")))
     if args.filters:
         s = s.replace(filters=args.filters)
-    info = machine_info(argv)
-    out = Path(args.out) if args.out else results_path(info)
-    log = Log(out, info)
-    where = info["cpu_model"] if info["platform"] == "cpu" else info["device"]
-    print(f"# {where} x{info['device_count']} ({info['platform']}), jax {info['jax']}")
-    print(f"# {info['command']}")
-    t = time.perf_counter()
-    run(s, log, Path(args.table) if args.table else None)
-    print(
-        f"\nthis run took {time.perf_counter() - t:.0f} s (load at the end "
-        f"{os.getloadavg()[0]:.2f}); wrote {out}"
+    report.measured(
+        argv, args.out, lambda log: run(s, log, Path(args.table) if args.table else None)
     )
     return 0
 

@@ -45,13 +45,12 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from vizjax.durable import write_atomically
-from vizjax.engine import adapter, ascent, cost
-from vizjax.engine.chunk import auto_chunk, cpu_filters_per_device, round_to_mesh
+from vizjax.engine import ascent, cost
+from vizjax.engine.chunk import cpu_filters_per_device
 from vizjax.engine.execution import (
     Execution,
     auto_segment,
     compilation_cache_dir,
-    keep_freed_host_memory,
 )
 from vizjax.engine.recipe import DEFAULT_SIZE, Recipe
 from vizjax.errors import VizjaxError
@@ -501,32 +500,21 @@ def time_layer(
     """
     mesh = ascent.local_mesh()
     platform = mesh.devices.flat[0].platform
-    if platform == "cpu":
-        keep_freed_host_memory()
     segment = execution.segment or auto_segment(recipe.steps, platform)
     if platform != "cpu" and segment >= recipe.steps > SAMPLE_STEPS:
         # One rolled loop over every step (accelerators): its cost per step and its compile do
         # not depend on its length, so time a short one instead of running a chunk twice.
         # (XLA:CPU unrolls a segment: there the real one is compiled and timed.)
         recipe = recipe.replace(steps=SAMPLE_STEPS)
-    program = ascent.compiled_program(
-        layer, weights.preprocessing, recipe.program(), execution.program(), mesh, weights.network
-    )
-    rep = NamedSharding(mesh, PartitionSpec())
-    shard = NamedSharding(mesh, PartitionSpec("filters"))
     t0 = timer()
-    network, raw = adapter.resolve(weights.params)  # a generic model stands for its own params
-    params = program.prepare(jax.device_put(raw, rep))
-    x0 = jax.device_put(np.asarray(start, np.float32), rep)
-    seed = jax.device_put(np.int32(recipe.seed), rep)
-    if execution.batch == "auto":
-        chunk = auto_chunk(
-            program, params, x0, seed, len(filters), mesh, layer, network, execution.per_device
-        )
-    else:
-        chunk = round_to_mesh(int(execution.batch), mesh)
+    job = ascent.prepare(
+        layer, filters, recipe, weights.params, weights.preprocessing,
+        execution=execution, start=start, mesh=mesh, measure=measures,
+    )  # fmt: skip
+    assert job is not None, "time_layer needs filters"
+    program, params, x0, seed, chunk = job.program, job.params, job.start, job.seed, job.chunk
     real = np.asarray(list(filters)[:chunk], np.int32)
-    fs = jax.device_put(ascent.padded(real, chunk), shard)
+    fs = jax.device_put(ascent.padded(real, chunk), NamedSharding(mesh, PartitionSpec("filters")))
     init = program.init.lower(params, x0, fs, seed).compile()
     state = jax.eval_shape(program.init, params, x0, fs, seed)
     advance = {
@@ -534,18 +522,10 @@ def time_layer(
         for n, fn in program.advance.items()
     }
     program.finish.lower(params, x0, fs, seed, state, np.int32(0)).compile()
-    if measures:
+    if job.measure is not None:
         # The run also measures each chunk's images (vizjax.analysis.fidelity): its compile counts.
         out = jax.eval_shape(program.finish, params, x0, fs, seed, state, np.int32(0))
-        measure = ascent.compiled_measure(
-            layer,
-            weights.preprocessing,
-            recipe.preprocess,
-            execution.program(),
-            mesh,
-            weights.network,
-        )
-        measure.lower(params, out["raw"], out["images"], fs).compile()
+        job.measure.lower(params, out["raw"], out["images"], fs).compile()
     compile_s = timer() - t0
     # A first segment warms up (allocations, caches); the next one is timed.
     first, n = program.plan[0]
