@@ -77,7 +77,7 @@ def winograd_kernels(params: Any) -> dict[int, tuple[jax.Array, jax.Array]]:
 
 def count(fn: Callable[..., Any], *args: Any) -> dict[str, int]:
     """How many equations of ``fn(*args)``'s program :func:`rewritten` would swap:
-    ``{"conv": n, "pool": m}`` (for tests and ``vizjax layers``)."""
+    ``{"conv": n, "pool": m}`` (what the tests check)."""
     closed = jax.make_jaxpr(fn)(*args)
     swaps = _Swaps.of(closed.jaxpr, True, True)
     found = {"conv": 0, "pool": 0}
