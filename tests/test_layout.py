@@ -18,7 +18,14 @@ PACKAGE = ROOT / "vizjax"
 LAYERS = {
     0: {"errors", "names", "schema", "durable", "distributed", "probe", "engine", "analysis"},
     1: {
-        *("models.conv", "engine.optim", "engine.transform", "images", "interrupt"),
+        *(
+            "models.conv",
+            "models.onednn",
+            "engine.optim",
+            "engine.transform",
+            "images",
+            "interrupt",
+        ),
     },
     2: {
         *("models.network", "models.vgg", "models.alexnet", "models", "models.keras_weights"),

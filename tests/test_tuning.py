@@ -23,6 +23,13 @@ AMX = Machine("Test CPU 9000 AMX", frozenset({"avx2", "amx_bf16", "amx_tile"}), 
 TINY = vgg.network(tiny_network.WIDTHS)
 
 
+@pytest.fixture(autouse=True)
+def _no_onednn(monkeypatch):
+    """The same candidates whether or not this machine can run oneDNN's convolutions (the tests
+    that need them say so)."""
+    monkeypatch.setattr(tuning.onednn, "unavailable", lambda: "not in these tests")
+
+
 def fake(ms: dict[str, float]):
     """A ``measure`` reading a fake timing table (ms per filter-step by candidate label) that
     records what it was asked."""
@@ -263,6 +270,28 @@ def test_bfloat16_is_a_candidate_only_on_a_cpu_with_amx(tmp_path):
     assert d.with_dtype("float32").source["dtype"] == "rule"  # the run's one dtype overrules
 
 
+def test_onednn_is_a_candidate_where_it_runs_and_bfloat16_tries_it_on_amx(tmp_path, monkeypatch):
+    monkeypatch.setattr(tuning.onednn, "unavailable", lambda: None)
+    assert tuning.convolutions(TINY) == ["winograd", "xla", "onednn"]
+    assert tuning.candidates(TINY, True, 2) == tuning.candidates(TINY, False, 2) + 2
+    ms = {
+        "winograd/8/float32": 5.0,
+        "xla/8/float32": 6.0,
+        "onednn/8/float32": 5.5,
+        "winograd/4/float32": 7.0,
+        "winograd/8/bfloat16": 9.0,  # XLA's bfloat16: through float32 conversions
+        "onednn/8/bfloat16": 2.0,  # the AMX tiles
+    }
+    m = fake(ms)
+    ex, d = _decide(Table.load(tmp_path / "a.json", AMX), m, tune="now", dtype_free=True)
+    assert m.asked[-2:] == ["winograd/8/bfloat16", "onednn/8/bfloat16"]
+    assert (ex.conv, ex.dtype) == ("onednn", "bfloat16") and d.source["conv"] == "measured"
+    m = fake(ms)  # no AMX: oneDNN's float32 is tried, bfloat16 is not
+    ex, d = _decide(Table.load(tmp_path / "b.json", HERE), m, tune="now", dtype_free=True)
+    assert "onednn/8/float32" in m.asked and not any("bfloat16" in a for a in m.asked)
+    assert (ex.conv, ex.dtype) == ("winograd", "float32")
+
+
 def test_tune_now_measures_writes_the_table_and_records_the_decision(
     tiny_weights, tmp_path, monkeypatch, capsys
 ):
@@ -275,11 +304,13 @@ def test_tune_now_measures_writes_the_table_and_records_the_decision(
     args += tiny_network.ARGS
     assert main([*args, "--tune", "now", "--json"]) == 0
     err = capsys.readouterr().err
-    assert err.count("vizjax: tuning block2_conv1 for this CPU: timing up to 3 candidates") == 1
+    # The rule (8 per device at 32 px, Winograd), the other convolution, half the chunk: three;
+    # on a CPU with AMX (the run's dtype is free), bfloat16 at the winner: four.
+    n = 3 + int(tuning.this_machine().bfloat16_unit)
+    assert err.count(f"vizjax: tuning block2_conv1 for this CPU: timing up to {n} candidates") == 1
     ((key, entry),) = Table.load(path).entries().items()
     assert key.startswith("vgg16:8.8.16.16.16/block2_conv1/32x32/classic-")
-    # The rule (8 per device at 32 px, Winograd), the other convolution, half the chunk: three.
-    assert len(entry["ms_per_filter_step"]) == 3
+    assert len(entry["ms_per_filter_step"]) == n
     assert all(v > 0 for v in entry["ms_per_filter_step"].values())
     from vizjax.atlas import open_atlas
 

@@ -124,7 +124,8 @@ def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = DEFAULT_R
         choices=list(CONVS),
         default="auto",
         help="convolution algorithm of the built-in networks (auto: the tuning table's on a "
-        "CPU, else winograd on CPUs and xla on accelerators)",
+        "CPU, else winograd on CPUs and xla on accelerators; onednn: oneDNN's, the AMX "
+        "bfloat16 unit's path, with the onednn extra installed)",
     )
     e.add_argument(
         "--segment",
@@ -381,12 +382,29 @@ def atlas_request(args: argparse.Namespace) -> AtlasRequest:
     for layer in layers:
         network.layer_index(layer)
     recipe = _recipe(args)
+    if getattr(args, "conv", "auto") == "onednn":
+        _check_onednn(network)
     run = request(args.out, layers, args.filters, recipe, weights, execution=_execution(args))
     # Each layer's convolution and chunk (and, for a new atlas with --dtype auto, its dtype):
     # the tuning table's, measured here first where --tune asks it.
     free = args.dtype == "auto" and not Path(args.out).exists()
     run = tuned(run, args.tune, dtype_free=free)
     return AtlasRequest(job, run, plan=args.plan, json=args.json, quiet=args.quiet)
+
+
+def _check_onednn(network) -> None:
+    """``--conv onednn``: a built-in network, on a machine that can run oneDNN's convolutions."""
+    from vizjax.models import onednn
+    from vizjax.models.network import Network
+
+    if not isinstance(network, Network):
+        raise VizjaxError(
+            "--conv onednn computes the built-in networks' convolutions; for your own model "
+            "use --conv auto, winograd or xla"
+        )
+    reason = onednn.unavailable()
+    if reason is not None:
+        raise VizjaxError(f"--conv onednn: {reason}")
 
 
 def _all_layers(network, size: int | None) -> tuple[str, ...]:

@@ -125,7 +125,10 @@ class Table:
         """The Flax :class:`~vizjax.models.network.ConvNet` a run asks for."""
         prep = preprocessing if preprocess else IDENTITY
         return self.network.module(
-            prep, jnp.dtype(execution.dtype), self.winograd(execution, platform)
+            prep,
+            jnp.dtype(execution.dtype),
+            self.winograd(execution, platform),
+            onednn=execution.conv == "onednn",
         )
 
     def forward(

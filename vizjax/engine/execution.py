@@ -16,7 +16,7 @@ from typing import Any
 from vizjax.errors import VizjaxError
 
 DTYPES = ("float32", "bfloat16")
-CONVS = ("auto", "xla", "winograd")
+CONVS = ("auto", "xla", "winograd", "onednn")
 SWITCHES = ("auto", "on", "off")
 
 
@@ -33,8 +33,10 @@ class Execution:
     Attributes:
       dtype: compute dtype of weights and activations; the image and its optimizer state stay
         float32.
-      conv: ``"xla"``, ``"winograd"`` (F(2x2, 3x3) for blocks 2-5; faster on CPU) or ``"auto"``
-        (winograd on CPU, xla on accelerators).
+      conv: ``"xla"``, ``"winograd"`` (F(2x2, 3x3) for blocks 2-5; faster on CPU), ``"onednn"``
+        (every 3x3 convolution through oneDNN: a CPU's AMX bfloat16 unit,
+        :mod:`vizjax.models.onednn`) or ``"auto"`` (the tuning table's choice, else winograd on
+        CPU, xla on accelerators).
       segment: steps per compiled call; the host calls it ``steps / segment`` times, carrying the
         state on the device. 0 = auto (:func:`auto_segment`).
       unroll: steps unrolled inside a segment's ``lax.scan``; 0 = auto (the whole segment on

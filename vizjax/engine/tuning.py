@@ -8,11 +8,13 @@ layer, size, recipe kind) may time a few candidates on the machine (:func:`searc
 and one segment of one chunk timed, :func:`time_layer`, the same timing as ``vizjax atlas
 --plan``), keep the fastest in the table (:class:`Table`) and every later run uses it:
 
-- the convolution algorithm, Winograd or XLA's own (for a generic model: its rewritten 3x3
-  convolutions, :mod:`vizjax.models.rewrite`, or none);
+- the convolution algorithm, Winograd or XLA's own, or oneDNN's where it can run (for a generic
+  model: its rewritten 3x3 convolutions, :mod:`vizjax.models.rewrite`, or none);
 - the filters per device of a chunk: the rule's choice and its neighbours (half, double);
 - bfloat16 instead of float32, only on a CPU with AMX's bfloat16 unit (``amx_bf16``): elsewhere
-  XLA:CPU computes bfloat16 through float32 conversions, 2.4x slower.
+  XLA:CPU computes bfloat16 through float32 conversions, 2.4x slower; there, with oneDNN's
+  convolutions (:mod:`vizjax.models.onednn`, a built-in network, the ``onednn`` extra installed),
+  bfloat16 runs on the AMX tiles: 2-2.6x float32's step on a 2-core Sapphire Rapids.
 
 :func:`decide` applies it to one layer, with the precedence: the settings a user gave explicitly
 (``--conv``, ``--batch``, ``--dtype``) > the table > today's rules. When it measures
@@ -54,6 +56,7 @@ from vizjax.engine.execution import (
 )
 from vizjax.engine.recipe import DEFAULT_SIZE, Recipe
 from vizjax.errors import VizjaxError
+from vizjax.models import onednn
 from vizjax.models.generic import GenericModel
 from vizjax.models.network import Network
 
@@ -339,9 +342,11 @@ def search(
 ) -> tuple[Choice, dict[str, float]]:
     """The fastest candidate by ``measure`` (seconds per filter-step), found in stages so that few
     programs compile: the convolutions at the rule's chunk, then the chunks (``per_devices``)
-    with the winning convolution, then bfloat16 (with ``bfloat16``) at the winner. A candidate
-    replaces the one before only when it is :data:`MARGIN` faster. Returns the choice and every
-    timing taken (ms per filter-step by :attr:`Choice.label`)."""
+    with the winning convolution, then bfloat16 (with ``bfloat16``) at the winner, and bfloat16
+    through oneDNN (when ``"onednn"`` is among ``convs``: the AMX unit's path) if the winner's
+    convolution is another. A candidate replaces the one before only when it is :data:`MARGIN`
+    faster. Returns the choice and every timing taken (ms per filter-step by
+    :attr:`Choice.label`)."""
     timings: dict[str, float] = {}
 
     def seconds(c: Choice) -> float:
@@ -359,7 +364,10 @@ def search(
     winner = best(rule, [rule.replace(conv=c) for c in convs])
     winner = best(winner, [winner.replace(per_device=p) for p in per_devices])
     if bfloat16:
-        winner = best(winner, [winner.replace(dtype="bfloat16")])
+        low = [winner.replace(dtype="bfloat16")]
+        if "onednn" in convs and winner.conv != "onednn":
+            low.append(winner.replace(dtype="bfloat16", conv="onednn"))
+        winner = best(winner, low)
     return winner, timings
 
 
@@ -369,9 +377,19 @@ def neighbours(per_device: int, most: int) -> list[int]:
     return [p for p in (per_device // 2, per_device * 2) if 1 <= p <= max(most, per_device)]
 
 
+def convolutions(network: Network | GenericModel) -> list[str]:
+    """The convolutions :func:`search` tries on ``network``: Winograd and XLA's own, and for a
+    built-in network oneDNN where this process can run it (:mod:`vizjax.models.onednn`)."""
+    convs = ["winograd", "xla"]
+    if isinstance(network, Network) and onednn.unavailable() is None:
+        convs.append("onednn")
+    return convs
+
+
 def candidates(network: Network | GenericModel, bfloat16: bool, chunks: int) -> int:
     """How many programs :func:`search` compiles at most (``chunks``: the neighbours tried)."""
-    return 2 + chunks + int(bfloat16)
+    convs = convolutions(network)
+    return len(convs) + chunks + int(bfloat16) * (1 + int("onednn" in convs))
 
 
 def pays_off(
@@ -436,7 +454,7 @@ def decide(
         if may_measure and (
             tune == "now" or (kept is None and pays_off(layer, filters, recipe, network, compiles))
         ):
-            convs = ["winograd", "xla"]
+            convs = convolutions(network)
             _say(
                 f"vizjax: tuning {layer} for this CPU: timing up to {compiles} candidates, "
                 f"kept in {table.path} (--tune off skips it)"

@@ -34,6 +34,7 @@ from jax import lax
 
 from vizjax.errors import VizjaxError
 from vizjax.models.conv import IMPLS, conv3x3_winograd_prepared, winograd_pair
+from vizjax.models.onednn import conv3x3_onednn
 
 #: The variable collection holding Winograd-transformed weights (:func:`prepare_winograd`).
 WINOGRAD = "winograd"
@@ -187,9 +188,10 @@ class Network:
         preprocessing: Preprocessing,
         dtype: Any = jnp.float32,
         winograd: tuple[str, ...] = (),
+        onednn: bool = False,
     ) -> ConvNet:
         """The Flax module of this network (see :class:`ConvNet`)."""
-        return ConvNet(self, preprocessing, dtype, winograd)
+        return ConvNet(self, preprocessing, dtype, winograd, onednn)
 
     def init_params(self, seed: int = 0) -> dict[str, Any]:
         """Random parameters (LeCun normal kernels, zero biases), numpy, as ``{"params": ...}``."""
@@ -329,8 +331,11 @@ def parse_preprocessing(text: str) -> Preprocessing:
 def conv(x: jax.Array, kernel: jax.Array, layer: Layer, impl: str = "xla") -> jax.Array:
     """``x (N, H, W, Cin)`` cross-correlated with ``kernel (k, k, Cin, Cout)`` at ``layer``'s
     stride and zero padding, no bias. 3x3 stride-1 'SAME' convolutions go through
-    :data:`vizjax.models.conv.IMPLS` (``impl``: ``"xla"`` or ``"winograd"``; same result)."""
+    :data:`vizjax.models.conv.IMPLS` (``impl``: ``"xla"`` or ``"winograd"``; same result) or, with
+    ``"onednn"``, through :func:`vizjax.models.onednn.conv3x3_onednn`."""
     if (layer.kernel, layer.stride, layer.padding) == (3, 1, 1):
+        if impl == "onednn":
+            return conv3x3_onednn(x, kernel)
         return IMPLS[impl](x, kernel)
     p = layer.padding
     return lax.conv_general_dilated(
@@ -459,12 +464,15 @@ class ConvNet(nn.Module):
       winograd: the convolutions computed by Winograd F(2x2, 3x3) instead of XLA's convolution
         (:mod:`vizjax.models.conv`; same result, faster on CPU); a subset of
         :attr:`Network.winograd_layers`.
+      onednn: every other 3x3 stride-1 'SAME' convolution computed by oneDNN
+        (:mod:`vizjax.models.onednn`: Intel AMX's bfloat16 unit where the CPU has one).
     """
 
     network: Network
     preprocessing: Preprocessing = TORCH
     dtype: Any = jnp.float32
     winograd: tuple[str, ...] = ()
+    onednn: bool = False
 
     @nn.compact
     def __call__(
@@ -505,7 +513,7 @@ class ConvNet(nn.Module):
         found = {}
         for i, r in enumerate(net.layers[: target + 1]):
             if r.kind == "conv":
-                impl = "winograd" if r.name in self.winograd else "xla"
+                impl = "winograd" if r.name in self.winograd else "onednn" if self.onednn else "xla"
                 x = Conv(r, self.dtype, impl, name=r.name)(
                     x, channel if i == target else None, redirect
                 )
