@@ -17,7 +17,7 @@ network (tests/tiny_network.py) when the ``tiny_weights`` fixture first asks for
 test selects it with ``--weights tiny-vgg16`` (``tiny_network.ARGS``).
 
 ``VIZJAX_TUNING=0``: no test reads the user's tuning table or measures (tests/test_tuning.py
-turns it on where it tests it).
+turns it on where it tests it). ``VIZJAX_AMX=0``: float32 by default on every CPU.
 """
 
 import os
@@ -45,6 +45,10 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 # table would change the chunks and convolutions the tests expect. tests/test_tuning.py passes
 # its mode explicitly, with a table of its own.
 os.environ["VIZJAX_TUNING"] = "0"
+# On a CPU with AMX and oneDNN installed, a run left to choose computes in bfloat16 through oneDNN
+# (vizjax.models.onednn.amx_path): the suite keeps float32 and XLA's convolutions, the same on every
+# CPU; tests/test_onednn.py tests that path where it runs.
+os.environ["VIZJAX_AMX"] = "0"
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _OWN_CACHE = tempfile.mkdtemp(prefix="vizjax-tests-jax-")

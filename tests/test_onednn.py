@@ -114,3 +114,39 @@ def test_a_tiny_atlas_through_onednn_in_bfloat16_matches_float32(tiny_weights, t
         with open_atlas(out) as a:
             finals[dtype] = np.asarray(a.layers["block2_conv1"].objective[...])[:, -1]
     np.testing.assert_allclose(finals["bfloat16"], finals["float32"], rtol=0.05, atol=0.05)
+
+
+def test_the_amx_path_is_off_without_amx_or_onednn_or_when_turned_off(monkeypatch):
+    monkeypatch.delenv(onednn.ENV, raising=False)
+    monkeypatch.setattr(onednn, "has_amx", lambda: True)
+    monkeypatch.setattr(onednn, "unavailable", lambda: None)
+    assert onednn.amx_path()
+    monkeypatch.setenv(onednn.ENV, "0")
+    assert not onednn.amx_path()
+    monkeypatch.delenv(onednn.ENV)
+    monkeypatch.setattr(onednn, "unavailable", lambda: "no wheel")
+    assert not onednn.amx_path()
+    monkeypatch.setattr(onednn, "unavailable", lambda: None)
+    monkeypatch.setattr(onednn, "has_amx", lambda: False)
+    assert not onednn.amx_path()
+
+
+def test_on_the_amx_path_a_cpu_run_defaults_to_bfloat16_through_onednn(monkeypatch):
+    from vizjax.engine import adapter
+    from vizjax.engine.execution import Execution, default_dtype
+    from vizjax.models import vgg
+    from vizjax.models.network import TORCH
+
+    monkeypatch.setattr(onednn, "amx_path", lambda: True)
+    assert default_dtype("cpu") == "bfloat16"
+    builtin = adapter.Table(vgg.NETWORK)
+    bf16 = Execution(dtype="bfloat16")
+    module = builtin.module(TORCH, True, bf16, "cpu")
+    assert module.onednn and module.winograd == ()
+    # float32, or a convolution the user chose, stays as it was
+    f32 = builtin.module(TORCH, True, Execution(), "cpu")
+    assert not f32.onednn and f32.winograd == vgg.NETWORK.winograd_layers
+    chosen = builtin.module(TORCH, True, bf16.replace(conv="winograd"), "cpu")
+    assert not chosen.onednn and chosen.winograd
+    monkeypatch.setattr(onednn, "amx_path", lambda: False)
+    assert default_dtype("cpu") == "float32"

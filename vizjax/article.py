@@ -30,7 +30,7 @@ from vizjax.engine.recipe import DEFAULT_RECIPE, DEFAULT_SIZE, PRESETS, Recipe
 from vizjax.errors import VizjaxError
 from vizjax.gallery import write_site
 from vizjax.models.weights import DEFAULT_WEIGHTS, load_weights
-from vizjax.run import run_atlas, start_image
+from vizjax.run import auto_dtype, run_atlas, start_image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,11 +112,18 @@ def reproduce(
     execution = Execution(batch=batch)
     config, default = (_sized(PRESETS[name], plan) for name in ("classic", plan.recipe))
     atlas_path, default_path = out / "atlas.h5", out / f"{plan.recipe}.h5"
-    for recipe, path in ((config, atlas_path), (default, default_path)):
+    # The article's classic pictures in float32, as the article computed them; the default
+    # recipe's as `vizjax atlas` would run it here (bfloat16 on a GPU, or on a CPU with AMX).
+    runs = ((config, atlas_path, execution),)
+    runs += ((default, default_path, execution.replace(dtype=auto_dtype(default_path))),)
+    for recipe, path, ex in runs:
         h, w_ = recipe.size or DEFAULT_SIZE
-        print(f"vizjax article: {recipe.name}, {recipe.steps} steps, {h}x{w_} px", flush=True)
+        print(
+            f"vizjax article: {recipe.name}, {recipe.steps} steps, {h}x{w_} px, {ex.dtype}",
+            flush=True,
+        )
         for layers, filters in (([plan.full_layer], "all"), (list(plan.layers), f"0:{plan.first}")):
-            run_atlas(path, layers, filters, recipe, w, execution=execution, quiet=quiet)
+            run_atlas(path, layers, filters, recipe, w, execution=ex, quiet=quiet)
 
     written = [atlas_path, default_path]
     with open_atlas(atlas_path) as a, open_atlas(default_path) as b:

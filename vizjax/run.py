@@ -223,6 +223,25 @@ def tuned(req: Request, tune: str | None = None, *, dtype_free: bool = False) ->
     )
 
 
+def auto_dtype(out: str | Path | None, builtin: bool = True) -> str:
+    """The dtype of a run that leaves it to vizjax (``--dtype auto``): the atlas' own at ``out``
+    when one exists (a resumed run keeps it), else
+    :func:`vizjax.engine.execution.default_dtype` of this platform (float32 on a CPU for your own
+    model, ``builtin`` false: oneDNN computes the built-in networks' convolutions only)."""
+    if out and Path(out).is_file():
+        try:
+            with atlas.open_atlas(out) as a:
+                return read_config(a.config).execution.dtype
+        except (VizjaxError, OSError, KeyError, ValueError):
+            pass  # not an atlas this run may resume: the run itself says so, in one line
+    from vizjax.engine.execution import default_dtype
+
+    platform = jax.default_backend()
+    if not builtin and platform == "cpu":
+        return "float32"
+    return default_dtype(platform)
+
+
 def request(
     out: str | os.PathLike,
     layers: Sequence[str],

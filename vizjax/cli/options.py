@@ -202,31 +202,20 @@ def _recipe(args: argparse.Namespace) -> Recipe:
     return recipe.with_diversity(args.diversity) if args.diversity else recipe
 
 
-def _dtype(args: argparse.Namespace) -> str:
+def _dtype(args: argparse.Namespace, builtin: bool = True) -> str:
     """``--dtype``, with ``auto`` resolved: the dtype of the atlas at ``--out`` when one exists (a
-    resumed run keeps its own), else :func:`vizjax.engine.execution.default_dtype` of this platform."""
+    resumed run keeps its own), else :func:`vizjax.engine.execution.default_dtype` of this platform
+    (float32 on a CPU for your own model: oneDNN computes the built-in networks' convolutions only)."""
     if args.dtype != "auto":
         return args.dtype
-    out = getattr(args, "out", None)
-    if out and Path(out).is_file():
-        from vizjax.atlas import open_atlas
-        from vizjax.config import read_config
+    from vizjax.run import auto_dtype
 
-        try:
-            with open_atlas(out) as a:
-                return read_config(a.config).execution.dtype
-        except (VizjaxError, OSError, KeyError, ValueError):
-            pass  # not an atlas this run may resume: the run itself says so, in one line
-    import jax
-
-    from vizjax.engine.execution import default_dtype
-
-    return default_dtype(jax.default_backend())
+    return auto_dtype(getattr(args, "out", None), builtin)
 
 
-def _execution(args: argparse.Namespace) -> Execution:
+def _execution(args: argparse.Namespace, builtin: bool = True) -> Execution:
     return Execution(
-        dtype=_dtype(args),
+        dtype=_dtype(args, builtin),
         conv=getattr(args, "conv", "auto"),
         batch=args.batch,
         segment=args.segment,
@@ -384,7 +373,10 @@ def atlas_request(args: argparse.Namespace) -> AtlasRequest:
     recipe = _recipe(args)
     if getattr(args, "conv", "auto") == "onednn":
         _check_onednn(network)
-    run = request(args.out, layers, args.filters, recipe, weights, execution=_execution(args))
+    from vizjax.models.network import Network
+
+    execution = _execution(args, isinstance(network, Network))
+    run = request(args.out, layers, args.filters, recipe, weights, execution=execution)
     # Each layer's convolution and chunk (and, for a new atlas with --dtype auto, its dtype):
     # the tuning table's, measured here first where --tune asks it.
     free = args.dtype == "auto" and not Path(args.out).exists()

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from vizjax import models
 from vizjax.engine.execution import Execution
 from vizjax.errors import VizjaxError
-from vizjax.models import rewrite
+from vizjax.models import onednn, rewrite
 from vizjax.models.generic import DEFAULT_SIZE, GenericModel, check_finite, check_preprocessing
 from vizjax.models.network import IDENTITY, Network, Preprocessing, prepare_winograd
 
@@ -116,7 +116,9 @@ class Table:
             )
 
     def winograd(self, execution: Execution, platform: str) -> tuple[str, ...]:
-        on = execution.conv == "winograd" or (execution.conv == "auto" and platform == "cpu")
+        on = execution.conv == "winograd" or (
+            execution.conv == "auto" and platform == "cpu" and not _amx(execution, platform)
+        )
         return self.network.winograd_layers if on else ()
 
     def module(
@@ -128,7 +130,7 @@ class Table:
             prep,
             jnp.dtype(execution.dtype),
             self.winograd(execution, platform),
-            onednn=execution.conv == "onednn",
+            onednn=execution.conv == "onednn" or _amx(execution, platform),
         )
 
     def forward(
@@ -238,6 +240,17 @@ class Prepared(NamedTuple):
 
     params: Any
     kernels: rewrite.Kernels
+
+
+def _amx(execution: Execution, platform: str) -> bool:
+    """Whether ``conv="auto"`` means oneDNN: a bfloat16 run on a CPU with AMX where oneDNN runs
+    (:func:`vizjax.models.onednn.amx_path`; XLA's own bfloat16 is slower than its float32)."""
+    return (
+        execution.conv == "auto"
+        and platform == "cpu"
+        and execution.dtype == "bfloat16"
+        and onednn.amx_path()
+    )
 
 
 def _winograd(execution: Execution, platform: str) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vizjax.errors import VizjaxError
+from vizjax.models import onednn
 
 DTYPES = ("float32", "bfloat16")
 CONVS = ("auto", "xla", "winograd", "onednn")
@@ -96,11 +97,14 @@ def default_dtype(platform: str) -> str:
     memory; its pictures are those of float32 within the seed-to-seed noise of the fidelity
     measures (the default recipe, 512 steps at 128 px, 8 filters each of block3_conv3 and
     block5_conv1: median robustness 0.779 / 0.789 against 0.785 / 0.780 in float32 and 0.786 /
-    0.788 with another seed; README, "bfloat16"). On a CPU it is slower (XLA:CPU computes it
-    through float32 conversions: 2.4x the float32 time at block3_conv3 on the AMD EPYC), so float32
-    stays the CPU's default.
+    0.788 with another seed; README, "bfloat16"). On a CPU XLA computes it through float32
+    conversions (2.4x the float32 time at block3_conv3 on the AMD EPYC), so float32 is the CPU's
+    default, except where the CPU has AMX and oneDNN runs its convolutions
+    (:func:`vizjax.models.onednn.amx_path`): bfloat16 on the matrix unit, 2-2.6x faster.
     """
-    return "bfloat16" if platform in BFLOAT16_PLATFORMS else "float32"
+    if platform in BFLOAT16_PLATFORMS:
+        return "bfloat16"
+    return "bfloat16" if platform == "cpu" and onednn.amx_path() else "float32"
 
 
 #: Steps per compiled segment on CPU: XLA:CPU runs a ``lax.scan`` *rolled* around convolutions

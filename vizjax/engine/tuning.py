@@ -432,8 +432,11 @@ def decide(
     size = tuple(recipe.size or DEFAULT_SIZE)
     key = entry_key(network, layer, size, recipe, devices)
     cpu = platform == "cpu"
+    amx = (  # bfloat16 on a CPU with AMX: oneDNN's convolutions (vizjax.engine.adapter._amx)
+        cpu and execution.dtype == "bfloat16" and isinstance(network, Network) and onednn.amx_path()
+    )
     rule = Choice(  # today's rules (accelerators: XLA's convolutions, chunks by memory: 0)
-        "winograd" if cpu else "xla",
+        ("onednn" if amx else "winograd") if cpu else "xla",
         cpu_filters_per_device(layer, size[0], size[1], network) if cpu else 0,
         execution.dtype,  # the platform's default where the run leaves the dtype free
     )
