@@ -10,7 +10,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 echo "run.sh: installing vizjax into .venv"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+# The onednn extra (x86-64 Linux only; nothing elsewhere): on a CPU with AMX the default recipe's
+# half of the job then runs in bfloat16 on the matrix unit (vizjax.models.onednn).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[onednn]"
 .venv/bin/vizjax weights          # prepares weights/vgg16-torchvision on first use
 .venv/bin/vizjax layers
 .venv/bin/vizjax article --out out "$@"
