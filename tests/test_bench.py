@@ -216,3 +216,17 @@ def test_tuning_tiny_run_records_its_decisions_and_the_table(tmp_path, capsys):
     entry = Table.load(path).entries()[row["key"]]
     assert (entry["conv"], entry["per_device"]) == (row["conv"], row["per_device"])
     assert "rule / decision" in capsys.readouterr().out
+
+
+def test_onednn_convolution_table_runs(tmp_path):
+    from bench import onednn as bench_onednn
+    from vizjax.models import onednn
+
+    if onednn.unavailable() is not None:
+        assert bench_onednn.main(["--no-steps", "--out", str(tmp_path / "o.jsonl")]) == 1
+        return
+    out = tmp_path / "o.jsonl"
+    assert bench_onednn.main(["--no-steps", "--out", str(out)]) == 0
+    rows = _lines(out)
+    assert len(rows) == 4 * len(bench_onednn.SHAPES)
+    assert all(r["ms"] > 0 and r["gflops"] > 0 for r in rows)
