@@ -150,3 +150,59 @@ def test_on_the_amx_path_a_cpu_run_defaults_to_bfloat16_through_onednn(monkeypat
     assert not chosen.onednn and chosen.winograd
     monkeypatch.setattr(onednn, "amx_path", lambda: False)
     assert default_dtype("cpu") == "float32"
+
+
+@needs_onednn
+@pytest.mark.parametrize("layout", [("NCHW", "OIHW", "NCHW"), ("NHWC", "OIHW", "NHWC")])
+def test_your_own_models_convolutions_through_onednn_in_any_layout(layout):
+    """The rewrite (vizjax.models.rewrite) with ``conv="onednn"``: every 3x3 stride-1 'SAME'
+    convolution, at every resolution, in any layout, values and input gradients as XLA's."""
+    from jax import lax
+
+    from vizjax.models.rewrite import rewritten
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 9, 10))
+    x = x if layout[0] == "NCHW" else jnp.transpose(x, (0, 2, 3, 1))
+    k = jax.random.normal(jax.random.PRNGKey(1), (5, 4, 3, 3))
+
+    def conv(x, k):
+        return lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=layout)
+
+    fn = rewritten(conv, conv="onednn")
+    assert onednn.TARGET in str(jax.make_jaxpr(fn)(x, k))
+    with jax.default_matmul_precision("highest"):
+        want = conv(x, k)
+        probe = jax.random.normal(jax.random.PRNGKey(2), want.shape)
+        g_want = jax.grad(lambda y: jnp.sum(conv(y, k) * probe))(x)
+    np.testing.assert_allclose(jax.jit(fn)(x, k), want, rtol=1e-4, atol=1e-4)
+    g_got = jax.jit(jax.grad(lambda y: jnp.sum(fn(y, k) * probe)))(x)
+    np.testing.assert_allclose(g_got, g_want, rtol=1e-4, atol=1e-4)
+
+
+@needs_onednn
+def test_a_flax_model_atlas_through_onednn(tmp_path):
+    """Your own model end to end with ``conv="onednn"`` in bfloat16: the objectives of float32's."""
+    import flax.linen as nn
+
+    import vizjax
+    from vizjax.engine.execution import Execution
+    from vizjax.engine.recipe import preset
+    from vizjax.models.network import IDENTITY
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.relu(nn.Conv(8, (3, 3), name="c1")(x))
+            x = nn.max_pool(x, (2, 2), (2, 2))
+            return nn.relu(nn.Conv(8, (3, 3), name="c2")(x))
+
+    params = Net().init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    model = vizjax.from_flax(Net(), params, input_size=32, preprocessing=IDENTITY)
+    recipe = preset("classic").replace(steps=4)
+    finals = {}
+    for dtype, conv in (("float32", "xla"), ("bfloat16", "onednn")):
+        res = vizjax.visualize(
+            "c2", range(3), recipe, model, execution=Execution(dtype=dtype, conv=conv)
+        )
+        finals[dtype] = res.objective[:, -1]
+    np.testing.assert_allclose(finals["bfloat16"], finals["float32"], rtol=0.05, atol=0.05)

@@ -223,11 +223,10 @@ def tuned(req: Request, tune: str | None = None, *, dtype_free: bool = False) ->
     )
 
 
-def auto_dtype(out: str | Path | None, builtin: bool = True) -> str:
+def auto_dtype(out: str | Path | None) -> str:
     """The dtype of a run that leaves it to vizjax (``--dtype auto``): the atlas' own at ``out``
     when one exists (a resumed run keeps it), else
-    :func:`vizjax.engine.execution.default_dtype` of this platform (float32 on a CPU for your own
-    model, ``builtin`` false: oneDNN computes the built-in networks' convolutions only)."""
+    :func:`vizjax.engine.execution.default_dtype` of this platform."""
     if out and Path(out).is_file():
         try:
             with atlas.open_atlas(out) as a:
@@ -236,10 +235,7 @@ def auto_dtype(out: str | Path | None, builtin: bool = True) -> str:
             pass  # not an atlas this run may resume: the run itself says so, in one line
     from vizjax.engine.execution import default_dtype
 
-    platform = jax.default_backend()
-    if not builtin and platform == "cpu":
-        return "float32"
-    return default_dtype(platform)
+    return default_dtype(jax.default_backend())
 
 
 def request(

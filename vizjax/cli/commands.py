@@ -124,7 +124,6 @@ def _print_summary(
 def cmd_render(args: argparse.Namespace) -> int:
     from vizjax import images
     from vizjax.engine import ascent
-    from vizjax.models.generic import GenericWeights
     from vizjax.run import start_image
 
     images.check_png_target(args.out)  # before computing: a user's file is never replaced
@@ -138,7 +137,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         w.params,
         w.preprocessing,
         start=x0,
-        execution=_execution(args, not isinstance(w, GenericWeights)).replace(batch=1),
+        execution=_execution(args).replace(batch=1),
     )
     out = images.save_png(images.grid(res.images[0], cols=len(res.images[0]), pad=0), args.out)
     status = (

@@ -123,9 +123,9 @@ def _add_ascent_args(p: argparse.ArgumentParser, default_recipe: str = DEFAULT_R
         "--conv",
         choices=list(CONVS),
         default="auto",
-        help="convolution algorithm of the built-in networks (auto: the tuning table's on a "
-        "CPU, else winograd on CPUs and xla on accelerators; onednn: oneDNN's, the AMX "
-        "bfloat16 unit's path, with the onednn extra installed)",
+        help="3x3 convolution algorithm (auto: the tuning table's on a CPU, else winograd on "
+        "CPUs, onednn in bfloat16 on CPUs with AMX, xla on accelerators; onednn: oneDNN's, "
+        "the AMX bfloat16 unit's path, with the onednn extra installed)",
     )
     e.add_argument(
         "--segment",
@@ -202,20 +202,19 @@ def _recipe(args: argparse.Namespace) -> Recipe:
     return recipe.with_diversity(args.diversity) if args.diversity else recipe
 
 
-def _dtype(args: argparse.Namespace, builtin: bool = True) -> str:
+def _dtype(args: argparse.Namespace) -> str:
     """``--dtype``, with ``auto`` resolved: the dtype of the atlas at ``--out`` when one exists (a
-    resumed run keeps its own), else :func:`vizjax.engine.execution.default_dtype` of this platform
-    (float32 on a CPU for your own model: oneDNN computes the built-in networks' convolutions only)."""
+    resumed run keeps its own), else :func:`vizjax.engine.execution.default_dtype` of this platform."""
     if args.dtype != "auto":
         return args.dtype
     from vizjax.run import auto_dtype
 
-    return auto_dtype(getattr(args, "out", None), builtin)
+    return auto_dtype(getattr(args, "out", None))
 
 
-def _execution(args: argparse.Namespace, builtin: bool = True) -> Execution:
+def _execution(args: argparse.Namespace) -> Execution:
     return Execution(
-        dtype=_dtype(args, builtin),
+        dtype=_dtype(args),
         conv=getattr(args, "conv", "auto"),
         batch=args.batch,
         segment=args.segment,
@@ -372,10 +371,8 @@ def atlas_request(args: argparse.Namespace) -> AtlasRequest:
         network.layer_index(layer)
     recipe = _recipe(args)
     if getattr(args, "conv", "auto") == "onednn":
-        _check_onednn(network)
-    from vizjax.models.network import Network
-
-    execution = _execution(args, isinstance(network, Network))
+        _check_onednn()
+    execution = _execution(args)
     run = request(args.out, layers, args.filters, recipe, weights, execution=execution)
     # Each layer's convolution and chunk (and, for a new atlas with --dtype auto, its dtype):
     # the tuning table's, measured here first where --tune asks it.
@@ -384,16 +381,10 @@ def atlas_request(args: argparse.Namespace) -> AtlasRequest:
     return AtlasRequest(job, run, plan=args.plan, json=args.json, quiet=args.quiet)
 
 
-def _check_onednn(network) -> None:
-    """``--conv onednn``: a built-in network, on a machine that can run oneDNN's convolutions."""
+def _check_onednn() -> None:
+    """``--conv onednn``: a machine that can run oneDNN's convolutions."""
     from vizjax.models import onednn
-    from vizjax.models.network import Network
 
-    if not isinstance(network, Network):
-        raise VizjaxError(
-            "--conv onednn computes the built-in networks' convolutions; for your own model "
-            "use --conv auto, winograd or xla"
-        )
     reason = onednn.unavailable()
     if reason is not None:
         raise VizjaxError(f"--conv onednn: {reason}")

@@ -130,7 +130,7 @@ class Table:
             prep,
             jnp.dtype(execution.dtype),
             self.winograd(execution, platform),
-            onednn=execution.conv == "onednn" or _amx(execution, platform),
+            onednn=_onednn(execution, platform),
         )
 
     def forward(
@@ -211,7 +211,7 @@ class Generic:
         prep = preprocessing if preprocess else IDENTITY
         dtype = jnp.dtype(execution.dtype)
         apply = self.model.apply
-        winograd = _winograd(execution, platform)
+        conv = "onednn" if _onednn(execution, platform) else _winograd(execution, platform)
 
         def fn(params, x, outputs, channel=None, redirect=None):
             params, kernels = params if isinstance(params, Prepared) else (params, None)
@@ -222,7 +222,7 @@ class Generic:
                     (params, kernels),
                 )
             layers = tuple(outputs)
-            run = rewrite.rewritten(lambda p, y: apply(p, y, layers), conv=winograd)
+            run = rewrite.rewritten(lambda p, y: apply(p, y, layers), conv=conv)
             return run(params, x, kernels=kernels)
 
         return fn
@@ -253,10 +253,17 @@ def _amx(execution: Execution, platform: str) -> bool:
     )
 
 
+def _onednn(execution: Execution, platform: str) -> bool:
+    """Whether a run's 3x3 convolutions are oneDNN's: ``conv="onednn"``, or :func:`_amx`."""
+    return execution.conv == "onednn" or _amx(execution, platform)
+
+
 def _winograd(execution: Execution, platform: str) -> bool:
     """Whether a run's 3x3 convolutions take Winograd: ``conv="winograd"``, or ``"auto"`` on CPU
-    (the built-in networks' rule, :meth:`Table.winograd`)."""
-    return execution.conv == "winograd" or (execution.conv == "auto" and platform == "cpu")
+    (the built-in networks' rule, :meth:`Table.winograd`) unless :func:`_amx` says oneDNN."""
+    return execution.conv == "winograd" or (
+        execution.conv == "auto" and platform == "cpu" and not _amx(execution, platform)
+    )
 
 
 @functools.lru_cache(maxsize=64)

@@ -36,8 +36,8 @@ class Execution:
         float32.
       conv: ``"xla"``, ``"winograd"`` (F(2x2, 3x3) for blocks 2-5; faster on CPU), ``"onednn"``
         (every 3x3 convolution through oneDNN: a CPU's AMX bfloat16 unit,
-        :mod:`vizjax.models.onednn`) or ``"auto"`` (the tuning table's choice, else winograd on
-        CPU, xla on accelerators).
+        :mod:`vizjax.models.onednn`) or ``"auto"`` (winograd on CPU, or onednn in bfloat16 on a
+        CPU with AMX; xla on accelerators; the CLI's tuning table may choose otherwise).
       segment: steps per compiled call; the host calls it ``steps / segment`` times, carrying the
         state on the device. 0 = auto (:func:`auto_segment`).
       unroll: steps unrolled inside a segment's ``lax.scan``; 0 = auto (the whole segment on

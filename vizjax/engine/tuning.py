@@ -13,7 +13,7 @@ and one segment of one chunk timed, :func:`time_layer`, the same timing as ``viz
 - the filters per device of a chunk: the rule's choice and its neighbours (half, double);
 - bfloat16 instead of float32, only on a CPU with AMX's bfloat16 unit (``amx_bf16``): elsewhere
   XLA:CPU computes bfloat16 through float32 conversions, 2.4x slower; there, with oneDNN's
-  convolutions (:mod:`vizjax.models.onednn`, a built-in network, the ``onednn`` extra installed),
+  convolutions (:mod:`vizjax.models.onednn`, the ``onednn`` extra installed),
   bfloat16 runs on the AMX tiles: 2-2.6x float32's step on a 2-core Sapphire Rapids.
 
 :func:`decide` applies it to one layer, with the precedence: the settings a user gave explicitly
@@ -378,10 +378,10 @@ def neighbours(per_device: int, most: int) -> list[int]:
 
 
 def convolutions(network: Network | GenericModel) -> list[str]:
-    """The convolutions :func:`search` tries on ``network``: Winograd and XLA's own, and for a
-    built-in network oneDNN where this process can run it (:mod:`vizjax.models.onednn`)."""
+    """The convolutions :func:`search` tries on ``network``: Winograd and XLA's own, and oneDNN's
+    where this process can run it (:mod:`vizjax.models.onednn`)."""
     convs = ["winograd", "xla"]
-    if isinstance(network, Network) and onednn.unavailable() is None:
+    if onednn.unavailable() is None:
         convs.append("onednn")
     return convs
 
@@ -432,9 +432,8 @@ def decide(
     size = tuple(recipe.size or DEFAULT_SIZE)
     key = entry_key(network, layer, size, recipe, devices)
     cpu = platform == "cpu"
-    amx = (  # bfloat16 on a CPU with AMX: oneDNN's convolutions (vizjax.engine.adapter._amx)
-        cpu and execution.dtype == "bfloat16" and isinstance(network, Network) and onednn.amx_path()
-    )
+    # bfloat16 on a CPU with AMX: oneDNN's convolutions (vizjax.engine.adapter._amx)
+    amx = cpu and execution.dtype == "bfloat16" and onednn.amx_path()
     rule = Choice(  # today's rules (accelerators: XLA's convolutions, chunks by memory: 0)
         ("onednn" if amx else "winograd") if cpu else "xla",
         cpu_filters_per_device(layer, size[0], size[1], network) if cpu else 0,

@@ -22,7 +22,10 @@ such an equation are inlined; other higher-order equations (``custom_jvp``, ``cu
 model's own to float rounding (Winograd's; tested in tests/test_rewrite.py) and is differentiable
 like any JAX function.
 
-What it may import: :mod:`vizjax.models.conv`.
+With ``conv="onednn"`` every such convolution (float32 or bfloat16), at every resolution, is
+oneDNN's instead (:mod:`vizjax.models.onednn`: a CPU's AMX unit in bfloat16).
+
+What it may import: :mod:`vizjax.models.conv`, :mod:`vizjax.models.onednn`.
 """
 
 from __future__ import annotations
@@ -37,16 +40,22 @@ import numpy as np
 from jax.extend import core
 
 from vizjax.models.conv import conv3x3_winograd, conv3x3_winograd_prepared, winograd_pair
+from vizjax.models.onednn import conv3x3_onednn
 
 _CALLS = frozenset({"pjit", "jit", "closed_call", "core_call"})
 _HWIO = (3, 2, 0, 1)  # ConvDimensionNumbers.rhs_spec of an HWIO kernel
+ONEDNN_DTYPES = (jnp.dtype("float32"), jnp.dtype("bfloat16"))
 #: ``{flat leaf index: (U, U_flipped)}``: kernels transformed ahead (:func:`winograd_kernels`).
 Kernels = Mapping[int, tuple[jax.Array, jax.Array]]
 
 
-def rewritten(fn: Callable[..., Any], conv: bool = True, pool: bool = True) -> Callable[..., Any]:
+def rewritten(
+    fn: Callable[..., Any], conv: bool | str = True, pool: bool = True
+) -> Callable[..., Any]:
     """``fn`` (any JAX function of arrays / pytrees of arrays) with its 3x3 convolutions in
-    Winograd form (``conv``) and its non-overlapping max-pools as reshape-and-max (``pool``).
+    Winograd form (``conv`` true or ``"winograd"``), or every one of them through oneDNN
+    (``conv="onednn"``, :mod:`vizjax.models.onednn`), and its non-overlapping max-pools as
+    reshape-and-max (``pool``).
 
     The result takes ``fn``'s arguments plus ``kernels=`` (:func:`winograd_kernels` of the first
     argument's leaves, or None: transformed in every call)."""
@@ -109,12 +118,12 @@ class _Swaps:
     area of its convolutions: VGG's block 1, with 3 and 64 channels) stay XLA's: the built-ins'
     rule (:attr:`vizjax.models.network.Network.winograd_layers`), where XLA measured faster."""
 
-    conv: bool
+    conv: bool | str
     pool: bool
     full_area: int
 
     @classmethod
-    def of(cls, jaxpr: core.Jaxpr, conv: bool, pool: bool) -> _Swaps:
+    def of(cls, jaxpr: core.Jaxpr, conv: bool | str, pool: bool) -> _Swaps:
         areas = [_area(e) for e in _equations(jaxpr) if e.primitive.name == "conv_general_dilated"
                  and len(e.invars[0].aval.shape) == 4]  # fmt: skip
         return cls(conv, pool, max(areas, default=0))
@@ -123,6 +132,8 @@ class _Swaps:
         """``"conv"`` / ``"pool"`` where the equation is one to swap, else None."""
         name = eqn.primitive.name
         if self.conv and name == "conv_general_dilated" and _winograd_conv(eqn):
+            if self.conv == "onednn":  # oneDNN at every resolution (the built-ins' AMX path)
+                return "onednn" if eqn.invars[0].aval.dtype in ONEDNN_DTYPES else None
             return "conv" if _area(eqn) < self.full_area else None
         if self.pool and name == "reduce_window_max" and _tiling_pool(eqn):
             return "pool"
@@ -163,13 +174,20 @@ def _tiling_pool(eqn: core.JaxprEqn) -> bool:
 
 
 def conv_any_layout(
-    x: jax.Array, kernel: jax.Array, dn: Any, prepared: tuple[jax.Array, jax.Array] | None = None
+    x: jax.Array,
+    kernel: jax.Array,
+    dn: Any,
+    prepared: tuple[jax.Array, jax.Array] | None = None,
+    onednn: bool = False,
 ) -> jax.Array:
     """The Winograd 3x3 'SAME' convolution in the layout ``dn`` (``ConvDimensionNumbers``);
-    ``prepared``: the kernel's ``(U, U_flipped)`` (HWIO kernels only), else transformed here."""
+    ``prepared``: the kernel's ``(U, U_flipped)`` (HWIO kernels only), else transformed here.
+    With ``onednn``, oneDNN's convolution instead (:func:`vizjax.models.onednn.conv3x3_onednn`)."""
     lhs, rhs, out = dn.lhs_spec, dn.rhs_spec, dn.out_spec
     x = jnp.transpose(x, (lhs[0], lhs[2], lhs[3], lhs[1]))  # NHWC
-    if prepared is not None and tuple(rhs) == _HWIO:
+    if onednn:
+        y = conv3x3_onednn(x, jnp.transpose(kernel, (rhs[2], rhs[3], rhs[1], rhs[0])))
+    elif prepared is not None and tuple(rhs) == _HWIO:
         y = conv3x3_winograd_prepared(x, *prepared)
     else:
         kernel = jnp.transpose(kernel, (rhs[2], rhs[3], rhs[1], rhs[0]))  # HWIO
@@ -213,7 +231,9 @@ class _Rewrite:
         for eqn in jaxpr.eqns:
             ins = [read(v) for v in eqn.invars]
             kind = self.swaps.kind(eqn)
-            if kind == "conv":
+            if kind == "onednn":
+                outs = [conv_any_layout(*ins, eqn.params["dimension_numbers"], onednn=True)]
+            elif kind == "conv":
                 k = eqn.invars[1]
                 ready = None if isinstance(k, core.Literal) else self.kernels.get(origin.get(k, -1))
                 outs = [conv_any_layout(*ins, eqn.params["dimension_numbers"], ready)]
