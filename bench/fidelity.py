@@ -40,7 +40,7 @@ from vizjax.engine import ascent
 from vizjax.engine.execution import Execution
 from vizjax.engine.recipe import PRESETS
 from vizjax.models.weights import Weights, load_weights
-from vizjax.run import run_atlas
+from vizjax.run import auto_dtype, run_atlas
 
 LAYERS = ("block1_conv2", "block3_conv3", "block5_conv1")
 #: The photo row: the cat's most active channels of each layer.
@@ -101,16 +101,24 @@ def photo_row(w: Weights, layer: str, size: int) -> dict[str, Any]:
 
 
 def recipe_rows(
-    w: Weights, name: str, steps: int | None, layer: str, args: argparse.Namespace, out: Path
+    w: Weights,
+    name: str,
+    steps: int | None,
+    layer: str,
+    args: argparse.Namespace,
+    out: Path,
+    dtype: str = "float32",
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     recipe = PRESETS[name].replace(size=(args.size, args.size), seed=args.seed)
     if steps:
         recipe = recipe.replace(steps=steps)
     seed = f"-seed{args.seed}" if args.seed else ""
-    path = out / f"{name}-{args.size}px-{recipe.steps}steps{seed}.h5"
+    path = out / f"{name}-{args.size}px-{recipe.steps}steps{seed}-{dtype}.h5"
+    if dtype == "auto":
+        dtype = auto_dtype(path)  # what `vizjax atlas --dtype auto` runs here (AMX: bfloat16)
     t0 = time.perf_counter()
     summary = run_atlas(
-        path, [layer], f"0:{args.filters}", recipe, w, execution=Execution(), quiet=True
+        path, [layer], f"0:{args.filters}", recipe, w, execution=Execution(dtype=dtype), quiet=True
     )
     computed = summary["layers"][layer]["computed"]
     seconds = time.perf_counter() - t0
@@ -119,6 +127,7 @@ def recipe_rows(
         s = fidelity.summarize(la.fidelity)
         tiles = [la.image(f) for f in range(min(args.sheet, args.filters))]
     row = {"recipe": name, "steps": recipe.steps, "layer": layer, **s, "seed": args.seed}
+    row["dtype"] = dtype
     row["seconds_per_filter"] = seconds / computed if computed else None
     return row, tiles
 
@@ -160,6 +169,11 @@ def main(argv: list[str] | None = None) -> None:
         help="vizjax's recipe seed and Lucent's torch and numpy seeds",
     )
     p.add_argument("--sheet", type=int, default=8, help="filters per row of the PNG sheets")
+    p.add_argument(
+        "--dtypes",
+        default="float32",
+        help="vizjax's compute dtypes, comma-separated (auto: what --dtype auto runs here)",
+    )
     p.add_argument("--out", default="bench/results/fidelity")
     args = p.parse_args(argv)
 
@@ -193,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         if lucent is not None:
             emit(*lucent_rows(w, layer, args, npz, lucent))
         for name in args.recipes.split(","):
-            emit(*recipe_rows(w, name, steps.get(name), layer, args, out))
+            for dtype in args.dtypes.split(","):
+                emit(*recipe_rows(w, name, steps.get(name), layer, args, out, dtype))
     print_table(rows, args)
     for layer, entries in sheets.items():
         tiles = np.stack([im for _, ims in entries for im in ims])
@@ -217,7 +232,7 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         spf = r["seconds_per_filter"]
         spf_text = "–" if r["recipe"] == "photo" else "(resumed)" if spf is None else f"{spf:.1f}"
         print(
-            f"| {r['layer']} | {r['recipe']} | {r['steps']} | {100 * r['dead_fraction']:.0f}% | "
+            f"| {r['layer']} | {r['recipe']}{_dtype_tag(r)} | {r['steps']} | {100 * r['dead_fraction']:.0f}% | "
             f"{_pct(r['selectivity'])} | {r['median_robustness']:.2f} | "
             f"{r['median_hf_energy']:.3f} | {spf_text} |"
         )
@@ -229,6 +244,10 @@ def _command_line(args: argparse.Namespace) -> str:
         if v:
             parts.append(f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}")
     return " ".join(parts)
+
+
+def _dtype_tag(row: dict[str, Any]) -> str:
+    return f" ({row['dtype']})" if row.get("dtype", "float32") != "float32" else ""
 
 
 def _pct(x: float) -> str:

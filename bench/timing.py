@@ -58,7 +58,7 @@ def auto_chunk(
         return math.ceil(int(execution.batch) / d) * d, 0.0
     t = time.perf_counter()
     mesh, program, params, start, seed = prepared(weights, layer, recipe, execution)
-    chunk = chunking.auto_chunk(program, params, start, seed, n, mesh, layer)
+    chunk = chunking.auto_chunk(program, params, start, seed, n, mesh, layer, execution=execution)
     return chunk, time.perf_counter() - t
 
 

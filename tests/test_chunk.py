@@ -157,3 +157,11 @@ def test_balanced_chunk_pads_the_least():
         assert got % d == 0 and got <= cap * d
         chunks = -(-n // got)
         assert chunks == -(-n // (cap * d))  # no more programs called than at the cap
+
+
+def test_with_onednns_convolutions_more_filters_share_a_program():
+    """oneDNN (bfloat16 on AMX) leaves one image too little work: 4 filters per program at 128 px,
+    8 where the target's output is small; XLA's rule is one image at 128 px."""
+    assert chunk.cpu_filters_per_device("block3_conv3", 128, 128) == 1
+    assert chunk.cpu_filters_per_device("block3_conv3", 128, 128, onednn=True) == 4
+    assert chunk.cpu_filters_per_device("block5_conv1", 128, 128, onednn=True) == 8

@@ -130,7 +130,7 @@ class Table:
             prep,
             jnp.dtype(execution.dtype),
             self.winograd(execution, platform),
-            onednn=_onednn(execution, platform),
+            onednn=uses_onednn(execution, platform),
         )
 
     def forward(
@@ -211,7 +211,7 @@ class Generic:
         prep = preprocessing if preprocess else IDENTITY
         dtype = jnp.dtype(execution.dtype)
         apply = self.model.apply
-        conv = "onednn" if _onednn(execution, platform) else _winograd(execution, platform)
+        conv = "onednn" if uses_onednn(execution, platform) else _winograd(execution, platform)
 
         def fn(params, x, outputs, channel=None, redirect=None):
             params, kernels = params if isinstance(params, Prepared) else (params, None)
@@ -253,7 +253,7 @@ def _amx(execution: Execution, platform: str) -> bool:
     )
 
 
-def _onednn(execution: Execution, platform: str) -> bool:
+def uses_onednn(execution: Execution, platform: str) -> bool:
     """Whether a run's 3x3 convolutions are oneDNN's: ``conv="onednn"``, or :func:`_amx`."""
     return execution.conv == "onednn" or _amx(execution, platform)
 

@@ -537,9 +537,7 @@ def prepare(
     start = jax.device_put(start, rep)
     seed = jax.device_put(np.int32(recipe.seed), rep)
     if execution.batch == "auto":
-        chunk = auto_chunk(
-            program, params, start, seed, len(filt), mesh, layer, network, execution.per_device
-        )
+        chunk = auto_chunk(program, params, start, seed, len(filt), mesh, layer, network, execution)
     else:
         chunk = round_to_mesh(int(execution.batch), mesh)
     measured = (layer, preprocessing, recipe.preprocess, execution.program(), mesh, network)

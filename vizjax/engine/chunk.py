@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vizjax import models
 from vizjax.engine import adapter
+from vizjax.engine.execution import Execution
 from vizjax.models import vgg
 from vizjax.models.generic import GenericModel
 from vizjax.models.network import Network
@@ -29,7 +30,11 @@ AUTO_CAP_DEFAULT = 512
 
 
 def cpu_filters_per_device(
-    layer: str, height: int, width: int, network: Network | GenericModel = vgg.NETWORK
+    layer: str,
+    height: int,
+    width: int,
+    network: Network | GenericModel = vgg.NETWORK,
+    onednn: bool = False,
 ) -> int:
     """How many filters one CPU program should optimize at once (measured on 2-core CPUs).
 
@@ -38,8 +43,17 @@ def cpu_filters_per_device(
     too (at most 64Ki values: block4-5 at 64 px) do the deep layers' matrix products get too small
     to keep the cores busy, and 8 filters per program are 1.1-1.25x faster. At 128 px one image
     is faster at every layer, block5 included (1.2-1.45x: bench/README.md, "The CPU chunk rule").
+
+    With oneDNN's convolutions (``onednn``: :mod:`vizjax.models.onednn`, bfloat16 on AMX) one image
+    leaves its kernels too little work at every layer: 4 filters per program, 8 where the target
+    layer's output is small (at most 64Ki values: block5 at 128 px). Measured on a 2-core Xeon
+    with AMX, 128 px, ms per filter-step at 1 / 4 / 8 filters: block5_conv1 lucent 50.8 / 31.1 /
+    29.9, classic 30.0 / 17.9 / 14.2; block3_conv3 lucent 35.5 / 24.6 / 23.8; block1_conv2 lucent
+    17.0 / 14.1 / 16.2 (performance page).
     """
     size = math.prod(adapter.of(network).output_shape(layer, height, width))
+    if onednn:
+        return 8 if size <= 65536 else 4
     small_image = height * width <= 96 * 96
     return 8 if small_image and size <= 65536 else 1
 
@@ -67,7 +81,7 @@ def auto_chunk(
     mesh: Mesh,
     layer: str,
     network: Network | GenericModel | None = None,
-    per_device: int = 0,
+    execution: Execution | None = None,
 ) -> int:
     """The chunk size ``batch="auto"`` picks (a multiple of the device count) for ``n`` filters
     of ``layer`` run by ``program`` (a :class:`vizjax.engine.ascent.Program`, whose first step segment
@@ -77,8 +91,9 @@ def auto_chunk(
     analysis of the step segment with one filter per device (its temporaries plus arguments are
     the per-filter cost, which scales linearly with the vmapped axis; the budget is 80% of the free
     device memory), capped at AUTO_CAP_DEFAULT filters per device. On CPU speed, not memory, is
-    the limit: ``per_device`` if given (the tuning table's, :mod:`vizjax.engine.tuning`), else
-    :func:`cpu_filters_per_device` (at most 8 images, far below any memory limit), so no probe
+    the limit: ``execution.per_device`` if given (the tuning table's, :mod:`vizjax.engine.tuning`),
+    else :func:`cpu_filters_per_device` (oneDNN's rule where the run's convolutions are oneDNN's;
+    at most 8 images, far below any memory limit), so no probe
     is compiled. Never more than the filters there are, and balanced: the fewest chunks
     that hold ``n`` filters at that size, made as even as they can be, so the last one is not
     mostly padding (20 filters at most 8 a chunk: 3 chunks of 7, not 8 + 8 + 4 padded to 8).
@@ -87,8 +102,9 @@ def auto_chunk(
     device = mesh.devices.flat[0]
     if device.platform == "cpu":
         network = network if network is not None else models.from_params(params)
-        per_device = per_device or cpu_filters_per_device(
-            layer, start.shape[0], start.shape[1], network
+        ex = execution or Execution()
+        per_device = ex.per_device or cpu_filters_per_device(
+            layer, start.shape[0], start.shape[1], network, adapter.uses_onednn(ex, "cpu")
         )
         return balanced_chunk(n, per_device, d)
     per_device = min(AUTO_CAP_DEFAULT, math.ceil(n / d))

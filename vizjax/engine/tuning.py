@@ -339,11 +339,13 @@ def search(
     convs: Sequence[str],
     per_devices: Sequence[int],
     bfloat16: bool,
+    onednn_per_device: int = 0,
 ) -> tuple[Choice, dict[str, float]]:
     """The fastest candidate by ``measure`` (seconds per filter-step), found in stages so that few
     programs compile: the convolutions at the rule's chunk, then the chunks (``per_devices``)
     with the winning convolution, then bfloat16 (with ``bfloat16``) at the winner, and bfloat16
-    through oneDNN (when ``"onednn"`` is among ``convs``: the AMX unit's path) if the winner's
+    through oneDNN (when ``"onednn"`` is among ``convs``: the AMX unit's path; at
+    ``onednn_per_device`` filters per device, oneDNN's own rule, if given) if the winner's
     convolution is another. A candidate replaces the one before only when it is :data:`MARGIN`
     faster. Returns the choice and every timing taken (ms per filter-step by
     :attr:`Choice.label`)."""
@@ -366,7 +368,8 @@ def search(
     if bfloat16:
         low = [winner.replace(dtype="bfloat16")]
         if "onednn" in convs and winner.conv != "onednn":
-            low.append(winner.replace(dtype="bfloat16", conv="onednn"))
+            pd = onednn_per_device or winner.per_device
+            low.append(winner.replace(dtype="bfloat16", conv="onednn", per_device=pd))
         winner = best(winner, low)
     return winner, timings
 
@@ -436,7 +439,9 @@ def decide(
     amx = cpu and execution.dtype == "bfloat16" and onednn.amx_path()
     rule = Choice(  # today's rules (accelerators: XLA's convolutions, chunks by memory: 0)
         ("onednn" if amx else "winograd") if cpu else "xla",
-        cpu_filters_per_device(layer, size[0], size[1], network) if cpu else 0,
+        cpu_filters_per_device(layer, size[0], size[1], network, amx or execution.conv == "onednn")
+        if cpu
+        else 0,
         execution.dtype,  # the platform's default where the run leaves the dtype free
     )
     fixed = {
@@ -463,7 +468,14 @@ def decide(
             )
             # From float32 whatever this run's dtype: the table holds the unconstrained best.
             start = rule.replace(dtype="float32")
-            chosen, timings = search(start, measure, convs=convs, per_devices=nearby, bfloat16=bf16)
+            chosen, timings = search(
+                start,
+                measure,
+                convs=convs,
+                per_devices=nearby,
+                bfloat16=bf16,
+                onednn_per_device=cpu_filters_per_device(layer, size[0], size[1], network, True),
+            )
             try:
                 table.record(key, chosen, timings)
             except OSError as e:  # never fatal: this run still uses what it measured
