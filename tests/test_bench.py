@@ -237,3 +237,27 @@ def test_onednn_convolution_table_runs(tmp_path):
     rows = _lines(out)
     assert len(rows) == 4 * len(bench_onednn.SHAPES)
     assert all(r["ms"] > 0 and r["gflops"] > 0 for r in rows)
+
+
+def test_compile_split_reads_xlas_timers():
+    from bench.compile_split import split_log
+
+    log = "\n".join(
+        [
+            "I1205 18:51:54.3 1 cpu_compiler.cc:1269] Running HLO passes on [jit_f] for CPU "
+            "time: 733 us (733 us) (cumulative: 733 us, max: 733 us, #called: 1)",
+            "I1205 18:51:54.3 1 cpu_compiler.cc:2094] Compiling [jit_f] for CPU using JIT time: "
+            "3.59 ms (3587 us) (cumulative: 3.59 ms, max: 3.59 ms, #called: 1)",
+            "I1205 18:51:54.3 1 ir_compiler.cc:293] Compiled LLVM module: m time: 7.46 ms "
+            "(7464 us) (cumulative: 22.6 ms, max: 15.2 ms, #called: 2)",
+            "I1205 18:51:54.3 1 ir_compiler.cc:293] Compiled LLVM module: n time: 1 ms (1000 us)",
+            "I1205 18:51:54.3 1 fusion_compiler.cc:494] Compiled MLIR module: m time: 8.06 ms "
+            "(8059 us) (cumulative: 11.9 ms, max: 8.06 ms, #called: 2)",
+            "I1205 18:51:54.3 1 cpu_compiler.cc:1215] CpuCompiler - Running LLVM verifier time: "
+            "7 us (7 us)",
+        ]
+    )
+    got = split_log(log)
+    assert got == pytest.approx(
+        {"hlo_passes_s": 733e-6, "backend_s": 3587e-6, "mlir_s": 8059e-6, "llvm_s": 8464e-6}
+    )
