@@ -113,7 +113,8 @@ def recipe_rows(
     if steps:
         recipe = recipe.replace(steps=steps)
     seed = f"-seed{args.seed}" if args.seed else ""
-    path = out / f"{name}-{args.size}px-{recipe.steps}steps{seed}-{dtype}.h5"
+    tag = "" if dtype == "float32" else f"-{dtype}"
+    path = out / f"{name}-{args.size}px-{recipe.steps}steps{seed}{tag}.h5"
     if dtype == "auto":
         dtype = auto_dtype(path)  # what `vizjax atlas --dtype auto` runs here (AMX: bfloat16)
     t0 = time.perf_counter()
