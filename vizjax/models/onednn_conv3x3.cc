@@ -5,7 +5,11 @@
 // batch (vmap adds them); w's leading dimensions, if any, must multiply to 1. oneDNN picks its
 // kernel for the CPU it runs on: on a CPU with AMX tiles (amx_bf16), bfloat16 runs on them.
 // Primitives are made once per shape and kept; the weights are reordered into the primitive's
-// layout on every call (a few MB at most: small beside the convolution itself).
+// layout on every call (a few MB at most: small beside the convolution itself). XLA may run the
+// call on several threads at once (one per device of a sharded program): each call brings its own
+// scratchpad (user mode; oneDNN's library-managed one is shared between threads in this build,
+// and AMX kernels keep their tile configuration there), and calls run one at a time: each
+// already spreads over every core through OpenMP.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -26,6 +30,7 @@ struct Prim {
   dnnl::convolution_forward conv;
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::reorder wreorder;
+  dnnl::reorder::primitive_desc rpd;
   dnnl::memory::desc wuser;
 };
 
@@ -49,12 +54,14 @@ Prim& Get(const Key& k) {
   dnnl::memory::desc dst({n, o, h, w}, d, tag::nhwc);
   dnnl::memory::desc wany({o, c, 3, 3}, d, tag::any);
   dnnl::memory::desc wuser({o, c, 3, 3}, d, tag::hwio);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto pd = dnnl::convolution_forward::primitive_desc(
       eng, dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, wany,
-      dst, {1, 1}, {1, 1}, {1, 1});
-  auto rpd = dnnl::reorder::primitive_desc(eng, wuser, eng, pd.weights_desc());
+      dst, {1, 1}, {1, 1}, {1, 1}, attr);
+  auto rpd = dnnl::reorder::primitive_desc(eng, wuser, eng, pd.weights_desc(), attr);
   auto p = std::unique_ptr<Prim>(
-      new Prim{dnnl::convolution_forward(pd), pd, dnnl::reorder(rpd), wuser});
+      new Prim{dnnl::convolution_forward(pd), pd, dnnl::reorder(rpd), rpd, wuser});
   return *cache.emplace(k, std::move(p)).first->second;
 }
 
@@ -82,6 +89,8 @@ ffi::Error Conv3x3Impl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyB
   }
   int64_t o = wd[wr - 1];
   if (n == 0) return ffi::Error::Success();
+  static std::mutex running;
+  std::lock_guard<std::mutex> one_at_a_time(running);
   try {
     Prim& p = Get(Key{n, h, wi, c, o, bf16 ? 1 : 0});
     auto& eng = Engine();
@@ -90,8 +99,14 @@ ffi::Error Conv3x3Impl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyB
     dnnl::memory dst(p.pd.dst_desc(), eng, y->untyped_data());
     dnnl::memory wuser(p.wuser, eng, w.untyped_data());
     dnnl::memory wmem(p.pd.weights_desc(), eng);
-    p.wreorder.execute(s, wuser, wmem);
-    p.conv.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, dst}});
+    dnnl::memory rscratch(p.rpd.scratchpad_desc(), eng);
+    dnnl::memory scratch(p.pd.scratchpad_desc(), eng);
+    p.wreorder.execute(
+        s, {{DNNL_ARG_FROM, wuser}, {DNNL_ARG_TO, wmem}, {DNNL_ARG_SCRATCHPAD, rscratch}});
+    p.conv.execute(s, {{DNNL_ARG_SRC, src},
+                       {DNNL_ARG_WEIGHTS, wmem},
+                       {DNNL_ARG_DST, dst},
+                       {DNNL_ARG_SCRATCHPAD, scratch}});
     s.wait();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("conv3x3: oneDNN: ") + e.what());
