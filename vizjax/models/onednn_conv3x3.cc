@@ -9,8 +9,12 @@
 // call on several threads at once (one per device of a sharded program): each call brings its own
 // scratchpad (user mode; oneDNN's library-managed one is shared between threads in this build,
 // and AMX kernels keep their tile configuration there), and calls run one at a time: each
-// already spreads over every core through OpenMP.
+// already spreads over every core through OpenMP. The reordered weights and the scratchpads live
+// in buffers kept across calls (grown, never shrunk): fresh allocations of a few MB cost page
+// faults on every call.
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -35,6 +39,28 @@ struct Prim {
 };
 
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int>;
+
+// A 64-byte-aligned buffer that grows to the largest size asked; used under the call lock only.
+class Buffer {
+ public:
+  ~Buffer() { std::free(data_); }
+  void* get(size_t bytes) {
+    if (bytes > size_) {
+      std::free(data_);
+      size_ = (bytes + 63) / 64 * 64;
+      data_ = std::aligned_alloc(64, size_);
+      if (data_ == nullptr) {
+        size_ = 0;
+        throw std::bad_alloc();
+      }
+    }
+    return data_;
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
 
 dnnl::engine& Engine() {
   static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
@@ -90,6 +116,7 @@ ffi::Error Conv3x3Impl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyB
   int64_t o = wd[wr - 1];
   if (n == 0) return ffi::Error::Success();
   static std::mutex running;
+  static Buffer weights, scratch, reorder_scratch;
   std::lock_guard<std::mutex> one_at_a_time(running);
   try {
     Prim& p = Get(Key{n, h, wi, c, o, bf16 ? 1 : 0});
@@ -98,18 +125,21 @@ ffi::Error Conv3x3Impl(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyB
     dnnl::memory src(p.pd.src_desc(), eng, x.untyped_data());
     dnnl::memory dst(p.pd.dst_desc(), eng, y->untyped_data());
     dnnl::memory wuser(p.wuser, eng, w.untyped_data());
-    dnnl::memory wmem(p.pd.weights_desc(), eng);
-    dnnl::memory rscratch(p.rpd.scratchpad_desc(), eng);
-    dnnl::memory scratch(p.pd.scratchpad_desc(), eng);
+    auto wd = p.pd.weights_desc(), sd = p.pd.scratchpad_desc(), rd = p.rpd.scratchpad_desc();
+    dnnl::memory wmem(wd, eng, weights.get(wd.get_size()));
+    dnnl::memory rscratch(rd, eng, reorder_scratch.get(rd.get_size()));
+    dnnl::memory scratch_mem(sd, eng, scratch.get(sd.get_size()));
     p.wreorder.execute(
         s, {{DNNL_ARG_FROM, wuser}, {DNNL_ARG_TO, wmem}, {DNNL_ARG_SCRATCHPAD, rscratch}});
     p.conv.execute(s, {{DNNL_ARG_SRC, src},
                        {DNNL_ARG_WEIGHTS, wmem},
                        {DNNL_ARG_DST, dst},
-                       {DNNL_ARG_SCRATCHPAD, scratch}});
+                       {DNNL_ARG_SCRATCHPAD, scratch_mem}});
     s.wait();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("conv3x3: oneDNN: ") + e.what());
+  } catch (const std::bad_alloc&) {
+    return ffi::Error::Internal("conv3x3: out of memory for oneDNN's buffers");
   }
   return ffi::Error::Success();
 }
