@@ -15,9 +15,7 @@ bfloat16 columns show oneDNN's non-AMX kernels.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -25,6 +23,7 @@ import jax.numpy as jnp
 
 from bench import timing
 from bench.report import Log, machine_info, results_path, table
+from bench.work import median_seconds
 from vizjax.engine.execution import Execution
 from vizjax.engine.recipe import preset
 from vizjax.models import onednn
@@ -46,16 +45,6 @@ SHAPES = [
 ]
 
 
-def _median_call(f, x, w, calls: int = 15) -> float:
-    f(x, w).block_until_ready()
-    ts = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        f(x, w).block_until_ready()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
 def section_convs(log: Log) -> None:
     rows = []
     ways = [("xla", conv3x3_xla), ("onednn", onednn.conv3x3_onednn)]
@@ -66,7 +55,7 @@ def section_convs(log: Log) -> None:
             for dtype in ("float32", "bfloat16"):
                 x = jnp.ones((n, px, px, c), dtype)
                 w = jnp.ones((3, 3, c, o), dtype)
-                s = _median_call(jax.jit(fn), x, w)
+                s = median_seconds(jax.jit(fn), x, w, repeats=15)
                 log.emit(
                     {"table": "onednn_conv", "way": name, "dtype": dtype, "shape": [n, px, c, o]}
                     | {"ms": 1e3 * s, "gflops": flops / s / 1e9}

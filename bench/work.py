@@ -26,14 +26,18 @@ def measure_peak(dtype: str, n: int, repeats: int = 5) -> float:
     """FLOP/s of an n x n matmul in ``dtype``, after compile, median of ``repeats``."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype)
-    f = jax.jit(lambda a, b: a @ b)
-    f(a, b).block_until_ready()
+    return 2.0 * n**3 / median_seconds(jax.jit(lambda a, b: a @ b), a, b, repeats=repeats)
+
+
+def median_seconds(f, *args, repeats: int = 5) -> float:
+    """Median seconds of ``f(*args)``, blocked on, after one call that compiles."""
+    f(*args).block_until_ready()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        f(a, b).block_until_ready()
+        f(*args).block_until_ready()
         times.append(time.perf_counter() - t)
-    return 2.0 * n**3 / statistics.median(times)
+    return statistics.median(times)
 
 
 def peak_memory() -> tuple[int, str]:
