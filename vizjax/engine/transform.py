@@ -62,6 +62,111 @@ def _resample(
     )(image)
 
 
+# LucentView's resampling, written so that its gradient is cheap on a CPU. Sampling at arbitrary
+# coordinates is a gather, and autodiff makes its gradient a scatter-add, which XLA:CPU runs one
+# element at a time: through jax.scipy.ndimage.map_coordinates the view's gradient cost ~8 ms per
+# image-step, more than the rest of the default recipe's own work (measured, bench/results). The
+# stages that are axis-aligned (jitter, scale, the final resize) are instead integer shifts or
+# separable resamplings written as two small matrix products, whose gradients are matrix products
+# too; the rotation keeps its gather and gets a gather for its gradient (:func:`_rotate`). Values
+# are bilinear sampling with zero fill, equal to map_coordinates' up to float rounding (tested).
+
+_EDGE = 1e-3  # float rounding at a canvas' last row and column
+
+
+def _inside(y: jax.Array, n: jax.Array | float) -> jax.Array:
+    """Whether coordinates ``y`` lie on a canvas of ``n`` rows (0..n-1, with rounding slack)."""
+    return (y >= -_EDGE) & (y <= n - 1 + _EDGE)
+
+
+def _shift(image: jax.Array, dy: jax.Array, dx: jax.Array, d: int) -> jax.Array:
+    """``image`` translated down by ``dy`` and right by ``dx`` (integers in 0..d-1), zero fill."""
+    h, w, c = image.shape
+    zeros = jnp.pad(image, ((d, 0), (d, 0), (0, 0)))
+    return lax.dynamic_slice(zeros, (d - dy, d - dx, 0), (h, w, c))
+
+
+def _tent(y: jax.Array, n: int, ok: jax.Array) -> jax.Array:
+    """The ``(len(y), n)`` matrix of bilinear weights that samples ``n`` rows at coordinates ``y``
+    (rows past 0..n-1 count as zero), its row ``i`` zero where ``ok[i]`` is false."""
+    rows = jnp.arange(n, dtype=jnp.float32)
+    weights = jnp.maximum(0.0, 1.0 - jnp.abs(y[:, None] - rows[None, :]))
+    return jnp.where(ok[:, None], weights, 0.0)
+
+
+def _resize(image: jax.Array, ry: jax.Array, rx: jax.Array) -> jax.Array:
+    """The separable resampling ``ry @ image @ rx.T`` of ``image (H, W, C)`` (see :func:`_tent`)."""
+    return jnp.einsum("jb,ibc->ijc", rx, jnp.einsum("ia,abc->ibc", ry, image))
+
+
+def _rotated(
+    yy: jax.Array, xx: jax.Array, cos: jax.Array, sin: jax.Array, cy: jax.Array, cx: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Where output pixels ``(yy, xx)`` sample the input when rotating about ``(cy, cx)``."""
+    dy, dx = yy - cy, xx - cx
+    return cy - sin * dx + cos * dy, cx + cos * dx + sin * dy
+
+
+def _grid(h: int, w: int) -> tuple[jax.Array, jax.Array]:
+    return jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij"
+    )
+
+
+def _rotate_forward(image: jax.Array, cos, sin, cy, cx, ok: jax.Array) -> jax.Array:
+    h, w, _ = image.shape
+    y, x = _rotated(*_grid(h, w), cos, sin, cy, cx)
+    y0, x0 = jnp.floor(y), jnp.floor(x)
+    out = jnp.zeros_like(image)
+    for oy, wy in ((0, 1 - (y - y0)), (1, y - y0)):
+        for ox, wx in ((0, 1 - (x - x0)), (1, x - x0)):
+            i, j = (y0 + oy).astype(jnp.int32), (x0 + ox).astype(jnp.int32)
+            valid = (i >= 0) & (i < h) & (j >= 0) & (j < w)
+            pixel = image[jnp.clip(i, 0, h - 1), jnp.clip(j, 0, w - 1)]
+            out = out + jnp.where(valid, wy * wx, 0.0)[..., None] * pixel
+    return out * ok[..., None]
+
+
+@jax.custom_vjp
+def _rotate(image: jax.Array, cos, sin, cy, cx, ok: jax.Array) -> jax.Array:
+    """``image (H, W, C)`` rotated about ``(cy, cx)`` (bilinear, zero fill), times the mask ``ok``.
+
+    The gradient is a gather too: the output pixels that sample input pixel ``a`` lie within
+    sqrt(2) of the inverse rotation of ``a`` (a rotation keeps distances), so within the 4 x 4
+    integer window around it; each weighs in by the same bilinear weight as in the forward pass.
+    Only ``image`` gets a gradient.
+    """
+    return _rotate_forward(image, cos, sin, cy, cx, ok)
+
+
+def _rotate_fwd(image, cos, sin, cy, cx, ok):
+    return _rotate_forward(image, cos, sin, cy, cx, ok), (cos, sin, cy, cx, ok)
+
+
+def _rotate_bwd(res, g):
+    cos, sin, cy, cx, ok = res
+    h, w, _ = g.shape
+    g = g * ok[..., None]
+    ay, ax = _grid(h, w)
+    qy, qx = _rotated(ay, ax, cos, -sin, cy, cx)  # the inverse rotation of each input pixel
+    fy, fx = jnp.floor(qy), jnp.floor(qx)
+    grad = jnp.zeros_like(g)
+    for oy in (-1, 0, 1, 2):
+        for ox in (-1, 0, 1, 2):
+            ky, kx = fy + oy, fx + ox
+            y, x = _rotated(ky, kx, cos, sin, cy, cx)
+            weight = jnp.maximum(0.0, 1 - jnp.abs(y - ay)) * jnp.maximum(0.0, 1 - jnp.abs(x - ax))
+            i, j = ky.astype(jnp.int32), kx.astype(jnp.int32)
+            valid = (i >= 0) & (i < h) & (j >= 0) & (j < w)
+            pixel = g[jnp.clip(i, 0, h - 1), jnp.clip(j, 0, w - 1)]
+            grad = grad + jnp.where(valid, weight, 0.0)[..., None] * pixel
+    zero = jnp.zeros_like(cos)
+    return grad, zero, zero, jnp.zeros_like(cy), jnp.zeros_like(cx), jnp.zeros_like(ok)
+
+
+_rotate.defvjp(_rotate_fwd, _rotate_bwd)
+
+
 @dataclasses.dataclass(frozen=True)
 class Pad:
     """Pad ``width`` pixels on every side with the constant ``value`` (Lucid: 0.5 -> 127.5)."""
@@ -296,50 +401,33 @@ class LucentView:
         mh, mw = (int(np.ceil(max(self.scales) * n)) for n in (ph, pw))
         mh, mw = max(mh, ph + 1), max(mw, pw + 1)
 
-        def grid(n: int, m: int) -> tuple[jax.Array, jax.Array]:
-            return jnp.meshgrid(
-                jnp.arange(n, dtype=jnp.float32), jnp.arange(m, dtype=jnp.float32), indexing="ij"
-            )
-
-        def inside(y: jax.Array, x: jax.Array, hh: jax.Array, ww: jax.Array) -> jax.Array:
-            e = 1e-3  # float rounding at the canvas' last row and column
-            return (y >= -e) & (y <= hh - 1 + e) & (x >= -e) & (x <= ww - 1 + e)
-
-        def sample(img: jax.Array, y: jax.Array, x: jax.Array, ok: jax.Array) -> jax.Array:
-            out = _resample(img, y, x, 1, "constant", 0.0)
-            return jnp.where(ok[..., None], out, 0.0)
-
         # pad (grey), then jitter: translate by t1 with zero fill (kornia translate(dx, dy)).
         pad = self.pad
         canvas = jnp.pad(image, ((pad, pad), (pad, pad), (0, 0)), constant_values=self.pad_value)
-        yy, xx = grid(ph, pw)
-        y, x = yy - t1[1], xx - t1[0]
-        canvas = sample(canvas, y, x, inside(y, x, ph, pw))
+        canvas = _shift(canvas, t1[1], t1[0], self.jitter)
         # random_scale: resized to ceil(s * P) (corners aligned), zero-padded by
         # ceil((P - S) / 2) on each side when smaller (np.ceil as Lucent's _roundup).
         sh, sw = jnp.ceil(s * ph), jnp.ceil(s * pw)
         offh = jnp.maximum(0.0, jnp.ceil((ph - sh) / 2))
         offw = jnp.maximum(0.0, jnp.ceil((pw - sw) / 2))
         ch, cw = sh + 2 * offh, sw + 2 * offw  # the canvas rotate and jitter2 see
-        yy, xx = grid(mh, mw)
-        y, x = yy - offh, xx - offw
-        ok = inside(y, x, sh, sw)
-        y = y * (ph - 1) / jnp.maximum(sh - 1, 1.0)
-        x = x * (pw - 1) / jnp.maximum(sw - 1, 1.0)
-        canvas = sample(canvas, y, x, ok)
+        y = jnp.arange(mh, dtype=jnp.float32) - offh
+        x = jnp.arange(mw, dtype=jnp.float32) - offw
+        ry = _tent(y * (ph - 1) / jnp.maximum(sh - 1, 1.0), ph, _inside(y, sh))
+        rx = _tent(x * (pw - 1) / jnp.maximum(sw - 1, 1.0), pw, _inside(x, sw))
+        canvas = _resize(canvas, ry, rx)
         # random_rotate: about the canvas centre, bilinear, zero fill (kornia warp_affine).
         theta = jnp.pi * a / 180.0
         cy, cx = (ch - 1) / 2.0, (cw - 1) / 2.0
         cos, sin = jnp.cos(theta), jnp.sin(theta)
-        dy, dx = yy - cy, xx - cx
-        y, x = cy - sin * dx + cos * dy, cx + cos * dx + sin * dy
-        ok = inside(y, x, ch, cw) & inside(yy, xx, ch, cw)
-        canvas = sample(canvas, y, x, ok)
+        yy, xx = _grid(mh, mw)
+        y, x = _rotated(yy, xx, cos, sin, cy, cx)
+        ok = _inside(y, ch) & _inside(x, cw) & _inside(yy, ch) & _inside(xx, cw)
+        canvas = _rotate(canvas, cos, sin, cy, cx, ok.astype(jnp.float32))
         # jitter2, then fixed_image_size: the canvas resized to the output (corners aligned).
-        ii, jj = grid(oh, ow)
-        y = ii * (ch - 1) / max(oh - 1, 1) - t2[1]
-        x = jj * (cw - 1) / max(ow - 1, 1) - t2[0]
-        return sample(canvas, y, x, inside(y, x, ch, cw))
+        y = jnp.arange(oh, dtype=jnp.float32) * (ch - 1) / max(oh - 1, 1) - t2[1]
+        x = jnp.arange(ow, dtype=jnp.float32) * (cw - 1) / max(ow - 1, 1) - t2[0]
+        return _resize(canvas, _tent(y, mh, _inside(y, ch)), _tent(x, mw, _inside(x, cw)))
 
     def out_hw(self, hw: Hw) -> Hw:
         return (self.out, self.out) if self.out else hw
