@@ -1,6 +1,8 @@
 """vizjax.models.network: a network described as layers, with its shapes, receptive fields and sizes
 checked against typed-in values for VGG16 (Simonyan & Zisserman's configuration D)."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -57,3 +59,19 @@ def test_parameter_count_of_vgg16_features():
         for name, (k, b) in shapes.items()
     }
     assert param_count(params) == 14_714_688  # VGG16 without its classifier (Keras "notop")
+
+
+def test_max_pool_gradient_goes_to_each_windows_first_maximum():
+    """Without ties the pool's gradient is autodiff's; with ties it goes whole to the first maximum
+    in row-major order (TensorFlow's and PyTorch's rule), not split among them."""
+    from vizjax.models.network import _pool_forward, max_pool2x2
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 7, 5))  # odd sizes: the last row/col dropped
+    g = jax.random.normal(jax.random.key(1), (2, 4, 3, 5))
+    np.testing.assert_array_equal(max_pool2x2(x), _pool_forward(x))
+    got = jax.vjp(max_pool2x2, x)[1](g)[0]
+    np.testing.assert_array_equal(got, jax.vjp(_pool_forward, x)[1](g)[0])
+    assert got.shape == x.shape and not got[:, 8].any() and not got[:, :, 6].any()
+    ties = jnp.asarray([[0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 2.0, 2.0]])[None, :, :, None]
+    grad = jax.vjp(max_pool2x2, ties)[1](jnp.asarray([[[[3.0], [5.0]]]]))[0][0, :, :, 0]
+    np.testing.assert_array_equal(grad, [[3.0, 0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0]])

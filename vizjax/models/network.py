@@ -347,17 +347,53 @@ def conv(x: jax.Array, kernel: jax.Array, layer: Layer, impl: str = "xla") -> ja
     )
 
 
+@jax.custom_vjp
 def max_pool2x2(x: jax.Array) -> jax.Array:
     """2x2 max-pool, stride 2, VALID (odd trailing rows/columns are dropped, as in Keras).
 
     Written as a reshape and a max over the window axes rather than ``lax.reduce_window``: the same
     forward, but its gradient avoids XLA:CPU's slow select-and-scatter (+30% for the whole ascent
-    step at block3_conv3, 128 px; bench/README.md). At exact ties the gradient is split evenly
-    instead of going to one element; after a ReLU, ties are zeros whose gradient is zero anyway.
+    step at block3_conv3, 128 px; bench/README.md). The gradient goes to the first maximal element
+    of each window in row-major order, as TensorFlow's (so Lucid's) and PyTorch's do; autodiff of
+    the max would split it among ties with a division, a pass that cost ~7% of the default
+    recipe's bfloat16 step at block5_conv1 (XLA profile). Ties are zeros after a ReLU, where only
+    the redirected ReLU's first steps let a gradient through.
     """
+    return _pool_forward(x)
+
+
+def _pool_windows(x: jax.Array) -> jax.Array:
     n, h, w, c = x.shape
-    x = x[:, : h // 2 * 2, : w // 2 * 2]
-    return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+    return x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+
+
+def _pool_forward(x: jax.Array) -> jax.Array:
+    return jnp.max(_pool_windows(x), axis=(2, 4))
+
+
+def _pool_fwd(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    y = _pool_forward(x)
+    return y, (x, y)
+
+
+def _pool_bwd(res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array]:
+    x, y = res
+    windows = _pool_windows(x)
+    taken = jnp.zeros(y.shape, bool)
+    rows = []
+    for i in (0, 1):
+        row = []
+        for j in (0, 1):
+            first = (windows[:, :, i, :, j] == y) & ~taken
+            taken = taken | first
+            row.append(jnp.where(first, g, jnp.zeros_like(g)))
+        rows.append(jnp.stack(row, axis=3))
+    grad = jnp.stack(rows, axis=2).reshape(y.shape[0], 2 * y.shape[1], 2 * y.shape[2], -1)
+    n, h, w, c = x.shape
+    return (jnp.pad(grad, ((0, 0), (0, h - grad.shape[1]), (0, w - grad.shape[2]), (0, 0))),)
+
+
+max_pool2x2.defvjp(_pool_fwd, _pool_bwd)
 
 
 def max_pool(x: jax.Array, layer: Layer) -> jax.Array:
