@@ -61,17 +61,34 @@ def test_parameter_count_of_vgg16_features():
     assert param_count(params) == 14_714_688  # VGG16 without its classifier (Keras "notop")
 
 
-def test_max_pool_gradient_goes_to_each_windows_first_maximum():
-    """Without ties the pool's gradient is autodiff's; with ties it goes whole to the first maximum
-    in row-major order (TensorFlow's and PyTorch's rule), not split among them."""
-    from vizjax.models.network import _pool_forward, max_pool2x2
+def _first_max_gradient(x: np.ndarray, window: tuple[int, ...], g: np.ndarray) -> np.ndarray:
+    """By brute force: each window's gradient to its first maximum in row-major order."""
+    grad = np.zeros_like(x)
+    for out in np.ndindex(*g.shape):
+        corner = [o * w for o, w in zip(out, window, strict=True)]
+        block = x[tuple(slice(c, c + w) for c, w in zip(corner, window, strict=True))]
+        first = np.unravel_index(np.argmax(block), window)  # argmax: the first maximum
+        grad[tuple(c + f for c, f in zip(corner, first, strict=True))] += g[out]
+    return grad
 
-    x = jax.random.normal(jax.random.key(0), (2, 9, 7, 5))  # odd sizes: the last row/col dropped
-    g = jax.random.normal(jax.random.key(1), (2, 4, 3, 5))
-    np.testing.assert_array_equal(max_pool2x2(x), _pool_forward(x))
-    got = jax.vjp(max_pool2x2, x)[1](g)[0]
-    np.testing.assert_array_equal(got, jax.vjp(_pool_forward, x)[1](g)[0])
-    assert got.shape == x.shape and not got[:, 8].any() and not got[:, :, 6].any()
-    ties = jnp.asarray([[0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 2.0, 2.0]])[None, :, :, None]
-    grad = jax.vjp(max_pool2x2, ties)[1](jnp.asarray([[[[3.0], [5.0]]]]))[0][0, :, :, 0]
-    np.testing.assert_array_equal(grad, [[3.0, 0.0, 0.0, 5.0], [0.0, 0.0, 0.0, 0.0]])
+
+@pytest.mark.parametrize("window", [(1, 2, 2, 1), (1, 1, 2, 2), (1, 3, 2, 1)])
+def test_max_pool_gradient_goes_to_each_windows_first_maximum(window):
+    """The pool's gradient goes whole to the first maximum of each window in row-major order
+    (TensorFlow's and PyTorch's rule), ties included; trailing rows and columns get none."""
+    from vizjax.models.network import pool_max
+
+    x = np.array(jax.random.normal(jax.random.key(0), (2, 9, 7, 5)))
+    x[0, :4, :4] = 0.0  # ties, as ReLU zeros make them
+    x[1, 2:4, 2:4, 1] = 2.5
+    y = pool_max(jnp.asarray(x), window)
+    g = np.asarray(jax.random.normal(jax.random.key(1), y.shape))
+    want = np.max(
+        x[tuple(slice(0, s // w * w) for s, w in zip(x.shape, window, strict=True))].reshape(
+            [n for s, w in zip(x.shape, window, strict=True) for n in (s // w, w)]
+        ),
+        axis=(1, 3, 5, 7),
+    )
+    np.testing.assert_array_equal(y, want)
+    got = jax.vjp(lambda v: pool_max(v, window), jnp.asarray(x))[1](jnp.asarray(g))[0]
+    np.testing.assert_array_equal(got, _first_max_gradient(x, window, g))

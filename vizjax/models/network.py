@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 from typing import Any
 
@@ -347,53 +348,56 @@ def conv(x: jax.Array, kernel: jax.Array, layer: Layer, impl: str = "xla") -> ja
     )
 
 
-@jax.custom_vjp
 def max_pool2x2(x: jax.Array) -> jax.Array:
-    """2x2 max-pool, stride 2, VALID (odd trailing rows/columns are dropped, as in Keras).
+    """2x2 max-pool, stride 2, VALID of ``x (N, H, W, C)`` (odd trailing rows/columns are dropped,
+    as in Keras): :func:`pool_max` over ``(1, 2, 2, 1)`` windows."""
+    return pool_max(x, (1, 2, 2, 1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def pool_max(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
+    """VALID max over non-overlapping windows (window == stride per axis); trailing elements that
+    fill no window are dropped, as ``reduce_window`` does.
 
     Written as a reshape and a max over the window axes rather than ``lax.reduce_window``: the same
     forward, but its gradient avoids XLA:CPU's slow select-and-scatter (+30% for the whole ascent
     step at block3_conv3, 128 px; bench/README.md). The gradient goes to the first maximal element
     of each window in row-major order, as TensorFlow's (so Lucid's) and PyTorch's do; autodiff of
     the max would split it among ties with a division, a pass that cost ~7% of the default
-    recipe's bfloat16 step at block5_conv1 (XLA profile). Ties are zeros after a ReLU, where only
-    the redirected ReLU's first steps let a gradient through.
+    recipe's bfloat16 step at block5_conv1 (XLA profile, ``python -m bench.profile``). Ties are
+    zeros after a ReLU, where only the redirected ReLU's first steps let a gradient through.
     """
-    return _pool_forward(x)
+    return jnp.max(_pool_windows(x, window), axis=tuple(range(1, 2 * x.ndim, 2)))
 
 
-def _pool_windows(x: jax.Array) -> jax.Array:
-    n, h, w, c = x.shape
-    return x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+def _pool_windows(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
+    """``x`` without what fills no window, as ``(x0, w0, x1, w1, ...)``."""
+    x = x[tuple(slice(0, s // w * w) for s, w in zip(x.shape, window, strict=True))]
+    return x.reshape([n for s, w in zip(x.shape, window, strict=True) for n in (s // w, w)])
 
 
-def _pool_forward(x: jax.Array) -> jax.Array:
-    return jnp.max(_pool_windows(x), axis=(2, 4))
-
-
-def _pool_fwd(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    y = _pool_forward(x)
+def _pool_max_fwd(x: jax.Array, window: tuple[int, ...]):
+    y = jnp.max(_pool_windows(x, window), axis=tuple(range(1, 2 * x.ndim, 2)))
     return y, (x, y)
 
 
-def _pool_bwd(res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array]:
+def _pool_max_bwd(window: tuple[int, ...], res: tuple[jax.Array, jax.Array], g: jax.Array):
     x, y = res
-    windows = _pool_windows(x)
+    windows = _pool_windows(x, window)
     taken = jnp.zeros(y.shape, bool)
-    rows = []
-    for i in (0, 1):
-        row = []
-        for j in (0, 1):
-            first = (windows[:, :, i, :, j] == y) & ~taken
-            taken = taken | first
-            row.append(jnp.where(first, g, jnp.zeros_like(g)))
-        rows.append(jnp.stack(row, axis=3))
-    grad = jnp.stack(rows, axis=2).reshape(y.shape[0], 2 * y.shape[1], 2 * y.shape[2], -1)
-    n, h, w, c = x.shape
-    return (jnp.pad(grad, ((0, 0), (0, h - grad.shape[1]), (0, w - grad.shape[2]), (0, 0))),)
+    parts = []
+    for offset in itertools.product(*(range(w) for w in window)):  # row-major
+        first = (windows[tuple(i for o in offset for i in (slice(None), o))] == y) & ~taken
+        taken = taken | first
+        parts.append(jnp.where(first, g, jnp.zeros_like(g)))
+    n = x.ndim
+    grad = jnp.stack(parts).reshape(*window, *y.shape)  # (w0, w1, ..., y0, y1, ...)
+    grad = grad.transpose([a for i in range(n) for a in (n + i, i)])
+    grad = grad.reshape([s * w for s, w in zip(y.shape, window, strict=True)])
+    return (jnp.pad(grad, [(0, s - t) for s, t in zip(x.shape, grad.shape, strict=True)]),)
 
 
-max_pool2x2.defvjp(_pool_fwd, _pool_bwd)
+pool_max.defvjp(_pool_max_fwd, _pool_max_bwd)
 
 
 def max_pool(x: jax.Array, layer: Layer) -> jax.Array:

@@ -13,8 +13,8 @@ equation by equation, swapping two kinds of equation for the built-in's kernels:
   (:func:`winograd_kernels`, once per run, as the built-ins' weights do): XLA does not hoist the
   transform out of the ascent's loop, and at 512 channels it costs more than the convolution;
 - a max-pool whose windows do not overlap (window == stride, no padding, no dilation) becomes a
-  reshape and a max (:func:`pool_max`): the same values, and a gradient that avoids XLA:CPU's slow
-  select-and-scatter, as the built-ins' :func:`vizjax.models.network.max_pool2x2` does.
+  reshape and a max (:func:`vizjax.models.network.pool_max`, the built-ins' own): the same values,
+  and a gradient that avoids XLA:CPU's slow select-and-scatter.
 
 Everything else is bound as it was. Calls (``jit`` / ``pjit`` / ``closed_call``) whose body holds
 such an equation are inlined; other higher-order equations (``custom_jvp``, ``custom_vjp``,
@@ -40,6 +40,7 @@ import numpy as np
 from jax.extend import core
 
 from vizjax.models.conv import conv3x3_winograd, conv3x3_winograd_prepared, winograd_pair
+from vizjax.models.network import pool_max
 from vizjax.models.onednn import conv3x3_onednn
 
 _CALLS = frozenset({"pjit", "jit", "closed_call", "core_call"})
@@ -198,16 +199,6 @@ def conv_any_layout(
     return jnp.transpose(y, inverse)
 
 
-def pool_max(x: jax.Array, window: Sequence[int]) -> jax.Array:
-    """VALID max over non-overlapping windows (window == stride per axis): trailing elements that
-    fill no window are dropped, as ``reduce_window`` does; reshape and max, no select-and-scatter."""
-    x = x[tuple(slice(0, s // w * w) for s, w in zip(x.shape, window, strict=True))]
-    shape: list[int] = []
-    for s, w in zip(x.shape, window, strict=True):
-        shape += [s // w, w]
-    return jnp.max(x.reshape(shape), axis=tuple(range(1, 2 * x.ndim, 2)))
-
-
 class _Rewrite:
     """The evaluation of a jaxpr with the swaps; ``origin`` maps the variables that are the
     wrapped function's inputs to their flat index (followed into inlined calls), so that a
@@ -238,7 +229,7 @@ class _Rewrite:
                 ready = None if isinstance(k, core.Literal) else self.kernels.get(origin.get(k, -1))
                 outs = [conv_any_layout(*ins, eqn.params["dimension_numbers"], ready)]
             elif kind == "pool":
-                outs = [pool_max(ins[0], eqn.params["window_dimensions"])]
+                outs = [pool_max(ins[0], tuple(eqn.params["window_dimensions"]))]
             elif eqn.primitive.name in _CALLS and self.swaps.any_in(eqn.params["jaxpr"].jaxpr):
                 sub = eqn.params["jaxpr"]
                 inner = {
