@@ -261,3 +261,29 @@ def test_compile_split_reads_xlas_timers():
     assert got == pytest.approx(
         {"hlo_passes_s": 733e-6, "backend_s": 3587e-6, "mlir_s": 8059e-6, "llvm_s": 8464e-6}
     )
+
+
+def test_profile_sums_thunks_by_kind_and_runs_tiny(tmp_path, capsys):
+    from bench import profile
+
+    events = [
+        ("tf_XLAEigen/1", "ffi_call.3", 2.0),
+        ("tf_XLAEigen/2", "ffi_call.17", 1.0),
+        ("tf_XLAEigen/2", "divide_convert_fusion", 0.5),
+        ("tf_XLAEigen/2", "ThunkExecutor::Execute", 9.0),  # wraps the thunks: not one
+        ("python", "ffi_call.3", 7.0),  # not XLA's thread pool
+    ]
+    assert profile.kinds(events) == {"ffi_call": 3.0, "divide_convert_fusion": 0.5}
+    out = tmp_path / "p.jsonl"
+    assert (
+        profile.main(
+            ["--tiny", "--filters", "2", "--steps", "2", "--repeats", "1", "--out", str(out)]
+        )
+        == 0
+    )
+    (row,) = _lines(out)
+    assert row["table"] == "profile" and row["wall_ms_per_filter_step"] > 0
+    kinds = row["thunk_ms_per_filter_step"]
+    assert sum(kinds.values()) > 0 and all(v >= 0 for v in kinds.values())
+    assert not [k for k in kinds if k.startswith(profile.WRAPPERS)]
+    assert "| kind | ms per filter-step | share |" in capsys.readouterr().out
