@@ -138,12 +138,13 @@ def lucent_rows(
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     filters = list(range(args.filters))
     steps = args.lucent_steps
-    r = peer.run_lucent(python, npz, layer, filters, args.size, steps, args.seed)
+    r = peer.run_lucent(python, npz, layer, filters, args.size, steps, args.seed, args.lucent_batch)
     raw = r["images"] * 255.0
     s = summarize_rows(measure_images(w, layer, filters, raw))
     row = {"recipe": f"Lucent (torch {r['torch']})", "steps": steps, "layer": layer, **s}
     row["seed"] = args.seed
     row["seconds_per_filter"] = r["seconds"] / len(filters)
+    row["lucent_batch"] = args.lucent_batch or len(filters)
     tiles = [np.clip(np.round(x), 0, 255).astype(np.uint8) for x in raw[: args.sheet]]
     return row, tiles
 
@@ -163,6 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--peer", choices=("lucent",), default=None, help="Lucent's own render too")
     p.add_argument("--lucent-steps", type=int, default=512)
+    p.add_argument(
+        "--lucent-batch",
+        type=int,
+        default=0,
+        help="Lucent's filters per render_vis call (default: all in one batch)",
+    )
     p.add_argument(
         "--seed",
         type=int,

@@ -91,14 +91,25 @@ def run_lucent(
     size: int,
     steps: int,
     seed: int = 0,
+    batch: int = 0,
 ) -> dict[str, Any]:
-    """Lucent's ``render_vis`` on ``filters`` of ``layer`` (bench/peers/lucent_render.py):
-    ``{"images" (n, H, W, 3) float32 in [0, 1], "seconds", "torch"}``."""
+    """Lucent's ``render_vis`` on ``filters`` of ``layer`` (bench/peers/lucent_render.py), in
+    batches of ``batch`` filters (0: one batch): ``{"images" (n, H, W, 3) float32 in [0, 1],
+    "seconds", "torch"}``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "lucent.npz"
         cmd = [str(python), str(LUCENT_RENDER), "--weights", str(npz), "--layer", layer]
         cmd += ["--filters", ",".join(map(str, filters)), "--size", str(size)]
-        cmd += ["--steps", str(steps), "--seed", str(seed), "--out", str(out)]
+        cmd += [
+            "--steps",
+            str(steps),
+            "--seed",
+            str(seed),
+            "--batch",
+            str(batch),
+            "--out",
+            str(out),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"lucent_render.py failed: {proc.stderr.strip()[-2000:]}")

@@ -16,6 +16,7 @@ what ``render_vis`` returns), ``filters``, ``seconds`` (wall time of ``render_vi
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import numpy as np
@@ -47,6 +48,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="torch's and numpy's seeds")
+    p.add_argument("--batch", type=int, default=0, help="filters per render_vis call (0: all)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
@@ -81,26 +83,31 @@ def main() -> int:
         q.requires_grad_(False)
     filters = [int(f) for f in args.filters.split(",")]
     hook = f"features_{index + 1}"
-    objective = sum(
-        (objectives.channel(hook, f, batch=i) for i, f in enumerate(filters[1:], start=1)),
-        objectives.channel(hook, filters[0], batch=0),
-    )
-    t = time.perf_counter()
-    images = render.render_vis(
-        model,
-        objective,
-        param_f=lambda: param.image(args.size, batch=len(filters)),
-        thresholds=(args.steps,),
-        fixed_image_size=args.size,
-        show_image=False,
-        progress=False,
-    )
-    seconds = time.perf_counter() - t
-    for m in model.modules():  # render_vis leaves its forward hooks behind
-        m._forward_hooks.clear()
+    batch = args.batch or len(filters)
+    images, seconds = [], 0.0
+    for at in range(0, len(filters), batch):
+        part = filters[at : at + batch]
+        objective = sum(
+            (objectives.channel(hook, f, batch=i) for i, f in enumerate(part[1:], start=1)),
+            objectives.channel(hook, part[0], batch=0),
+        )
+        t = time.perf_counter()
+        rendered = render.render_vis(
+            model,
+            objective,
+            param_f=functools.partial(param.image, args.size, batch=len(part)),
+            thresholds=(args.steps,),
+            fixed_image_size=args.size,
+            show_image=False,
+            progress=False,
+        )
+        seconds += time.perf_counter() - t
+        images.append(np.asarray(rendered[-1], np.float32))
+        for m in model.modules():  # render_vis leaves its forward hooks behind
+            m._forward_hooks.clear()
     np.savez(
         args.out,
-        images=np.asarray(images[-1], np.float32),
+        images=np.concatenate(images),
         filters=np.asarray(filters),
         seconds=seconds,
         torch=torch.__version__,
