@@ -367,33 +367,51 @@ def pool_max(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
     recipe's bfloat16 step at block5_conv1 (XLA profile, ``python -m bench.profile``). Ties are
     zeros after a ReLU, where only the redirected ReLU's first steps let a gradient through.
     """
-    return jnp.max(_pool_windows(x, window), axis=tuple(range(1, 2 * x.ndim, 2)))
+    windows, axes = _pool_windows(x, window)
+    return jnp.max(windows, axis=axes)
 
 
-def _pool_windows(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
-    """``x`` without what fills no window, as ``(x0, w0, x1, w1, ...)``."""
+def _pool_windows(x: jax.Array, window: tuple[int, ...]) -> tuple[jax.Array, tuple[int, ...]]:
+    """``x`` without what fills no window, each pooled axis split in two (``(x0, w0)``; an axis
+    whose window is 1 stays whole, so that XLA:CPU sees a plain reduction), and the window axes."""
     x = x[tuple(slice(0, s // w * w) for s, w in zip(x.shape, window, strict=True))]
-    return x.reshape([n for s, w in zip(x.shape, window, strict=True) for n in (s // w, w)])
+    shape: list[int] = []
+    axes: list[int] = []
+    for s, w in zip(x.shape, window, strict=True):
+        shape += [s] if w == 1 else [s // w, w]
+        if w > 1:
+            axes.append(len(shape) - 1)
+    return x.reshape(shape), tuple(axes)
 
 
 def _pool_max_fwd(x: jax.Array, window: tuple[int, ...]):
-    y = jnp.max(_pool_windows(x, window), axis=tuple(range(1, 2 * x.ndim, 2)))
+    windows, axes = _pool_windows(x, window)
+    y = jnp.max(windows, axis=axes)
     return y, (x, y)
 
 
 def _pool_max_bwd(window: tuple[int, ...], res: tuple[jax.Array, jax.Array], g: jax.Array):
     x, y = res
-    windows = _pool_windows(x, window)
+    windows, axes = _pool_windows(x, window)
+    pooled = [w for w in window if w > 1]
     taken = jnp.zeros(y.shape, bool)
     parts = []
-    for offset in itertools.product(*(range(w) for w in window)):  # row-major
-        first = (windows[tuple(i for o in offset for i in (slice(None), o))] == y) & ~taken
+    for offset in itertools.product(*(range(w) for w in pooled)):  # row-major
+        index = [slice(None)] * windows.ndim
+        for axis, o in zip(axes, offset, strict=True):
+            index[axis] = o
+        first = (windows[tuple(index)] == y) & ~taken
         taken = taken | first
         parts.append(jnp.where(first, g, jnp.zeros_like(g)))
-    n = x.ndim
-    grad = jnp.stack(parts).reshape(*window, *y.shape)  # (w0, w1, ..., y0, y1, ...)
-    grad = grad.transpose([a for i in range(n) for a in (n + i, i)])
-    grad = grad.reshape([s * w for s, w in zip(y.shape, window, strict=True)])
+    k = len(pooled)
+    grad = jnp.stack(parts).reshape(*pooled, *y.shape)  # (w_a, w_b, ..., y0, y1, ...)
+    order, j = [], 0
+    for i, w in enumerate(window):
+        order.append(k + i)
+        if w > 1:
+            order.append(j)
+            j += 1
+    grad = grad.transpose(order).reshape([s * w for s, w in zip(y.shape, window, strict=True)])
     return (jnp.pad(grad, [(0, s - t) for s, t in zip(x.shape, grad.shape, strict=True)]),)
 
 
