@@ -53,10 +53,8 @@ def kinds(events: Sequence[tuple[str, str, float]]) -> collections.Counter:
 
 def trace_events(directory: Path) -> list[tuple[str, str, float]]:
     """``(line name, event name, seconds)`` of every event in the trace under ``directory``."""
-    from jax._src.profiler import ProfileData
-
     (path,) = directory.rglob("*.xplane.pb")
-    data = ProfileData.from_file(str(path))
+    data = jax.profiler.ProfileData.from_file(str(path))
     return [
         (line.name, event.name, event.duration_ns * 1e-9)
         for plane in data.planes

@@ -367,6 +367,10 @@ def pool_max(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
     recipe's bfloat16 step at block5_conv1 (XLA profile, ``python -m bench.profile``). Ties are
     zeros after a ReLU, where only the redirected ReLU's first steps let a gradient through.
     """
+    return _window_max(x, window)
+
+
+def _window_max(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
     windows, axes = _pool_windows(x, window)
     return jnp.max(windows, axis=axes)
 
@@ -385,8 +389,7 @@ def _pool_windows(x: jax.Array, window: tuple[int, ...]) -> tuple[jax.Array, tup
 
 
 def _pool_max_fwd(x: jax.Array, window: tuple[int, ...]):
-    windows, axes = _pool_windows(x, window)
-    y = jnp.max(windows, axis=axes)
+    y = _window_max(x, window)
     return y, (x, y)
 
 
